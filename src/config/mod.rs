@@ -1,0 +1,775 @@
+//! Validated configuration. `raw` mirrors the TOML; this module turns it into typed values,
+//! applies the preset and defaults, and reports *every* problem at once, each with its key path.
+//! Validation is pure: it opens no sockets and reads no secrets (those are read at startup).
+
+pub mod raw;
+pub mod secret;
+
+use crate::routes::{RouteClass, RouteRule, Router};
+use ipnet::IpNet;
+use raw::*;
+pub use secret::{Secret, SecretSource};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One configuration problem, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// All problems found in one configuration.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub store: StoreConfig,
+    pub sessions: SessionConfig,
+    pub jwt: Option<JwtConfig>,
+    pub routes: Router,
+    pub extract: ExtractConfig,
+    pub backend: BackendConfig,
+    pub user_api: UserApiConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub h2_keepalive_interval: Duration,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: http::Uri,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    pub max_response_body_bytes: usize,
+    /// Send the client's `Host` upstream instead of the upstream's own authority.
+    pub preserve_host: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub terminated_retention: Duration,
+    pub sweep_interval: Duration,
+    pub sweep_batch: usize,
+    pub cache_capacity_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePolicy {
+    /// Inactive sessions are only reported as such (`isTrulyActive: false`).
+    Mark,
+    /// Inactive sessions are ended on their next request.
+    Terminate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownTokens {
+    Pass,
+    Reject,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub last_seen_interval: Duration,
+    pub inactivity_timeout: Duration,
+    pub idle_policy: IdlePolicy,
+    pub unknown_tokens: UnknownTokens,
+    pub refresh_reuse_grace: Duration,
+    pub encryption_key: SecretSource,
+    pub previous_keys: Option<SecretSource>,
+    pub tenant_claim: Option<String>,
+    pub tenant_header: Option<http::HeaderName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    Hs256,
+    Hs384,
+    Hs512,
+    Rs256,
+    Es256,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub algorithm: JwtAlgorithm,
+    /// HMAC secret (HS*) or PEM public key file (RS256/ES256).
+    pub key: SecretSource,
+    pub leeway: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExtractConfig {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub refresh_cookie: Option<String>,
+    pub access_cookie: Option<String>,
+    pub user_id: Option<String>,
+    pub user_id_claim: Option<String>,
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub session_id_claim: Option<String>,
+    pub request_refresh_token: Option<String>,
+    pub request_device_id: Option<String>,
+    /// `(pointer, value)`: a logout body with this value ends every session of the user.
+    pub logout_all: Option<(String, String)>,
+    pub credential_user_param: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"data":null,"error":{"status","name","message","details":{"reason"}}}`
+    Strapi,
+    /// `{"error":{"status","reason","message"}}`
+    Plain,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub error_shape: ErrorShape,
+    pub revoke_on_end: bool,
+    pub revoke_logout: Option<RouteRule>,
+    pub revoke_refresh: Option<RouteRule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserApiConfig {
+    pub enabled: bool,
+    /// Normalised prefix, e.g. `/api/magic-sessionmanager`.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// The whole TOML document, section by section, so that a bad key in one section does not hide
+/// the problems of the others.
+struct RawConfig {
+    preset: Option<String>,
+    server: RawServer,
+    upstream: RawUpstream,
+    store: RawStore,
+    sessions: RawSessions,
+    jwt: Option<RawJwt>,
+    routes: RawRoutes,
+    extract: RawExtract,
+    backend: RawBackend,
+    user_api: RawUserApi,
+    log: RawLog,
+}
+
+fn section<T: serde::de::DeserializeOwned + Default>(
+    table: &mut toml::Table,
+    key: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<T> {
+    let value = table.remove(key)?;
+    match T::deserialize(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            issues.push(ConfigIssue { key: key.to_string(), message: e.message().trim().to_string() });
+            Some(T::default())
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
+        let mut issues = Vec::new();
+        let mut table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                let at = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+                return Err(ConfigErrors(vec![ConfigIssue {
+                    key: format!("(line {at})"),
+                    message: e.message().trim().to_string(),
+                }]));
+            }
+        };
+        let preset = match table.remove("preset") {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s),
+            Some(_) => {
+                issues.push(issue("preset", "must be a string"));
+                None
+            }
+        };
+        let raw = RawConfig {
+            preset,
+            server: section(&mut table, "server", &mut issues).unwrap_or_default(),
+            upstream: section(&mut table, "upstream", &mut issues).unwrap_or_default(),
+            store: section(&mut table, "store", &mut issues).unwrap_or_default(),
+            sessions: section(&mut table, "sessions", &mut issues).unwrap_or_default(),
+            jwt: section(&mut table, "jwt", &mut issues),
+            routes: section(&mut table, "routes", &mut issues).unwrap_or_default(),
+            extract: section(&mut table, "extract", &mut issues).unwrap_or_default(),
+            backend: section(&mut table, "backend", &mut issues).unwrap_or_default(),
+            user_api: section(&mut table, "user_api", &mut issues).unwrap_or_default(),
+            log: section(&mut table, "log", &mut issues).unwrap_or_default(),
+        };
+        for key in table.keys() {
+            issues.push(issue(key, "unknown key"));
+        }
+        let cfg = validate(raw, &mut issues);
+        if issues.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(issues))
+        }
+    }
+
+    /// Reads and validates a config file.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![issue("(file)", &format!("cannot read {}: {e}", path.display()))])
+        })?;
+        Config::from_toml_str(&text)
+    }
+}
+
+/// Human-readable effective settings for `check-config`. Secrets appear only as their source.
+pub fn describe(cfg: &Config) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    let _ = writeln!(o, "server.listen            {}", cfg.server.listen);
+    let _ = writeln!(o, "server.tls               {}", if cfg.server.tls.is_some() { "on" } else { "off" });
+    let _ = writeln!(o, "server.trusted_proxies   {:?}", cfg.server.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+    let _ = writeln!(o, "upstream.url             {}", cfg.upstream.url);
+    let _ = writeln!(o, "store.data_dir           {}", cfg.store.data_dir.display());
+    let _ = writeln!(o, "store.terminated_retention {}", d(cfg.store.terminated_retention));
+    let _ = writeln!(o, "sessions.inactivity      {} ({:?})", d(cfg.sessions.inactivity_timeout), cfg.sessions.idle_policy);
+    let _ = writeln!(o, "sessions.last_seen       {}", d(cfg.sessions.last_seen_interval));
+    let _ = writeln!(o, "sessions.unknown_tokens  {:?}", cfg.sessions.unknown_tokens);
+    let _ = writeln!(o, "sessions.encryption_key  from {}", cfg.sessions.encryption_key.describe());
+    match &cfg.jwt {
+        Some(j) => {
+            let _ = writeln!(o, "jwt                      {:?}, key from {}", j.algorithm, j.key.describe());
+        }
+        None => {
+            let _ = writeln!(o, "jwt                      off (client token claims are never relied on)");
+        }
+    }
+    for r in cfg.routes.rules() {
+        let _ = writeln!(o, "route {:<18} {}", r.class.as_str(), r.source);
+    }
+    let _ = writeln!(o, "user_api                 {} at {}", if cfg.user_api.enabled { "on" } else { "off" }, cfg.user_api.prefix);
+    o
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn issue(key: &str, message: &str) -> ConfigIssue {
+    ConfigIssue { key: key.to_string(), message: message.to_string() }
+}
+
+/// Collects problems while turning raw values into typed ones.
+struct V<'a> {
+    issues: &'a mut Vec<ConfigIssue>,
+}
+
+impl V<'_> {
+    fn err(&mut self, key: &str, message: impl Into<String>) {
+        self.issues.push(ConfigIssue { key: key.to_string(), message: message.into() });
+    }
+
+    fn duration(&mut self, key: &str, raw: Option<&str>, default: &str) -> Duration {
+        let text = raw.unwrap_or(default);
+        match humantime::parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.err(key, format!("invalid duration {text:?} ({e}); use e.g. \"30s\", \"15m\", \"30d\""));
+                humantime::parse_duration(default).unwrap_or_default()
+            }
+        }
+    }
+
+    fn positive(&mut self, key: &str, raw: Option<usize>, default: usize) -> usize {
+        let v = raw.unwrap_or(default);
+        if v == 0 {
+            self.err(key, "must be greater than 0");
+            return default;
+        }
+        v
+    }
+
+    fn pointer(&mut self, key: &str, raw: Option<String>) -> Option<String> {
+        let p = raw.filter(|p| !p.is_empty())?;
+        if !p.starts_with('/') {
+            self.err(key, format!("{p:?} is not a JSON pointer (must start with '/')"));
+        }
+        Some(p)
+    }
+
+    fn rules(&mut self, key: &str, class: RouteClass, raw: Option<Vec<String>>, out: &mut Vec<RouteRule>) {
+        for (i, text) in raw.unwrap_or_default().iter().enumerate() {
+            match RouteRule::parse(class, text) {
+                Ok(r) => out.push(r),
+                Err(e) => self.err(&format!("{key}[{i}]"), e),
+            }
+        }
+    }
+
+    fn one_rule(&mut self, key: &str, class: RouteClass, raw: Option<String>) -> Option<RouteRule> {
+        let text = raw.filter(|s| !s.is_empty())?;
+        match RouteRule::parse(class, &text) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.err(key, e);
+                None
+            }
+        }
+    }
+
+    fn secret_source(&mut self, key_env: &str, env: Option<String>, key_file: &str, file: Option<String>) -> Option<SecretSource> {
+        match (env.filter(|s| !s.is_empty()), file.filter(|s| !s.is_empty())) {
+            (Some(_), Some(_)) => {
+                self.err(key_file, format!("set either {key_env} or {key_file}, not both"));
+                None
+            }
+            (Some(e), None) => Some(SecretSource::Env(e)),
+            (None, Some(f)) => Some(SecretSource::File(f.into())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Fills what a preset defines where the file left a key unset, so a preset is exactly what a
+/// user could have written by hand.
+fn apply_preset(raw: &mut RawConfig, v: &mut V<'_>) {
+    let Some(name) = raw.preset.clone() else { return };
+    match name.as_str() {
+        "strapi-v5" => {
+            let r = &mut raw.routes;
+            let list = |xs: &[&str]| Some(xs.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            r.login.get_or_insert_with(|| list(&["POST /api/auth/local", "POST /api/auth/local/register"]).unwrap_or_default());
+            r.refresh.get_or_insert_with(|| list(&["POST /api/auth/refresh"]).unwrap_or_default());
+            r.logout.get_or_insert_with(|| list(&["POST /api/auth/logout"]).unwrap_or_default());
+            r.credential_change.get_or_insert_with(|| {
+                list(&[
+                    "POST /api/auth/change-password",
+                    "POST /api/auth/reset-password",
+                    "PUT /api/users/:id if /password",
+                ])
+                .unwrap_or_default()
+            });
+            let e = &mut raw.extract;
+            let set = |slot: &mut Option<String>, val: &str| {
+                slot.get_or_insert_with(|| val.to_string());
+            };
+            set(&mut e.access_token, "/jwt");
+            set(&mut e.refresh_token, "/refreshToken");
+            set(&mut e.refresh_cookie, "strapi_up_refresh");
+            set(&mut e.user_id, "/user/id");
+            set(&mut e.user_id_claim, "userId");
+            set(&mut e.username, "/user/username");
+            set(&mut e.email, "/user/email");
+            set(&mut e.session_id_claim, "sessionId");
+            set(&mut e.request_refresh_token, "/refreshToken");
+            set(&mut e.request_device_id, "/deviceId");
+            set(&mut e.logout_all, "/scope=all");
+            set(&mut e.credential_user_param, "id");
+            let b = &mut raw.backend;
+            set(&mut b.error_shape, "strapi");
+            set(&mut b.revoke_logout, "POST /api/auth/logout");
+            set(&mut b.revoke_refresh, "POST /api/auth/refresh");
+            b.revoke_on_end.get_or_insert(true);
+        }
+        other => v.err("preset", format!("unknown preset {other:?} (known: \"strapi-v5\")")),
+    }
+}
+
+fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
+    let mut v = V { issues };
+    apply_preset(&mut raw, &mut v);
+
+    // [server]
+    let s = raw.server;
+    let listen_text = s.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listen = listen_text.parse().unwrap_or_else(|_| {
+        v.err("server.listen", format!("{listen_text:?} is not an address like 0.0.0.0:8080"));
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    let tls = match (s.tls_cert, s.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into(), key: key.into() }),
+        (None, None) => None,
+        (Some(_), None) => {
+            v.err("server.tls_key", "required when server.tls_cert is set");
+            None
+        }
+        (None, Some(_)) => {
+            v.err("server.tls_cert", "required when server.tls_key is set");
+            None
+        }
+    };
+    let mut trusted_proxies = Vec::new();
+    for (i, net) in s.trusted_proxies.unwrap_or_default().iter().enumerate() {
+        match net.parse::<IpNet>().or_else(|_| net.parse::<std::net::IpAddr>().map(IpNet::from)) {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => v.err(&format!("server.trusted_proxies[{i}]"), format!("{net:?} is not a CIDR like 10.0.0.0/8")),
+        }
+    }
+    let max_header_bytes = v.positive("server.max_header_bytes", s.max_header_bytes, 16 * 1024);
+    if max_header_bytes < 8192 {
+        // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+        v.err("server.max_header_bytes", "must be at least 8192");
+    }
+    let server = ServerConfig {
+        listen,
+        tls,
+        trusted_proxies,
+        max_connections: v.positive("server.max_connections", s.max_connections, 10_000),
+        max_header_bytes: max_header_bytes.max(8192),
+        max_headers: v.positive("server.max_headers", s.max_headers, 100),
+        max_body_bytes: v.positive("server.max_body_bytes", s.max_body_bytes, 1024 * 1024),
+        header_read_timeout: v.duration("server.header_read_timeout", s.header_read_timeout.as_deref(), "30s"),
+        tls_handshake_timeout: v.duration("server.tls_handshake_timeout", s.tls_handshake_timeout.as_deref(), "10s"),
+        h2_keepalive_interval: v.duration("server.h2_keepalive_interval", s.h2_keepalive_interval.as_deref(), "30s"),
+        drain_timeout: v.duration("server.drain_timeout", s.drain_timeout.as_deref(), "30s"),
+    };
+
+    // [upstream]
+    let u = raw.upstream;
+    let url = match u.url.as_deref() {
+        None => {
+            v.err("upstream.url", "required (e.g. \"http://127.0.0.1:1337\")");
+            http::Uri::from_static("http://127.0.0.1:1337")
+        }
+        Some(text) => match text.parse::<http::Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.host().is_some()
+                    && uri.path_and_query().is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty()) =>
+            {
+                uri
+            }
+            _ => {
+                v.err("upstream.url", format!("{text:?} must be http:// or https:// with a host and no path"));
+                http::Uri::from_static("http://127.0.0.1:1337")
+            }
+        },
+    };
+    let upstream = UpstreamConfig {
+        url,
+        connect_timeout: v.duration("upstream.connect_timeout", u.connect_timeout.as_deref(), "5s"),
+        response_timeout: v.duration("upstream.response_timeout", u.response_timeout.as_deref(), "60s"),
+        pool_idle_timeout: v.duration("upstream.pool_idle_timeout", u.pool_idle_timeout.as_deref(), "90s"),
+        pool_max_idle_per_host: u.pool_max_idle_per_host.unwrap_or(256),
+        max_response_body_bytes: v.positive("upstream.max_response_body_bytes", u.max_response_body_bytes, 1024 * 1024),
+        preserve_host: u.preserve_host.unwrap_or(false),
+    };
+
+    // [store]
+    let st = raw.store;
+    let store = StoreConfig {
+        data_dir: st.data_dir.unwrap_or_else(|| "./data".into()).into(),
+        terminated_retention: v.duration("store.terminated_retention", st.terminated_retention.as_deref(), "30d"),
+        sweep_interval: v.duration("store.sweep_interval", st.sweep_interval.as_deref(), "10m"),
+        sweep_batch: v.positive("store.sweep_batch", st.sweep_batch, 1000),
+        cache_capacity_bytes: st.cache_capacity_bytes.unwrap_or(256 * 1024 * 1024),
+    };
+
+    // [sessions]
+    let se = raw.sessions;
+    let idle_policy = match se.idle_policy.as_deref().unwrap_or("mark") {
+        "mark" => IdlePolicy::Mark,
+        "terminate" => IdlePolicy::Terminate,
+        other => {
+            v.err("sessions.idle_policy", format!("{other:?}: expected \"mark\" or \"terminate\""));
+            IdlePolicy::Mark
+        }
+    };
+    let unknown_tokens = match se.unknown_tokens.as_deref().unwrap_or("pass") {
+        "pass" => UnknownTokens::Pass,
+        "reject" => UnknownTokens::Reject,
+        other => {
+            v.err("sessions.unknown_tokens", format!("{other:?}: expected \"pass\" or \"reject\""));
+            UnknownTokens::Pass
+        }
+    };
+    let encryption_key = v
+        .secret_source(
+            "sessions.encryption_key_env",
+            se.encryption_key_env,
+            "sessions.encryption_key_file",
+            se.encryption_key_file,
+        )
+        .unwrap_or_else(|| SecretSource::Env("SESSION_ENCRYPTION_KEY".into()));
+    let tenant_header = se.tenant_header.and_then(|h| match http::HeaderName::from_bytes(h.as_bytes()) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            v.err("sessions.tenant_header", format!("{h:?} is not a header name"));
+            None
+        }
+    });
+    let sessions = SessionConfig {
+        last_seen_interval: v.duration("sessions.last_seen_interval", se.last_seen_interval.as_deref(), "30s"),
+        inactivity_timeout: v.duration("sessions.inactivity_timeout", se.inactivity_timeout.as_deref(), "15m"),
+        idle_policy,
+        unknown_tokens,
+        refresh_reuse_grace: v.duration("sessions.refresh_reuse_grace", se.refresh_reuse_grace.as_deref(), "10s"),
+        encryption_key,
+        previous_keys: se.previous_keys_env.filter(|s| !s.is_empty()).map(SecretSource::Env),
+        tenant_claim: se.tenant_claim.filter(|s| !s.is_empty()),
+        tenant_header,
+    };
+    if sessions.inactivity_timeout.is_zero() {
+        v.err("sessions.inactivity_timeout", "must be greater than 0");
+    }
+
+    // [jwt]
+    let jwt = raw.jwt.map(|j| {
+        let algorithm = match j.algorithm.as_deref().unwrap_or("HS256").to_ascii_uppercase().as_str() {
+            "HS256" => JwtAlgorithm::Hs256,
+            "HS384" => JwtAlgorithm::Hs384,
+            "HS512" => JwtAlgorithm::Hs512,
+            "RS256" => JwtAlgorithm::Rs256,
+            "ES256" => JwtAlgorithm::Es256,
+            other => {
+                v.err("jwt.algorithm", format!("{other:?}: expected HS256, HS384, HS512, RS256 or ES256"));
+                JwtAlgorithm::Hs256
+            }
+        };
+        let hmac = matches!(algorithm, JwtAlgorithm::Hs256 | JwtAlgorithm::Hs384 | JwtAlgorithm::Hs512);
+        let key = if hmac {
+            if j.public_key_file.is_some() {
+                v.err("jwt.public_key_file", "only for RS256/ES256; HMAC algorithms use secret_env or secret_file");
+            }
+            v.secret_source("jwt.secret_env", j.secret_env, "jwt.secret_file", j.secret_file)
+                .unwrap_or_else(|| SecretSource::Env("JWT_SECRET".into()))
+        } else {
+            match j.public_key_file {
+                Some(f) => SecretSource::File(f.into()),
+                None => {
+                    v.err("jwt.public_key_file", "required for RS256/ES256 (PEM public key)");
+                    SecretSource::Env(String::new())
+                }
+            }
+        };
+        JwtConfig { algorithm, key, leeway: v.duration("jwt.leeway", j.leeway.as_deref(), "30s") }
+    });
+
+    // [routes]
+    let mut rules = Vec::new();
+    let r = raw.routes;
+    v.rules("routes.login", RouteClass::Login, r.login, &mut rules);
+    v.rules("routes.refresh", RouteClass::Refresh, r.refresh, &mut rules);
+    v.rules("routes.logout", RouteClass::Logout, r.logout, &mut rules);
+    v.rules("routes.credential_change", RouteClass::CredentialChange, r.credential_change, &mut rules);
+    if !rules.iter().any(|r| r.class == RouteClass::Login) {
+        v.err("routes.login", "at least one login route is required (or set preset = \"strapi-v5\")");
+    }
+
+    // [extract]
+    let e = raw.extract;
+    let access_token = v.pointer("extract.access_token", e.access_token).unwrap_or_else(|| {
+        v.err("extract.access_token", "required: JSON pointer to the access token in login responses");
+        "/jwt".into()
+    });
+    let logout_all = e.logout_all.filter(|s| !s.is_empty()).and_then(|s| match s.split_once('=') {
+        Some((p, val)) if p.starts_with('/') => Some((p.to_string(), val.to_string())),
+        _ => {
+            v.err("extract.logout_all", format!("{s:?}: expected \"/json/pointer=value\""));
+            None
+        }
+    });
+    let extract = ExtractConfig {
+        access_token,
+        refresh_token: v.pointer("extract.refresh_token", e.refresh_token),
+        refresh_cookie: e.refresh_cookie.filter(|s| !s.is_empty()),
+        access_cookie: e.access_cookie.filter(|s| !s.is_empty()),
+        user_id: v.pointer("extract.user_id", e.user_id),
+        user_id_claim: e.user_id_claim.filter(|s| !s.is_empty()),
+        username: v.pointer("extract.username", e.username),
+        email: v.pointer("extract.email", e.email),
+        session_id_claim: e.session_id_claim.filter(|s| !s.is_empty()),
+        request_refresh_token: v.pointer("extract.request_refresh_token", e.request_refresh_token),
+        request_device_id: v.pointer("extract.request_device_id", e.request_device_id),
+        logout_all,
+        credential_user_param: e.credential_user_param.filter(|s| !s.is_empty()),
+    };
+    if extract.user_id.is_none() && extract.user_id_claim.is_none() {
+        v.err("extract.user_id", "set extract.user_id (JSON pointer) or extract.user_id_claim (JWT claim)");
+    }
+
+    // [backend]
+    let b = raw.backend;
+    let error_shape = match b.error_shape.as_deref().unwrap_or("plain") {
+        "strapi" => ErrorShape::Strapi,
+        "plain" => ErrorShape::Plain,
+        other => {
+            v.err("backend.error_shape", format!("{other:?}: expected \"strapi\" or \"plain\""));
+            ErrorShape::Plain
+        }
+    };
+    let backend = BackendConfig {
+        error_shape,
+        revoke_on_end: b.revoke_on_end.unwrap_or(false),
+        revoke_logout: v.one_rule("backend.revoke_logout", RouteClass::Logout, b.revoke_logout),
+        revoke_refresh: v.one_rule("backend.revoke_refresh", RouteClass::Refresh, b.revoke_refresh),
+    };
+    if backend.revoke_on_end && backend.revoke_logout.is_none() {
+        v.err("backend.revoke_logout", "required when backend.revoke_on_end = true");
+    }
+
+    // [user_api]
+    let ua = raw.user_api;
+    let prefix_text = ua.prefix.unwrap_or_else(|| "/api/magic-sessionmanager".into());
+    if !prefix_text.starts_with('/') {
+        v.err("user_api.prefix", "must start with '/'");
+    }
+    let prefix = crate::routes::normalize_path(&prefix_text);
+    if rules.iter().any(|r| crate::routes::normalize_path(r.path()).starts_with(&prefix)) {
+        v.err("user_api.prefix", format!("{prefix_text:?} overlaps a watched auth route"));
+    }
+    let user_api = UserApiConfig { enabled: ua.enabled.unwrap_or(true), prefix };
+
+    // [log]
+    let l = raw.log;
+    let level = l.level.unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        v.err("log.level", format!("{level:?} is not a level or filter (e.g. \"info\", \"sessiongate=debug\")"));
+    }
+    let format = match l.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            v.err("log.format", format!("{other:?}: expected \"text\" or \"json\""));
+            LogFormat::Text
+        }
+    };
+
+    Config {
+        server,
+        upstream,
+        store,
+        sessions,
+        jwt,
+        routes: Router::new(rules),
+        extract,
+        backend,
+        user_api,
+        log: LogConfig { level, format },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../gateway.toml.example");
+        let cfg = Config::from_toml_str(text).expect("gateway.toml.example must stay valid");
+        assert_eq!(cfg.routes.rules().len(), 7);
+        assert_eq!(cfg.backend.error_shape, ErrorShape::Strapi);
+    }
+
+    #[test]
+    fn minimal_strapi_config_gets_defaults() {
+        let cfg = Config::from_toml_str("preset = \"strapi-v5\"\n[upstream]\nurl = \"http://127.0.0.1:1337\"\n")
+            .expect("valid");
+        assert_eq!(cfg.sessions.last_seen_interval, Duration::from_secs(30));
+        assert_eq!(cfg.sessions.inactivity_timeout, Duration::from_secs(900));
+        assert_eq!(cfg.store.terminated_retention, Duration::from_secs(30 * 86400));
+        assert_eq!(cfg.extract.refresh_cookie.as_deref(), Some("strapi_up_refresh"));
+        assert_eq!(cfg.user_api.prefix, "/api/magic-sessionmanager");
+        assert_eq!(cfg.sessions.encryption_key, SecretSource::Env("SESSION_ENCRYPTION_KEY".into()));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_with_its_key() {
+        let text = r#"
+preset = "strapi-v5"
+bogus = 1
+[server]
+listen = "nowhere"
+trusted_proxies = ["10.0.0.0/8", "ten"]
+[upstream]
+url = "ftp://x"
+[sessions]
+idle_policy = "sometimes"
+inactivity_timeout = "soon"
+[store]
+typo_key = 3
+[routes]
+login = ["POST"]
+"#;
+        let err = Config::from_toml_str(text).expect_err("invalid");
+        let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
+        for k in [
+            "bogus",
+            "store",
+            "server.listen",
+            "server.trusted_proxies[1]",
+            "upstream.url",
+            "sessions.idle_policy",
+            "sessions.inactivity_timeout",
+            "routes.login[0]",
+        ] {
+            assert!(keys.contains(&k), "missing {k} in {keys:?}");
+        }
+        assert!(err.to_string().contains("typo_key"), "{err}");
+    }
+
+    #[test]
+    fn generic_backend_needs_its_rules() {
+        let err = Config::from_toml_str("[upstream]\nurl = \"http://b:80\"\n").expect_err("no rules");
+        let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
+        assert!(keys.contains(&"routes.login"));
+        assert!(keys.contains(&"extract.access_token"));
+        assert!(keys.contains(&"extract.user_id"));
+    }
+
+    #[test]
+    fn toml_syntax_errors_name_the_line() {
+        let err = Config::from_toml_str("a = 1\n[server\n").expect_err("syntax");
+        assert!(err.0[0].key.contains("line 2"), "{err}");
+    }
+}

@@ -1,0 +1,119 @@
+//! Serde mirror of `gateway.toml`. Every table denies unknown keys so a typo is an error, not a
+//! silently ignored setting. Values stay loosely typed here (durations and addresses as strings)
+//! so that `config::validate` can report each bad value with its key path.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub header_read_timeout: Option<String>,
+    pub tls_handshake_timeout: Option<String>,
+    pub h2_keepalive_interval: Option<String>,
+    pub drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub pool_idle_timeout: Option<String>,
+    pub pool_max_idle_per_host: Option<usize>,
+    pub max_response_body_bytes: Option<usize>,
+    pub preserve_host: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub data_dir: Option<String>,
+    pub terminated_retention: Option<String>,
+    pub sweep_interval: Option<String>,
+    pub sweep_batch: Option<usize>,
+    pub cache_capacity_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessions {
+    pub last_seen_interval: Option<String>,
+    pub inactivity_timeout: Option<String>,
+    pub idle_policy: Option<String>,
+    pub unknown_tokens: Option<String>,
+    pub refresh_reuse_grace: Option<String>,
+    pub encryption_key_env: Option<String>,
+    pub encryption_key_file: Option<String>,
+    pub previous_keys_env: Option<String>,
+    pub tenant_claim: Option<String>,
+    pub tenant_header: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub algorithm: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    pub public_key_file: Option<String>,
+    pub leeway: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoutes {
+    pub login: Option<Vec<String>>,
+    pub refresh: Option<Vec<String>>,
+    pub logout: Option<Vec<String>>,
+    pub credential_change: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExtract {
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub refresh_cookie: Option<String>,
+    pub access_cookie: Option<String>,
+    pub user_id: Option<String>,
+    pub user_id_claim: Option<String>,
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub session_id_claim: Option<String>,
+    pub request_refresh_token: Option<String>,
+    pub request_device_id: Option<String>,
+    pub logout_all: Option<String>,
+    pub credential_user_param: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub error_shape: Option<String>,
+    pub revoke_on_end: Option<bool>,
+    pub revoke_logout: Option<String>,
+    pub revoke_refresh: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUserApi {
+    pub enabled: Option<bool>,
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<String>,
+    pub format: Option<String>,
+}

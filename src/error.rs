@@ -1,0 +1,230 @@
+//! The gateway's error type and its single mapping to HTTP: status, side and a stable `reason`
+//! code used in bodies, the `x-sessiongate-reason` header, logs and metric labels.
+
+use crate::config::ErrorShape;
+use crate::store::StoreError;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// Builds a complete in-memory body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// Who is at fault: the client, the upstream backend, or the gateway itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("session has been terminated")]
+    SessionTerminated,
+    #[error("refresh token reuse detected; session terminated")]
+    RefreshTokenReuse,
+    #[error("session expired due to inactivity")]
+    SessionInactive,
+    #[error("token is not tracked by the gateway")]
+    UnknownToken,
+    #[error("missing or invalid credentials")]
+    Unauthenticated,
+    #[error("not found")]
+    NotFound,
+    #[error("Cannot terminate current session. Use /logout instead.")]
+    CannotTerminateCurrent,
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("request body exceeds the configured limit")]
+    BodyTooLarge,
+    #[error("backend unavailable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("backend did not answer in time")]
+    UpstreamTimeout,
+    #[error("backend answered an auth route with a response the gateway cannot read: {0}")]
+    BadAuthResponse(&'static str),
+    #[error("session store failure: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            SessionTerminated | RefreshTokenReuse | SessionInactive | UnknownToken | Unauthenticated => {
+                StatusCode::UNAUTHORIZED
+            }
+            NotFound => StatusCode::NOT_FOUND,
+            CannotTerminateCurrent | BadRequest(_) => StatusCode::BAD_REQUEST,
+            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UpstreamUnavailable(_) | BadAuthResponse(_) => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn side(&self) -> Side {
+        use GatewayError::*;
+        match self {
+            SessionTerminated | RefreshTokenReuse | SessionInactive | UnknownToken | Unauthenticated | NotFound
+            | CannotTerminateCurrent | BadRequest(_) | BodyTooLarge => Side::Client,
+            UpstreamUnavailable(_) | UpstreamTimeout | BadAuthResponse(_) => Side::Upstream,
+            Store(_) | Internal(_) => Side::Internal,
+        }
+    }
+
+    /// Stable snake_case code; never changes once released.
+    pub fn reason(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            SessionTerminated => "session_terminated",
+            RefreshTokenReuse => "refresh_token_reuse",
+            SessionInactive => "session_inactive",
+            UnknownToken => "unknown_token",
+            Unauthenticated => "unauthenticated",
+            NotFound => "not_found",
+            CannotTerminateCurrent => "cannot_terminate_current",
+            BadRequest(_) => "bad_request",
+            BodyTooLarge => "body_too_large",
+            UpstreamUnavailable(_) => "upstream_unavailable",
+            UpstreamTimeout => "upstream_timeout",
+            BadAuthResponse(_) => "bad_auth_response",
+            Store(_) => "store_unavailable",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    /// The message shown to clients: short, with no internal details (those go to logs).
+    pub fn public_message(&self) -> String {
+        use GatewayError::*;
+        match self {
+            UpstreamUnavailable(_) => "Backend unavailable".into(),
+            BadAuthResponse(_) => "Backend sent an unreadable authentication response".into(),
+            Store(_) => "Session store unavailable".into(),
+            Internal(_) => "Internal gateway error".into(),
+            Unauthenticated => "Missing or invalid credentials".into(),
+            NotFound => "Not Found".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Renders the error in the backend's error shape with the `x-sessiongate-reason` header.
+    pub fn into_response(self, shape: ErrorShape) -> Response<Body> {
+        error_response(shape, self.status(), self.reason(), &self.public_message())
+    }
+}
+
+/// Strapi's error `name` for a status.
+fn strapi_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "BadRequestError",
+        401 => "UnauthorizedError",
+        403 => "ForbiddenError",
+        404 => "NotFoundError",
+        413 => "PayloadTooLargeError",
+        429 => "RateLimitError",
+        502 => "BadGatewayError",
+        503 => "ServiceUnavailableError",
+        504 => "GatewayTimeoutError",
+        _ => "ApplicationError",
+    }
+}
+
+/// A JSON error response in the configured shape.
+pub fn error_response(shape: ErrorShape, status: StatusCode, reason: &'static str, message: &str) -> Response<Body> {
+    let body = match shape {
+        ErrorShape::Strapi => serde_json::json!({
+            "data": null,
+            "error": {
+                "status": status.as_u16(),
+                "name": strapi_name(status),
+                "message": message,
+                "details": { "reason": reason },
+            }
+        }),
+        ErrorShape::Plain => serde_json::json!({
+            "error": { "status": status.as_u16(), "reason": reason, "message": message }
+        }),
+    };
+    let mut res = Response::new(full(body.to_string()));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    h.insert("x-sessiongate-reason", HeaderValue::from_static(reason));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Failures before the gateway serves: bad config (exit 64) or anything else (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigErrors),
+    #[error("{0}")]
+    Secret(String),
+    #[error("session store: {0}")]
+    Store(#[from] StoreError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+impl StartupError {
+    /// Process exit code: 64 (EX_USAGE) for configuration problems, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartupError::Config(_) | StartupError::Secret(_) | StartupError::Tls(_) => 64,
+            StartupError::Store(_) | StartupError::Bind { .. } => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_is_pinned() {
+        let cases: Vec<(GatewayError, u16, Side, &str)> = vec![
+            (GatewayError::SessionTerminated, 401, Side::Client, "session_terminated"),
+            (GatewayError::RefreshTokenReuse, 401, Side::Client, "refresh_token_reuse"),
+            (GatewayError::SessionInactive, 401, Side::Client, "session_inactive"),
+            (GatewayError::UnknownToken, 401, Side::Client, "unknown_token"),
+            (GatewayError::Unauthenticated, 401, Side::Client, "unauthenticated"),
+            (GatewayError::NotFound, 404, Side::Client, "not_found"),
+            (GatewayError::CannotTerminateCurrent, 400, Side::Client, "cannot_terminate_current"),
+            (GatewayError::BadRequest("x"), 400, Side::Client, "bad_request"),
+            (GatewayError::BodyTooLarge, 413, Side::Client, "body_too_large"),
+            (GatewayError::UpstreamUnavailable("x".into()), 502, Side::Upstream, "upstream_unavailable"),
+            (GatewayError::UpstreamTimeout, 504, Side::Upstream, "upstream_timeout"),
+            (GatewayError::BadAuthResponse("x"), 502, Side::Upstream, "bad_auth_response"),
+            (GatewayError::Internal("x".into()), 500, Side::Internal, "internal_error"),
+        ];
+        for (e, status, side, reason) in cases {
+            assert_eq!((e.status().as_u16(), e.side(), e.reason()), (status, side, reason), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn strapi_shape_carries_reason() {
+        let res = GatewayError::SessionTerminated.into_response(ErrorShape::Strapi);
+        assert_eq!(res.status(), 401);
+        assert_eq!(res.headers()["x-sessiongate-reason"], "session_terminated");
+    }
+
+    #[test]
+    fn internal_details_are_not_shown_to_clients() {
+        let e = GatewayError::UpstreamUnavailable("connect 10.1.2.3:1337 refused".into());
+        assert!(!e.public_message().contains("10.1.2.3"));
+    }
+}

@@ -1,0 +1,173 @@
+//! sessiongate: a session-aware reverse proxy for JWT backends (Strapi v5 first).
+//!
+//! [`start`] is what `main` and the integration tests call: it takes a validated [`Config`] and
+//! already-bound listeners, and returns a [`Running`] gateway. Startup order: secrets → store →
+//! index → upstream client → TLS → serve.
+
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod routes;
+pub mod session;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+use config::Config;
+use error::StartupError;
+use session::crypto::{self, Keyring};
+use session::tokens::Verifier;
+use session::Sessions;
+use state::AppState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Listeners bound before [`start`], so tests can bind port 0 without a race.
+pub struct Listeners {
+    pub public: std::net::TcpListener,
+}
+
+impl Listeners {
+    pub fn bind(cfg: &Config) -> Result<Listeners, StartupError> {
+        let public = bind(cfg.server.listen)?;
+        Ok(Listeners { public })
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartupError> {
+    let l = std::net::TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+    l.set_nonblocking(true).map_err(|source| StartupError::Bind { addr, source })?;
+    Ok(l)
+}
+
+/// A running gateway.
+pub struct Running {
+    pub public_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, drains open connections (bounded by `server.drain_timeout`), stops
+    /// background tasks and flushes the store.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        for t in self.background {
+            t.abort();
+        }
+        if let Err(e) = self.state.sessions.store().flush().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Reads the encryption keyring. With no key configured, one is generated into the data
+/// directory (mode 0600) — loudly, since losing that file makes stored tokens unreadable.
+async fn load_keyring(cfg: &Config) -> Result<Keyring, StartupError> {
+    let src = &cfg.sessions.encryption_key;
+    let bad = |what: &str| StartupError::Secret(format!("sessions.encryption_key ({}): {what}", src.describe()));
+    let current = match src.read().map_err(|e| bad(&e))? {
+        Some(secret) => crypto::decode_key(&secret).map_err(|e| bad(&e.to_string()))?,
+        None => {
+            let path = cfg.store.data_dir.join("encryption.key");
+            let path2 = path.clone();
+            let key = tokio::task::spawn_blocking(move || read_or_create_key_file(&path2))
+                .await
+                .map_err(|e| StartupError::Secret(e.to_string()))?
+                .map_err(StartupError::Secret)?;
+            tracing::warn!(
+                file = %path.display(),
+                "no encryption key configured ({}); using a key file in the data directory. \
+                 Set SESSION_ENCRYPTION_KEY (see `sessiongate keygen`) for production and keep it safe",
+                src.describe()
+            );
+            key
+        }
+    };
+    let mut previous = Vec::new();
+    if let Some(prev) = &cfg.sessions.previous_keys {
+        if let Some(list) = prev.read().map_err(StartupError::Secret)? {
+            let text = String::from_utf8_lossy(list.expose()).to_string();
+            for (i, k) in text.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
+                let key = crypto::decode_key(&config::Secret::new(k)).map_err(|e| {
+                    StartupError::Secret(format!("sessions.previous_keys_env ({}), key #{}: {e}", prev.describe(), i + 1))
+                })?;
+                previous.push(key);
+            }
+        }
+    }
+    Ok(Keyring::new(current, &previous))
+}
+
+fn read_or_create_key_file(path: &std::path::Path) -> Result<[u8; 32], String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(text) = std::fs::read(path) {
+        return crypto::decode_key(&config::Secret::new(text)).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let key = crypto::generate_key();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(key.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
+    crypto::decode_key(&config::Secret::new(key)).map_err(|e| e.to_string())
+}
+
+fn load_verifier(cfg: &Config) -> Result<Option<Verifier>, StartupError> {
+    let Some(jwt) = &cfg.jwt else { return Ok(None) };
+    let bad = |what: String| StartupError::Secret(format!("jwt key ({}): {what}", jwt.key.describe()));
+    let key = jwt.key.read().map_err(bad)?.ok_or_else(|| bad("not set".into()))?;
+    Verifier::new(jwt, key.expose()).map(Some).map_err(bad)
+}
+
+/// Starts the gateway on already-bound listeners.
+pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, StartupError> {
+    let cfg = Arc::new(cfg);
+    let keyring = load_keyring(&cfg).await?;
+    let verifier = load_verifier(&cfg)?;
+    let store = store::Store::open(&cfg.store.data_dir, cfg.store.cache_capacity_bytes).await?;
+    let (sessions, touch_rx) = Sessions::open(cfg.sessions.clone(), store.clone(), keyring).await?;
+    let (total, active, tokens) = sessions.counts();
+    tracing::info!(sessions = total, active, tokens, data_dir = %cfg.store.data_dir.display(), "session store loaded");
+    let upstream = Arc::new(proxy::upstream::Upstream::new(&cfg.upstream)?);
+    let tls = match &cfg.server.tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(proxy::tls::server_config(files)?)),
+        None => None,
+    };
+    let public = tokio::net::TcpListener::from_std(listeners.public)
+        .map_err(|source| StartupError::Bind { addr: cfg.server.listen, source })?;
+    let public_addr = public.local_addr().map_err(|source| StartupError::Bind { addr: cfg.server.listen, source })?;
+
+    let state = Arc::new(AppState { cfg: cfg.clone(), sessions: sessions.clone(), upstream, verifier });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let background = vec![
+        tokio::spawn(session::run_touch_writer(store, touch_rx)),
+        tokio::spawn(session::sweeper::run(
+            sessions,
+            cfg.store.sweep_interval,
+            cfg.store.terminated_retention,
+            cfg.store.sweep_batch,
+            shutdown_rx.clone(),
+        )),
+    ];
+    let server = tokio::spawn(proxy::serve(state.clone(), public, tls.clone(), shutdown_rx));
+    tracing::info!(
+        public = %public_addr,
+        tls = tls.is_some(),
+        upstream = %cfg.upstream.url,
+        "sessiongate listening"
+    );
+    Ok(Running { public_addr, state, shutdown: shutdown_tx, server, background })
+}

@@ -1,0 +1,458 @@
+//! The request path. `handle` is the only place errors become responses; `handle_inner` reads
+//! top to bottom as the list of phases every request goes through.
+
+use super::headers;
+use crate::config::{IdlePolicy, UnknownTokens};
+use crate::error::{full, Body, BoxError, GatewayError, Side};
+use crate::routes::{self, RouteClass, RouteMatch};
+use crate::session::{now_ms, tokens, user_api, Check, Issued, Live, Origin};
+use crate::state::AppState;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::Value;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Longest user agent stored with a session.
+const MAX_USER_AGENT: usize = 512;
+
+/// Per-request context, filled in as the phases run.
+pub struct RequestCtx {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub client_ip: IpAddr,
+    pub request_id: String,
+    pub route: RouteClass,
+    pub user_agent: String,
+    /// Live session of the presented access token.
+    pub session: Option<Arc<Live>>,
+    /// Live session of the presented refresh token (refresh and logout routes).
+    pub refresh_session: Option<Arc<Live>>,
+}
+
+/// Credentials a request presents.
+#[derive(Default)]
+struct Creds {
+    access: Option<String>,
+    refresh: Option<String>,
+    device_id: Option<String>,
+    logout_all: bool,
+}
+
+enum ReqBody {
+    Stream(Incoming),
+    Buffered(Bytes),
+}
+
+/// Entry point for every public request.
+pub async fn handle(st: Arc<AppState>, peer: SocketAddr, tls: bool, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128 && headers_from_trusted(&st, peer))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    let mut ctx = RequestCtx {
+        peer,
+        tls,
+        client_ip: peer.ip(),
+        request_id,
+        route: RouteClass::Other,
+        user_agent: String::new(),
+        session: None,
+        refresh_session: None,
+    };
+    let method = req.method().clone();
+    let mut res = match handle_inner(&st, &mut ctx, req).await {
+        Ok(res) => res,
+        Err(e) => {
+            match e.side() {
+                Side::Client => tracing::info!(request_id = %ctx.request_id, route = ctx.route.as_str(), reason = e.reason(), "request denied: {e}"),
+                Side::Upstream => tracing::warn!(request_id = %ctx.request_id, route = ctx.route.as_str(), reason = e.reason(), "upstream failure: {e}"),
+                Side::Internal => tracing::error!(request_id = %ctx.request_id, route = ctx.route.as_str(), reason = e.reason(), "gateway failure: {e}"),
+            }
+            e.into_response(st.cfg.backend.error_shape)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    tracing::debug!(
+        request_id = %ctx.request_id,
+        %method,
+        route = ctx.route.as_str(),
+        status = res.status().as_u16(),
+        client = %ctx.client_ip,
+        session = ctx.session.as_ref().map(|s| s.sid.as_str()).unwrap_or("-"),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    Ok(res)
+}
+
+fn headers_from_trusted(st: &AppState, peer: SocketAddr) -> bool {
+    let ip = peer.ip();
+    st.cfg.server.trusted_proxies.iter().any(|n| n.contains(&ip))
+}
+
+async fn handle_inner(st: &AppState, ctx: &mut RequestCtx, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+    let (parts, body) = req.into_parts();
+    let normalized = routes::normalize_path(parts.uri.path());
+    let matched = classify(st, ctx, &parts, &normalized);
+    let body = read_body(st, ctx.route, &parts.headers, body).await?;
+    let json = body_json(&body);
+    let matched = apply_body_condition(ctx, matched, json.as_ref());
+    let creds = credentials(st, ctx.route, &parts.headers, json.as_ref());
+    enforce(st, ctx, &creds).await?;
+    if ctx.route == RouteClass::UserApi {
+        let rest = &normalized[st.cfg.user_api.prefix.len()..];
+        return user_api::handle(st, &parts.method, rest, parts.uri.query(), ctx.session.clone()).await;
+    }
+    end_before_forward(st, ctx, &creds).await?;
+    let up = upstream_request(st, ctx, parts, body)?;
+    let res = st.upstream.send(up).await?;
+    observe(st, ctx, matched.as_ref(), &creds, res).await
+}
+
+/// Phase 1: decide the route class from method and path alone; note client IP and agent.
+fn classify<'a>(st: &'a AppState, ctx: &mut RequestCtx, parts: &http::request::Parts, normalized: &str) -> Option<RouteMatch<'a>> {
+    let cfg = &st.cfg;
+    ctx.client_ip = headers::client_ip(ctx.peer.ip(), &parts.headers, &cfg.server.trusted_proxies);
+    ctx.user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(MAX_USER_AGENT).collect())
+        .unwrap_or_default();
+    let prefix = &cfg.user_api.prefix;
+    if cfg.user_api.enabled
+        && normalized.starts_with(prefix.as_str())
+        && (normalized.len() == prefix.len() || normalized.as_bytes().get(prefix.len()) == Some(&b'/'))
+    {
+        ctx.route = RouteClass::UserApi;
+        return None;
+    }
+    let m = cfg.routes.find(&parts.method, normalized);
+    ctx.route = m.as_ref().map(|m| m.rule.class).unwrap_or(RouteClass::Other);
+    m
+}
+
+/// Phase 2: auth routes have their body buffered (capped); all others stream.
+async fn read_body(st: &AppState, route: RouteClass, headers: &HeaderMap, body: Incoming) -> Result<ReqBody, GatewayError> {
+    if !route.is_auth() {
+        return Ok(ReqBody::Stream(body));
+    }
+    let max = st.cfg.server.max_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(GatewayError::BodyTooLarge);
+    }
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(c) => Ok(ReqBody::Buffered(c.to_bytes())),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(GatewayError::BodyTooLarge),
+        Err(_) => Err(GatewayError::BadRequest("request body could not be read")),
+    }
+}
+
+fn body_json(body: &ReqBody) -> Option<Value> {
+    match body {
+        ReqBody::Buffered(b) if !b.is_empty() => serde_json::from_slice(b).ok(),
+        _ => None,
+    }
+}
+
+/// A rule with `if /pointer` applies only when the JSON body has that field.
+fn apply_body_condition<'a>(ctx: &mut RequestCtx, m: Option<RouteMatch<'a>>, json: Option<&Value>) -> Option<RouteMatch<'a>> {
+    let cond = m.as_ref().and_then(|m| m.rule.body_condition.as_deref());
+    match cond {
+        Some(ptr) if json.and_then(|j| j.pointer(ptr)).is_none_or(Value::is_null) => {
+            ctx.route = RouteClass::Other;
+            None
+        }
+        _ => m,
+    }
+}
+
+/// Phase 3: which tokens the request presents.
+fn credentials(st: &AppState, route: RouteClass, headers: &HeaderMap, json: Option<&Value>) -> Creds {
+    let x = &st.cfg.extract;
+    let access = tokens::bearer(headers)
+        .or_else(|| x.access_cookie.as_deref().and_then(|n| tokens::cookie(headers, n)))
+        .map(str::to_string);
+    let mut c = Creds { access, ..Default::default() };
+    if matches!(route, RouteClass::Refresh | RouteClass::Logout) {
+        c.refresh = x
+            .request_refresh_token
+            .as_deref()
+            .and_then(|p| json.and_then(|j| tokens::pointer_str(j, p)))
+            .or_else(|| x.refresh_cookie.as_deref().and_then(|n| tokens::cookie(headers, n)).map(str::to_string));
+    }
+    if matches!(route, RouteClass::Login | RouteClass::Logout) {
+        c.device_id = x.request_device_id.as_deref().and_then(|p| json.and_then(|j| tokens::pointer_str(j, p)));
+    }
+    if route == RouteClass::Logout {
+        c.logout_all = x
+            .logout_all
+            .as_ref()
+            .is_some_and(|(p, v)| json.and_then(|j| tokens::pointer_str(j, p)).is_some_and(|got| got == *v));
+    }
+    c
+}
+
+/// Phase 4: refuse tokens of ended sessions, detect refresh-token reuse, apply the idle and
+/// unknown-token policies, and touch live sessions. Login routes are exempt: a stale token
+/// sent along with a fresh login must not stop the user from logging in again.
+async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &Creds) -> Result<(), GatewayError> {
+    if ctx.route == RouteClass::Login {
+        return Ok(());
+    }
+    let now = now_ms();
+    if let Some(t) = &creds.access {
+        ctx.session = check_token(st, t, now, true).await?;
+    }
+    if let Some(t) = &creds.refresh {
+        ctx.refresh_session = check_token(st, t, now, false).await?;
+    }
+    Ok(())
+}
+
+async fn check_token(st: &AppState, token: &str, now: i64, is_access: bool) -> Result<Option<Arc<Live>>, GatewayError> {
+    let hash = tokens::hash(token);
+    match st.sessions.check(&hash, now) {
+        Check::Ended(_) => Err(GatewayError::SessionTerminated),
+        Check::Reuse(live) => {
+            tracing::warn!(session = %live.sid, user = %live.user_id, token = %tokens::log_id(&hash), "refresh token reuse: ending the session");
+            let ended = st.sessions.end(live.id, "refresh_token_reuse").await?;
+            st.revoke_in_background(ended.into_iter().collect());
+            Err(GatewayError::RefreshTokenReuse)
+        }
+        Check::Live(live, _) => live_session(st, live, now).await.map(Some),
+        Check::Unknown => {
+            // A token we never saw may still belong to a tracked backend session (issued by
+            // the backend directly). Its claims count only once its signature verifies.
+            if let (true, Some(v), Some(claim)) = (is_access, &st.verifier, st.cfg.extract.session_id_claim.as_deref()) {
+                if let Some(live) = v.verify(token).and_then(|c| tokens::claim_str(&c, claim)).and_then(|a| st.sessions.by_alias(&a)) {
+                    if live.is_ended() {
+                        return Err(GatewayError::SessionTerminated);
+                    }
+                    return live_session(st, live, now).await.map(Some);
+                }
+            }
+            if st.sessions.config().unknown_tokens == UnknownTokens::Reject && tokens::is_jwt_shaped(token) {
+                return Err(GatewayError::UnknownToken);
+            }
+            Ok(None)
+        }
+    }
+}
+
+async fn live_session(st: &AppState, live: Arc<Live>, now: i64) -> Result<Arc<Live>, GatewayError> {
+    if st.sessions.config().idle_policy == IdlePolicy::Terminate && st.sessions.is_idle(&live, now) {
+        let ended = st.sessions.end(live.id, "idle_timeout").await?;
+        st.revoke_in_background(ended.into_iter().collect());
+        return Err(GatewayError::SessionInactive);
+    }
+    st.sessions.touch(&live, now);
+    Ok(live)
+}
+
+/// Phase 5 (logout routes): end the session(s) locally and durably *before* forwarding, so
+/// the logout holds whatever the backend answers.
+async fn end_before_forward(st: &AppState, ctx: &RequestCtx, creds: &Creds) -> Result<(), GatewayError> {
+    if ctx.route != RouteClass::Logout {
+        return Ok(());
+    }
+    let Some(target) = ctx.refresh_session.clone().or_else(|| ctx.session.clone()) else { return Ok(()) };
+    let ended = if creds.logout_all {
+        st.sessions.end_user(&target.user_id, "logout_all", None).await?
+    } else if let Some(dev) = &creds.device_id {
+        st.sessions.end_many(&st.sessions.user_device_sessions(&target.user_id, dev), "logout").await?
+    } else {
+        st.sessions.end(target.id, "logout").await?.into_iter().collect()
+    };
+    tracing::info!(request_id = %ctx.request_id, user = %target.user_id, sessions = ended.len(), "logout");
+    Ok(())
+}
+
+/// Phase 6: the request as the backend gets it.
+fn upstream_request(st: &AppState, ctx: &RequestCtx, mut parts: http::request::Parts, body: ReqBody) -> Result<Request<Body>, GatewayError> {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    headers::forward_request_headers(&mut parts.headers, ctx.peer.ip(), &st.cfg.server.trusted_proxies, ctx.tls, host.as_ref());
+    let upstream_host = if st.cfg.upstream.preserve_host { host } else { None };
+    match upstream_host.or_else(|| HeaderValue::from_str(st.upstream.authority().as_str()).ok()) {
+        Some(h) => parts.headers.insert(header::HOST, h),
+        None => parts.headers.remove(header::HOST),
+    };
+    if ctx.route.is_auth() {
+        // The gateway reads these responses; ask for them uncompressed.
+        parts.headers.remove(header::ACCEPT_ENCODING);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        parts.headers.insert("x-request-id", v);
+    }
+    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    parts.uri = st.upstream.uri(pq)?;
+    parts.version = http::Version::HTTP_11;
+    let body = match body {
+        ReqBody::Stream(b) => b.map_err(|e| Box::new(e) as BoxError).boxed(),
+        ReqBody::Buffered(b) => full(b),
+    };
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Phase 7: learn sessions from successful login, refresh and credential-change responses.
+/// Every other response streams back untouched (minus hop-by-hop headers).
+async fn observe(
+    st: &AppState,
+    ctx: &mut RequestCtx,
+    matched: Option<&RouteMatch<'_>>,
+    creds: &Creds,
+    res: Response<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let (mut parts, body) = res.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    let learns = matches!(ctx.route, RouteClass::Login | RouteClass::Refresh | RouteClass::CredentialChange);
+    if !learns || !parts.status.is_success() {
+        if ctx.route == RouteClass::Login {
+            tracing::info!(request_id = %ctx.request_id, status = parts.status.as_u16(), client = %ctx.client_ip, "login failed at the backend");
+        }
+        return Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()));
+    }
+    let bytes = http_body_util::Limited::new(body, st.cfg.upstream.max_response_body_bytes)
+        .collect()
+        .await
+        .map_err(|_| GatewayError::BadAuthResponse("response body too large or unreadable"))?
+        .to_bytes();
+    let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let issued = issued_from(st, &parts.headers, json.as_ref());
+    match ctx.route {
+        RouteClass::Login => {
+            let json = json.as_ref().ok_or(GatewayError::BadAuthResponse("login response is not JSON"))?;
+            let issued = issued.ok_or(GatewayError::BadAuthResponse("login response carries no access token"))?;
+            let live = create(st, ctx, creds, &parts.headers, json, issued, "login").await?;
+            ctx.session = Some(live);
+        }
+        RouteClass::Refresh => {
+            let issued = issued.ok_or(GatewayError::BadAuthResponse("refresh response carries no access token"))?;
+            learn_refresh(st, ctx, creds, issued).await?;
+        }
+        RouteClass::CredentialChange => {
+            learn_credential_change(st, ctx, creds, matched, json.as_ref(), issued).await?;
+        }
+        _ => {}
+    }
+    Ok(Response::from_parts(parts, full(bytes)))
+}
+
+/// Access and refresh tokens of a backend response (JSON pointers, then `Set-Cookie`).
+fn issued_from(st: &AppState, headers: &HeaderMap, json: Option<&Value>) -> Option<Issued> {
+    let x = &st.cfg.extract;
+    let access = json
+        .and_then(|j| tokens::pointer_str(j, &x.access_token))
+        .or_else(|| x.access_cookie.as_deref().and_then(|n| tokens::set_cookie(headers, n)))?;
+    let refresh = x
+        .refresh_token
+        .as_deref()
+        .and_then(|p| json.and_then(|j| tokens::pointer_str(j, p)))
+        .or_else(|| x.refresh_cookie.as_deref().and_then(|n| tokens::set_cookie(headers, n)));
+    Some(Issued::new(access, refresh, x.session_id_claim.as_deref()))
+}
+
+/// Creates a session from backend-issued tokens (their claims are trusted: the backend just
+/// issued them).
+async fn create(st: &AppState, ctx: &RequestCtx, creds: &Creds, req_headers: &HeaderMap, json: &Value, issued: Issued, kind: &'static str) -> Result<Arc<Live>, GatewayError> {
+    let x = &st.cfg.extract;
+    let claims = tokens::response_claims(&issued.access);
+    let claim = |name: Option<&str>| name.and_then(|n| claims.as_ref().and_then(|c| tokens::claim_str(c, n)));
+    let user_id = x
+        .user_id
+        .as_deref()
+        .and_then(|p| tokens::pointer_str(json, p))
+        .or_else(|| claim(x.user_id_claim.as_deref()))
+        .ok_or(GatewayError::BadAuthResponse("response names no user"))?;
+    let tenant_id = claim(st.cfg.sessions.tenant_claim.as_deref()).or_else(|| {
+        let h = st.cfg.sessions.tenant_header.as_ref()?;
+        req_headers.get(h).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(128).collect())
+    });
+    let origin = Origin {
+        user_id,
+        username: x.username.as_deref().and_then(|p| tokens::pointer_str(json, p)),
+        email: x.email.as_deref().and_then(|p| tokens::pointer_str(json, p)),
+        tenant_id,
+        device_id: creds.device_id.clone(),
+        ip: ctx.client_ip,
+        user_agent: ctx.user_agent.clone(),
+        kind,
+    };
+    let live = st.sessions.create(origin, issued).await?;
+    tracing::info!(request_id = %ctx.request_id, session = %live.sid, user = %live.user_id, client = %ctx.client_ip, kind, "session created");
+    Ok(live)
+}
+
+async fn learn_refresh(st: &AppState, ctx: &mut RequestCtx, creds: &Creds, issued: Issued) -> Result<(), GatewayError> {
+    match ctx.refresh_session.clone() {
+        Some(live) => {
+            let old = creds.refresh.as_deref().map(tokens::hash);
+            st.sessions.rotate(&live, old, issued.clone()).await?;
+            if live.is_ended() {
+                // Ended while the refresh was in flight: the new tokens are indexed under the
+                // ended session (refused), and revoked at the backend.
+                let (up, cfg) = (st.upstream.clone(), st.cfg.clone());
+                tokio::spawn(crate::session::revoke::revoke(up, cfg, live.sid.clone(), Some(issued.access), issued.refresh));
+                return Err(GatewayError::SessionTerminated);
+            }
+            tracing::debug!(request_id = %ctx.request_id, session = %live.sid, "tokens rotated");
+        }
+        None => {
+            // A refresh token we never saw (its session began before the gateway was in front):
+            // adopt the new tokens as a session.
+            let empty = Value::Object(Default::default());
+            match create(st, ctx, creds, &HeaderMap::new(), &empty, issued, "refresh").await {
+                Ok(live) => ctx.refresh_session = Some(live),
+                Err(GatewayError::BadAuthResponse(why)) => {
+                    tracing::warn!(request_id = %ctx.request_id, "refresh response not adopted: {why}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn learn_credential_change(
+    st: &AppState,
+    ctx: &mut RequestCtx,
+    creds: &Creds,
+    matched: Option<&RouteMatch<'_>>,
+    json: Option<&Value>,
+    issued: Option<Issued>,
+) -> Result<(), GatewayError> {
+    let x = &st.cfg.extract;
+    let user = x
+        .credential_user_param
+        .as_deref()
+        .and_then(|p| matched.and_then(|m| m.param(p)))
+        .map(str::to_string)
+        .or_else(|| x.user_id.as_deref().and_then(|p| json.and_then(|j| tokens::pointer_str(j, p))))
+        .or_else(|| ctx.session.as_ref().map(|s| s.user_id.clone()));
+    let Some(user) = user else {
+        tracing::warn!(request_id = %ctx.request_id, "credential change succeeded but names no user; no session ended");
+        return Ok(());
+    };
+    let ended = st.sessions.end_user(&user, "password_change", None).await?;
+    tracing::info!(request_id = %ctx.request_id, user = %user, sessions = ended.len(), "credentials changed: sessions ended");
+    if let (Some(issued), Some(json)) = (issued, json) {
+        ctx.session = Some(create(st, ctx, creds, &HeaderMap::new(), json, issued, "credential_change").await?);
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Header rules for both directions: hop-by-hop removal (RFC 9110 §7.6.1), the client IP from
+//! `X-Forwarded-For` only through trusted proxies, and the forwarding headers sent upstream.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// Connection-specific headers never forwarded (RFC 9110 §7.6.1, plus the legacy ones).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers and every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+}
+
+fn trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are treated as the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The client's address. `X-Forwarded-For` is read only when the peer is a trusted proxy; it is
+/// walked from the right, skipping trusted hops, so a client cannot inject an address by sending
+/// its own header.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    if !trusted(peer, trusted_proxies) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim())
+        .map_while(|s| s.parse::<IpAddr>().ok())
+        .map(canonical)
+        .collect();
+    hops.iter().rev().find(|ip| !trusted(**ip, trusted_proxies)).or(hops.first()).copied().unwrap_or(peer)
+}
+
+/// Prepares request headers for the upstream: hop-by-hop removed, client-sent forwarding and
+/// gateway headers dropped unless the peer is a trusted proxy, `X-Forwarded-For/-Proto/-Host`
+/// set.
+pub fn forward_request_headers(headers: &mut HeaderMap, peer: IpAddr, trusted_proxies: &[IpNet], tls: bool, host: Option<&HeaderValue>) {
+    strip_hop_by_hop(headers);
+    let peer = canonical(peer);
+    let from_trusted = trusted(peer, trusted_proxies);
+    let names: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-sessiongate-")).cloned().collect();
+    for n in names {
+        headers.remove(n);
+    }
+    let prior_xff = if from_trusted {
+        let joined: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        (!joined.is_empty()).then(|| joined.join(", "))
+    } else {
+        None
+    };
+    if !from_trusted {
+        for n in ["x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip", "forwarded"] {
+            headers.remove(n);
+        }
+    }
+    headers.remove("x-forwarded-for");
+    let xff = match prior_xff {
+        Some(p) => format!("{p}, {peer}"),
+        None => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(if tls { "https" } else { "http" }));
+    }
+    if !headers.contains_key("x-forwarded-host") {
+        if let Some(h) = host {
+            headers.insert("x-forwarded-host", h.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hm(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
+        }
+        h
+    }
+
+    fn nets(xs: &[&str]) -> Vec<IpNet> {
+        xs.iter().map(|s| s.parse().expect("net")).collect()
+    }
+
+    #[test]
+    fn hop_by_hop_table() {
+        let mut h = hm(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("authorization", "Bearer t"),
+            ("content-type", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["authorization", "content-type"]);
+    }
+
+    #[test]
+    fn client_ip_table() {
+        let peer_untrusted: IpAddr = "203.0.113.9".parse().expect("ip");
+        let proxy: IpAddr = "10.0.0.2".parse().expect("ip");
+        let trusted = nets(&["10.0.0.0/8"]);
+        type Case<'a> = (IpAddr, &'a [(&'a str, &'a str)], &'a str);
+        let cases: Vec<Case> = vec![
+            // Untrusted peer: its own X-Forwarded-For is ignored.
+            (peer_untrusted, &[("x-forwarded-for", "1.2.3.4")], "203.0.113.9"),
+            // Trusted peer: rightmost untrusted hop wins.
+            (proxy, &[("x-forwarded-for", "1.2.3.4, 198.51.100.7")], "198.51.100.7"),
+            // A client-injected left entry cannot win over the real one appended by the proxy.
+            (proxy, &[("x-forwarded-for", "9.9.9.9, 198.51.100.7, 10.0.0.5")], "198.51.100.7"),
+            // All hops trusted: leftmost.
+            (proxy, &[("x-forwarded-for", "10.1.1.1, 10.0.0.5")], "10.1.1.1"),
+            // Trusted peer without header: the peer.
+            (proxy, &[], "10.0.0.2"),
+            // Garbage stops the walk.
+            (proxy, &[("x-forwarded-for", "nonsense")], "10.0.0.2"),
+        ];
+        for (peer, headers, want) in cases {
+            assert_eq!(client_ip(peer, &hm(headers), &trusted).to_string(), want, "{headers:?}");
+        }
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().expect("ip");
+        assert_eq!(client_ip(mapped, &hm(&[("x-forwarded-for", "1.2.3.4")]), &trusted).to_string(), "1.2.3.4");
+    }
+
+    #[test]
+    fn forwarding_headers_table() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let host = HeaderValue::from_static("app.example");
+        // Untrusted client: spoofed forwarding and gateway headers are dropped and replaced.
+        let mut h = hm(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+            ("forwarded", "for=1.1.1.1"),
+            ("x-sessiongate-user", "admin"),
+        ]);
+        forward_request_headers(&mut h, "203.0.113.9".parse().expect("ip"), &trusted, false, Some(&host));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.example");
+        assert!(h.get("forwarded").is_none() && h.get("x-sessiongate-user").is_none());
+        // Trusted proxy: the chain is extended, its proto and host are kept.
+        let mut h = hm(&[("x-forwarded-for", "198.51.100.7"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "front")]);
+        forward_request_headers(&mut h, "10.0.0.2".parse().expect("ip"), &trusted, false, Some(&host));
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "front");
+    }
+}

@@ -1,0 +1,249 @@
+//! Route rules for the auth routes the gateway watches, and the path normalisation that makes
+//! them hard to slip past.
+//!
+//! A rule must match *at least* every spelling of a path that the backend itself routes to the
+//! same handler (Strapi: any letter case, one trailing slash, any query string). Matching a
+//! superset is safe — a false match only adds a check — so paths are normalised generously:
+//! percent-decoded, lower-cased, empty and `.` segments dropped, `..` resolved, trailing slashes
+//! ignored.
+
+use http::Method;
+use std::borrow::Cow;
+
+/// What the gateway does with a request, decided from its method and path alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteClass {
+    Login,
+    Refresh,
+    Logout,
+    CredentialChange,
+    UserApi,
+    Other,
+}
+
+impl RouteClass {
+    /// Stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteClass::Login => "login",
+            RouteClass::Refresh => "refresh",
+            RouteClass::Logout => "logout",
+            RouteClass::CredentialChange => "credential_change",
+            RouteClass::UserApi => "user_api",
+            RouteClass::Other => "other",
+        }
+    }
+
+    /// Auth routes have their request and response bodies buffered (with a cap) and inspected.
+    pub fn is_auth(self) -> bool {
+        matches!(
+            self,
+            RouteClass::Login | RouteClass::Refresh | RouteClass::Logout | RouteClass::CredentialChange
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+/// One rule: `METHOD /path/:param [if /json/pointer]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    pub class: RouteClass,
+    pub method: Method,
+    segments: Vec<Segment>,
+    /// The rule applies only when the JSON request body has a value at this pointer
+    /// (e.g. `PUT /api/users/:id if /password`).
+    pub body_condition: Option<String>,
+    pub source: String,
+    path: String,
+}
+
+/// A successful match: the rule and the path parameters it captured.
+#[derive(Debug, Clone)]
+pub struct RouteMatch<'a> {
+    pub rule: &'a RouteRule,
+    pub params: Vec<(String, String)>,
+}
+
+impl RouteMatch<'_> {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl RouteRule {
+    /// Parses `"POST /api/auth/local"` or `"PUT /api/users/:id if /password"`.
+    pub fn parse(class: RouteClass, text: &str) -> Result<RouteRule, String> {
+        let mut words = text.split_whitespace();
+        let method = words.next().ok_or("empty route")?;
+        let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| format!("invalid method {method:?}"))?;
+        let path = words.next().ok_or("missing path after the method")?;
+        if !path.starts_with('/') {
+            return Err(format!("path {path:?} must start with '/'"));
+        }
+        let body_condition = match (words.next(), words.next(), words.next()) {
+            (None, _, _) => None,
+            (Some("if"), Some(ptr), None) if ptr.starts_with('/') => Some(ptr.to_string()),
+            _ => return Err("expected `METHOD /path` optionally followed by `if /json/pointer`".into()),
+        };
+        let segments = normalize_path(path)
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.strip_prefix(':') {
+                Some(name) if !name.is_empty() => Segment::Param(name.to_string()),
+                _ => Segment::Literal(s.to_string()),
+            })
+            .collect();
+        Ok(RouteRule { class, method, segments, body_condition, source: text.to_string(), path: path.to_string() })
+    }
+
+    /// The path as written in the rule (used when the gateway itself calls the route).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn matches(&self, method: &Method, normalized: &str) -> Option<Vec<(String, String)>> {
+        if *method != self.method {
+            return None;
+        }
+        let mut params = Vec::new();
+        let mut parts = normalized.split('/').filter(|s| !s.is_empty());
+        for seg in &self.segments {
+            let part = parts.next()?;
+            match seg {
+                Segment::Literal(lit) if lit == part => {}
+                Segment::Literal(_) => return None,
+                Segment::Param(name) => params.push((name.clone(), part.to_string())),
+            }
+        }
+        parts.next().is_none().then_some(params)
+    }
+}
+
+/// Normalises a request path for matching (see the module doc). Never fails: undecodable
+/// percent-sequences are kept as they are.
+pub fn normalize_path(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let decoded: Cow<'_, str> = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .unwrap_or(Cow::Borrowed(path));
+    let lower = decoded.to_lowercase();
+    let mut out: Vec<&str> = Vec::new();
+    // Backslashes are path separators for some backends; treat them as such so they cannot hide
+    // a segment boundary.
+    for seg in lower.split(['/', '\\']) {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut s = String::with_capacity(lower.len() + 1);
+    for seg in out {
+        s.push('/');
+        s.push_str(seg);
+    }
+    if s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+/// The ordered list of watched routes.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    rules: Vec<RouteRule>,
+}
+
+impl Router {
+    pub fn new(rules: Vec<RouteRule>) -> Self {
+        Router { rules }
+    }
+
+    pub fn rules(&self) -> &[RouteRule] {
+        &self.rules
+    }
+
+    /// Finds the first rule matching `method` and the (already normalised) `path`.
+    pub fn find<'a>(&'a self, method: &Method, normalized: &str) -> Option<RouteMatch<'a>> {
+        self.rules
+            .iter()
+            .find_map(|rule| rule.matches(method, normalized).map(|params| RouteMatch { rule, params }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        Router::new(vec![
+            RouteRule::parse(RouteClass::Refresh, "POST /api/auth/refresh").expect("rule"),
+            RouteRule::parse(RouteClass::CredentialChange, "PUT /api/users/:id if /password").expect("rule"),
+        ])
+    }
+
+    #[test]
+    fn every_spelling_strapi_accepts_matches() {
+        let r = router();
+        for p in [
+            "/api/auth/refresh",
+            "/API/AUTH/REFRESH",
+            "/Api/Auth/Refresh",
+            "/api/auth/refresh/",
+            "/api/auth/refresh?x=1",
+            "/api/auth/refresh/?x=1#f",
+        ] {
+            assert!(r.find(&Method::POST, &normalize_path(p)).is_some(), "{p} must match");
+        }
+    }
+
+    #[test]
+    fn spellings_other_backends_may_accept_match_too() {
+        let r = router();
+        for p in [
+            "/api//auth/refresh",
+            "/api/auth/%72efresh",
+            "/api/auth/./refresh",
+            "/api/x/../auth/refresh",
+            "/api/auth%2Frefresh",
+            "/api\\auth\\refresh",
+            "//api/auth/refresh//",
+        ] {
+            assert!(r.find(&Method::POST, &normalize_path(p)).is_some(), "{p} must match");
+        }
+    }
+
+    #[test]
+    fn other_paths_and_methods_do_not_match() {
+        let r = router();
+        assert!(r.find(&Method::GET, &normalize_path("/api/auth/refresh")).is_none());
+        assert!(r.find(&Method::POST, &normalize_path("/api/auth/refreshx")).is_none());
+        assert!(r.find(&Method::POST, &normalize_path("/api/auth/refresh/x")).is_none());
+        assert!(r.find(&Method::POST, &normalize_path("/api/auth")).is_none());
+    }
+
+    #[test]
+    fn params_are_captured() {
+        let r = router();
+        let m = r.find(&Method::PUT, &normalize_path("/api/users/42/")).expect("match");
+        assert_eq!(m.param("id"), Some("42"));
+        assert_eq!(m.rule.body_condition.as_deref(), Some("/password"));
+    }
+
+    #[test]
+    fn bad_rules_are_rejected() {
+        assert!(RouteRule::parse(RouteClass::Login, "").is_err());
+        assert!(RouteRule::parse(RouteClass::Login, "POST").is_err());
+        assert!(RouteRule::parse(RouteClass::Login, "POST api").is_err());
+        assert!(RouteRule::parse(RouteClass::Login, "PO ST /a").is_err());
+        assert!(RouteRule::parse(RouteClass::Login, "POST /a when /b").is_err());
+    }
+}

@@ -1,0 +1,541 @@
+//! Session lifecycle: create at login, rotate at refresh, touch on use, end at logout /
+//! termination, purge after retention.
+//!
+//! The per-request check reads only the in-memory [`Index`]; sled (through `store/`) is written
+//! *before* the index changes, and every ending is flushed before the caller acknowledges it.
+//! Record writes of one session are serialised by a striped async lock, so a refresh racing a
+//! termination can never write the session back to life.
+
+pub mod crypto;
+pub mod device;
+pub mod revoke;
+pub mod sweeper;
+pub mod tokens;
+pub mod user_api;
+
+use crate::config::SessionConfig;
+use crate::store::{Changes, SessionRecord, Store, StoreError, TokenEntry, TokenHash, TokenKind};
+use crypto::Keyring;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Rotation timestamps kept per record for the admin detail view.
+const MAX_ROTATIONS_KEPT: usize = 50;
+const LOCK_STRIPES: usize = 64;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// In-memory state of one session, shared by the index and in-flight requests.
+#[derive(Debug)]
+pub struct Live {
+    pub id: u64,
+    pub sid: String,
+    pub document_id: String,
+    pub user_id: String,
+    pub device_id: Option<String>,
+    ended: AtomicBool,
+    last_active: AtomicI64,
+    persisted_active: AtomicI64,
+    tokens: Mutex<Vec<TokenHash>>,
+}
+
+impl Live {
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+    pub fn last_active(&self) -> i64 {
+        self.last_active.load(Ordering::Relaxed)
+    }
+    fn token_hashes(&self) -> Vec<TokenHash> {
+        self.tokens.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+    fn add_tokens(&self, hashes: &[TokenHash]) {
+        if let Ok(mut t) = self.tokens.lock() {
+            t.extend_from_slice(hashes);
+        }
+    }
+    fn remove_tokens(&self, hashes: &[TokenHash]) {
+        if let Ok(mut t) = self.tokens.lock() {
+            t.retain(|h| !hashes.contains(h));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    tokens: HashMap<TokenHash, TokenEntry>,
+    sessions: HashMap<u64, Arc<Live>>,
+    by_user: HashMap<String, Vec<u64>>,
+    /// Backend session ids (Strapi `sessionId`) → gateway session.
+    aliases: HashMap<String, u64>,
+    /// `sid` and `documentId` → gateway session (user API paths accept either).
+    by_key: HashMap<String, u64>,
+}
+
+impl Index {
+    fn insert_session(&mut self, live: Arc<Live>, aliases: &[String]) {
+        self.by_user.entry(live.user_id.clone()).or_default().push(live.id);
+        self.by_key.insert(live.sid.clone(), live.id);
+        self.by_key.insert(live.document_id.clone(), live.id);
+        for a in aliases {
+            self.aliases.insert(a.clone(), live.id);
+        }
+        self.sessions.insert(live.id, live);
+    }
+
+    fn remove_session(&mut self, live: &Live, aliases: &[String]) {
+        self.sessions.remove(&live.id);
+        if let Some(ids) = self.by_user.get_mut(&live.user_id) {
+            ids.retain(|i| *i != live.id);
+            if ids.is_empty() {
+                self.by_user.remove(&live.user_id);
+            }
+        }
+        self.by_key.remove(&live.sid);
+        self.by_key.remove(&live.document_id);
+        for a in aliases {
+            if self.aliases.get(a) == Some(&live.id) {
+                self.aliases.remove(a);
+            }
+        }
+        for h in live.token_hashes() {
+            self.tokens.remove(&h);
+        }
+    }
+}
+
+/// Result of looking a presented token up.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// Never seen in a backend response (or already purged).
+    Unknown,
+    /// A token of a live session.
+    Live(Arc<Live>, TokenEntry),
+    /// A token of an ended session.
+    Ended(Arc<Live>),
+    /// A refresh token that a refresh already replaced, presented after the grace period.
+    Reuse(Arc<Live>),
+}
+
+/// Tokens the backend issued, with what their (trusted) claims say.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub access: String,
+    pub refresh: Option<String>,
+    pub access_exp: Option<i64>,
+    pub refresh_exp: Option<i64>,
+    pub backend_session: Option<String>,
+}
+
+impl Issued {
+    /// Reads `exp` and the backend session id claim from backend-issued tokens.
+    pub fn new(access: String, refresh: Option<String>, session_id_claim: Option<&str>) -> Issued {
+        let ac = tokens::response_claims(&access);
+        let rc = refresh.as_deref().and_then(tokens::response_claims);
+        let sid = |c: &Option<serde_json::Map<String, serde_json::Value>>| {
+            session_id_claim.and_then(|name| c.as_ref().and_then(|c| tokens::claim_str(c, name)))
+        };
+        Issued {
+            access_exp: ac.as_ref().and_then(tokens::claim_exp),
+            refresh_exp: rc.as_ref().and_then(tokens::claim_exp),
+            backend_session: sid(&ac).or_else(|| sid(&rc)),
+            access,
+            refresh,
+        }
+    }
+
+    fn entries(&self, session: u64) -> Vec<(TokenHash, TokenEntry)> {
+        let mut out = vec![(
+            tokens::hash(&self.access),
+            TokenEntry { session, kind: TokenKind::Access, exp: self.access_exp, rotated_at: None },
+        )];
+        if let Some(r) = &self.refresh {
+            out.push((tokens::hash(r), TokenEntry { session, kind: TokenKind::Refresh, exp: self.refresh_exp, rotated_at: None }));
+        }
+        out
+    }
+}
+
+/// Who logged in, from where.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub user_id: String,
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub tenant_id: Option<String>,
+    pub device_id: Option<String>,
+    pub ip: IpAddr,
+    pub user_agent: String,
+    /// `login`, `refresh` or `credential_change`.
+    pub kind: &'static str,
+}
+
+pub struct Sessions {
+    cfg: SessionConfig,
+    store: Store,
+    keyring: Keyring,
+    index: RwLock<Index>,
+    locks: Vec<tokio::sync::Mutex<()>>,
+    next_id: AtomicU64,
+    touch_tx: mpsc::Sender<(u64, i64)>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+}
+
+/// Strapi-style `documentId`: 24 lower-case alphanumerics.
+fn document_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..24).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+}
+
+impl Sessions {
+    /// Loads the store into the index. Returns the receiver of pending last-seen writes, which
+    /// [`run_touch_writer`] drains.
+    pub async fn open(cfg: SessionConfig, store: Store, keyring: Keyring) -> Result<(Arc<Sessions>, mpsc::Receiver<(u64, i64)>), StoreError> {
+        let snap = store.load().await?;
+        let mut index = Index::default();
+        let mut max_id = snap.max_id;
+        let mut per_session: HashMap<u64, Vec<TokenHash>> = HashMap::new();
+        for (h, e) in &snap.tokens {
+            per_session.entry(e.session).or_default().push(*h);
+        }
+        for rec in snap.sessions {
+            max_id = max_id.max(rec.id);
+            let live = Arc::new(Live {
+                id: rec.id,
+                sid: rec.sid.clone(),
+                document_id: rec.document_id.clone(),
+                user_id: rec.user_id.clone(),
+                device_id: rec.device_id.clone(),
+                ended: AtomicBool::new(!rec.is_active()),
+                last_active: AtomicI64::new(rec.last_active),
+                persisted_active: AtomicI64::new(rec.last_active),
+                tokens: Mutex::new(per_session.remove(&rec.id).unwrap_or_default()),
+            });
+            index.insert_session(live, &rec.aliases);
+        }
+        for (h, e) in snap.tokens {
+            if index.sessions.contains_key(&e.session) {
+                index.tokens.insert(h, e);
+            }
+        }
+        let (touch_tx, touch_rx) = mpsc::channel(65_536);
+        let me = Sessions {
+            cfg,
+            store,
+            keyring,
+            index: RwLock::new(index),
+            locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            next_id: AtomicU64::new(max_id + 1),
+            touch_tx,
+        };
+        Ok((Arc::new(me), touch_rx))
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn stripe(&self, id: u64) -> usize {
+        (id % LOCK_STRIPES as u64) as usize
+    }
+
+    /// Locks the stripes of `ids` in ascending order (no deadlock between multi-session writers).
+    async fn lock_many(&self, ids: &[u64]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = ids.iter().map(|id| self.stripe(*id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.locks[s].lock().await);
+        }
+        guards
+    }
+
+    /// The per-request check: memory only.
+    pub fn check(&self, hash: &TokenHash, now: i64) -> Check {
+        let idx = self.read();
+        let Some(entry) = idx.tokens.get(hash).copied() else { return Check::Unknown };
+        let Some(live) = idx.sessions.get(&entry.session).cloned() else { return Check::Unknown };
+        drop(idx);
+        if live.is_ended() {
+            return Check::Ended(live);
+        }
+        if let (TokenKind::Refresh, Some(rotated)) = (entry.kind, entry.rotated_at) {
+            if now - rotated > self.cfg.refresh_reuse_grace.as_millis() as i64 {
+                return Check::Reuse(live);
+            }
+        }
+        Check::Live(live, entry)
+    }
+
+    /// The session a backend session id belongs to.
+    pub fn by_alias(&self, alias: &str) -> Option<Arc<Live>> {
+        let idx = self.read();
+        idx.aliases.get(alias).and_then(|id| idx.sessions.get(id)).cloned()
+    }
+
+    pub fn live(&self, id: u64) -> Option<Arc<Live>> {
+        self.read().sessions.get(&id).cloned()
+    }
+
+    /// A session of `user_id` named by its `sid` or `documentId`.
+    pub fn find_for_user(&self, user_id: &str, key: &str) -> Option<Arc<Live>> {
+        let idx = self.read();
+        let live = idx.by_key.get(key).and_then(|id| idx.sessions.get(id))?;
+        (live.user_id == user_id).then(|| live.clone())
+    }
+
+    pub fn user_session_ids(&self, user_id: &str) -> Vec<u64> {
+        self.read().by_user.get(user_id).cloned().unwrap_or_default()
+    }
+
+    /// Live sessions of a user carrying a given device id.
+    pub fn user_device_sessions(&self, user_id: &str, device_id: &str) -> Vec<u64> {
+        let idx = self.read();
+        idx.by_user
+            .get(user_id)
+            .map(|ids| {
+                ids.iter()
+                    .filter(|id| idx.sessions.get(id).is_some_and(|l| l.device_id.as_deref() == Some(device_id)))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// (sessions, active sessions, tokens) held in memory.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let idx = self.read();
+        let active = idx.sessions.values().filter(|l| !l.is_ended()).count();
+        (idx.sessions.len(), active, idx.tokens.len())
+    }
+
+    pub fn is_idle(&self, live: &Live, now: i64) -> bool {
+        now - live.last_active() > self.cfg.inactivity_timeout.as_millis() as i64
+    }
+
+    /// Records activity. The disk write is deferred to the touch writer and happens at most once
+    /// per `last_seen_interval` per session.
+    pub fn touch(&self, live: &Live, now: i64) {
+        live.last_active.fetch_max(now, Ordering::Relaxed);
+        let persisted = live.persisted_active.load(Ordering::Relaxed);
+        if now - persisted >= self.cfg.last_seen_interval.as_millis() as i64
+            && live.persisted_active.compare_exchange(persisted, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self.touch_tx.try_send((live.id, now)).is_err()
+        {
+            // Queue full: let a later request retry the write.
+            live.persisted_active.store(persisted, Ordering::Relaxed);
+        }
+    }
+
+    /// Creates a session from a successful login (or an adopted refresh).
+    pub async fn create(&self, origin: Origin, issued: Issued) -> Result<Arc<Live>, StoreError> {
+        let now = now_ms();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let dev = device::parse(&origin.user_agent);
+        let aliases: Vec<String> = issued.backend_session.iter().cloned().collect();
+        let rec = SessionRecord {
+            v: SessionRecord::VERSION,
+            id,
+            sid: format!("sess_{}", random_hex(16)),
+            document_id: document_id(),
+            user_id: origin.user_id,
+            username: origin.username,
+            email: origin.email,
+            tenant_id: origin.tenant_id,
+            device_id: origin.device_id,
+            ip: origin.ip.to_string(),
+            user_agent: origin.user_agent,
+            device_type: dev.device_type,
+            browser_name: dev.browser_name,
+            os_name: dev.os_name,
+            login_time: now,
+            last_active: now,
+            logout_time: None,
+            end_reason: None,
+            origin: origin.kind.to_string(),
+            aliases: aliases.clone(),
+            access: Some(self.keyring.seal(&issued.access)),
+            refresh: issued.refresh.as_deref().map(|r| self.keyring.seal(r)),
+            access_exp: issued.access_exp,
+            refresh_exp: issued.refresh_exp,
+            rotation_count: 0,
+            rotations: vec![],
+        };
+        let entries = issued.entries(id);
+        let live = Arc::new(Live {
+            id,
+            sid: rec.sid.clone(),
+            document_id: rec.document_id.clone(),
+            user_id: rec.user_id.clone(),
+            device_id: rec.device_id.clone(),
+            ended: AtomicBool::new(false),
+            last_active: AtomicI64::new(now),
+            persisted_active: AtomicI64::new(now),
+            tokens: Mutex::new(entries.iter().map(|(h, _)| *h).collect()),
+        });
+        self.store.apply(Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() }, true).await?;
+        let mut idx = self.write();
+        idx.insert_session(live.clone(), &aliases);
+        idx.tokens.extend(entries);
+        Ok(live)
+    }
+
+    /// Attaches the tokens of a successful refresh to the same session and marks the presented
+    /// refresh token as rotated out. If the session ended meanwhile, the new tokens are still
+    /// indexed — under the ended session, so they are refused.
+    pub async fn rotate(&self, live: &Arc<Live>, old_refresh: Option<TokenHash>, issued: Issued) -> Result<(), StoreError> {
+        let _g = self.lock_many(&[live.id]).await;
+        let now = now_ms();
+        let Some(mut rec) = self.store.get(live.id).await? else { return Ok(()) };
+        let mut entries = issued.entries(live.id);
+        if let Some(old) = old_refresh {
+            let prev = self.read().tokens.get(&old).copied();
+            if let Some(mut e) = prev.filter(|e| e.session == live.id && e.kind == TokenKind::Refresh) {
+                e.rotated_at.get_or_insert(now);
+                entries.push((old, e));
+            }
+        }
+        rec.access = Some(self.keyring.seal(&issued.access));
+        rec.access_exp = issued.access_exp;
+        if let Some(r) = &issued.refresh {
+            rec.refresh = Some(self.keyring.seal(r));
+            rec.refresh_exp = issued.refresh_exp;
+        }
+        if let Some(a) = &issued.backend_session {
+            if !rec.aliases.contains(a) {
+                rec.aliases.push(a.clone());
+            }
+        }
+        rec.rotation_count += 1;
+        rec.rotations.push(now);
+        if rec.rotations.len() > MAX_ROTATIONS_KEPT {
+            rec.rotations.remove(0);
+        }
+        rec.last_active = rec.last_active.max(now);
+        self.store.apply(Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() }, true).await?;
+        live.add_tokens(&entries.iter().map(|(h, _)| *h).collect::<Vec<_>>());
+        live.last_active.fetch_max(now, Ordering::Relaxed);
+        let mut idx = self.write();
+        if let Some(a) = issued.backend_session {
+            idx.aliases.insert(a, live.id);
+        }
+        idx.tokens.extend(entries);
+        Ok(())
+    }
+
+    /// Ends sessions durably: they are refused in memory at once, and the call returns only
+    /// after the endings reached the disk. Returns the records that were live until now.
+    pub async fn end_many(&self, ids: &[u64], reason: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let _g = self.lock_many(ids).await;
+        let mut newly = Vec::new();
+        for id in ids {
+            if let Some(live) = self.live(*id) {
+                if !live.ended.swap(true, Ordering::AcqRel) {
+                    newly.push(*id);
+                }
+            }
+        }
+        let now = now_ms();
+        let mut records = self.store.get_many(newly).await?;
+        for rec in &mut records {
+            rec.logout_time = Some(now);
+            rec.end_reason = Some(reason.to_string());
+        }
+        self.store.apply(Changes { put_sessions: records.clone(), ..Default::default() }, true).await?;
+        Ok(records)
+    }
+
+    pub async fn end(&self, id: u64, reason: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.end_many(&[id], reason).await?.pop())
+    }
+
+    /// Ends every live session of a user, except `keep`.
+    pub async fn end_user(&self, user_id: &str, reason: &str, keep: Option<u64>) -> Result<Vec<SessionRecord>, StoreError> {
+        let ids: Vec<u64> = self.user_session_ids(user_id).into_iter().filter(|id| Some(*id) != keep).collect();
+        self.end_many(&ids, reason).await
+    }
+
+    /// Full records (for the user API), with in-memory last-active applied.
+    pub async fn records(&self, ids: Vec<u64>) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut recs = self.store.get_many(ids).await?;
+        for r in &mut recs {
+            if let Some(l) = self.live(r.id) {
+                r.last_active = r.last_active.max(l.last_active());
+            }
+        }
+        Ok(recs)
+    }
+
+    /// Decrypts a record's current (access, refresh) tokens, for revoking them at the backend.
+    pub fn open_tokens(&self, rec: &SessionRecord) -> (Option<String>, Option<String>) {
+        let open = |s: &Option<crate::store::Sealed>| s.as_ref().and_then(|s| self.keyring.open(s).ok());
+        (open(&rec.access), open(&rec.refresh))
+    }
+
+    /// Removes purged sessions and expired token entries (called by the sweeper).
+    pub(crate) async fn purge(&self, sessions: Vec<SessionRecord>, expired_tokens: Vec<TokenHash>) -> Result<(), StoreError> {
+        let ids: Vec<u64> = sessions.iter().map(|r| r.id).collect();
+        let _g = self.lock_many(&ids).await;
+        let mut delete_tokens = expired_tokens.clone();
+        let lives: Vec<(Arc<Live>, Vec<String>)> =
+            sessions.iter().filter_map(|r| self.live(r.id).map(|l| (l, r.aliases.clone()))).collect();
+        for (l, _) in &lives {
+            delete_tokens.extend(l.token_hashes());
+        }
+        self.store.apply(Changes { delete_sessions: ids, delete_tokens, ..Default::default() }, true).await?;
+        let mut idx = self.write();
+        for (l, aliases) in &lives {
+            idx.remove_session(l, aliases);
+        }
+        for h in &expired_tokens {
+            if let Some(e) = idx.tokens.remove(h) {
+                if let Some(l) = idx.sessions.get(&e.session) {
+                    l.remove_tokens(&[*h]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Token entries of a session whose `exp` lies before `cutoff` (unix seconds).
+    pub(crate) fn expired_tokens_of(&self, id: u64, cutoff: i64) -> Vec<TokenHash> {
+        let Some(live) = self.live(id) else { return vec![] };
+        let idx = self.read();
+        live.token_hashes().into_iter().filter(|h| idx.tokens.get(h).and_then(|e| e.exp).is_some_and(|exp| exp < cutoff)).collect()
+    }
+}
+
+/// Writes deferred last-seen times in batches until the channel closes.
+pub async fn run_touch_writer(store: Store, mut rx: mpsc::Receiver<(u64, i64)>) {
+    let mut batch = Vec::with_capacity(1024);
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        if let Err(e) = store.touch(std::mem::take(&mut batch)).await {
+            tracing::warn!(error = %e, "could not persist last-seen times");
+        }
+    }
+}

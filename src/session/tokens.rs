@@ -1,0 +1,192 @@
+//! Token extraction, hashing and verification.
+//!
+//! The gateway never mints session secrets; it recognises the backend's. Tokens come from the
+//! `Authorization: Bearer` header, configured cookies, JSON bodies (by JSON pointer) and
+//! `Set-Cookie` headers of backend responses. They are looked up only by their SHA-256.
+//! Claims of a token taken from a *backend response* are trusted (the backend just issued it);
+//! claims of a token presented by a *client* are trusted only after signature verification.
+
+use crate::config::{JwtAlgorithm, JwtConfig};
+use crate::store::TokenHash;
+use http::HeaderMap;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+pub fn hash(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Short, non-reversible label for logs: the first 6 bytes of the token hash.
+pub fn log_id(hash: &TokenHash) -> String {
+    hash[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bearer token of an `Authorization` header (scheme matched case-insensitively, RFC 9110 §11.1).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 §5.4).
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// The value a response sets for cookie `name` (`Set-Cookie`, RFC 6265 §4.1). An emptied cookie
+/// (a logout clearing it) counts as absent.
+pub fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.trim().split_once('='))
+        .filter(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v.trim_matches('"').to_string())
+        .next_back()
+}
+
+/// A string (or number, rendered) at a JSON pointer.
+pub fn pointer_str(json: &Value, pointer: &str) -> Option<String> {
+    match json.pointer(pointer)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Claims of a JWT *without* verification. Only for tokens taken from backend responses.
+pub fn response_claims(token: &str) -> Option<Map<String, Value>> {
+    jsonwebtoken::dangerous::insecure_decode_claims::<Map<String, Value>>(token).ok()
+}
+
+pub fn claim_str(claims: &Map<String, Value>, name: &str) -> Option<String> {
+    match claims.get(name)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+pub fn claim_exp(claims: &Map<String, Value>) -> Option<i64> {
+    claims.get("exp")?.as_i64()
+}
+
+/// Looks like a JWT (three non-empty dot-separated parts).
+pub fn is_jwt_shaped(token: &str) -> bool {
+    let mut parts = token.split('.');
+    matches!((parts.next(), parts.next(), parts.next(), parts.next()), (Some(a), Some(b), Some(c), None) if !a.is_empty() && !b.is_empty() && !c.is_empty())
+}
+
+/// Verifies client-presented JWTs with the backend's key.
+pub struct Verifier {
+    key: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
+}
+
+impl Verifier {
+    pub fn new(cfg: &JwtConfig, key_material: &[u8]) -> Result<Verifier, String> {
+        use jsonwebtoken::{Algorithm, DecodingKey};
+        let (alg, key) = match cfg.algorithm {
+            JwtAlgorithm::Hs256 => (Algorithm::HS256, DecodingKey::from_secret(key_material)),
+            JwtAlgorithm::Hs384 => (Algorithm::HS384, DecodingKey::from_secret(key_material)),
+            JwtAlgorithm::Hs512 => (Algorithm::HS512, DecodingKey::from_secret(key_material)),
+            JwtAlgorithm::Rs256 => {
+                (Algorithm::RS256, DecodingKey::from_rsa_pem(key_material).map_err(|e| format!("RS256 key: {e}"))?)
+            }
+            JwtAlgorithm::Es256 => {
+                (Algorithm::ES256, DecodingKey::from_ec_pem(key_material).map_err(|e| format!("ES256 key: {e}"))?)
+            }
+        };
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.leeway = cfg.leeway.as_secs();
+        validation.required_spec_claims.clear();
+        validation.validate_exp = true;
+        Ok(Verifier { key, validation })
+    }
+
+    /// The token's claims if its signature (and `exp`, when present) verify.
+    pub fn verify(&self, token: &str) -> Option<Map<String, Value>> {
+        jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation).ok().map(|d| d.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use std::time::Duration;
+
+    #[test]
+    fn bearer_extraction() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER   abc  ", Some("abc")),
+            ("Basic abc", None),
+            ("Bearer", None),
+            ("Bearer ", None),
+        ];
+        for (value, want) in cases {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(value).expect("hv"));
+            assert_eq!(bearer(&h), *want, "{value:?}");
+        }
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn cookie_extraction() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::COOKIE, HeaderValue::from_static("a=1; strapi_up_refresh=tok; b=2"));
+        h.append(http::header::COOKIE, HeaderValue::from_static("c=3"));
+        assert_eq!(cookie(&h, "strapi_up_refresh"), Some("tok"));
+        assert_eq!(cookie(&h, "c"), Some("3"));
+        assert_eq!(cookie(&h, "strapi_up_refresh.sig"), None);
+        assert_eq!(cookie(&h, "d"), None);
+    }
+
+    #[test]
+    fn set_cookie_extraction() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::SET_COOKIE, HeaderValue::from_static("strapi_up_refresh=tok; path=/; samesite=lax; httponly"));
+        h.append(http::header::SET_COOKIE, HeaderValue::from_static("strapi_up_refresh.sig=sig; path=/"));
+        assert_eq!(set_cookie(&h, "strapi_up_refresh").as_deref(), Some("tok"));
+        let mut cleared = HeaderMap::new();
+        cleared.append(http::header::SET_COOKIE, HeaderValue::from_static("strapi_up_refresh=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT"));
+        assert_eq!(set_cookie(&cleared, "strapi_up_refresh"), None);
+    }
+
+    #[test]
+    fn pointers_and_claims() {
+        let v = serde_json::json!({"jwt": "t", "user": {"id": 7, "email": ""}});
+        assert_eq!(pointer_str(&v, "/user/id").as_deref(), Some("7"));
+        assert_eq!(pointer_str(&v, "/jwt").as_deref(), Some("t"));
+        assert_eq!(pointer_str(&v, "/user/email"), None);
+        assert_eq!(pointer_str(&v, "/nope"), None);
+    }
+
+    #[test]
+    fn verifier_rejects_forged_and_accepts_genuine() {
+        let secret = b"s3cret";
+        let claims = serde_json::json!({"userId": "1", "sessionId": "abc", "type": "access", "exp": 4_000_000_000i64});
+        let good = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret)).expect("encode");
+        let forged = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(b"other")).expect("encode");
+        let cfg = JwtConfig { algorithm: JwtAlgorithm::Hs256, key: crate::config::SecretSource::Env("X".into()), leeway: Duration::from_secs(0) };
+        let v = Verifier::new(&cfg, secret).expect("verifier");
+        assert_eq!(v.verify(&good).and_then(|c| claim_str(&c, "sessionId")).as_deref(), Some("abc"));
+        assert!(v.verify(&forged).is_none());
+        assert!(v.verify("garbage").is_none());
+        // Unverified decoding still reads the forged claims: that is why it is only for backend responses.
+        assert_eq!(response_claims(&forged).and_then(|c| claim_str(&c, "userId")).as_deref(), Some("1"));
+        assert!(is_jwt_shaped(&good) && !is_jwt_shaped("abc") && !is_jwt_shaped("a..c"));
+    }
+}

@@ -1,0 +1,182 @@
+//! Persistent session state. `store/` maps keys to versioned serde records and never sees an
+//! HTTP type; `session/` owns the lifecycle. Only `store/sled.rs` imports sled.
+
+mod sled;
+
+pub use self::sled::SledStore as Store;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(String),
+    #[error("blocking task failed: {0}")]
+    Join(String),
+    #[error("record encoding: {0}")]
+    Codec(String),
+}
+
+/// SHA-256 of a token exactly as the backend issued it; the only form in which tokens are
+/// looked up.
+pub type TokenHash = [u8; 32];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+/// Index entry for one token the gateway saw in a backend response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenEntry {
+    pub session: u64,
+    pub kind: TokenKind,
+    /// Expiry (unix seconds) from the token's `exp`, when it has one.
+    pub exp: Option<i64>,
+    /// For refresh tokens: when a successful refresh replaced it (unix ms).
+    pub rotated_at: Option<i64>,
+}
+
+/// A token encrypted with AES-256-GCM; `kid` names the key of the keyring that sealed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub kid: String,
+    pub nonce: String,
+    pub ct: String,
+}
+
+/// One gateway session. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub v: u8,
+    pub id: u64,
+    /// Gateway session id (`sess_` + 128 random bits in hex).
+    pub sid: String,
+    pub document_id: String,
+    pub user_id: String,
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub tenant_id: Option<String>,
+    pub device_id: Option<String>,
+    pub ip: String,
+    pub user_agent: String,
+    pub device_type: String,
+    pub browser_name: String,
+    pub os_name: String,
+    pub login_time: i64,
+    pub last_active: i64,
+    pub logout_time: Option<i64>,
+    pub end_reason: Option<String>,
+    /// `login`, `refresh` (adopted at a refresh) or `credential_change`.
+    pub origin: String,
+    /// Backend session ids (Strapi's `sessionId` claim), oldest first.
+    pub aliases: Vec<String>,
+    pub access: Option<Sealed>,
+    pub refresh: Option<Sealed>,
+    pub access_exp: Option<i64>,
+    pub refresh_exp: Option<i64>,
+    pub rotation_count: u32,
+    /// Times of the most recent rotations (bounded).
+    pub rotations: Vec<i64>,
+}
+
+impl SessionRecord {
+    pub const VERSION: u8 = 1;
+
+    pub fn is_active(&self) -> bool {
+        self.logout_time.is_none()
+    }
+}
+
+/// Everything one logical change writes, applied atomically.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub put_sessions: Vec<SessionRecord>,
+    pub put_tokens: Vec<(TokenHash, TokenEntry)>,
+    pub delete_tokens: Vec<TokenHash>,
+    pub delete_sessions: Vec<u64>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.put_sessions.is_empty()
+            && self.put_tokens.is_empty()
+            && self.delete_tokens.is_empty()
+            && self.delete_sessions.is_empty()
+    }
+}
+
+/// The whole store, read at startup to build the in-memory index.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub sessions: Vec<SessionRecord>,
+    pub tokens: Vec<(TokenHash, TokenEntry)>,
+    pub max_id: u64,
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! The store contract, run against every implementation.
+    use super::*;
+
+    pub fn record(id: u64, user: &str) -> SessionRecord {
+        SessionRecord {
+            v: SessionRecord::VERSION,
+            id,
+            sid: format!("sess_{id:032x}"),
+            document_id: format!("doc{id}"),
+            user_id: user.into(),
+            username: None,
+            email: None,
+            tenant_id: None,
+            device_id: None,
+            ip: "127.0.0.1".into(),
+            user_agent: "ua".into(),
+            device_type: "desktop".into(),
+            browser_name: "Chrome".into(),
+            os_name: "Linux".into(),
+            login_time: 1,
+            last_active: 1,
+            logout_time: None,
+            end_reason: None,
+            origin: "login".into(),
+            aliases: vec![],
+            access: None,
+            refresh: None,
+            access_exp: None,
+            refresh_exp: None,
+            rotation_count: 0,
+            rotations: vec![],
+        }
+    }
+
+    pub async fn run(store: &Store) {
+        let entry = TokenEntry { session: 7, kind: TokenKind::Access, exp: Some(10), rotated_at: None };
+        store
+            .apply(Changes { put_sessions: vec![record(7, "u1")], put_tokens: vec![([1; 32], entry)], ..Default::default() }, true)
+            .await
+            .expect("apply");
+        assert_eq!(store.get(7).await.expect("get").map(|r| r.user_id), Some("u1".to_string()));
+        assert_eq!(store.get(8).await.expect("get"), None);
+
+        store.touch(vec![(7, 99)]).await.expect("touch");
+        let snap = store.load().await.expect("load");
+        assert_eq!(snap.sessions.len(), 1);
+        assert_eq!(snap.sessions[0].last_active, 99, "touches are merged into loaded records");
+        assert_eq!(snap.tokens, vec![([1; 32], entry)]);
+        assert_eq!(snap.max_id, 7);
+
+        let page = store.scan(0, 10).await.expect("scan");
+        assert_eq!(page.len(), 1);
+        assert!(store.scan(7, 10).await.expect("scan").is_empty(), "scan is exclusive of `after`");
+
+        store
+            .apply(Changes { delete_sessions: vec![7], delete_tokens: vec![[1; 32]], ..Default::default() }, true)
+            .await
+            .expect("delete");
+        let snap = store.load().await.expect("load");
+        assert!(snap.sessions.is_empty() && snap.tokens.is_empty());
+        assert_eq!(snap.max_id, 7, "ids are never reused after a purge");
+    }
+}

@@ -1,0 +1,234 @@
+//! The only module that calls sled.
+//!
+//! Every call runs in `spawn_blocking`: sled's reads may touch the disk and its writes may block
+//! on its log. Durability comes from `flush_async().await`, which callers request for every
+//! change they acknowledge (a session ending must survive a crash). The per-request token check
+//! never comes here; it reads the in-memory index in `session/`.
+//!
+//! Trees: `sessions` (id, big-endian u64 → JSON record), `tokens` (SHA-256 → JSON entry),
+//! `touches` (id → last-active ms; kept apart so last-seen updates do not rewrite records),
+//! `meta` (`max_id`).
+
+use super::{Changes, SessionRecord, Snapshot, StoreError, TokenEntry, TokenHash};
+use sled::Transactional;
+use std::path::Path;
+
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    sessions: sled::Tree,
+    tokens: sled::Tree,
+    touches: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn sled_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Sled(e.to_string())
+}
+
+fn codec_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Codec(e.to_string())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Join(e.to_string()))?
+}
+
+const MAX_ID: &[u8] = b"max_id";
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`.
+    pub async fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<SledStore, StoreError> {
+        let dir = dir.to_path_buf();
+        blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::Sled(format!("create {}: {e}", dir.display())))?;
+            let db = sled::Config::new()
+                .path(dir.join("sled"))
+                .cache_capacity(cache_capacity_bytes)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+                .map_err(sled_err)?;
+            Ok(SledStore {
+                sessions: db.open_tree("sessions").map_err(sled_err)?,
+                tokens: db.open_tree("tokens").map_err(sled_err)?,
+                touches: db.open_tree("touches").map_err(sled_err)?,
+                meta: db.open_tree("meta").map_err(sled_err)?,
+                db,
+            })
+        })
+        .await
+    }
+
+    /// Reads everything (startup only).
+    pub async fn load(&self) -> Result<Snapshot, StoreError> {
+        let me = self.clone();
+        blocking(move || {
+            let mut snap = Snapshot::default();
+            for kv in me.sessions.iter() {
+                let (_, v) = kv.map_err(sled_err)?;
+                snap.sessions.push(serde_json::from_slice::<SessionRecord>(&v).map_err(codec_err)?);
+            }
+            for rec in &mut snap.sessions {
+                if let Some(t) = me.touches.get(rec.id.to_be_bytes()).map_err(sled_err)? {
+                    rec.last_active = rec.last_active.max(decode_i64(&t));
+                }
+            }
+            for kv in me.tokens.iter() {
+                let (k, v) = kv.map_err(sled_err)?;
+                let Ok(hash) = <TokenHash>::try_from(k.as_ref()) else { continue };
+                snap.tokens.push((hash, serde_json::from_slice::<TokenEntry>(&v).map_err(codec_err)?));
+            }
+            snap.max_id = me.meta.get(MAX_ID).map_err(sled_err)?.map(|v| decode_i64(&v) as u64).unwrap_or(0);
+            Ok(snap)
+        })
+        .await
+    }
+
+    /// Applies `changes` atomically; with `durable`, returns only after they reached the disk.
+    pub async fn apply(&self, changes: Changes, durable: bool) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let me = self.clone();
+        blocking(move || {
+            let encoded: Vec<(u64, Vec<u8>)> = changes
+                .put_sessions
+                .iter()
+                .map(|r| serde_json::to_vec(r).map(|v| (r.id, v)))
+                .collect::<Result<_, _>>()
+                .map_err(codec_err)?;
+            let tokens: Vec<(TokenHash, Vec<u8>)> = changes
+                .put_tokens
+                .iter()
+                .map(|(h, e)| serde_json::to_vec(e).map(|v| (*h, v)))
+                .collect::<Result<_, _>>()
+                .map_err(codec_err)?;
+            let max_id = changes.put_sessions.iter().map(|r| r.id).max();
+            (&me.sessions, &me.tokens, &me.touches, &me.meta)
+                .transaction(|(sessions, tok, touches, meta)| {
+                    for (id, v) in &encoded {
+                        sessions.insert(&id.to_be_bytes(), v.as_slice())?;
+                    }
+                    for (h, v) in &tokens {
+                        tok.insert(h, v.as_slice())?;
+                    }
+                    for h in &changes.delete_tokens {
+                        tok.remove(h)?;
+                    }
+                    for id in &changes.delete_sessions {
+                        sessions.remove(&id.to_be_bytes())?;
+                        touches.remove(&id.to_be_bytes())?;
+                    }
+                    if let Some(max) = max_id {
+                        let cur = meta.get(MAX_ID)?.map(|v| decode_i64(&v) as u64).unwrap_or(0);
+                        if max > cur {
+                            meta.insert(MAX_ID, &(max as i64).to_be_bytes())?;
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|e: sled::transaction::TransactionError<()>| sled_err(format!("{e:?}")))?;
+            Ok(())
+        })
+        .await?;
+        if durable {
+            self.db.flush_async().await.map_err(sled_err)?;
+        }
+        Ok(())
+    }
+
+    /// Records last-active times. Not flushed: losing a few seconds of last-seen in a crash is
+    /// acceptable, and these writes are the most frequent.
+    pub async fn touch(&self, touches: Vec<(u64, i64)>) -> Result<(), StoreError> {
+        let tree = self.touches.clone();
+        blocking(move || {
+            let mut batch = sled::Batch::default();
+            for (id, ms) in touches {
+                batch.insert(&id.to_be_bytes(), &ms.to_be_bytes());
+            }
+            tree.apply_batch(batch).map_err(sled_err)
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: u64) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.get_many(vec![id]).await?.pop())
+    }
+
+    /// Reads the records of `ids` that exist, with their last-active times merged in.
+    pub async fn get_many(&self, ids: Vec<u64>) -> Result<Vec<SessionRecord>, StoreError> {
+        let me = self.clone();
+        blocking(move || {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(v) = me.sessions.get(id.to_be_bytes()).map_err(sled_err)? {
+                    let mut rec: SessionRecord = serde_json::from_slice(&v).map_err(codec_err)?;
+                    if let Some(t) = me.touches.get(id.to_be_bytes()).map_err(sled_err)? {
+                        rec.last_active = rec.last_active.max(decode_i64(&t));
+                    }
+                    out.push(rec);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Up to `limit` records with ids greater than `after`, in id order (for the sweeper).
+    pub async fn scan(&self, after: u64, limit: usize) -> Result<Vec<SessionRecord>, StoreError> {
+        let tree = self.sessions.clone();
+        blocking(move || {
+            let start = after.saturating_add(1).to_be_bytes();
+            let mut out = Vec::new();
+            if after == u64::MAX {
+                return Ok(out);
+            }
+            for kv in tree.range(start..).take(limit) {
+                let (_, v) = kv.map_err(sled_err)?;
+                out.push(serde_json::from_slice(&v).map_err(codec_err)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Bytes the database occupies on disk.
+    pub async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        let db = self.db.clone();
+        blocking(move || db.size_on_disk().map_err(sled_err)).await
+    }
+
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map(drop).map_err(sled_err)
+    }
+}
+
+fn decode_i64(v: &[u8]) -> i64 {
+    <[u8; 8]>::try_from(v).map(i64::from_be_bytes).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sled_store_meets_the_contract() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path(), 8 << 20).await.expect("open");
+        super::super::contract::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn durable_changes_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SledStore::open(dir.path(), 8 << 20).await.expect("open");
+            let mut rec = super::super::contract::record(3, "u");
+            rec.logout_time = Some(5);
+            store.apply(Changes { put_sessions: vec![rec], ..Default::default() }, true).await.expect("apply");
+        }
+        let store = SledStore::open(dir.path(), 8 << 20).await.expect("reopen");
+        let rec = store.get(3).await.expect("get").expect("present");
+        assert_eq!(rec.logout_time, Some(5));
+    }
+}
