@@ -57,11 +57,20 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
-        for t in self.background {
+        for t in &self.background {
             t.abort();
+        }
+        for t in self.background {
+            let _ = t.await;
         }
         if let Err(e) = self.state.sessions.store().flush().await {
             tracing::error!(error = %e, "final store flush failed");
+        }
+        // Connection tasks finish just after the drain; wait for them to release the state (and
+        // with it the store's file lock) so the same data directory can be reopened at once.
+        let deadline = tokio::time::Instant::now() + self.state.cfg.server.drain_timeout;
+        while Arc::strong_count(&self.state) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         tracing::info!("stopped");
     }

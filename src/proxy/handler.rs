@@ -30,6 +30,8 @@ pub struct RequestCtx {
     pub user_agent: String,
     /// Live session of the presented access token.
     pub session: Option<Arc<Live>>,
+    /// `exp` (unix seconds) of the presented access token, when known.
+    pub access_exp: Option<i64>,
     /// Live session of the presented refresh token (refresh and logout routes).
     pub refresh_session: Option<Arc<Live>>,
 }
@@ -66,6 +68,7 @@ pub async fn handle(st: Arc<AppState>, peer: SocketAddr, tls: bool, req: Request
         route: RouteClass::Other,
         user_agent: String::new(),
         session: None,
+        access_exp: None,
         refresh_session: None,
     };
     let method = req.method().clone();
@@ -112,7 +115,10 @@ async fn handle_inner(st: &AppState, ctx: &mut RequestCtx, req: Request<Incoming
     enforce(st, ctx, &creds).await?;
     if ctx.route == RouteClass::UserApi {
         let rest = &normalized[st.cfg.user_api.prefix.len()..];
-        return user_api::handle(st, &parts.method, rest, parts.uri.query(), ctx.session.clone()).await;
+        // The gateway answers these itself, so it checks the access token's expiry itself.
+        let expired = ctx.access_exp.is_some_and(|exp| exp < now_ms() / 1000);
+        let current = ctx.session.clone().filter(|_| !expired);
+        return user_api::handle(st, &parts.method, rest, parts.uri.query(), current).await;
     }
     end_before_forward(st, ctx, &creds).await?;
     let up = upstream_request(st, ctx, parts, body)?;
@@ -214,15 +220,19 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &Creds) -> Result<(
     }
     let now = now_ms();
     if let Some(t) = &creds.access {
-        ctx.session = check_token(st, t, now, true).await?;
+        if let Some((live, exp)) = check_token(st, t, now, true).await? {
+            ctx.session = Some(live);
+            ctx.access_exp = exp;
+        }
     }
     if let Some(t) = &creds.refresh {
-        ctx.refresh_session = check_token(st, t, now, false).await?;
+        ctx.refresh_session = check_token(st, t, now, false).await?.map(|(live, _)| live);
     }
     Ok(())
 }
 
-async fn check_token(st: &AppState, token: &str, now: i64, is_access: bool) -> Result<Option<Arc<Live>>, GatewayError> {
+/// The live session a token belongs to, with the token's `exp`; `Err` is the denial.
+async fn check_token(st: &AppState, token: &str, now: i64, is_access: bool) -> Result<Option<(Arc<Live>, Option<i64>)>, GatewayError> {
     let hash = tokens::hash(token);
     match st.sessions.check(&hash, now) {
         Check::Ended(_) => Err(GatewayError::SessionTerminated),
@@ -232,16 +242,18 @@ async fn check_token(st: &AppState, token: &str, now: i64, is_access: bool) -> R
             st.revoke_in_background(ended.into_iter().collect());
             Err(GatewayError::RefreshTokenReuse)
         }
-        Check::Live(live, _) => live_session(st, live, now).await.map(Some),
+        Check::Live(live, entry) => Ok(Some((live_session(st, live, now).await?, entry.exp))),
         Check::Unknown => {
             // A token we never saw may still belong to a tracked backend session (issued by
             // the backend directly). Its claims count only once its signature verifies.
             if let (true, Some(v), Some(claim)) = (is_access, &st.verifier, st.cfg.extract.session_id_claim.as_deref()) {
-                if let Some(live) = v.verify(token).and_then(|c| tokens::claim_str(&c, claim)).and_then(|a| st.sessions.by_alias(&a)) {
-                    if live.is_ended() {
-                        return Err(GatewayError::SessionTerminated);
+                if let Some(claims) = v.verify(token) {
+                    if let Some(live) = tokens::claim_str(&claims, claim).and_then(|a| st.sessions.by_alias(&a)) {
+                        if live.is_ended() {
+                            return Err(GatewayError::SessionTerminated);
+                        }
+                        return Ok(Some((live_session(st, live, now).await?, tokens::claim_exp(&claims))));
                     }
-                    return live_session(st, live, now).await.map(Some);
                 }
             }
             if st.sessions.config().unknown_tokens == UnknownTokens::Reject && tokens::is_jwt_shaped(token) {

@@ -1,0 +1,226 @@
+//! Test harness: the real gateway on an ephemeral port with a temporary sled directory, in
+//! front of the Strapi-like mock backend, and a small HTTP client.
+#![allow(dead_code)]
+
+pub mod strapi;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use sessiongate::config::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+pub use strapi::{MockStrapi, PASSWORD};
+
+/// A running gateway plus the directory its state lives in.
+pub struct Gateway {
+    pub running: Option<sessiongate::Running>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    toml: String,
+}
+
+/// Writes a fresh encryption key file into `dir` (a file, not the environment, so parallel
+/// tests cannot see each other's keys).
+fn key_file(dir: &std::path::Path) -> PathBuf {
+    let p = dir.join("test.key");
+    if !p.exists() {
+        std::fs::write(&p, sessiongate::session::crypto::generate_key()).expect("write key");
+    }
+    p
+}
+
+/// Deep-merges `extra` into `base` (tables merge, other values replace).
+fn merge(base: &mut toml::Table, extra: toml::Table) {
+    for (k, v) in extra {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(e)) => merge(b, e),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+pub fn config_text(upstream: &str, dir: &std::path::Path, extra: &str) -> String {
+    let key = key_file(dir);
+    let mut base: toml::Table = format!(
+        "preset = \"strapi-v5\"\n[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n[upstream]\nurl = \"{upstream}\"\n[store]\ndata_dir = \"{}\"\n[sessions]\nencryption_key_file = \"{}\"\n",
+        dir.join("data").display(),
+        key.display()
+    )
+    .parse()
+    .expect("base config");
+    merge(&mut base, extra.parse::<toml::Table>().expect("extra TOML"));
+    toml::to_string(&base).expect("serialise config")
+}
+
+impl Gateway {
+    /// Starts the gateway in front of `upstream`. `extra` is TOML deep-merged into the harness's
+    /// base config (ephemeral port, temporary data directory, key file).
+    pub async fn start(upstream: &str, extra: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = config_text(upstream, dir.path(), extra);
+        let mut gw = Gateway { running: None, addr: SocketAddr::from(([127, 0, 0, 1], 0)), dir, toml };
+        gw.boot().await;
+        gw
+    }
+
+    pub async fn with_defaults(backend: &MockStrapi) -> Gateway {
+        Self::start(&backend.url(), "").await
+    }
+
+    async fn boot(&mut self) {
+        let cfg = Config::from_toml_str(&self.toml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{}", self.toml));
+        let listeners = sessiongate::Listeners::bind(&cfg).expect("bind");
+        let running = sessiongate::start(cfg, listeners).await.expect("gateway starts");
+        self.addr = running.public_addr;
+        self.running = Some(running);
+    }
+
+    /// Stops the gateway (draining) and starts it again on the same data directory.
+    pub async fn restart(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        self.boot().await;
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn get(&self, path: &str) -> Req {
+        Req::new(Method::GET, &self.url(path))
+    }
+    pub fn post(&self, path: &str) -> Req {
+        Req::new(Method::POST, &self.url(path))
+    }
+    pub fn delete(&self, path: &str) -> Req {
+        Req::new(Method::DELETE, &self.url(path))
+    }
+    pub fn put(&self, path: &str) -> Req {
+        Req::new(Method::PUT, &self.url(path))
+    }
+
+    /// Logs `user` in through the gateway.
+    pub async fn login(&self, user: &str) -> Login {
+        let res = self
+            .post("/api/auth/local")
+            .header("user-agent", "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/143.0.0.0 Safari/537.36")
+            .json(serde_json::json!({"identifier": user, "password": PASSWORD}))
+            .send()
+            .await;
+        assert_eq!(res.status, 200, "login of {user} failed: {}", res.text());
+        let v = res.json();
+        Login {
+            jwt: v["jwt"].as_str().expect("jwt").to_string(),
+            refresh: v["refreshToken"].as_str().expect("refreshToken").to_string(),
+            user_id: v["user"]["id"].as_u64().expect("user id"),
+        }
+    }
+
+    /// Refreshes through the gateway, asserting success.
+    pub async fn refresh(&self, refresh: &str) -> Login {
+        let res = self.post("/api/auth/refresh").json(serde_json::json!({"refreshToken": refresh})).send().await;
+        assert_eq!(res.status, 200, "refresh failed: {}", res.text());
+        let v = res.json();
+        Login {
+            jwt: v["jwt"].as_str().expect("jwt").to_string(),
+            refresh: v["refreshToken"].as_str().expect("refreshToken").to_string(),
+            user_id: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub jwt: String,
+    pub refresh: String,
+    pub user_id: u64,
+}
+
+/// Request builder for the test client.
+pub struct Req {
+    req: http::request::Builder,
+    body: Bytes,
+}
+
+impl Req {
+    pub fn new(method: Method, url: &str) -> Req {
+        Req { req: Request::builder().method(method).uri(url), body: Bytes::new() }
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Req {
+        self.req = self.req.header(k, v);
+        self
+    }
+    pub fn bearer(self, token: &str) -> Req {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+    pub fn json(mut self, v: Value) -> Req {
+        self.req = self.req.header(header::CONTENT_TYPE, "application/json");
+        self.body = Bytes::from(v.to_string());
+        self
+    }
+    pub fn body(mut self, b: impl Into<Bytes>) -> Req {
+        self.body = b.into();
+        self
+    }
+    pub async fn send(self) -> Resp {
+        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let req = self.req.body(Full::new(self.body)).expect("request");
+        let res = client.request(req).await.expect("request sent");
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Resp { status: parts.status, headers: parts.headers, body }
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.text()))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+    pub fn reason(&self) -> Option<String> {
+        self.headers.get("x-sessiongate-reason").and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+}
+
+/// Direct request to the backend, bypassing the gateway.
+pub fn direct(backend: &MockStrapi, method: Method, path: &str) -> Req {
+    Req::new(method, &format!("{}{}", backend.url(), path))
+}
+
+/// Waits until `f` holds (polling), at most `secs` seconds.
+pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    f()
+}
