@@ -75,8 +75,15 @@ impl GatewayError {
     pub fn side(&self) -> Side {
         use GatewayError::*;
         match self {
-            SessionTerminated | RefreshTokenReuse | SessionInactive | UnknownToken | Unauthenticated | NotFound
-            | CannotTerminateCurrent | BadRequest(_) | BodyTooLarge => Side::Client,
+            SessionTerminated
+            | RefreshTokenReuse
+            | SessionInactive
+            | UnknownToken
+            | Unauthenticated
+            | NotFound
+            | CannotTerminateCurrent
+            | BadRequest(_)
+            | BodyTooLarge => Side::Client,
             UpstreamUnavailable(_) | UpstreamTimeout | BadAuthResponse(_) => Side::Upstream,
             Store(_) | Internal(_) => Side::Internal,
         }

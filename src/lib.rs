@@ -105,7 +105,11 @@ async fn load_keyring(cfg: &Config) -> Result<Keyring, StartupError> {
             let text = String::from_utf8_lossy(list.expose()).to_string();
             for (i, k) in text.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
                 let key = crypto::decode_key(&config::Secret::new(k)).map_err(|e| {
-                    StartupError::Secret(format!("sessions.previous_keys_env ({}), key #{}: {e}", prev.describe(), i + 1))
+                    StartupError::Secret(format!(
+                        "sessions.previous_keys_env ({}), key #{}: {e}",
+                        prev.describe(),
+                        i + 1
+                    ))
                 })?;
                 previous.push(key);
             }
@@ -166,8 +170,11 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         tokio::spawn(session::sweeper::run(
             sessions,
             cfg.store.sweep_interval,
-            cfg.store.terminated_retention,
-            cfg.store.sweep_batch,
+            session::sweeper::SweepPolicy {
+                retention: cfg.store.terminated_retention,
+                expired_token_grace: cfg.store.expired_token_grace,
+                batch: cfg.store.sweep_batch,
+            },
             shutdown_rx.clone(),
         )),
     ];

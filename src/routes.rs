@@ -36,10 +36,7 @@ impl RouteClass {
 
     /// Auth routes have their request and response bodies buffered (with a cap) and inspected.
     pub fn is_auth(self) -> bool {
-        matches!(
-            self,
-            RouteClass::Login | RouteClass::Refresh | RouteClass::Logout | RouteClass::CredentialChange
-        )
+        matches!(self, RouteClass::Login | RouteClass::Refresh | RouteClass::Logout | RouteClass::CredentialChange)
     }
 }
 
@@ -129,9 +126,7 @@ impl RouteRule {
 /// percent-sequences are kept as they are.
 pub fn normalize_path(path: &str) -> String {
     let path = path.split(['?', '#']).next().unwrap_or("");
-    let decoded: Cow<'_, str> = percent_encoding::percent_decode_str(path)
-        .decode_utf8()
-        .unwrap_or(Cow::Borrowed(path));
+    let decoded: Cow<'_, str> = percent_encoding::percent_decode_str(path).decode_utf8().unwrap_or(Cow::Borrowed(path));
     let lower = decoded.to_lowercase();
     let mut out: Vec<&str> = Vec::new();
     // Backslashes are path separators for some backends; treat them as such so they cannot hide
@@ -173,9 +168,7 @@ impl Router {
 
     /// Finds the first rule matching `method` and the (already normalised) `path`.
     pub fn find<'a>(&'a self, method: &Method, normalized: &str) -> Option<RouteMatch<'a>> {
-        self.rules
-            .iter()
-            .find_map(|rule| rule.matches(method, normalized).map(|params| RouteMatch { rule, params }))
+        self.rules.iter().find_map(|rule| rule.matches(method, normalized).map(|params| RouteMatch { rule, params }))
     }
 }
 

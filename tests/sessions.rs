@@ -145,7 +145,9 @@ async fn httponly_cookie_mode_is_tracked_through_refresh_and_logout() {
             .get_all("set-cookie")
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find_map(|c| c.strip_prefix(&format!("{cookie}=")).map(|rest| rest.split(';').next().unwrap_or("").to_string()))
+            .find_map(|c| {
+                c.strip_prefix(&format!("{cookie}=")).map(|rest| rest.split(';').next().unwrap_or("").to_string())
+            })
             .expect("refresh cookie set")
     };
     let rt0 = set(&login);
@@ -179,7 +181,9 @@ async fn password_change_ends_every_session_and_starts_a_new_one() {
     let res = gw
         .post("/api/auth/change-password")
         .bearer(&a1.jwt)
-        .json(json!({"currentPassword": support::PASSWORD, "password": "N3w-pass!", "passwordConfirmation": "N3w-pass!"}))
+        .json(
+            json!({"currentPassword": support::PASSWORD, "password": "N3w-pass!", "passwordConfirmation": "N3w-pass!"}),
+        )
         .send()
         .await;
     assert_eq!(res.status, 200, "{}", res.text());
@@ -217,10 +221,20 @@ async fn updating_a_users_password_ends_that_users_sessions_only_when_a_password
     let gw = Gateway::with_defaults(&backend).await;
     let admin = gw.login("carol").await;
     let bob = gw.login("bob").await;
-    let res = gw.put(&format!("/api/users/{}", bob.user_id)).bearer(&admin.jwt).json(json!({"username": "bobby"})).send().await;
+    let res = gw
+        .put(&format!("/api/users/{}", bob.user_id))
+        .bearer(&admin.jwt)
+        .json(json!({"username": "bobby"}))
+        .send()
+        .await;
     assert_eq!(res.status, 200);
     assert_eq!(gw.get(ARTICLES).bearer(&bob.jwt).send().await.status, 200, "no password, no termination");
-    let res = gw.put(&format!("/API/Users/{}/", bob.user_id)).bearer(&admin.jwt).json(json!({"password": "Other-pass1"})).send().await;
+    let res = gw
+        .put(&format!("/API/Users/{}/", bob.user_id))
+        .bearer(&admin.jwt)
+        .json(json!({"password": "Other-pass1"}))
+        .send()
+        .await;
     assert_eq!(res.status, 200);
     assert_eq!(gw.get(ARTICLES).bearer(&bob.jwt).send().await.reason().as_deref(), Some("session_terminated"));
     assert_eq!(gw.get(ARTICLES).bearer(&admin.jwt).send().await.status, 200, "the editor keeps their session");
@@ -292,7 +306,15 @@ async fn route_spellings_the_backend_accepts_cannot_slip_past() {
     assert_eq!(out.status, 200);
     assert_eq!(gw.get(ARTICLES).bearer(&s.jwt).send().await.status, 401);
     let before = backend.count(&Method::POST, "/api/auth/refresh");
-    for path in ["/API/AUTH/REFRESH", "/Api/Auth/Refresh", "/api/auth/refresh/", "/api/auth/refresh?x=1", "/api//auth/refresh", "/api/auth/%72efresh", "/api/./auth/refresh"] {
+    for path in [
+        "/API/AUTH/REFRESH",
+        "/Api/Auth/Refresh",
+        "/api/auth/refresh/",
+        "/api/auth/refresh?x=1",
+        "/api//auth/refresh",
+        "/api/auth/%72efresh",
+        "/api/./auth/refresh",
+    ] {
         let res = gw.post(path).json(json!({"refreshToken": s.refresh})).send().await;
         assert_eq!(res.status, 401, "{path}");
         assert_eq!(res.reason().as_deref(), Some("session_terminated"), "{path}");
@@ -329,7 +351,8 @@ async fn no_raw_token_is_written_to_the_data_directory() {
     let r = gw.refresh(&s.refresh).await;
     gw.post("/api/auth/logout").bearer(&r.jwt).json(json!({"refreshToken": r.refresh})).send().await;
     gw.stop().await;
-    let secrets: Vec<&str> = [&s.jwt, &s.refresh, &r.jwt, &r.refresh].iter().map(|t| t.rsplit('.').next().expect("sig")).collect();
+    let secrets: Vec<&str> =
+        [&s.jwt, &s.refresh, &r.jwt, &r.refresh].iter().map(|t| t.rsplit('.').next().expect("sig")).collect();
     let mut files = 0;
     let mut stack = vec![gw.data_dir()];
     while let Some(dir) = stack.pop() {
@@ -352,7 +375,8 @@ async fn no_raw_token_is_written_to_the_data_directory() {
 #[tokio::test]
 async fn idle_sessions_end_when_the_policy_says_terminate() {
     let backend = MockStrapi::start().await;
-    let gw = Gateway::start(&backend.url(), "[sessions]\ninactivity_timeout = \"1s\"\nidle_policy = \"terminate\"\n").await;
+    let gw =
+        Gateway::start(&backend.url(), "[sessions]\ninactivity_timeout = \"1s\"\nidle_policy = \"terminate\"\n").await;
     let s = gw.login("alice").await;
     assert_eq!(gw.get(ARTICLES).bearer(&s.jwt).send().await.status, 200);
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
@@ -380,7 +404,8 @@ async fn unreadable_login_responses_are_a_clear_502_and_create_no_session() {
     let gw = Gateway::with_defaults(&backend).await;
     for (mode, why) in [(LoginMode::NonJson, "non-JSON"), (LoginMode::NoToken, "no token")] {
         backend.with(|s| s.login_mode = mode);
-        let res = gw.post("/api/auth/local").json(json!({"identifier": "alice", "password": support::PASSWORD})).send().await;
+        let res =
+            gw.post("/api/auth/local").json(json!({"identifier": "alice", "password": support::PASSWORD})).send().await;
         assert_eq!(res.status, 502, "{why}");
         assert_eq!(res.reason().as_deref(), Some("bad_auth_response"), "{why}");
         assert_eq!(res.json()["error"]["name"], "BadGatewayError");
@@ -400,12 +425,18 @@ async fn a_stale_token_sent_with_a_new_login_does_not_block_it() {
     let gw = Gateway::with_defaults(&backend).await;
     let s = gw.login("alice").await;
     gw.post("/api/auth/logout").bearer(&s.jwt).send().await;
-    let res = gw.post("/api/auth/local").bearer(&s.jwt).json(json!({"identifier": "alice", "password": support::PASSWORD})).send().await;
+    let res = gw
+        .post("/api/auth/local")
+        .bearer(&s.jwt)
+        .json(json!({"identifier": "alice", "password": support::PASSWORD}))
+        .send()
+        .await;
     assert_eq!(res.status, 200);
 }
 
 fn sign(claims: serde_json::Value, secret: &[u8]) -> String {
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret)).expect("sign")
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret))
+        .expect("sign")
 }
 
 #[tokio::test]
@@ -414,13 +445,21 @@ async fn verified_tokens_of_an_ended_backend_session_are_refused_but_forged_clai
     let dir = tempfile::tempdir().expect("tempdir");
     let secret_file = dir.path().join("jwt_secret");
     std::fs::write(&secret_file, support::strapi::JWT_SECRET).expect("write");
-    let gw = Gateway::start(&backend.url(), &format!("[jwt]\nalgorithm = \"HS256\"\nsecret_file = \"{}\"\n", secret_file.display())).await;
+    let gw = Gateway::start(
+        &backend.url(),
+        &format!("[jwt]\nalgorithm = \"HS256\"\nsecret_file = \"{}\"\n", secret_file.display()),
+    )
+    .await;
     let s = gw.login("alice").await;
     let sid = backend_sid(&s.jwt);
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() + 600;
     // A token the gateway never saw, for the same backend session (minted by the backend).
-    let unseen = sign(json!({"userId": "1", "sessionId": sid, "type": "access", "iat": exp - 600, "exp": exp}), support::strapi::JWT_SECRET);
-    let forged = sign(json!({"userId": "1", "sessionId": sid, "type": "access", "iat": exp - 600, "exp": exp}), b"attacker");
+    let unseen = sign(
+        json!({"userId": "1", "sessionId": sid, "type": "access", "iat": exp - 600, "exp": exp}),
+        support::strapi::JWT_SECRET,
+    );
+    let forged =
+        sign(json!({"userId": "1", "sessionId": sid, "type": "access", "iat": exp - 600, "exp": exp}), b"attacker");
     assert_eq!(gw.get("/api/magic-sessionmanager/current-session").bearer(&unseen).send().await.status, 200);
     assert_eq!(gw.get("/api/magic-sessionmanager/current-session").bearer(&forged).send().await.status, 401);
     gw.post("/api/auth/logout").bearer(&s.jwt).send().await;
@@ -429,4 +468,60 @@ async fn verified_tokens_of_an_ended_backend_session_are_refused_but_forged_clai
     let res = gw.get(ARTICLES).bearer(&forged).send().await;
     assert_eq!(res.status, 401);
     assert_eq!(res.reason(), None, "forged claims are not relied on; the backend rejects the signature");
+}
+
+#[tokio::test]
+async fn the_sweeper_purges_ended_sessions_only_once_their_tokens_are_dead() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::start(
+        &backend.url(),
+        "[store]\nterminated_retention = \"1s\"\nsweep_interval = \"200ms\"\nexpired_token_grace = \"0s\"\n",
+    )
+    .await;
+    // Session A: short-lived tokens. Session B: a refresh token valid for 14 days.
+    backend.with(|s| {
+        s.access_lifespan = 1;
+        s.refresh_lifespan = 1;
+    });
+    let a = gw.login("alice").await;
+    backend.with(|s| {
+        s.access_lifespan = 600;
+        s.refresh_lifespan = 1_209_600;
+    });
+    let b = gw.login("alice").await;
+    let keeper = gw.login("alice").await;
+    gw.post("/api/auth/logout").bearer(&a.jwt).send().await;
+    gw.post("/api/auth/logout").bearer(&b.jwt).send().await;
+    let all = |gw: &Gateway, t: String| {
+        let req = gw.get("/api/magic-sessionmanager/my-sessions?all=true").bearer(&t);
+        async move { req.send().await.json()["meta"]["count"].as_u64().unwrap_or(0) }
+    };
+    assert_eq!(all(&gw, keeper.jwt.clone()).await, 3);
+    tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+    assert_eq!(all(&gw, keeper.jwt.clone()).await, 2, "A is purged: retention passed and its tokens are dead");
+    // B is past retention too, but its refresh token is alive: it must stay refused.
+    let res = gw.post("/api/auth/refresh").json(json!({"refreshToken": b.refresh})).send().await;
+    assert_eq!(res.reason().as_deref(), Some("session_terminated"));
+}
+
+#[tokio::test]
+async fn the_sweeper_ends_live_sessions_whose_tokens_all_expired() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::start(&backend.url(), "[store]\nsweep_interval = \"200ms\"\n").await;
+    backend.with(|s| {
+        s.access_lifespan = 1;
+        s.refresh_lifespan = 1;
+    });
+    let old = gw.login("alice").await;
+    backend.with(|s| {
+        s.access_lifespan = 600;
+        s.refresh_lifespan = 600;
+    });
+    let fresh = gw.login("alice").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+    let list = gw.get("/api/magic-sessionmanager/my-sessions?all=true").bearer(&fresh.jwt).send().await.json();
+    let ended: Vec<_> = list["data"].as_array().expect("data").iter().filter(|s| s["isActive"] == false).collect();
+    assert_eq!(ended.len(), 1, "{list}");
+    assert!(ended[0]["logoutTime"].is_string());
+    assert_eq!(gw.get(ARTICLES).bearer(&old.jwt).send().await.reason().as_deref(), Some("session_terminated"));
 }

@@ -84,6 +84,8 @@ pub struct StoreConfig {
     pub terminated_retention: Duration,
     pub sweep_interval: Duration,
     pub sweep_batch: usize,
+    /// Token index entries are kept this long past the token's `exp`.
+    pub expired_token_grace: Duration,
     pub cache_capacity_bytes: u64,
 }
 
@@ -264,9 +266,8 @@ impl Config {
 
     /// Reads and validates a config file.
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![issue("(file)", &format!("cannot read {}: {e}", path.display()))])
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![issue("(file)", &format!("cannot read {}: {e}", path.display()))]))?;
         Config::from_toml_str(&text)
     }
 }
@@ -278,11 +279,16 @@ pub fn describe(cfg: &Config) -> String {
     let d = |d: Duration| humantime::format_duration(d).to_string();
     let _ = writeln!(o, "server.listen            {}", cfg.server.listen);
     let _ = writeln!(o, "server.tls               {}", if cfg.server.tls.is_some() { "on" } else { "off" });
-    let _ = writeln!(o, "server.trusted_proxies   {:?}", cfg.server.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+    let _ = writeln!(
+        o,
+        "server.trusted_proxies   {:?}",
+        cfg.server.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>()
+    );
     let _ = writeln!(o, "upstream.url             {}", cfg.upstream.url);
     let _ = writeln!(o, "store.data_dir           {}", cfg.store.data_dir.display());
     let _ = writeln!(o, "store.terminated_retention {}", d(cfg.store.terminated_retention));
-    let _ = writeln!(o, "sessions.inactivity      {} ({:?})", d(cfg.sessions.inactivity_timeout), cfg.sessions.idle_policy);
+    let _ =
+        writeln!(o, "sessions.inactivity      {} ({:?})", d(cfg.sessions.inactivity_timeout), cfg.sessions.idle_policy);
     let _ = writeln!(o, "sessions.last_seen       {}", d(cfg.sessions.last_seen_interval));
     let _ = writeln!(o, "sessions.unknown_tokens  {:?}", cfg.sessions.unknown_tokens);
     let _ = writeln!(o, "sessions.encryption_key  from {}", cfg.sessions.encryption_key.describe());
@@ -297,7 +303,12 @@ pub fn describe(cfg: &Config) -> String {
     for r in cfg.routes.rules() {
         let _ = writeln!(o, "route {:<18} {}", r.class.as_str(), r.source);
     }
-    let _ = writeln!(o, "user_api                 {} at {}", if cfg.user_api.enabled { "on" } else { "off" }, cfg.user_api.prefix);
+    let _ = writeln!(
+        o,
+        "user_api                 {} at {}",
+        if cfg.user_api.enabled { "on" } else { "off" },
+        cfg.user_api.prefix
+    );
     o
 }
 
@@ -367,7 +378,13 @@ impl V<'_> {
         }
     }
 
-    fn secret_source(&mut self, key_env: &str, env: Option<String>, key_file: &str, file: Option<String>) -> Option<SecretSource> {
+    fn secret_source(
+        &mut self,
+        key_env: &str,
+        env: Option<String>,
+        key_file: &str,
+        file: Option<String>,
+    ) -> Option<SecretSource> {
         match (env.filter(|s| !s.is_empty()), file.filter(|s| !s.is_empty())) {
             (Some(_), Some(_)) => {
                 self.err(key_file, format!("set either {key_env} or {key_file}, not both"));
@@ -388,7 +405,9 @@ fn apply_preset(raw: &mut RawConfig, v: &mut V<'_>) {
         "strapi-v5" => {
             let r = &mut raw.routes;
             let list = |xs: &[&str]| Some(xs.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-            r.login.get_or_insert_with(|| list(&["POST /api/auth/local", "POST /api/auth/local/register"]).unwrap_or_default());
+            r.login.get_or_insert_with(|| {
+                list(&["POST /api/auth/local", "POST /api/auth/local/register"]).unwrap_or_default()
+            });
             r.refresh.get_or_insert_with(|| list(&["POST /api/auth/refresh"]).unwrap_or_default());
             r.logout.get_or_insert_with(|| list(&["POST /api/auth/logout"]).unwrap_or_default());
             r.credential_change.get_or_insert_with(|| {
@@ -512,6 +531,7 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
         terminated_retention: v.duration("store.terminated_retention", st.terminated_retention.as_deref(), "30d"),
         sweep_interval: v.duration("store.sweep_interval", st.sweep_interval.as_deref(), "10m"),
         sweep_batch: v.positive("store.sweep_batch", st.sweep_batch, 1000),
+        expired_token_grace: v.duration("store.expired_token_grace", st.expired_token_grace.as_deref(), "1h"),
         cache_capacity_bytes: st.cache_capacity_bytes.unwrap_or(256 * 1024 * 1024),
     };
 

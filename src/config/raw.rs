@@ -40,6 +40,7 @@ pub struct RawStore {
     pub terminated_retention: Option<String>,
     pub sweep_interval: Option<String>,
     pub sweep_batch: Option<usize>,
+    pub expired_token_grace: Option<String>,
     pub cache_capacity_bytes: Option<u64>,
 }
 

@@ -51,7 +51,12 @@ enum ReqBody {
 }
 
 /// Entry point for every public request.
-pub async fn handle(st: Arc<AppState>, peer: SocketAddr, tls: bool, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    st: Arc<AppState>,
+    peer: SocketAddr,
+    tls: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -76,9 +81,15 @@ pub async fn handle(st: Arc<AppState>, peer: SocketAddr, tls: bool, req: Request
         Ok(res) => res,
         Err(e) => {
             match e.side() {
-                Side::Client => tracing::info!(request_id = %ctx.request_id, route = ctx.route.as_str(), reason = e.reason(), "request denied: {e}"),
-                Side::Upstream => tracing::warn!(request_id = %ctx.request_id, route = ctx.route.as_str(), reason = e.reason(), "upstream failure: {e}"),
-                Side::Internal => tracing::error!(request_id = %ctx.request_id, route = ctx.route.as_str(), reason = e.reason(), "gateway failure: {e}"),
+                Side::Client => {
+                    tracing::info!(request_id = %ctx.request_id, route = ctx.route.as_str(), reason = e.reason(), "request denied: {e}")
+                }
+                Side::Upstream => {
+                    tracing::warn!(request_id = %ctx.request_id, route = ctx.route.as_str(), reason = e.reason(), "upstream failure: {e}")
+                }
+                Side::Internal => {
+                    tracing::error!(request_id = %ctx.request_id, route = ctx.route.as_str(), reason = e.reason(), "gateway failure: {e}")
+                }
             }
             e.into_response(st.cfg.backend.error_shape)
         }
@@ -104,7 +115,11 @@ fn headers_from_trusted(st: &AppState, peer: SocketAddr) -> bool {
     st.cfg.server.trusted_proxies.iter().any(|n| n.contains(&ip))
 }
 
-async fn handle_inner(st: &AppState, ctx: &mut RequestCtx, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+async fn handle_inner(
+    st: &AppState,
+    ctx: &mut RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = req.into_parts();
     let normalized = routes::normalize_path(parts.uri.path());
     let matched = classify(st, ctx, &parts, &normalized);
@@ -127,7 +142,12 @@ async fn handle_inner(st: &AppState, ctx: &mut RequestCtx, req: Request<Incoming
 }
 
 /// Phase 1: decide the route class from method and path alone; note client IP and agent.
-fn classify<'a>(st: &'a AppState, ctx: &mut RequestCtx, parts: &http::request::Parts, normalized: &str) -> Option<RouteMatch<'a>> {
+fn classify<'a>(
+    st: &'a AppState,
+    ctx: &mut RequestCtx,
+    parts: &http::request::Parts,
+    normalized: &str,
+) -> Option<RouteMatch<'a>> {
     let cfg = &st.cfg;
     ctx.client_ip = headers::client_ip(ctx.peer.ip(), &parts.headers, &cfg.server.trusted_proxies);
     ctx.user_agent = parts
@@ -150,12 +170,18 @@ fn classify<'a>(st: &'a AppState, ctx: &mut RequestCtx, parts: &http::request::P
 }
 
 /// Phase 2: auth routes have their body buffered (capped); all others stream.
-async fn read_body(st: &AppState, route: RouteClass, headers: &HeaderMap, body: Incoming) -> Result<ReqBody, GatewayError> {
+async fn read_body(
+    st: &AppState,
+    route: RouteClass,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<ReqBody, GatewayError> {
     if !route.is_auth() {
         return Ok(ReqBody::Stream(body));
     }
     let max = st.cfg.server.max_body_bytes;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(GatewayError::BodyTooLarge);
     }
@@ -174,7 +200,11 @@ fn body_json(body: &ReqBody) -> Option<Value> {
 }
 
 /// A rule with `if /pointer` applies only when the JSON body has that field.
-fn apply_body_condition<'a>(ctx: &mut RequestCtx, m: Option<RouteMatch<'a>>, json: Option<&Value>) -> Option<RouteMatch<'a>> {
+fn apply_body_condition<'a>(
+    ctx: &mut RequestCtx,
+    m: Option<RouteMatch<'a>>,
+    json: Option<&Value>,
+) -> Option<RouteMatch<'a>> {
     let cond = m.as_ref().and_then(|m| m.rule.body_condition.as_deref());
     match cond {
         Some(ptr) if json.and_then(|j| j.pointer(ptr)).is_none_or(Value::is_null) => {
@@ -232,7 +262,12 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &Creds) -> Result<(
 }
 
 /// The live session a token belongs to, with the token's `exp`; `Err` is the denial.
-async fn check_token(st: &AppState, token: &str, now: i64, is_access: bool) -> Result<Option<(Arc<Live>, Option<i64>)>, GatewayError> {
+async fn check_token(
+    st: &AppState,
+    token: &str,
+    now: i64,
+    is_access: bool,
+) -> Result<Option<(Arc<Live>, Option<i64>)>, GatewayError> {
     let hash = tokens::hash(token);
     match st.sessions.check(&hash, now) {
         Check::Ended(_) => Err(GatewayError::SessionTerminated),
@@ -246,7 +281,8 @@ async fn check_token(st: &AppState, token: &str, now: i64, is_access: bool) -> R
         Check::Unknown => {
             // A token we never saw may still belong to a tracked backend session (issued by
             // the backend directly). Its claims count only once its signature verifies.
-            if let (true, Some(v), Some(claim)) = (is_access, &st.verifier, st.cfg.extract.session_id_claim.as_deref()) {
+            if let (true, Some(v), Some(claim)) = (is_access, &st.verifier, st.cfg.extract.session_id_claim.as_deref())
+            {
                 if let Some(claims) = v.verify(token) {
                     if let Some(live) = tokens::claim_str(&claims, claim).and_then(|a| st.sessions.by_alias(&a)) {
                         if live.is_ended() {
@@ -293,13 +329,24 @@ async fn end_before_forward(st: &AppState, ctx: &RequestCtx, creds: &Creds) -> R
 }
 
 /// Phase 6: the request as the backend gets it.
-fn upstream_request(st: &AppState, ctx: &RequestCtx, mut parts: http::request::Parts, body: ReqBody) -> Result<Request<Body>, GatewayError> {
+fn upstream_request(
+    st: &AppState,
+    ctx: &RequestCtx,
+    mut parts: http::request::Parts,
+    body: ReqBody,
+) -> Result<Request<Body>, GatewayError> {
     let host = parts
         .headers
         .get(header::HOST)
         .cloned()
         .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-    headers::forward_request_headers(&mut parts.headers, ctx.peer.ip(), &st.cfg.server.trusted_proxies, ctx.tls, host.as_ref());
+    headers::forward_request_headers(
+        &mut parts.headers,
+        ctx.peer.ip(),
+        &st.cfg.server.trusted_proxies,
+        ctx.tls,
+        host.as_ref(),
+    );
     let upstream_host = if st.cfg.upstream.preserve_host { host } else { None };
     match upstream_host.or_else(|| HeaderValue::from_str(st.upstream.authority().as_str()).ok()) {
         Some(h) => parts.headers.insert(header::HOST, h),
@@ -382,7 +429,15 @@ fn issued_from(st: &AppState, headers: &HeaderMap, json: Option<&Value>) -> Opti
 
 /// Creates a session from backend-issued tokens (their claims are trusted: the backend just
 /// issued them).
-async fn create(st: &AppState, ctx: &RequestCtx, creds: &Creds, req_headers: &HeaderMap, json: &Value, issued: Issued, kind: &'static str) -> Result<Arc<Live>, GatewayError> {
+async fn create(
+    st: &AppState,
+    ctx: &RequestCtx,
+    creds: &Creds,
+    req_headers: &HeaderMap,
+    json: &Value,
+    issued: Issued,
+    kind: &'static str,
+) -> Result<Arc<Live>, GatewayError> {
     let x = &st.cfg.extract;
     let claims = tokens::response_claims(&issued.access);
     let claim = |name: Option<&str>| name.and_then(|n| claims.as_ref().and_then(|c| tokens::claim_str(c, n)));
@@ -420,7 +475,13 @@ async fn learn_refresh(st: &AppState, ctx: &mut RequestCtx, creds: &Creds, issue
                 // Ended while the refresh was in flight: the new tokens are indexed under the
                 // ended session (refused), and revoked at the backend.
                 let (up, cfg) = (st.upstream.clone(), st.cfg.clone());
-                tokio::spawn(crate::session::revoke::revoke(up, cfg, live.sid.clone(), Some(issued.access), issued.refresh));
+                tokio::spawn(crate::session::revoke::revoke(
+                    up,
+                    cfg,
+                    live.sid.clone(),
+                    Some(issued.access),
+                    issued.refresh,
+                ));
                 return Err(GatewayError::SessionTerminated);
             }
             tracing::debug!(request_id = %ctx.request_id, session = %live.sid, "tokens rotated");

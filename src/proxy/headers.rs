@@ -71,7 +71,13 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -
 /// Prepares request headers for the upstream: hop-by-hop removed, client-sent forwarding and
 /// gateway headers dropped unless the peer is a trusted proxy, `X-Forwarded-For/-Proto/-Host`
 /// set.
-pub fn forward_request_headers(headers: &mut HeaderMap, peer: IpAddr, trusted_proxies: &[IpNet], tls: bool, host: Option<&HeaderValue>) {
+pub fn forward_request_headers(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted_proxies: &[IpNet],
+    tls: bool,
+    host: Option<&HeaderValue>,
+) {
     strip_hop_by_hop(headers);
     let peer = canonical(peer);
     let from_trusted = trusted(peer, trusted_proxies);
@@ -187,7 +193,8 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "app.example");
         assert!(h.get("forwarded").is_none() && h.get("x-sessiongate-user").is_none());
         // Trusted proxy: the chain is extended, its proto and host are kept.
-        let mut h = hm(&[("x-forwarded-for", "198.51.100.7"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "front")]);
+        let mut h =
+            hm(&[("x-forwarded-for", "198.51.100.7"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "front")]);
         forward_request_headers(&mut h, "10.0.0.2".parse().expect("ip"), &trusted, false, Some(&host));
         assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");

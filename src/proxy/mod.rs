@@ -39,7 +39,12 @@ fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
 
 /// Serves the public port until `shutdown` flips, then drains open connections for up to
 /// `server.drain_timeout`.
-pub async fn serve(st: Arc<AppState>, listener: TcpListener, tls: Option<TlsAcceptor>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    st: Arc<AppState>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let cfg = st.cfg.server.clone();
     let builder = builder(&cfg);
     let graceful = GracefulShutdown::new();
@@ -75,7 +80,9 @@ pub async fn serve(st: Arc<AppState>, listener: TcpListener, tls: Option<TlsAcce
             let result = match tls {
                 None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), svc).into_owned()).await,
+                    Ok(Ok(tls_stream)) => {
+                        watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), svc).into_owned()).await
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         return;

@@ -54,10 +54,7 @@ fn hex(bytes: &[u8]) -> String {
 impl Keyring {
     /// `current` seals; `previous` only open.
     pub fn new(current: [u8; 32], previous: &[[u8; 32]]) -> Keyring {
-        let keys = std::iter::once(&current)
-            .chain(previous)
-            .map(|k| (key_id(k), Aes256Gcm::new(k.into())))
-            .collect();
+        let keys = std::iter::once(&current).chain(previous).map(|k| (key_id(k), Aes256Gcm::new(k.into()))).collect();
         Keyring { keys }
     }
 
@@ -69,9 +66,8 @@ impl Keyring {
         let (kid, cipher) = &self.keys[0];
         let nonce: [u8; 12] = rand::random();
         // Encryption with a valid key and a 12-byte nonce cannot fail for inputs of this size.
-        let ct = cipher
-            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext.as_bytes(), aad: AAD })
-            .unwrap_or_default();
+        let ct =
+            cipher.encrypt(&Nonce::from(nonce), Payload { msg: plaintext.as_bytes(), aad: AAD }).unwrap_or_default();
         Sealed { kid: kid.clone(), nonce: B64.encode(nonce), ct: B64.encode(ct) }
     }
 
@@ -84,9 +80,8 @@ impl Keyring {
         let nonce = B64.decode(&sealed.nonce).map_err(|_| CryptoError::Corrupt)?;
         let ct = B64.decode(&sealed.ct).map_err(|_| CryptoError::Corrupt)?;
         let nonce = <[u8; 12]>::try_from(nonce.as_slice()).map_err(|_| CryptoError::Corrupt)?;
-        let pt = cipher
-            .decrypt(&Nonce::from(nonce), Payload { msg: &ct, aad: AAD })
-            .map_err(|_| CryptoError::Corrupt)?;
+        let pt =
+            cipher.decrypt(&Nonce::from(nonce), Payload { msg: &ct, aad: AAD }).map_err(|_| CryptoError::Corrupt)?;
         String::from_utf8(pt).map_err(|_| CryptoError::Corrupt)
     }
 }

@@ -13,7 +13,8 @@ pub struct Device {
 }
 
 pub fn parse(ua: &str) -> Device {
-    let unknown = || Device { device_type: "unknown".into(), browser_name: "Unknown".into(), os_name: "Unknown".into() };
+    let unknown =
+        || Device { device_type: "unknown".into(), browser_name: "Unknown".into(), os_name: "Unknown".into() };
     if ua.is_empty() {
         return unknown();
     }

@@ -156,7 +156,10 @@ impl Issued {
             TokenEntry { session, kind: TokenKind::Access, exp: self.access_exp, rotated_at: None },
         )];
         if let Some(r) = &self.refresh {
-            out.push((tokens::hash(r), TokenEntry { session, kind: TokenKind::Refresh, exp: self.refresh_exp, rotated_at: None }));
+            out.push((
+                tokens::hash(r),
+                TokenEntry { session, kind: TokenKind::Refresh, exp: self.refresh_exp, rotated_at: None },
+            ));
         }
         out
     }
@@ -199,7 +202,11 @@ fn document_id() -> String {
 impl Sessions {
     /// Loads the store into the index. Returns the receiver of pending last-seen writes, which
     /// [`run_touch_writer`] drains.
-    pub async fn open(cfg: SessionConfig, store: Store, keyring: Keyring) -> Result<(Arc<Sessions>, mpsc::Receiver<(u64, i64)>), StoreError> {
+    pub async fn open(
+        cfg: SessionConfig,
+        store: Store,
+        keyring: Keyring,
+    ) -> Result<(Arc<Sessions>, mpsc::Receiver<(u64, i64)>), StoreError> {
         let snap = store.load().await?;
         let mut index = Index::default();
         let mut max_id = snap.max_id;
@@ -395,7 +402,9 @@ impl Sessions {
             persisted_active: AtomicI64::new(now),
             tokens: Mutex::new(entries.iter().map(|(h, _)| *h).collect()),
         });
-        self.store.apply(Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() }, true).await?;
+        self.store
+            .apply(Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() }, true)
+            .await?;
         let mut idx = self.write();
         idx.insert_session(live.clone(), &aliases);
         idx.tokens.extend(entries);
@@ -405,7 +414,12 @@ impl Sessions {
     /// Attaches the tokens of a successful refresh to the same session and marks the presented
     /// refresh token as rotated out. If the session ended meanwhile, the new tokens are still
     /// indexed — under the ended session, so they are refused.
-    pub async fn rotate(&self, live: &Arc<Live>, old_refresh: Option<TokenHash>, issued: Issued) -> Result<(), StoreError> {
+    pub async fn rotate(
+        &self,
+        live: &Arc<Live>,
+        old_refresh: Option<TokenHash>,
+        issued: Issued,
+    ) -> Result<(), StoreError> {
         let _g = self.lock_many(&[live.id]).await;
         let now = now_ms();
         let Some(mut rec) = self.store.get(live.id).await? else { return Ok(()) };
@@ -434,7 +448,9 @@ impl Sessions {
             rec.rotations.remove(0);
         }
         rec.last_active = rec.last_active.max(now);
-        self.store.apply(Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() }, true).await?;
+        self.store
+            .apply(Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() }, true)
+            .await?;
         live.add_tokens(&entries.iter().map(|(h, _)| *h).collect::<Vec<_>>());
         live.last_active.fetch_max(now, Ordering::Relaxed);
         let mut idx = self.write();
@@ -475,7 +491,12 @@ impl Sessions {
     }
 
     /// Ends every live session of a user, except `keep`.
-    pub async fn end_user(&self, user_id: &str, reason: &str, keep: Option<u64>) -> Result<Vec<SessionRecord>, StoreError> {
+    pub async fn end_user(
+        &self,
+        user_id: &str,
+        reason: &str,
+        keep: Option<u64>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
         let ids: Vec<u64> = self.user_session_ids(user_id).into_iter().filter(|id| Some(*id) != keep).collect();
         self.end_many(&ids, reason).await
     }
@@ -498,7 +519,11 @@ impl Sessions {
     }
 
     /// Removes purged sessions and expired token entries (called by the sweeper).
-    pub(crate) async fn purge(&self, sessions: Vec<SessionRecord>, expired_tokens: Vec<TokenHash>) -> Result<(), StoreError> {
+    pub(crate) async fn purge(
+        &self,
+        sessions: Vec<SessionRecord>,
+        expired_tokens: Vec<TokenHash>,
+    ) -> Result<(), StoreError> {
         let ids: Vec<u64> = sessions.iter().map(|r| r.id).collect();
         let _g = self.lock_many(&ids).await;
         let mut delete_tokens = expired_tokens.clone();
@@ -526,7 +551,10 @@ impl Sessions {
     pub(crate) fn expired_tokens_of(&self, id: u64, cutoff: i64) -> Vec<TokenHash> {
         let Some(live) = self.live(id) else { return vec![] };
         let idx = self.read();
-        live.token_hashes().into_iter().filter(|h| idx.tokens.get(h).and_then(|e| e.exp).is_some_and(|exp| exp < cutoff)).collect()
+        live.token_hashes()
+            .into_iter()
+            .filter(|h| idx.tokens.get(h).and_then(|e| e.exp).is_some_and(|exp| exp < cutoff))
+            .collect()
     }
 }
 

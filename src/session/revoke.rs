@@ -17,16 +17,20 @@ use std::sync::Arc;
 /// Builds `{"a":{"b":value}}` for pointer `/a/b`.
 pub fn json_at(pointer: &str, value: &str) -> Value {
     let keys: Vec<&str> = pointer.split('/').skip(1).collect();
-    keys.into_iter()
-        .rev()
-        .fold(Value::String(value.to_string()), |inner, key| {
-            let mut m = serde_json::Map::new();
-            m.insert(key.replace("~1", "/").replace("~0", "~"), inner);
-            Value::Object(m)
-        })
+    keys.into_iter().rev().fold(Value::String(value.to_string()), |inner, key| {
+        let mut m = serde_json::Map::new();
+        m.insert(key.replace("~1", "/").replace("~0", "~"), inner);
+        Value::Object(m)
+    })
 }
 
-async fn call(up: &Upstream, rule: &RouteRule, cfg: &Config, access: Option<&str>, refresh: Option<&str>) -> Option<(u16, Value, http::HeaderMap)> {
+async fn call(
+    up: &Upstream,
+    rule: &RouteRule,
+    cfg: &Config,
+    access: Option<&str>,
+    refresh: Option<&str>,
+) -> Option<(u16, Value, http::HeaderMap)> {
     let body = match (refresh, cfg.extract.request_refresh_token.as_deref()) {
         (Some(r), Some(ptr)) => json_at(ptr, r),
         _ => Value::Object(Default::default()),
@@ -47,12 +51,19 @@ async fn call(up: &Upstream, rule: &RouteRule, cfg: &Config, access: Option<&str
     let res = up.send(req).await.ok()?;
     let status = res.status().as_u16();
     let (parts, body) = res.into_parts();
-    let bytes = http_body_util::Limited::new(body, cfg.upstream.max_response_body_bytes).collect().await.ok()?.to_bytes();
+    let bytes =
+        http_body_util::Limited::new(body, cfg.upstream.max_response_body_bytes).collect().await.ok()?.to_bytes();
     Some((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), parts.headers))
 }
 
 /// Revokes one session's tokens at the backend. Returns whether the backend confirmed it.
-pub async fn revoke(up: Arc<Upstream>, cfg: Arc<Config>, sid: String, access: Option<String>, refresh: Option<String>) -> bool {
+pub async fn revoke(
+    up: Arc<Upstream>,
+    cfg: Arc<Config>,
+    sid: String,
+    access: Option<String>,
+    refresh: Option<String>,
+) -> bool {
     let Some(logout) = cfg.backend.revoke_logout.as_ref().filter(|_| cfg.backend.revoke_on_end) else { return false };
     let first = call(&up, logout, &cfg, access.as_deref(), refresh.as_deref()).await;
     let ok = match first {
@@ -66,7 +77,9 @@ pub async fn revoke(up: Arc<Upstream>, cfg: Arc<Config>, sid: String, access: Op
                         .refresh_token
                         .as_deref()
                         .and_then(|p| super::tokens::pointer_str(&json, p))
-                        .or_else(|| cfg.extract.refresh_cookie.as_deref().and_then(|n| super::tokens::set_cookie(&headers, n)));
+                        .or_else(|| {
+                            cfg.extract.refresh_cookie.as_deref().and_then(|n| super::tokens::set_cookie(&headers, n))
+                        });
                     matches!(
                         call(&up, logout, &cfg, fresh_access.as_deref(), fresh_refresh.as_deref().or(Some(r))).await,
                         Some((s, _, _)) if (200..300).contains(&s)

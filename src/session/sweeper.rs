@@ -1,15 +1,15 @@
 //! Background sweeper: ends sessions whose every token has expired, purges ended sessions after
 //! `store.terminated_retention`, and drops index entries of long-expired tokens. Works in
 //! bounded batches through the store's blocking pool and stops on shutdown.
+//!
+//! An ended session is purged only once its newest tokens are expired as well (plus the grace):
+//! purging earlier would turn its still-valid refresh token into an *unknown* token, which
+//! the backend would accept again.
 
 use super::{now_ms, Sessions};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// Expired token entries are kept this long past `exp`, so a backend whose clock runs behind
-/// ours cannot accept a token we already forgot.
-const EXPIRED_TOKEN_GRACE_SECS: i64 = 3600;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -18,11 +18,23 @@ pub struct SweepReport {
     pub dropped_tokens: usize,
 }
 
+/// What the sweeper is told.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepPolicy {
+    pub retention: Duration,
+    /// Expired tokens are kept this long past `exp`, so a backend whose clock runs behind ours
+    /// cannot accept a token we already forgot.
+    pub expired_token_grace: Duration,
+    pub batch: usize,
+}
+
 /// One full pass over the store.
-pub async fn sweep_once(sessions: &Sessions, retention: Duration, batch: usize, shutdown: &watch::Receiver<bool>) -> SweepReport {
+pub async fn sweep_once(sessions: &Sessions, policy: SweepPolicy, shutdown: &watch::Receiver<bool>) -> SweepReport {
     let mut report = SweepReport::default();
     let mut after = 0u64;
-    let retention_ms = retention.as_millis() as i64;
+    let retention_ms = policy.retention.as_millis() as i64;
+    let grace_s = policy.expired_token_grace.as_secs() as i64;
+    let batch = policy.batch;
     loop {
         if *shutdown.borrow() {
             break;
@@ -42,15 +54,17 @@ pub async fn sweep_once(sessions: &Sessions, retention: Duration, batch: usize, 
         let mut expired = Vec::new();
         let mut dropped = Vec::new();
         for rec in page {
+            // The newest tokens carry the latest expiry; without any `exp`, only retention counts.
+            let last_exp = rec.refresh_exp.max(rec.access_exp);
+            let tokens_dead = last_exp.is_none_or(|e| e < now_s - grace_s);
             match rec.logout_time {
-                Some(t) if now - t > retention_ms => purge.push(rec),
-                Some(_) => dropped.extend(sessions.expired_tokens_of(rec.id, now_s - EXPIRED_TOKEN_GRACE_SECS)),
+                Some(t) if now - t > retention_ms && tokens_dead => purge.push(rec),
+                Some(_) => dropped.extend(sessions.expired_tokens_of(rec.id, now_s - grace_s)),
                 None => {
-                    let last_exp = rec.refresh_exp.or(rec.access_exp);
                     if last_exp.is_some_and(|e| e < now_s) {
                         expired.push(rec.id);
                     }
-                    dropped.extend(sessions.expired_tokens_of(rec.id, now_s - EXPIRED_TOKEN_GRACE_SECS));
+                    dropped.extend(sessions.expired_tokens_of(rec.id, now_s - grace_s));
                 }
             }
         }
@@ -76,15 +90,25 @@ pub async fn sweep_once(sessions: &Sessions, retention: Duration, batch: usize, 
 }
 
 /// Runs [`sweep_once`] every `interval` until shutdown.
-pub async fn run(sessions: Arc<Sessions>, interval: Duration, retention: Duration, batch: usize, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    sessions: Arc<Sessions>,
+    interval: Duration,
+    policy: SweepPolicy,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
-        let r = sweep_once(&sessions, retention, batch, &shutdown).await;
+        let r = sweep_once(&sessions, policy, &shutdown).await;
         if r != SweepReport::default() {
-            tracing::info!(expired = r.expired_sessions, purged = r.purged_sessions, tokens = r.dropped_tokens, "sweep done");
+            tracing::info!(
+                expired = r.expired_sessions,
+                purged = r.purged_sessions,
+                tokens = r.dropped_tokens,
+                "sweep done"
+            );
         }
     }
 }

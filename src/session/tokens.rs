@@ -157,11 +157,17 @@ mod tests {
     #[test]
     fn set_cookie_extraction() {
         let mut h = HeaderMap::new();
-        h.append(http::header::SET_COOKIE, HeaderValue::from_static("strapi_up_refresh=tok; path=/; samesite=lax; httponly"));
+        h.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static("strapi_up_refresh=tok; path=/; samesite=lax; httponly"),
+        );
         h.append(http::header::SET_COOKIE, HeaderValue::from_static("strapi_up_refresh.sig=sig; path=/"));
         assert_eq!(set_cookie(&h, "strapi_up_refresh").as_deref(), Some("tok"));
         let mut cleared = HeaderMap::new();
-        cleared.append(http::header::SET_COOKIE, HeaderValue::from_static("strapi_up_refresh=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT"));
+        cleared.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static("strapi_up_refresh=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT"),
+        );
         assert_eq!(set_cookie(&cleared, "strapi_up_refresh"), None);
     }
 
@@ -178,9 +184,23 @@ mod tests {
     fn verifier_rejects_forged_and_accepts_genuine() {
         let secret = b"s3cret";
         let claims = serde_json::json!({"userId": "1", "sessionId": "abc", "type": "access", "exp": 4_000_000_000i64});
-        let good = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret)).expect("encode");
-        let forged = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(b"other")).expect("encode");
-        let cfg = JwtConfig { algorithm: JwtAlgorithm::Hs256, key: crate::config::SecretSource::Env("X".into()), leeway: Duration::from_secs(0) };
+        let good = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .expect("encode");
+        let forged = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"other"),
+        )
+        .expect("encode");
+        let cfg = JwtConfig {
+            algorithm: JwtAlgorithm::Hs256,
+            key: crate::config::SecretSource::Env("X".into()),
+            leeway: Duration::from_secs(0),
+        };
         let v = Verifier::new(&cfg, secret).expect("verifier");
         assert_eq!(v.verify(&good).and_then(|c| claim_str(&c, "sessionId")).as_deref(), Some("abc"));
         assert!(v.verify(&forged).is_none());

@@ -53,7 +53,13 @@ fn ok(value: Value) -> Response<Body> {
 
 /// Answers a user API request. `rest` is the normalised path after the prefix; `current` is
 /// the live session of the presented token (enforcement already refused ended ones).
-pub async fn handle(st: &AppState, method: &Method, rest: &str, query: Option<&str>, current: Option<Arc<Live>>) -> Result<Response<Body>, GatewayError> {
+pub async fn handle(
+    st: &AppState,
+    method: &Method,
+    rest: &str,
+    query: Option<&str>,
+    current: Option<Arc<Live>>,
+) -> Result<Response<Body>, GatewayError> {
     let Some(current) = current else { return Err(GatewayError::Unauthenticated) };
     let sessions = &st.sessions;
     let inactivity = sessions.config().inactivity_timeout;
@@ -112,8 +118,22 @@ mod tests {
         rec.last_active = 0;
         let v = session_json(&rec, Some(41), 3 * 60_000, Duration::from_secs(900));
         for key in [
-            "id", "documentId", "sessionId", "ipAddress", "userAgent", "loginTime", "lastActive", "logoutTime", "isActive",
-            "deviceType", "browserName", "osName", "geoLocation", "securityScore", "isCurrentSession", "isTrulyActive",
+            "id",
+            "documentId",
+            "sessionId",
+            "ipAddress",
+            "userAgent",
+            "loginTime",
+            "lastActive",
+            "logoutTime",
+            "isActive",
+            "deviceType",
+            "browserName",
+            "osName",
+            "geoLocation",
+            "securityScore",
+            "isCurrentSession",
+            "isTrulyActive",
             "minutesSinceActive",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");

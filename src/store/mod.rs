@@ -154,7 +154,14 @@ pub(crate) mod contract {
     pub async fn run(store: &Store) {
         let entry = TokenEntry { session: 7, kind: TokenKind::Access, exp: Some(10), rotated_at: None };
         store
-            .apply(Changes { put_sessions: vec![record(7, "u1")], put_tokens: vec![([1; 32], entry)], ..Default::default() }, true)
+            .apply(
+                Changes {
+                    put_sessions: vec![record(7, "u1")],
+                    put_tokens: vec![([1; 32], entry)],
+                    ..Default::default()
+                },
+                true,
+            )
             .await
             .expect("apply");
         assert_eq!(store.get(7).await.expect("get").map(|r| r.user_id), Some("u1".to_string()));

@@ -74,7 +74,8 @@ impl Gateway {
     }
 
     async fn boot(&mut self) {
-        let cfg = Config::from_toml_str(&self.toml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{}", self.toml));
+        let cfg =
+            Config::from_toml_str(&self.toml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{}", self.toml));
         let listeners = sessiongate::Listeners::bind(&cfg).expect("bind");
         let running = sessiongate::start(cfg, listeners).await.expect("gateway starts");
         self.addr = running.public_addr;

@@ -70,6 +70,7 @@ pub struct MockState {
     pub users: Vec<User>,
     pub sessions: HashMap<String, BackendSession>,
     pub access_lifespan: u64,
+    pub refresh_lifespan: u64,
     pub http_only: bool,
     pub seen: Vec<Seen>,
     pub login_mode: LoginMode,
@@ -118,10 +119,15 @@ impl MockState {
     /// Creates a backend session and its (access, refresh) tokens.
     fn issue(&mut self, user_id: u64, device_id: Option<String>) -> (String, String, String) {
         let sid = hex32();
-        self.sessions.insert(sid.clone(), BackendSession { user_id, status: Status::Active, device_id, login_at: now() });
+        self.sessions
+            .insert(sid.clone(), BackendSession { user_id, status: Status::Active, device_id, login_at: now() });
         let t = now();
-        let access = sign(&json!({"userId": user_id.to_string(), "sessionId": sid, "type": "access", "iat": t, "exp": t + self.access_lifespan}));
-        let refresh = sign(&json!({"userId": user_id.to_string(), "sessionId": sid, "type": "refresh", "exp": t + 1_209_600}));
+        let access = sign(
+            &json!({"userId": user_id.to_string(), "sessionId": sid, "type": "access", "iat": t, "exp": t + self.access_lifespan}),
+        );
+        let refresh = sign(
+            &json!({"userId": user_id.to_string(), "sessionId": sid, "type": "refresh", "exp": t + self.refresh_lifespan}),
+        );
         (sid, access, refresh)
     }
 
@@ -144,7 +150,10 @@ fn json_res(status: u16, v: Value) -> Response<Full<Bytes>> {
 }
 
 fn error(status: u16, name: &str, message: &str) -> Response<Full<Bytes>> {
-    json_res(status, json!({"data": null, "error": {"status": status, "name": name, "message": message, "details": {}}}))
+    json_res(
+        status,
+        json!({"data": null, "error": {"status": status, "name": name, "message": message, "details": {}}}),
+    )
 }
 
 fn unauthorized() -> Response<Full<Bytes>> {
@@ -173,6 +182,7 @@ fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
 
 /// Access-token authentication as Strapi does it: signature, `exp` and `type` only — stateless.
 /// `Err` is the response to send.
+#[allow(clippy::result_large_err)] // a test double; the response is the natural error here
 fn authenticate(h: &HeaderMap) -> Result<(u64, String), Response<Full<Bytes>>> {
     match bearer(h) {
         None => Err(forbidden()),
@@ -194,8 +204,14 @@ fn with_refresh(state: &MockState, headers: &HeaderMap, mut body: Value, refresh
     let cookie_mode = state.http_only || headers.get("x-strapi-refresh-cookie").is_some_and(|v| v == "httpOnly");
     if cookie_mode {
         let mut r = json_res(200, body);
-        r.headers_mut().append(header::SET_COOKIE, format!("{REFRESH_COOKIE}={refresh}; path=/; samesite=lax; httponly").parse().expect("hv"));
-        r.headers_mut().append(header::SET_COOKIE, format!("{REFRESH_COOKIE}.sig={}; path=/; samesite=lax; httponly", hex32()).parse().expect("hv"));
+        r.headers_mut().append(
+            header::SET_COOKIE,
+            format!("{REFRESH_COOKIE}={refresh}; path=/; samesite=lax; httponly").parse().expect("hv"),
+        );
+        r.headers_mut().append(
+            header::SET_COOKIE,
+            format!("{REFRESH_COOKIE}.sig={}; path=/; samesite=lax; httponly", hex32()).parse().expect("hv"),
+        );
         r
     } else {
         body["refreshToken"] = Value::String(refresh.to_string());
@@ -203,7 +219,13 @@ fn with_refresh(state: &MockState, headers: &HeaderMap, mut body: Value, refresh
     }
 }
 
-fn handle(state: &Mutex<MockState>, method: &Method, uri: &http::Uri, headers: &HeaderMap, body: &Bytes) -> Response<Full<Bytes>> {
+fn handle(
+    state: &Mutex<MockState>,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response<Full<Bytes>> {
     let mut st = state.lock().expect("mock state");
     let path = route_path(uri);
     let input: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -226,7 +248,12 @@ fn handle(state: &Mutex<MockState>, method: &Method, uri: &http::Uri, headers: &
             }
             let ident = s("identifier").unwrap_or_default().to_lowercase();
             let pass = s("password").unwrap_or_default();
-            let Some(u) = st.users.iter().find(|u| (u.email == ident || u.username.to_lowercase() == ident) && u.password == pass).cloned() else {
+            let Some(u) = st
+                .users
+                .iter()
+                .find(|u| (u.email == ident || u.username.to_lowercase() == ident) && u.password == pass)
+                .cloned()
+            else {
                 return error(400, "ValidationError", "Invalid identifier or password");
             };
             let (_, access, refresh) = st.issue(u.id, s("deviceId"));
@@ -241,7 +268,7 @@ fn handle(state: &Mutex<MockState>, method: &Method, uri: &http::Uri, headers: &
                 return error(400, "ApplicationError", "Email or Username are already taken");
             }
             let id = st.users.iter().map(|u| u.id).max().unwrap_or(0) + 1;
-            let u = User { id, document_id: format!("doc{}", hex32()[..20].to_string()), username, email, password };
+            let u = User { id, document_id: format!("doc{}", &hex32()[..20]), username, email, password };
             st.users.push(u.clone());
             let (_, access, refresh) = st.issue(u.id, None);
             let body = json!({"jwt": access, "user": MockState::user_json(&u)});
@@ -271,7 +298,11 @@ fn handle(state: &Mutex<MockState>, method: &Method, uri: &http::Uri, headers: &
             if s("scope").as_deref() == Some("all") {
                 st.revoke_user(user_id);
             } else if let Some(dev) = s("deviceId") {
-                for sess in st.sessions.values_mut().filter(|x| x.user_id == user_id && x.device_id.as_deref() == Some(dev.as_str())) {
+                for sess in st
+                    .sessions
+                    .values_mut()
+                    .filter(|x| x.user_id == user_id && x.device_id.as_deref() == Some(dev.as_str()))
+                {
                     sess.status = Status::Revoked;
                 }
             } else {
@@ -286,7 +317,10 @@ fn handle(state: &Mutex<MockState>, method: &Method, uri: &http::Uri, headers: &
                 }
             }
             let mut r = json_res(200, json!({"ok": true}));
-            r.headers_mut().append(header::SET_COOKIE, format!("{REFRESH_COOKIE}=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT").parse().expect("hv"));
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                format!("{REFRESH_COOKIE}=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT").parse().expect("hv"),
+            );
             r
         }
         (Method::GET, "/api/auth/sessions") => {
@@ -307,8 +341,13 @@ fn handle(state: &Mutex<MockState>, method: &Method, uri: &http::Uri, headers: &
                 Ok(x) => x,
                 Err(r) => return r,
             };
-            let (Some(cur), Some(new), Some(conf)) = (s("currentPassword"), s("password"), s("passwordConfirmation")) else {
-                return error(400, "ValidationError", "currentPassword, password and passwordConfirmation are required");
+            let (Some(cur), Some(new), Some(conf)) = (s("currentPassword"), s("password"), s("passwordConfirmation"))
+            else {
+                return error(
+                    400,
+                    "ValidationError",
+                    "currentPassword, password and passwordConfirmation are required",
+                );
             };
             if new != conf {
                 return error(400, "ValidationError", "Passwords do not match");
@@ -351,8 +390,12 @@ fn handle(state: &Mutex<MockState>, method: &Method, uri: &http::Uri, headers: &
             if let Err(r) = authenticate(headers) {
                 return r;
             }
-            let Ok(id) = p["/api/users/".len()..].parse::<u64>() else { return error(404, "NotFoundError", "Not Found") };
-            let Some(u) = st.users.iter_mut().find(|u| u.id == id) else { return error(404, "NotFoundError", "Not Found") };
+            let Ok(id) = p["/api/users/".len()..].parse::<u64>() else {
+                return error(404, "NotFoundError", "Not Found");
+            };
+            let Some(u) = st.users.iter_mut().find(|u| u.id == id) else {
+                return error(404, "NotFoundError", "Not Found");
+            };
             if let Some(pw) = s("password") {
                 u.password = pw;
             }
@@ -416,6 +459,7 @@ impl MockStrapi {
             users,
             sessions: HashMap::new(),
             access_lifespan: 600,
+            refresh_lifespan: 1_209_600,
             http_only: false,
             seen: Vec::new(),
             login_mode: LoginMode::Normal,
@@ -438,13 +482,24 @@ impl MockStrapi {
                             let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                             let delay = {
                                 let mut s = st.lock().expect("mock state");
-                                s.seen.push(Seen { method: parts.method.clone(), path: parts.uri.to_string(), headers: parts.headers.clone(), body: body.clone() });
+                                s.seen.push(Seen {
+                                    method: parts.method.clone(),
+                                    path: parts.uri.to_string(),
+                                    headers: parts.headers.clone(),
+                                    body: body.clone(),
+                                });
                                 s.delay
                             };
                             if let Some(d) = delay {
                                 tokio::time::sleep(d).await;
                             }
-                            Ok::<_, std::convert::Infallible>(handle(&st, &parts.method, &parts.uri, &parts.headers, &body))
+                            Ok::<_, std::convert::Infallible>(handle(
+                                &st,
+                                &parts.method,
+                                &parts.uri,
+                                &parts.headers,
+                                &body,
+                            ))
                         }
                     });
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

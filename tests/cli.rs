@@ -1,0 +1,167 @@
+//! The `sessiongate` binary: subcommands, exit codes, logs.
+
+mod support;
+
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use support::MockStrapi;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sessiongate");
+
+#[test]
+fn check_config_reports_every_error_at_once_and_exits_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "preset = \"strapi-v5\"\nlisten = 1\n[server]\nlisten = \"x\"\n[upstream]\nurl = \"ftp://nope\"\n[sessions]\nidle_policy = \"maybe\"\n").expect("write");
+    let out = Command::new(BIN).arg("check-config").arg(&file).output().expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["listen: unknown key", "server.listen", "upstream.url", "sessions.idle_policy"] {
+        assert!(err.contains(key), "missing {key} in:\n{err}");
+    }
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&file).output().expect("run");
+    assert_eq!(out.status.code(), Some(64), "run refuses a bad config too");
+    let out = Command::new(BIN).args(["check-config", "/nonexistent.toml"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn check_config_accepts_the_example_and_never_prints_secrets() {
+    let key = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml.example");
+    let out =
+        Command::new(BIN).args(["check-config", example]).env("SESSION_ENCRYPTION_KEY", key).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("env SESSION_ENCRYPTION_KEY") && text.contains("OK"), "{text}");
+    assert!(!text.contains(key) && !String::from_utf8_lossy(&out.stderr).contains(key));
+}
+
+#[test]
+fn keygen_prints_fresh_32_byte_keys() {
+    use base64::Engine;
+    let run = || String::from_utf8(Command::new(BIN).arg("keygen").output().expect("run").stdout).expect("utf8");
+    let (a, b) = (run(), run());
+    assert_ne!(a, b);
+    let bytes = base64::engine::general_purpose::STANDARD.decode(a.trim()).expect("base64");
+    assert_eq!(bytes.len(), 32);
+}
+
+/// Starts the binary; returns the child, its public address and the stderr lines read so far.
+fn spawn(config: &std::path::Path) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .env_remove("SESSION_ENCRYPTION_KEY")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut addr = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut early = Vec::new();
+    while addr.is_none() && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if let Some(a) = v["public"].as_str() {
+                    addr = Some(a.to_string());
+                }
+            }
+            early.push(line);
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("gateway did not report its address:\n{}", early.join("\n")));
+    let (tx2, rx2) = std::sync::mpsc::channel();
+    for l in early {
+        let _ = tx2.send(l);
+    }
+    std::thread::spawn(move || {
+        for l in rx {
+            if tx2.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    (child, addr, rx2)
+}
+
+#[tokio::test]
+async fn the_binary_serves_drains_on_sigterm_and_never_logs_tokens() {
+    let backend = MockStrapi::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("gateway.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "preset = \"strapi-v5\"\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n[store]\ndata_dir = \"{}\"\n[log]\nlevel = \"debug\"\nformat = \"json\"\n",
+            backend.url(),
+            data.display()
+        ),
+    )
+    .expect("write");
+    let (mut child, addr, logs) = spawn(&config);
+    let base = format!("http://{addr}");
+    let req = |m: http::Method, p: &str| support::Req::new(m, &format!("{base}{p}"));
+    let login = req(http::Method::POST, "/api/auth/local")
+        .json(json!({"identifier": "alice", "password": support::PASSWORD}))
+        .send()
+        .await;
+    assert_eq!(login.status, 200);
+    let v = login.json();
+    let (jwt, refresh) =
+        (v["jwt"].as_str().expect("jwt").to_string(), v["refreshToken"].as_str().expect("rt").to_string());
+    let r = req(http::Method::POST, "/api/auth/refresh").json(json!({"refreshToken": refresh})).send().await.json();
+    let jwt2 = r["jwt"].as_str().expect("jwt").to_string();
+    req(http::Method::GET, "/api/articles").bearer(&jwt2).send().await;
+    req(http::Method::POST, "/api/auth/logout").bearer(&jwt2).send().await;
+    assert_eq!(req(http::Method::GET, "/api/articles").bearer(&jwt).send().await.status, 401);
+
+    // With no key configured, one was generated into the data directory, owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("encryption.key")).expect("key file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert_eq!(exit.code(), Some(0), "clean exit after SIGTERM");
+    let all: Vec<String> = logs.try_iter().collect();
+    let text = all.join("\n");
+    assert!(text.contains("session created") && text.contains("no encryption key configured"), "{text}");
+    assert!(text.contains("stopped"), "drained and stopped: {text}");
+    for t in [&jwt, &refresh, &jwt2] {
+        let sig = t.rsplit('.').next().expect("sig");
+        assert!(!text.contains(sig), "a raw token reached the logs");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_exit_1_and_a_bad_tls_file_exit_64() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("g.toml");
+    let base = format!(
+        "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[store]\ndata_dir = \"{}\"\n",
+        dir.path().join("d").display()
+    );
+    std::fs::write(&config, format!("{base}[server]\nlisten = \"{}\"\n", taken.local_addr().expect("addr")))
+        .expect("write");
+    let out = Command::new(BIN).args(["run", "-c"]).arg(&config).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&config, format!("{base}[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"\n")).expect("write");
+    let out = Command::new(BIN).args(["run", "-c"]).arg(&config).output().expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.tls_cert"));
+}
