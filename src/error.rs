@@ -25,13 +25,13 @@ pub enum Side {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    #[error("session has been terminated")]
+    #[error("Session has been terminated")]
     SessionTerminated,
-    #[error("refresh token reuse detected; session terminated")]
+    #[error("Refresh token reuse detected; session terminated")]
     RefreshTokenReuse,
-    #[error("session expired due to inactivity")]
+    #[error("Session expired due to inactivity")]
     SessionInactive,
-    #[error("token is not tracked by the gateway")]
+    #[error("Token is not tracked by the gateway")]
     UnknownToken,
     #[error("missing or invalid credentials")]
     Unauthenticated,
@@ -41,11 +41,11 @@ pub enum GatewayError {
     CannotTerminateCurrent,
     #[error("{0}")]
     BadRequest(&'static str),
-    #[error("request body exceeds the configured limit")]
+    #[error("Request body exceeds the configured limit")]
     BodyTooLarge,
     #[error("backend unavailable: {0}")]
     UpstreamUnavailable(String),
-    #[error("backend did not answer in time")]
+    #[error("Backend did not answer in time")]
     UpstreamTimeout,
     #[error("backend answered an auth route with a response the gateway cannot read: {0}")]
     BadAuthResponse(&'static str),
