@@ -46,6 +46,20 @@ pub struct Live {
 }
 
 impl Live {
+    fn from_record(rec: &SessionRecord, tokens: Vec<TokenHash>) -> Live {
+        Live {
+            id: rec.id,
+            sid: rec.sid.clone(),
+            document_id: rec.document_id.clone(),
+            user_id: rec.user_id.clone(),
+            device_id: rec.device_id.clone(),
+            ended: AtomicBool::new(!rec.is_active()),
+            last_active: AtomicI64::new(rec.last_active),
+            persisted_active: AtomicI64::new(rec.last_active),
+            tokens: Mutex::new(tokens),
+        }
+    }
+
     pub fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
     }
@@ -216,17 +230,7 @@ impl Sessions {
         }
         for rec in snap.sessions {
             max_id = max_id.max(rec.id);
-            let live = Arc::new(Live {
-                id: rec.id,
-                sid: rec.sid.clone(),
-                document_id: rec.document_id.clone(),
-                user_id: rec.user_id.clone(),
-                device_id: rec.device_id.clone(),
-                ended: AtomicBool::new(!rec.is_active()),
-                last_active: AtomicI64::new(rec.last_active),
-                persisted_active: AtomicI64::new(rec.last_active),
-                tokens: Mutex::new(per_session.remove(&rec.id).unwrap_or_default()),
-            });
+            let live = Arc::new(Live::from_record(&rec, per_session.remove(&rec.id).unwrap_or_default()));
             index.insert_session(live, &rec.aliases);
         }
         for (h, e) in snap.tokens {
@@ -391,17 +395,7 @@ impl Sessions {
             rotations: vec![],
         };
         let entries = issued.entries(id);
-        let live = Arc::new(Live {
-            id,
-            sid: rec.sid.clone(),
-            document_id: rec.document_id.clone(),
-            user_id: rec.user_id.clone(),
-            device_id: rec.device_id.clone(),
-            ended: AtomicBool::new(false),
-            last_active: AtomicI64::new(now),
-            persisted_active: AtomicI64::new(now),
-            tokens: Mutex::new(entries.iter().map(|(h, _)| *h).collect()),
-        });
+        let live = Arc::new(Live::from_record(&rec, entries.iter().map(|(h, _)| *h).collect()));
         self.store
             .apply(Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() }, true)
             .await?;
