@@ -226,3 +226,42 @@ async fn connection_limit_closes_excess_connections() {
     let n = tokio::time::timeout(Duration::from_secs(2), second.read_to_end(&mut out)).await.expect("closed promptly");
     assert_eq!(n.unwrap_or(0), 0, "the excess connection is closed without an answer");
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_on_both_protocols_but_not_mid_response() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::start(&backend.url(), "[server]\nidle_timeout = \"300ms\"\n").await;
+    // HTTP/1.1: after a response, an idle keep-alive connection is closed.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h1 = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    h1.write_all(b"GET /api/echo HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = h1.read(&mut buf).await.expect("response");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let eof = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match h1.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(eof.is_ok(), "idle HTTP/1.1 connection closed");
+
+    // HTTP/2: the connection ends (GOAWAY) once idle.
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let req = Request::get(gw.url("/api/echo")).body(Full::new(Bytes::new())).expect("req");
+    assert_eq!(sender.send_request(req).await.expect("h2 response").status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(3), conn).await;
+    assert!(ended.is_ok(), "idle HTTP/2 connection closed");
+
+    // A response slower than the idle timeout is not cut.
+    backend.with(|s| s.delay = Some(Duration::from_millis(900)));
+    assert_eq!(gw.get("/api/echo").send().await.status, 200);
+}

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub max_headers: usize,
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
+    /// A client connection with no request in flight for this long is closed gracefully.
+    pub idle_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub h2_keepalive_interval: Duration,
     pub drain_timeout: Duration,
@@ -488,6 +490,7 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
         max_headers: v.positive("server.max_headers", s.max_headers, 100),
         max_body_bytes: v.positive("server.max_body_bytes", s.max_body_bytes, 1024 * 1024),
         header_read_timeout: v.duration("server.header_read_timeout", s.header_read_timeout.as_deref(), "30s"),
+        idle_timeout: v.duration("server.idle_timeout", s.idle_timeout.as_deref(), "60s"),
         tls_handshake_timeout: v.duration("server.tls_handshake_timeout", s.tls_handshake_timeout.as_deref(), "10s"),
         h2_keepalive_interval: v.duration("server.h2_keepalive_interval", s.h2_keepalive_interval.as_deref(), "30s"),
         drain_timeout: v.duration("server.drain_timeout", s.drain_timeout.as_deref(), "30s"),

@@ -16,6 +16,7 @@ pub struct RawServer {
     pub max_headers: Option<usize>,
     pub max_body_bytes: Option<usize>,
     pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub tls_handshake_timeout: Option<String>,
     pub h2_keepalive_interval: Option<String>,
     pub drain_timeout: Option<String>,

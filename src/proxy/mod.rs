@@ -7,15 +7,18 @@ pub mod tls;
 pub mod upstream;
 
 use crate::config::ServerConfig;
+use crate::session::now_ms;
 use crate::state::AppState;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 /// The HTTP/1 + HTTP/2 connection builder with the configured limits.
@@ -37,6 +40,80 @@ fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// Requests in flight on one connection and when the last one finished.
+struct Activity {
+    inflight: AtomicUsize,
+    last_ms: AtomicI64,
+}
+
+/// Decrements the in-flight count when a request's handling ends, however it ends.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(a: &Arc<Activity>) -> InFlight {
+        a.inflight.fetch_add(1, Ordering::AcqRel);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_ms.store(now_ms(), Ordering::Release);
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one connection until it ends. It is closed gracefully (HTTP/1.1: after the current
+/// response; HTTP/2: GOAWAY, open streams finish) when the gateway shuts down or when no
+/// request has been in flight for `idle_timeout`.
+async fn serve_connection<I>(
+    st: Arc<AppState>,
+    builder: auto::Builder<TokioExecutor>,
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let idle_ms = st.cfg.server.idle_timeout.as_millis() as i64;
+    let activity = Arc::new(Activity { inflight: AtomicUsize::new(0), last_ms: AtomicI64::new(now_ms()) });
+    let svc_activity = activity.clone();
+    let svc = service_fn(move |req| {
+        let guard = InFlight::start(&svc_activity);
+        let st = st.clone();
+        async move {
+            let res = handler::handle(st, peer, tls, req).await;
+            drop(guard);
+            res
+        }
+    });
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval(Duration::from_millis((idle_ms / 4).clamp(50, 5_000) as u64));
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick(), if !closing => {
+                let idle = activity.inflight.load(Ordering::Acquire) == 0
+                    && now_ms() - activity.last_ms.load(Ordering::Acquire) > idle_ms;
+                if idle {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
 /// Serves the public port until `shutdown` flips, then drains open connections for up to
 /// `server.drain_timeout`.
 pub async fn serve(
@@ -47,9 +124,10 @@ pub async fn serve(
 ) {
     let cfg = st.cfg.server.clone();
     let builder = builder(&cfg);
-    let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let mut connections = JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -67,40 +145,26 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let st = st.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
+        let (st, builder, tls, shutdown) = (st.clone(), builder.clone(), tls.clone(), shutdown.clone());
         let handshake_timeout = cfg.tls_handshake_timeout;
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _permit = permit;
-            let is_tls = tls.is_some();
-            let svc_state = st.clone();
-            let svc = service_fn(move |req| handler::handle(svc_state.clone(), peer, is_tls, req));
-            let result = match tls {
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
+            match tls {
+                None => serve_connection(st, builder, TokioIo::new(stream), peer, false, shutdown).await,
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), svc).into_owned()).await
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
+                    Ok(Ok(s)) => serve_connection(st, builder, TokioIo::new(s), peer, true, shutdown).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    tracing::info!(connections = graceful.count(), "draining public connections");
-    if tokio::time::timeout(cfg.drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!("drain timeout reached; closing remaining connections");
+    tracing::info!(connections = connections.len(), "draining public connections");
+    let drained =
+        tokio::time::timeout(cfg.drain_timeout, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(remaining = connections.len(), "drain timeout reached; closing remaining connections");
+        connections.shutdown().await;
     }
 }
