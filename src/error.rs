@@ -33,6 +33,14 @@ pub enum GatewayError {
     SessionInactive,
     #[error("Token is not tracked by the gateway")]
     UnknownToken,
+    #[error("User is blocked")]
+    UserBlocked,
+    #[error("Admin authentication required")]
+    AdminUnauthorized,
+    #[error("Too many failed attempts; try again later")]
+    RateLimited,
+    #[error("{0}")]
+    InvalidParameter(String),
     #[error("missing or invalid credentials")]
     Unauthenticated,
     #[error("not found")]
@@ -62,8 +70,11 @@ impl GatewayError {
             SessionTerminated | RefreshTokenReuse | SessionInactive | UnknownToken | Unauthenticated => {
                 StatusCode::UNAUTHORIZED
             }
+            AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            UserBlocked => StatusCode::FORBIDDEN,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
             NotFound => StatusCode::NOT_FOUND,
-            CannotTerminateCurrent | BadRequest(_) => StatusCode::BAD_REQUEST,
+            CannotTerminateCurrent | BadRequest(_) | InvalidParameter(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UpstreamUnavailable(_) | BadAuthResponse(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -83,7 +94,11 @@ impl GatewayError {
             | NotFound
             | CannotTerminateCurrent
             | BadRequest(_)
-            | BodyTooLarge => Side::Client,
+            | BodyTooLarge
+            | UserBlocked
+            | AdminUnauthorized
+            | RateLimited
+            | InvalidParameter(_) => Side::Client,
             UpstreamUnavailable(_) | UpstreamTimeout | BadAuthResponse(_) => Side::Upstream,
             Store(_) | Internal(_) => Side::Internal,
         }
@@ -97,6 +112,10 @@ impl GatewayError {
             RefreshTokenReuse => "refresh_token_reuse",
             SessionInactive => "session_inactive",
             UnknownToken => "unknown_token",
+            UserBlocked => "user_blocked",
+            AdminUnauthorized => "admin_unauthorized",
+            RateLimited => "rate_limited",
+            InvalidParameter(_) => "invalid_parameter",
             Unauthenticated => "unauthenticated",
             NotFound => "not_found",
             CannotTerminateCurrent => "cannot_terminate_current",
@@ -212,6 +231,10 @@ mod tests {
             (GatewayError::CannotTerminateCurrent, 400, Side::Client, "cannot_terminate_current"),
             (GatewayError::BadRequest("x"), 400, Side::Client, "bad_request"),
             (GatewayError::BodyTooLarge, 413, Side::Client, "body_too_large"),
+            (GatewayError::UserBlocked, 403, Side::Client, "user_blocked"),
+            (GatewayError::AdminUnauthorized, 401, Side::Client, "admin_unauthorized"),
+            (GatewayError::RateLimited, 429, Side::Client, "rate_limited"),
+            (GatewayError::InvalidParameter("x".into()), 400, Side::Client, "invalid_parameter"),
             (GatewayError::UpstreamUnavailable("x".into()), 502, Side::Upstream, "upstream_unavailable"),
             (GatewayError::UpstreamTimeout, 504, Side::Upstream, "upstream_timeout"),
             (GatewayError::BadAuthResponse("x"), 502, Side::Upstream, "bad_auth_response"),

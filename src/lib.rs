@@ -4,8 +4,11 @@
 //! already-bound listeners, and returns a [`Running`] gateway. Startup order: secrets → store →
 //! index → upstream client → TLS → serve.
 
+pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod session;
@@ -27,12 +30,15 @@ use tokio::task::JoinHandle;
 /// Listeners bound before [`start`], so tests can bind port 0 without a race.
 pub struct Listeners {
     pub public: std::net::TcpListener,
+    /// `None` when `admin.enabled = false`.
+    pub admin: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
     pub fn bind(cfg: &Config) -> Result<Listeners, StartupError> {
         let public = bind(cfg.server.listen)?;
-        Ok(Listeners { public })
+        let admin = if cfg.admin.enabled { Some(bind(cfg.admin.listen)?) } else { None };
+        Ok(Listeners { public, admin })
     }
 }
 
@@ -45,9 +51,10 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartupError> {
 /// A running gateway.
 pub struct Running {
     pub public_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
-    server: JoinHandle<()>,
+    servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -56,7 +63,9 @@ impl Running {
     /// background tasks and flushes the store.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.server.await;
+        for s in self.servers {
+            let _ = s.await;
+        }
         for t in &self.background {
             t.abort();
         }
@@ -86,10 +95,12 @@ async fn load_keyring(cfg: &Config) -> Result<Keyring, StartupError> {
         None => {
             let path = cfg.store.data_dir.join("encryption.key");
             let path2 = path.clone();
-            let key = tokio::task::spawn_blocking(move || read_or_create_key_file(&path2))
+            let text = tokio::task::spawn_blocking(move || read_or_create_secret_file(&path2))
                 .await
                 .map_err(|e| StartupError::Secret(e.to_string()))?
                 .map_err(StartupError::Secret)?;
+            let key = crypto::decode_key(&config::Secret::new(text))
+                .map_err(|e| StartupError::Secret(format!("{}: {e}", path.display())))?;
             tracing::warn!(
                 file = %path.display(),
                 "no encryption key configured ({}); using a key file in the data directory. \
@@ -118,11 +129,13 @@ async fn load_keyring(cfg: &Config) -> Result<Keyring, StartupError> {
     Ok(Keyring::new(current, &previous))
 }
 
-fn read_or_create_key_file(path: &std::path::Path) -> Result<[u8; 32], String> {
+/// Reads a generated secret (base64 of 32 random bytes), creating it with mode 0600 first if
+/// it does not exist.
+fn read_or_create_secret_file(path: &std::path::Path) -> Result<String, String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(text) = std::fs::read(path) {
-        return crypto::decode_key(&config::Secret::new(text)).map_err(|e| format!("{}: {e}", path.display()));
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return Ok(text.trim().to_string());
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -135,7 +148,50 @@ fn read_or_create_key_file(path: &std::path::Path) -> Result<[u8; 32], String> {
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     f.write_all(key.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
-    crypto::decode_key(&config::Secret::new(key)).map_err(|e| e.to_string())
+    Ok(key)
+}
+
+/// The admin tokens: the configured ones, or one generated into `data_dir/admin.token`
+/// (config validation allows that only on a loopback address).
+async fn load_admin_tokens(cfg: &Config) -> Result<Vec<(String, config::Secret)>, StartupError> {
+    let mut out = Vec::new();
+    for (i, t) in cfg.admin.tokens.iter().enumerate() {
+        let bad = |what: &str| StartupError::Secret(format!("admin.tokens[{i}] ({}): {what}", t.source.describe()));
+        let secret = t.source.read().map_err(|e| bad(&e))?.ok_or_else(|| bad("not set"))?;
+        if secret.expose().len() < 16 {
+            return Err(bad("must be at least 16 characters"));
+        }
+        out.push((t.name.clone(), secret));
+    }
+    if out.is_empty() {
+        let path = cfg.store.data_dir.join("admin.token");
+        let path2 = path.clone();
+        let token = tokio::task::spawn_blocking(move || read_or_create_secret_file(&path2))
+            .await
+            .map_err(|e| StartupError::Secret(e.to_string()))?
+            .map_err(StartupError::Secret)?;
+        tracing::warn!(file = %path.display(), "no admin token configured; the admin API token is in this file (mode 0600)");
+        out.push(("local".to_string(), config::Secret::new(token)));
+    }
+    Ok(out)
+}
+
+/// Rebuilds the per-hour login counters of the last day from the audit log.
+async fn rebuild_login_counters(state: Arc<AppState>) {
+    let since = session::now_ms() - 24 * 3_600_000;
+    let filter = audit::Filter { since_ms: Some(since), ..Default::default() };
+    match audit::query(state.sessions.store(), &filter, usize::MAX).await {
+        Ok(events) => {
+            for e in events {
+                match e.kind.as_str() {
+                    audit::kind::LOGIN if e.details["origin"] == "login" => state.logins.add(e.time, false),
+                    audit::kind::LOGIN_FAILED => state.logins.add(e.time, true),
+                    _ => {}
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not rebuild login statistics from the audit log"),
+    }
 }
 
 fn load_verifier(cfg: &Config) -> Result<Option<Verifier>, StartupError> {
@@ -150,8 +206,12 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     let cfg = Arc::new(cfg);
     let keyring = load_keyring(&cfg).await?;
     let verifier = load_verifier(&cfg)?;
+    let admin_tokens = if cfg.admin.enabled { load_admin_tokens(&cfg).await? } else { vec![] };
+    let metrics = Arc::new(metrics::Metrics::new());
     let store = store::Store::open(&cfg.store.data_dir, cfg.store.cache_capacity_bytes).await?;
-    let (sessions, touch_rx) = Sessions::open(cfg.sessions.clone(), store.clone(), keyring).await?;
+    let (sessions, touch_rx) = Sessions::open(cfg.sessions.clone(), store.clone(), keyring, metrics.clone()).await?;
+    let (audit_log, audit_rx) = audit::AuditLog::new(metrics.clone());
+    let audit_log = Arc::new(audit_log);
     let (total, active, tokens) = sessions.counts();
     tracing::info!(sessions = total, active, tokens, data_dir = %cfg.store.data_dir.display(), "session store loaded");
     let upstream = Arc::new(proxy::upstream::Upstream::new(&cfg.upstream)?);
@@ -162,28 +222,70 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     let public = tokio::net::TcpListener::from_std(listeners.public)
         .map_err(|source| StartupError::Bind { addr: cfg.server.listen, source })?;
     let public_addr = public.local_addr().map_err(|source| StartupError::Bind { addr: cfg.server.listen, source })?;
+    let admin = match listeners.admin {
+        Some(l) => {
+            let l = tokio::net::TcpListener::from_std(l)
+                .map_err(|source| StartupError::Bind { addr: cfg.admin.listen, source })?;
+            let addr = l.local_addr().map_err(|source| StartupError::Bind { addr: cfg.admin.listen, source })?;
+            Some((l, addr))
+        }
+        None => None,
+    };
 
-    let state = Arc::new(AppState { cfg: cfg.clone(), sessions: sessions.clone(), upstream, verifier });
+    let state = Arc::new(AppState {
+        cfg: cfg.clone(),
+        sessions: sessions.clone(),
+        upstream,
+        verifier,
+        metrics: metrics.clone(),
+        audit: audit_log.clone(),
+        logins: state::LoginCounters::default(),
+    });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let background = vec![
-        tokio::spawn(session::run_touch_writer(store, touch_rx)),
+        tokio::spawn(session::run_touch_writer(store.clone(), touch_rx)),
+        tokio::spawn(audit::run_writer(store, audit_rx)),
         tokio::spawn(session::sweeper::run(
             sessions,
+            audit_log,
             cfg.store.sweep_interval,
             session::sweeper::SweepPolicy {
                 retention: cfg.store.terminated_retention,
                 expired_token_grace: cfg.store.expired_token_grace,
                 batch: cfg.store.sweep_batch,
+                audit_retention: cfg.admin.audit_retention,
             },
             shutdown_rx.clone(),
         )),
+        tokio::spawn(rebuild_login_counters(state.clone())),
     ];
-    let server = tokio::spawn(proxy::serve(state.clone(), public, tls.clone(), shutdown_rx));
+    let mut servers = vec![tokio::spawn(proxy::serve(
+        cfg.server.clone(),
+        proxy::public_handler(state.clone()),
+        public,
+        tls.clone(),
+        shutdown_rx.clone(),
+    ))];
+    let admin_addr = admin.as_ref().map(|(_, a)| *a);
+    if let Some((listener, _)) = admin {
+        let admin_state = Arc::new(admin::AdminState {
+            app: state.clone(),
+            auth: admin::auth::AdminAuth::new(admin_tokens, cfg.admin.auth_failures_per_minute),
+        });
+        servers.push(tokio::spawn(proxy::serve(
+            cfg.server.clone(),
+            admin::handler(admin_state),
+            listener,
+            None,
+            shutdown_rx,
+        )));
+    }
     tracing::info!(
         public = %public_addr,
+        admin = %admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         tls = tls.is_some(),
         upstream = %cfg.upstream.url,
         "sessiongate listening"
     );
-    Ok(Running { public_addr, state, shutdown: shutdown_tx, server, background })
+    Ok(Running { public_addr, admin_addr, state, shutdown: shutdown_tx, servers, background })
 }

@@ -105,7 +105,7 @@ async fn the_binary_serves_drains_on_sigterm_and_never_logs_tokens() {
     std::fs::write(
         &config,
         format!(
-            "preset = \"strapi-v5\"\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n[store]\ndata_dir = \"{}\"\n[log]\nlevel = \"debug\"\nformat = \"json\"\n",
+            "preset = \"strapi-v5\"\n[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n[store]\ndata_dir = \"{}\"\n[log]\nlevel = \"debug\"\nformat = \"json\"\n",
             backend.url(),
             data.display()
         ),
@@ -153,7 +153,7 @@ fn a_port_in_use_is_exit_1_and_a_bad_tls_file_exit_64() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("g.toml");
     let base = format!(
-        "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[store]\ndata_dir = \"{}\"\n",
+        "preset = \"strapi-v5\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[store]\ndata_dir = \"{}\"\n",
         dir.path().join("d").display()
     );
     std::fs::write(&config, format!("{base}[server]\nlisten = \"{}\"\n", taken.local_addr().expect("addr")))

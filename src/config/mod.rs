@@ -42,7 +42,27 @@ pub struct Config {
     pub extract: ExtractConfig,
     pub backend: BackendConfig,
     pub user_api: UserApiConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
+}
+
+/// One named admin token (the name is the actor in the audit log).
+#[derive(Debug, Clone)]
+pub struct AdminTokenSource {
+    pub name: String,
+    pub source: SecretSource,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Empty: a token is generated into `data_dir/admin.token` (allowed on loopback only).
+    pub tokens: Vec<AdminTokenSource>,
+    pub auth_failures_per_minute: u32,
+    pub audit_retention: Duration,
+    /// `/readyz` also requires the backend to answer.
+    pub ready_requires_upstream: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +98,8 @@ pub struct UpstreamConfig {
     pub max_response_body_bytes: usize,
     /// Send the client's `Host` upstream instead of the upstream's own authority.
     pub preserve_host: bool,
+    /// Path probed by `/readyz` (any answer below 500 counts); `None`: a TCP connect.
+    pub health_path: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +170,8 @@ pub struct ExtractConfig {
     pub session_id_claim: Option<String>,
     pub request_refresh_token: Option<String>,
     pub request_device_id: Option<String>,
+    /// The login identifier in login request bodies (recorded with failed logins).
+    pub request_identifier: Option<String>,
     /// `(pointer, value)`: a logout body with this value ends every session of the user.
     pub logout_all: Option<(String, String)>,
     pub credential_user_param: Option<String>,
@@ -201,6 +225,7 @@ struct RawConfig {
     extract: RawExtract,
     backend: RawBackend,
     user_api: RawUserApi,
+    admin: RawAdmin,
     log: RawLog,
 }
 
@@ -253,6 +278,7 @@ impl Config {
             extract: section(&mut table, "extract", &mut issues).unwrap_or_default(),
             backend: section(&mut table, "backend", &mut issues).unwrap_or_default(),
             user_api: section(&mut table, "user_api", &mut issues).unwrap_or_default(),
+            admin: section(&mut table, "admin", &mut issues).unwrap_or_default(),
             log: section(&mut table, "log", &mut issues).unwrap_or_default(),
         };
         for key in table.keys() {
@@ -434,6 +460,8 @@ fn apply_preset(raw: &mut RawConfig, v: &mut V<'_>) {
             set(&mut e.session_id_claim, "sessionId");
             set(&mut e.request_refresh_token, "/refreshToken");
             set(&mut e.request_device_id, "/deviceId");
+            set(&mut e.request_identifier, "/identifier");
+            set(&mut raw.upstream.health_path, "/_health");
             set(&mut e.logout_all, "/scope=all");
             set(&mut e.credential_user_param, "id");
             let b = &mut raw.backend;
@@ -525,6 +553,13 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
         pool_max_idle_per_host: u.pool_max_idle_per_host.unwrap_or(256),
         max_response_body_bytes: v.positive("upstream.max_response_body_bytes", u.max_response_body_bytes, 1024 * 1024),
         preserve_host: u.preserve_host.unwrap_or(false),
+        health_path: match u.health_path.filter(|p| !p.is_empty()) {
+            Some(p) if !p.starts_with('/') => {
+                v.err("upstream.health_path", "must start with '/'");
+                None
+            }
+            p => p,
+        },
     };
 
     // [store]
@@ -654,6 +689,7 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
         session_id_claim: e.session_id_claim.filter(|s| !s.is_empty()),
         request_refresh_token: v.pointer("extract.request_refresh_token", e.request_refresh_token),
         request_device_id: v.pointer("extract.request_device_id", e.request_device_id),
+        request_identifier: v.pointer("extract.request_identifier", e.request_identifier),
         logout_all,
         credential_user_param: e.credential_user_param.filter(|s| !s.is_empty()),
     };
@@ -693,6 +729,42 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
     }
     let user_api = UserApiConfig { enabled: ua.enabled.unwrap_or(true), prefix };
 
+    // [admin]
+    let a = raw.admin;
+    let admin_text = a.listen.unwrap_or_else(|| "127.0.0.1:9090".into());
+    let admin_listen: SocketAddr = admin_text.parse().unwrap_or_else(|_| {
+        v.err("admin.listen", format!("{admin_text:?} is not an address like 127.0.0.1:9090"));
+        SocketAddr::from(([127, 0, 0, 1], 9090))
+    });
+    let mut admin_tokens = Vec::new();
+    for (i, t) in a.tokens.unwrap_or_default().into_iter().enumerate() {
+        let key = format!("admin.tokens[{i}]");
+        let name = t.name.filter(|n| !n.is_empty()).unwrap_or_else(|| {
+            v.err(&format!("{key}.name"), "required (recorded as the actor in the audit log)");
+            String::new()
+        });
+        match v.secret_source(&format!("{key}.env"), t.env, &format!("{key}.file"), t.file) {
+            Some(source) => admin_tokens.push(AdminTokenSource { name, source }),
+            None => v.err(&key, "set env or file"),
+        }
+    }
+    let admin = AdminConfig {
+        enabled: a.enabled.unwrap_or(true),
+        listen: admin_listen,
+        tokens: admin_tokens,
+        auth_failures_per_minute: a.auth_failures_per_minute.unwrap_or(10).max(1),
+        audit_retention: v.duration("admin.audit_retention", a.audit_retention.as_deref(), "365d"),
+        ready_requires_upstream: a.ready_requires_upstream.unwrap_or(true),
+    };
+    if admin.enabled {
+        if admin.tokens.is_empty() && !admin.listen.ip().is_loopback() {
+            v.err("admin.tokens", format!("required when admin.listen ({}) is not a loopback address", admin.listen));
+        }
+        if admin.listen == server.listen && admin.listen.port() != 0 {
+            v.err("admin.listen", format!("must differ from server.listen (both {})", admin.listen));
+        }
+    }
+
     // [log]
     let l = raw.log;
     let level = l.level.unwrap_or_else(|| "info".into());
@@ -718,6 +790,7 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
         extract,
         backend,
         user_api,
+        admin,
         log: LogConfig { level, format },
     }
 }
@@ -779,6 +852,19 @@ login = ["POST"]
             assert!(keys.contains(&k), "missing {k} in {keys:?}");
         }
         assert!(err.to_string().contains("typo_key"), "{err}");
+    }
+
+    #[test]
+    fn admin_on_a_public_address_needs_a_token() {
+        let base = "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:80\"\n";
+        let err = Config::from_toml_str(&format!("{base}[admin]\nlisten = \"0.0.0.0:9090\"\n")).expect_err("no token");
+        assert_eq!(err.0[0].key, "admin.tokens");
+        let ok = format!(
+            "{base}[admin]\nlisten = \"0.0.0.0:9090\"\ntokens = [{{ name = \"ops\", env = \"ADMIN_TOKEN\" }}]\n"
+        );
+        assert_eq!(Config::from_toml_str(&ok).expect("valid").admin.tokens[0].name, "ops");
+        let same = format!("{base}[server]\nlisten = \"127.0.0.1:9090\"\n");
+        assert!(Config::from_toml_str(&same).is_err(), "admin and public on one port");
     }
 
     #[test]

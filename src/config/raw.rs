@@ -32,6 +32,7 @@ pub struct RawUpstream {
     pub pool_max_idle_per_host: Option<usize>,
     pub max_response_body_bytes: Option<usize>,
     pub preserve_host: Option<bool>,
+    pub health_path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +94,7 @@ pub struct RawExtract {
     pub session_id_claim: Option<String>,
     pub request_refresh_token: Option<String>,
     pub request_device_id: Option<String>,
+    pub request_identifier: Option<String>,
     pub logout_all: Option<String>,
     pub credential_user_param: Option<String>,
 }
@@ -118,4 +120,23 @@ pub struct RawUserApi {
 pub struct RawLog {
     pub level: Option<String>,
     pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminToken {
+    pub name: Option<String>,
+    pub env: Option<String>,
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+    pub tokens: Option<Vec<RawAdminToken>>,
+    pub auth_failures_per_minute: Option<u32>,
+    pub audit_retention: Option<String>,
+    pub ready_requires_upstream: Option<bool>,
 }

@@ -2,6 +2,7 @@
 //! top to bottom as the list of phases every request goes through.
 
 use super::headers;
+use crate::audit::{kind, Event};
 use crate::config::{IdlePolicy, UnknownTokens};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::routes::{self, RouteClass, RouteMatch};
@@ -15,7 +16,7 @@ use serde_json::Value;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Longest user agent stored with a session.
 const MAX_USER_AGENT: usize = 512;
@@ -34,6 +35,8 @@ pub struct RequestCtx {
     pub access_exp: Option<i64>,
     /// Live session of the presented refresh token (refresh and logout routes).
     pub refresh_session: Option<Arc<Live>>,
+    /// Time spent waiting for the backend's response head.
+    pub upstream_elapsed: Option<Duration>,
 }
 
 /// Credentials a request presents.
@@ -42,6 +45,8 @@ struct Creds {
     access: Option<String>,
     refresh: Option<String>,
     device_id: Option<String>,
+    /// The login identifier (login routes), recorded with failed logins.
+    identifier: Option<String>,
     logout_all: bool,
 }
 
@@ -75,6 +80,7 @@ pub async fn handle(
         session: None,
         access_exp: None,
         refresh_session: None,
+        upstream_elapsed: None,
     };
     let method = req.method().clone();
     let mut res = match handle_inner(&st, &mut ctx, req).await {
@@ -97,6 +103,7 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         res.headers_mut().insert("x-request-id", v);
     }
+    record_metrics(&st, &ctx, &res, started.elapsed());
     tracing::debug!(
         request_id = %ctx.request_id,
         %method,
@@ -108,6 +115,18 @@ pub async fn handle(
         "request"
     );
     Ok(res)
+}
+
+fn record_metrics(st: &AppState, ctx: &RequestCtx, res: &Response<Body>, total: Duration) {
+    let m = &st.metrics;
+    let route = ctx.route.as_str();
+    let decision = res.headers().get("x-sessiongate-reason").and_then(|v| v.to_str().ok()).unwrap_or("allow");
+    m.requests.with_label_values(&[route, crate::metrics::status_class(res.status().as_u16()), decision]).inc();
+    let upstream = ctx.upstream_elapsed.unwrap_or_default();
+    if ctx.upstream_elapsed.is_some() {
+        m.upstream_latency.with_label_values(&[route]).observe(upstream.as_secs_f64());
+    }
+    m.gateway_latency.with_label_values(&[route]).observe(total.saturating_sub(upstream).as_secs_f64());
 }
 
 fn headers_from_trusted(st: &AppState, peer: SocketAddr) -> bool {
@@ -137,8 +156,10 @@ async fn handle_inner(
     }
     end_before_forward(st, ctx, &creds).await?;
     let up = upstream_request(st, ctx, parts, body)?;
-    let res = st.upstream.send(up).await?;
-    observe(st, ctx, matched.as_ref(), &creds, res).await
+    let sent = Instant::now();
+    let res = st.upstream.send(up).await;
+    ctx.upstream_elapsed = Some(sent.elapsed());
+    observe(st, ctx, matched.as_ref(), &creds, res?).await
 }
 
 /// Phase 1: decide the route class from method and path alone; note client IP and agent.
@@ -232,6 +253,13 @@ fn credentials(st: &AppState, route: RouteClass, headers: &HeaderMap, json: Opti
     if matches!(route, RouteClass::Login | RouteClass::Logout) {
         c.device_id = x.request_device_id.as_deref().and_then(|p| json.and_then(|j| tokens::pointer_str(j, p)));
     }
+    if route == RouteClass::Login {
+        c.identifier = x
+            .request_identifier
+            .as_deref()
+            .and_then(|p| json.and_then(|j| tokens::pointer_str(j, p)))
+            .map(|s| s.chars().take(256).collect());
+    }
     if route == RouteClass::Logout {
         c.logout_all = x
             .logout_all
@@ -273,8 +301,10 @@ async fn check_token(
         Check::Ended(_) => Err(GatewayError::SessionTerminated),
         Check::Reuse(live) => {
             tracing::warn!(session = %live.sid, user = %live.user_id, token = %tokens::log_id(&hash), "refresh token reuse: ending the session");
-            let ended = st.sessions.end(live.id, "refresh_token_reuse").await?;
-            st.revoke_in_background(ended.into_iter().collect());
+            st.metrics.reuse_detected.inc();
+            let ended: Vec<_> = st.sessions.end(live.id, "refresh_token_reuse").await?.into_iter().collect();
+            st.audit_ended(kind::REFRESH_REUSE, &ended, "system", serde_json::json!({"token": tokens::log_id(&hash)}));
+            st.revoke_in_background(ended);
             Err(GatewayError::RefreshTokenReuse)
         }
         Check::Live(live, entry) => Ok(Some((live_session(st, live, now).await?, entry.exp))),
@@ -302,8 +332,9 @@ async fn check_token(
 
 async fn live_session(st: &AppState, live: Arc<Live>, now: i64) -> Result<Arc<Live>, GatewayError> {
     if st.sessions.config().idle_policy == IdlePolicy::Terminate && st.sessions.is_idle(&live, now) {
-        let ended = st.sessions.end(live.id, "idle_timeout").await?;
-        st.revoke_in_background(ended.into_iter().collect());
+        let ended: Vec<_> = st.sessions.end(live.id, "idle_timeout").await?.into_iter().collect();
+        st.audit_ended(kind::IDLE_TERMINATED, &ended, "system", serde_json::Value::Null);
+        st.revoke_in_background(ended);
         return Err(GatewayError::SessionInactive);
     }
     st.sessions.touch(&live, now);
@@ -317,13 +348,16 @@ async fn end_before_forward(st: &AppState, ctx: &RequestCtx, creds: &Creds) -> R
         return Ok(());
     }
     let Some(target) = ctx.refresh_session.clone().or_else(|| ctx.session.clone()) else { return Ok(()) };
-    let ended = if creds.logout_all {
-        st.sessions.end_user(&target.user_id, "logout_all", None).await?
+    let (ended, what) = if creds.logout_all {
+        (st.sessions.end_user(&target.user_id, "logout_all", None).await?, kind::LOGOUT_ALL)
     } else if let Some(dev) = &creds.device_id {
-        st.sessions.end_many(&st.sessions.user_device_sessions(&target.user_id, dev), "logout").await?
+        (st.sessions.end_many(&st.sessions.user_device_sessions(&target.user_id, dev), "logout").await?, kind::LOGOUT)
     } else {
-        st.sessions.end(target.id, "logout").await?.into_iter().collect()
+        (st.sessions.end(target.id, "logout").await?.into_iter().collect(), kind::LOGOUT)
     };
+    for r in &ended {
+        st.audit.record(Event::new(what).user(&r.user_id).session(&r.sid).ip(ctx.client_ip).actor("user"));
+    }
     tracing::info!(request_id = %ctx.request_id, user = %target.user_id, sessions = ended.len(), "logout");
     Ok(())
 }
@@ -382,8 +416,20 @@ async fn observe(
     headers::strip_hop_by_hop(&mut parts.headers);
     let learns = matches!(ctx.route, RouteClass::Login | RouteClass::Refresh | RouteClass::CredentialChange);
     if !learns || !parts.status.is_success() {
-        if ctx.route == RouteClass::Login {
-            tracing::info!(request_id = %ctx.request_id, status = parts.status.as_u16(), client = %ctx.client_ip, "login failed at the backend");
+        match ctx.route {
+            RouteClass::Login => {
+                tracing::info!(request_id = %ctx.request_id, status = parts.status.as_u16(), client = %ctx.client_ip, "login failed at the backend");
+                st.metrics.logins.with_label_values(&["failed"]).inc();
+                st.logins.add(now_ms(), true);
+                st.audit.record(
+                    Event::new(kind::LOGIN_FAILED)
+                        .ip(ctx.client_ip)
+                        .actor("client")
+                        .details(serde_json::json!({"identifier": creds.identifier, "status": parts.status.as_u16()})),
+                );
+            }
+            RouteClass::Refresh => st.metrics.refreshes.with_label_values(&["rejected"]).inc(),
+            _ => {}
         }
         return Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()));
     }
@@ -399,6 +445,8 @@ async fn observe(
             let json = json.as_ref().ok_or(GatewayError::BadAuthResponse("login response is not JSON"))?;
             let issued = issued.ok_or(GatewayError::BadAuthResponse("login response carries no access token"))?;
             let live = create(st, ctx, creds, &parts.headers, json, issued, "login").await?;
+            st.metrics.logins.with_label_values(&["success"]).inc();
+            st.logins.add(now_ms(), false);
             ctx.session = Some(live);
         }
         RouteClass::Refresh => {
@@ -447,6 +495,27 @@ async fn create(
         .and_then(|p| tokens::pointer_str(json, p))
         .or_else(|| claim(x.user_id_claim.as_deref()))
         .ok_or(GatewayError::BadAuthResponse("response names no user"))?;
+    if st.sessions.is_blocked(&user_id) {
+        // The backend just opened a session for a blocked user: swallow it and kill it there.
+        tracing::warn!(request_id = %ctx.request_id, user = %user_id, client = %ctx.client_ip, "login of a blocked user refused");
+        st.metrics.logins.with_label_values(&["blocked"]).inc();
+        st.audit.record(
+            Event::new(kind::LOGIN_BLOCKED)
+                .user(&user_id)
+                .ip(ctx.client_ip)
+                .actor("client")
+                .details(serde_json::json!({"via": kind})),
+        );
+        let (up, cfg) = (st.upstream.clone(), st.cfg.clone());
+        tokio::spawn(crate::session::revoke::revoke(
+            up,
+            cfg,
+            "blocked-login".into(),
+            Some(issued.access),
+            issued.refresh,
+        ));
+        return Err(GatewayError::UserBlocked);
+    }
     let tenant_id = claim(st.cfg.sessions.tenant_claim.as_deref()).or_else(|| {
         let h = st.cfg.sessions.tenant_header.as_ref()?;
         req_headers.get(h).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(128).collect())
@@ -463,6 +532,15 @@ async fn create(
     };
     let live = st.sessions.create(origin, issued).await?;
     tracing::info!(request_id = %ctx.request_id, session = %live.sid, user = %live.user_id, client = %ctx.client_ip, kind, "session created");
+    let event = if kind == "refresh" { kind::REFRESH } else { kind::LOGIN };
+    st.audit.record(
+        Event::new(event)
+            .user(&live.user_id)
+            .session(&live.sid)
+            .ip(ctx.client_ip)
+            .actor("client")
+            .details(serde_json::json!({"origin": kind, "deviceType": live.device_type, "userAgent": ctx.user_agent})),
+    );
     Ok(live)
 }
 
@@ -485,13 +563,20 @@ async fn learn_refresh(st: &AppState, ctx: &mut RequestCtx, creds: &Creds, issue
                 return Err(GatewayError::SessionTerminated);
             }
             tracing::debug!(request_id = %ctx.request_id, session = %live.sid, "tokens rotated");
+            st.metrics.refreshes.with_label_values(&["rotated"]).inc();
+            st.audit.record(
+                Event::new(kind::REFRESH).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client"),
+            );
         }
         None => {
             // A refresh token we never saw (its session began before the gateway was in front):
             // adopt the new tokens as a session.
             let empty = Value::Object(Default::default());
             match create(st, ctx, creds, &HeaderMap::new(), &empty, issued, "refresh").await {
-                Ok(live) => ctx.refresh_session = Some(live),
+                Ok(live) => {
+                    st.metrics.refreshes.with_label_values(&["adopted"]).inc();
+                    ctx.refresh_session = Some(live);
+                }
                 Err(GatewayError::BadAuthResponse(why)) => {
                     tracing::warn!(request_id = %ctx.request_id, "refresh response not adopted: {why}");
                 }
@@ -524,6 +609,13 @@ async fn learn_credential_change(
     };
     let ended = st.sessions.end_user(&user, "password_change", None).await?;
     tracing::info!(request_id = %ctx.request_id, user = %user, sessions = ended.len(), "credentials changed: sessions ended");
+    st.audit.record(
+        Event::new(kind::PASSWORD_CHANGE)
+            .user(&user)
+            .ip(ctx.client_ip)
+            .actor("client")
+            .details(serde_json::json!({"sessionsEnded": ended.len()})),
+    );
     if let (Some(issued), Some(json)) = (issued, json) {
         ctx.session = Some(create(st, ctx, creds, &HeaderMap::new(), json, issued, "credential_change").await?);
     }

@@ -1,5 +1,6 @@
-//! Public listener: accept loop, optional TLS, HTTP/1.1 + HTTP/2 serving and graceful drain.
-//! The accept loop never dies: accept errors are logged and followed by a short pause.
+//! Listeners: accept loop, optional TLS, HTTP/1.1 + HTTP/2 serving, idle closing and graceful
+//! drain, shared by the public port and the admin port. The accept loop never dies: accept
+//! errors are logged and followed by a short pause.
 
 pub mod handler;
 pub mod headers;
@@ -7,8 +8,12 @@ pub mod tls;
 pub mod upstream;
 
 use crate::config::ServerConfig;
+use crate::error::Body;
 use crate::session::now_ms;
 use crate::state::AppState;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -67,7 +72,8 @@ impl Drop for InFlight {
 /// response; HTTP/2: GOAWAY, open streams finish) when the gateway shuts down or when no
 /// request has been in flight for `idle_timeout`.
 async fn serve_connection<I>(
-    st: Arc<AppState>,
+    handler: HandlerFn,
+    idle: Duration,
     builder: auto::Builder<TokioExecutor>,
     io: I,
     peer: SocketAddr,
@@ -76,16 +82,16 @@ async fn serve_connection<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let idle_ms = st.cfg.server.idle_timeout.as_millis() as i64;
+    let idle_ms = idle.as_millis() as i64;
     let activity = Arc::new(Activity { inflight: AtomicUsize::new(0), last_ms: AtomicI64::new(now_ms()) });
     let svc_activity = activity.clone();
     let svc = service_fn(move |req| {
         let guard = InFlight::start(&svc_activity);
-        let st = st.clone();
+        let fut = handler(req, peer, tls);
         async move {
-            let res = handler::handle(st, peer, tls, req).await;
+            let res = fut.await;
             drop(guard);
-            res
+            Ok::<_, std::convert::Infallible>(res)
         }
     });
     let conn = builder.serve_connection(io, svc);
@@ -114,15 +120,32 @@ async fn serve_connection<I>(
     }
 }
 
-/// Serves the public port until `shutdown` flips, then drains open connections for up to
-/// `server.drain_timeout`.
+/// What a listener calls for each request: (request, peer, over TLS) → response.
+pub type HandlerFn =
+    Arc<dyn Fn(Request<Incoming>, SocketAddr, bool) -> BoxFuture<'static, Response<Body>> + Send + Sync>;
+
+/// The public port's handler.
+pub fn public_handler(st: Arc<AppState>) -> HandlerFn {
+    Arc::new(move |req, peer, tls| {
+        let st = st.clone();
+        Box::pin(async move {
+            match handler::handle(st, peer, tls, req).await {
+                Ok(res) => res,
+                Err(never) => match never {},
+            }
+        })
+    })
+}
+
+/// Serves a listener until `shutdown` flips, then drains open connections for up to
+/// `server.drain_timeout`. `cfg` supplies the limits and timeouts.
 pub async fn serve(
-    st: Arc<AppState>,
+    cfg: ServerConfig,
+    handler: HandlerFn,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let cfg = st.cfg.server.clone();
     let builder = builder(&cfg);
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
     let mut connections = JoinSet::new();
@@ -145,14 +168,14 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (st, builder, tls, shutdown) = (st.clone(), builder.clone(), tls.clone(), shutdown.clone());
-        let handshake_timeout = cfg.tls_handshake_timeout;
+        let (h, builder, tls, shutdown) = (handler.clone(), builder.clone(), tls.clone(), shutdown.clone());
+        let (handshake_timeout, idle) = (cfg.tls_handshake_timeout, cfg.idle_timeout);
         connections.spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_connection(st, builder, TokioIo::new(stream), peer, false, shutdown).await,
+                None => serve_connection(h, idle, builder, TokioIo::new(stream), peer, false, shutdown).await,
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => serve_connection(st, builder, TokioIo::new(s), peer, true, shutdown).await,
+                    Ok(Ok(s)) => serve_connection(h, idle, builder, TokioIo::new(s), peer, true, shutdown).await,
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
@@ -160,7 +183,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(connections = connections.len(), "draining public connections");
+    tracing::info!(connections = connections.len(), "draining connections");
     let drained =
         tokio::time::timeout(cfg.drain_timeout, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {

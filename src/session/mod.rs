@@ -14,7 +14,8 @@ pub mod tokens;
 pub mod user_api;
 
 use crate::config::SessionConfig;
-use crate::store::{Changes, SessionRecord, Store, StoreError, TokenEntry, TokenHash, TokenKind};
+use crate::metrics::Metrics;
+use crate::store::{BlockRecord, Changes, SessionRecord, Store, StoreError, TokenEntry, TokenHash, TokenKind};
 use crypto::Keyring;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -39,6 +40,7 @@ pub struct Live {
     pub document_id: String,
     pub user_id: String,
     pub device_id: Option<String>,
+    pub device_type: String,
     ended: AtomicBool,
     last_active: AtomicI64,
     persisted_active: AtomicI64,
@@ -53,6 +55,7 @@ impl Live {
             document_id: rec.document_id.clone(),
             user_id: rec.user_id.clone(),
             device_id: rec.device_id.clone(),
+            device_type: rec.device_type.clone(),
             ended: AtomicBool::new(!rec.is_active()),
             last_active: AtomicI64::new(rec.last_active),
             persisted_active: AtomicI64::new(rec.last_active),
@@ -201,6 +204,8 @@ pub struct Sessions {
     locks: Vec<tokio::sync::Mutex<()>>,
     next_id: AtomicU64,
     touch_tx: mpsc::Sender<(u64, i64)>,
+    blocked: RwLock<HashMap<String, BlockRecord>>,
+    metrics: Arc<Metrics>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -220,8 +225,10 @@ impl Sessions {
         cfg: SessionConfig,
         store: Store,
         keyring: Keyring,
+        metrics: Arc<Metrics>,
     ) -> Result<(Arc<Sessions>, mpsc::Receiver<(u64, i64)>), StoreError> {
         let snap = store.load().await?;
+        let blocked = store.load_blocks().await?.into_iter().map(|b| (b.user_id.clone(), b)).collect();
         let mut index = Index::default();
         let mut max_id = snap.max_id;
         let mut per_session: HashMap<u64, Vec<TokenHash>> = HashMap::new();
@@ -247,6 +254,8 @@ impl Sessions {
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             next_id: AtomicU64::new(max_id + 1),
             touch_tx,
+            blocked: RwLock::new(blocked),
+            metrics,
         };
         Ok((Arc::new(me), touch_rx))
     }
@@ -477,7 +486,57 @@ impl Sessions {
             rec.end_reason = Some(reason.to_string());
         }
         self.store.apply(Changes { put_sessions: records.clone(), ..Default::default() }, true).await?;
+        if !records.is_empty() {
+            self.metrics.terminations.with_label_values(&[reason]).inc_by(records.len() as u64);
+        }
         Ok(records)
+    }
+
+    pub fn is_blocked(&self, user_id: &str) -> bool {
+        self.blocked.read().map(|b| b.contains_key(user_id)).unwrap_or(false)
+    }
+
+    pub fn blocked_users(&self) -> Vec<BlockRecord> {
+        self.blocked.read().map(|b| b.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Blocks a user durably and ends all their sessions. Returns the sessions ended.
+    pub async fn block(
+        &self,
+        user_id: &str,
+        actor: Option<String>,
+        reason: Option<String>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let rec = BlockRecord { user_id: user_id.to_string(), blocked_at: now_ms(), actor, reason };
+        self.store.set_block(user_id, Some(rec.clone())).await?;
+        if let Ok(mut b) = self.blocked.write() {
+            b.insert(user_id.to_string(), rec);
+        }
+        self.end_user(user_id, "user_blocked", None).await
+    }
+
+    pub async fn unblock(&self, user_id: &str) -> Result<(), StoreError> {
+        self.store.set_block(user_id, None).await?;
+        if let Ok(mut b) = self.blocked.write() {
+            b.remove(user_id);
+        }
+        Ok(())
+    }
+
+    /// Every session held in memory (for statistics).
+    pub fn all_live(&self) -> Vec<Arc<Live>> {
+        self.read().sessions.values().cloned().collect()
+    }
+
+    /// A session by numeric id, `sid` or `documentId`.
+    pub fn find(&self, key: &str) -> Option<Arc<Live>> {
+        let idx = self.read();
+        let id = key
+            .parse::<u64>()
+            .ok()
+            .filter(|id| idx.sessions.contains_key(id))
+            .or_else(|| idx.by_key.get(key).copied())?;
+        idx.sessions.get(&id).cloned()
     }
 
     pub async fn end(&self, id: u64, reason: &str) -> Result<Option<SessionRecord>, StoreError> {

@@ -7,6 +7,7 @@
 //! the backend would accept again.
 
 use super::{now_ms, Sessions};
+use crate::audit::{kind, AuditLog, Event};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -16,6 +17,7 @@ pub struct SweepReport {
     pub expired_sessions: usize,
     pub purged_sessions: usize,
     pub dropped_tokens: usize,
+    pub purged_audit_events: usize,
 }
 
 /// What the sweeper is told.
@@ -26,10 +28,17 @@ pub struct SweepPolicy {
     /// cannot accept a token we already forgot.
     pub expired_token_grace: Duration,
     pub batch: usize,
+    /// Audit events older than this are deleted.
+    pub audit_retention: Duration,
 }
 
 /// One full pass over the store.
-pub async fn sweep_once(sessions: &Sessions, policy: SweepPolicy, shutdown: &watch::Receiver<bool>) -> SweepReport {
+pub async fn sweep_once(
+    sessions: &Sessions,
+    audit: &AuditLog,
+    policy: SweepPolicy,
+    shutdown: &watch::Receiver<bool>,
+) -> SweepReport {
     let mut report = SweepReport::default();
     let mut after = 0u64;
     let retention_ms = policy.retention.as_millis() as i64;
@@ -70,7 +79,14 @@ pub async fn sweep_once(sessions: &Sessions, policy: SweepPolicy, shutdown: &wat
         }
         if !expired.is_empty() {
             match sessions.end_many(&expired, "expired").await {
-                Ok(r) => report.expired_sessions += r.len(),
+                Ok(r) => {
+                    report.expired_sessions += r.len();
+                    for rec in &r {
+                        audit.record(
+                            Event::new(kind::SESSION_EXPIRED).user(&rec.user_id).session(&rec.sid).actor("system"),
+                        );
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "sweeper: could not end expired sessions"),
             }
         }
@@ -86,12 +102,24 @@ pub async fn sweep_once(sessions: &Sessions, policy: SweepPolicy, shutdown: &wat
         }
         tokio::task::yield_now().await;
     }
+    let cutoff = now_ms() - policy.audit_retention.as_millis() as i64;
+    while !*shutdown.borrow() {
+        match sessions.store().purge_audit(cutoff, batch).await {
+            Ok(0) => break,
+            Ok(n) => report.purged_audit_events += n,
+            Err(e) => {
+                tracing::warn!(error = %e, "sweeper: audit purge failed");
+                break;
+            }
+        }
+    }
     report
 }
 
 /// Runs [`sweep_once`] every `interval` until shutdown.
 pub async fn run(
     sessions: Arc<Sessions>,
+    audit: Arc<AuditLog>,
     interval: Duration,
     policy: SweepPolicy,
     mut shutdown: watch::Receiver<bool>,
@@ -101,12 +129,13 @@ pub async fn run(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
-        let r = sweep_once(&sessions, policy, &shutdown).await;
+        let r = sweep_once(&sessions, &audit, policy, &shutdown).await;
         if r != SweepReport::default() {
             tracing::info!(
                 expired = r.expired_sessions,
                 purged = r.purged_sessions,
                 tokens = r.dropped_tokens,
+                audit_events = r.purged_audit_events,
                 "sweep done"
             );
         }

@@ -4,6 +4,7 @@
 //! cannot be probed.
 
 use super::{now_ms, Live};
+use crate::audit::kind;
 use crate::error::{full, Body, GatewayError};
 use crate::state::AppState;
 use crate::store::SessionRecord;
@@ -80,12 +81,14 @@ pub async fn handle(
             Ok(ok(json!({ "data": session_json(&rec, Some(current.id), now_ms(), inactivity) })))
         }
         (&Method::POST, ["logout"]) => {
-            let ended = sessions.end(current.id, "logout").await?;
-            st.revoke_in_background(ended.into_iter().collect());
+            let ended: Vec<_> = sessions.end(current.id, "logout").await?.into_iter().collect();
+            st.audit_ended(kind::LOGOUT, &ended, "user", Value::Null);
+            st.revoke_in_background(ended);
             Ok(ok(json!({ "message": "Logged out successfully" })))
         }
         (&Method::POST, ["logout-all"]) => {
             let ended = sessions.end_user(&current.user_id, "logout_all", None).await?;
+            st.audit_ended(kind::LOGOUT_ALL, &ended, "user", Value::Null);
             st.revoke_in_background(ended);
             Ok(ok(json!({ "message": "Logged out from all devices successfully" })))
         }
@@ -94,8 +97,9 @@ pub async fn handle(
             if target.id == current.id {
                 return Err(GatewayError::CannotTerminateCurrent);
             }
-            let ended = sessions.end(target.id, "user_terminated").await?;
-            st.revoke_in_background(ended.into_iter().collect());
+            let ended: Vec<_> = sessions.end(target.id, "user_terminated").await?.into_iter().collect();
+            st.audit_ended(kind::TERMINATE, &ended, "user", Value::Null);
+            st.revoke_in_background(ended);
             Ok(ok(json!({ "message": format!("Session {id} terminated successfully"), "success": true })))
         }
         _ => Err(GatewayError::NotFound),

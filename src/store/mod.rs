@@ -89,6 +89,29 @@ impl SessionRecord {
     }
 }
 
+/// One security event of the audit log. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub time: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    pub ip: Option<String>,
+    pub actor: Option<String>,
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+/// A blocked user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    pub user_id: String,
+    pub blocked_at: i64,
+    pub actor: Option<String>,
+    pub reason: Option<String>,
+}
+
 /// Everything one logical change writes, applied atomically.
 #[derive(Debug, Default)]
 pub struct Changes {

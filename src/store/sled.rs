@@ -7,9 +7,10 @@
 //!
 //! Trees: `sessions` (id, big-endian u64 → JSON record), `tokens` (SHA-256 → JSON entry),
 //! `touches` (id → last-active ms; kept apart so last-seen updates do not rewrite records),
-//! `meta` (`max_id`).
+//! `meta` (`max_id`), `blocks` (user id → JSON block record), `audit` (time ms ++ sequence, both
+//! big-endian → JSON event; append-only, ordered by time).
 
-use super::{Changes, SessionRecord, Snapshot, StoreError, TokenEntry, TokenHash};
+use super::{AuditRecord, BlockRecord, Changes, SessionRecord, Snapshot, StoreError, TokenEntry, TokenHash};
 use sled::Transactional;
 use std::path::Path;
 
@@ -20,6 +21,8 @@ pub struct SledStore {
     tokens: sled::Tree,
     touches: sled::Tree,
     meta: sled::Tree,
+    blocks: sled::Tree,
+    audit: sled::Tree,
 }
 
 fn sled_err(e: impl std::fmt::Display) -> StoreError {
@@ -55,6 +58,8 @@ impl SledStore {
                 tokens: db.open_tree("tokens").map_err(sled_err)?,
                 touches: db.open_tree("touches").map_err(sled_err)?,
                 meta: db.open_tree("meta").map_err(sled_err)?,
+                blocks: db.open_tree("blocks").map_err(sled_err)?,
+                audit: db.open_tree("audit").map_err(sled_err)?,
                 db,
             })
         })
@@ -205,6 +210,106 @@ impl SledStore {
     }
 }
 
+/// Audit keys sort by time: 8 bytes of unix ms, then 8 bytes of a unique sequence.
+fn audit_key(time_ms: i64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&(time_ms.max(0) as u64).to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl SledStore {
+    /// Every block record (startup).
+    pub async fn load_blocks(&self) -> Result<Vec<BlockRecord>, StoreError> {
+        let tree = self.blocks.clone();
+        blocking(move || {
+            tree.iter()
+                .map(|kv| {
+                    let (_, v) = kv.map_err(sled_err)?;
+                    serde_json::from_slice(&v).map_err(codec_err)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Blocks (`Some`) or unblocks (`None`) a user, durably.
+    pub async fn set_block(&self, user_id: &str, rec: Option<BlockRecord>) -> Result<(), StoreError> {
+        let tree = self.blocks.clone();
+        let key = user_id.as_bytes().to_vec();
+        blocking(move || {
+            match rec {
+                Some(r) => tree.insert(key, serde_json::to_vec(&r).map_err(codec_err)?).map_err(sled_err)?,
+                None => tree.remove(key).map_err(sled_err)?,
+            };
+            Ok(())
+        })
+        .await?;
+        self.flush().await
+    }
+
+    /// Appends audit events (in the order given).
+    pub async fn append_audit(&self, events: Vec<AuditRecord>) -> Result<(), StoreError> {
+        let (db, tree) = (self.db.clone(), self.audit.clone());
+        blocking(move || {
+            let mut batch = sled::Batch::default();
+            for e in events {
+                let seq = db.generate_id().map_err(sled_err)?;
+                batch.insert(&audit_key(e.time, seq), serde_json::to_vec(&e).map_err(codec_err)?);
+            }
+            tree.apply_batch(batch).map_err(sled_err)
+        })
+        .await
+    }
+
+    /// Up to `limit` audit events with `since_ms <= time < until_ms`, starting after the key
+    /// `after` (a cursor returned by a previous page).
+    pub async fn scan_audit(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        after: Option<[u8; 16]>,
+        limit: usize,
+    ) -> Result<Vec<([u8; 16], AuditRecord)>, StoreError> {
+        let tree = self.audit.clone();
+        blocking(move || {
+            let end = audit_key(until_ms, 0);
+            let mut out = Vec::new();
+            let iter = match after {
+                Some(k) => tree.range((std::ops::Bound::Excluded(k.to_vec()), std::ops::Bound::Excluded(end.to_vec()))),
+                None => tree.range(audit_key(since_ms, 0).to_vec()..end.to_vec()),
+            };
+            for kv in iter.take(limit) {
+                let (k, v) = kv.map_err(sled_err)?;
+                let key = <[u8; 16]>::try_from(k.as_ref()).map_err(|_| StoreError::Codec("audit key".into()))?;
+                out.push((key, serde_json::from_slice(&v).map_err(codec_err)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes audit events older than `before_ms`, at most `limit` per call; returns how many.
+    pub async fn purge_audit(&self, before_ms: i64, limit: usize) -> Result<usize, StoreError> {
+        let tree = self.audit.clone();
+        blocking(move || {
+            let keys: Vec<sled::IVec> = tree
+                .range(..audit_key(before_ms, 0).to_vec())
+                .keys()
+                .take(limit)
+                .collect::<Result<_, _>>()
+                .map_err(sled_err)?;
+            let mut batch = sled::Batch::default();
+            for k in &keys {
+                batch.remove(k.clone());
+            }
+            tree.apply_batch(batch).map_err(sled_err)?;
+            Ok(keys.len())
+        })
+        .await
+    }
+}
+
 fn decode_i64(v: &[u8]) -> i64 {
     <[u8; 8]>::try_from(v).map(i64::from_be_bytes).unwrap_or(0)
 }
@@ -218,6 +323,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SledStore::open(dir.path(), 8 << 20).await.expect("open");
         super::super::contract::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn audit_is_ordered_by_time_paged_and_purged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path(), 8 << 20).await.expect("open");
+        let ev = |t: i64| AuditRecord {
+            time: t,
+            kind: "login".into(),
+            user: None,
+            session: None,
+            ip: None,
+            actor: None,
+            details: serde_json::Value::Null,
+        };
+        store.append_audit(vec![ev(30), ev(10), ev(20), ev(20)]).await.expect("append");
+        let all = store.scan_audit(0, i64::MAX, None, 100).await.expect("scan");
+        assert_eq!(all.iter().map(|(_, e)| e.time).collect::<Vec<_>>(), vec![10, 20, 20, 30]);
+        let page1 = store.scan_audit(15, 30, None, 1).await.expect("scan");
+        let page2 = store.scan_audit(15, 30, Some(page1[0].0), 10).await.expect("scan");
+        assert_eq!((page1.len(), page2.len()), (1, 1), "since inclusive, until exclusive, cursor continues");
+        assert_eq!(store.purge_audit(25, 100).await.expect("purge"), 3);
+        assert_eq!(store.scan_audit(0, i64::MAX, None, 100).await.expect("scan").len(), 1);
     }
 
     #[tokio::test]

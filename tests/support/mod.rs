@@ -19,6 +19,7 @@ pub use strapi::{MockStrapi, PASSWORD};
 pub struct Gateway {
     pub running: Option<sessiongate::Running>,
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     toml: String,
 }
@@ -45,12 +46,18 @@ fn merge(base: &mut toml::Table, extra: toml::Table) {
     }
 }
 
+/// The admin token every test gateway accepts (as actor `test`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 pub fn config_text(upstream: &str, dir: &std::path::Path, extra: &str) -> String {
     let key = key_file(dir);
+    let admin_token = dir.join("admin-token");
+    std::fs::write(&admin_token, ADMIN_TOKEN).expect("write admin token");
     let mut base: toml::Table = format!(
-        "preset = \"strapi-v5\"\n[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n[upstream]\nurl = \"{upstream}\"\n[store]\ndata_dir = \"{}\"\n[sessions]\nencryption_key_file = \"{}\"\n",
+        "preset = \"strapi-v5\"\n[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n[upstream]\nurl = \"{upstream}\"\n[store]\ndata_dir = \"{}\"\n[sessions]\nencryption_key_file = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntokens = [{{ name = \"test\", file = \"{}\" }}]\n",
         dir.join("data").display(),
-        key.display()
+        key.display(),
+        admin_token.display()
     )
     .parse()
     .expect("base config");
@@ -64,7 +71,8 @@ impl Gateway {
     pub async fn start(upstream: &str, extra: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let toml = config_text(upstream, dir.path(), extra);
-        let mut gw = Gateway { running: None, addr: SocketAddr::from(([127, 0, 0, 1], 0)), dir, toml };
+        let zero = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut gw = Gateway { running: None, addr: zero, admin_addr: zero, dir, toml };
         gw.boot().await;
         gw
     }
@@ -79,6 +87,7 @@ impl Gateway {
         let listeners = sessiongate::Listeners::bind(&cfg).expect("bind");
         let running = sessiongate::start(cfg, listeners).await.expect("gateway starts");
         self.addr = running.public_addr;
+        self.admin_addr = running.admin_addr.unwrap_or(self.admin_addr);
         self.running = Some(running);
     }
 
@@ -106,6 +115,21 @@ impl Gateway {
 
     pub fn get(&self, path: &str) -> Req {
         Req::new(Method::GET, &self.url(path))
+    }
+
+    /// A request to the admin port carrying the test admin token.
+    pub fn admin(&self, method: Method, path: &str) -> Req {
+        Req::new(method, &format!("http://{}{}", self.admin_addr, path)).bearer(ADMIN_TOKEN)
+    }
+
+    /// A request to the admin port without credentials.
+    pub fn admin_anon(&self, method: Method, path: &str) -> Req {
+        Req::new(method, &format!("http://{}{}", self.admin_addr, path))
+    }
+
+    /// The gateway's state (for waiting on background work in tests).
+    pub fn state(&self) -> &std::sync::Arc<sessiongate::state::AppState> {
+        &self.running.as_ref().expect("running").state
     }
     pub fn post(&self, path: &str) -> Req {
         Req::new(Method::POST, &self.url(path))

@@ -1,0 +1,519 @@
+//! Admin API routes: the session-manager plugin's admin paths, the node-auth admin shape,
+//! the audit export, statistics, health, readiness and metrics.
+
+use super::{json, not_found, ok, stream_body, AdminState};
+use crate::audit::{self, kind, Event};
+use crate::error::{Body, GatewayError};
+use crate::session::user_api::{iso, session_json};
+use crate::session::{now_ms, sweeper};
+use crate::store::SessionRecord;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+const MAX_PAGE_SIZE: usize = 500;
+
+/// Decoded query parameters (`+` is a space, percent-escapes decoded).
+fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().to_string();
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// A time parameter: ISO-8601 / RFC 3339, or unix milliseconds.
+fn time_param(q: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>, GatewayError> {
+    let Some(v) = q.get(key).filter(|v| !v.is_empty()) else { return Ok(None) };
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    humantime::parse_rfc3339_weak(v)
+        .map(|t| Some(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)))
+        .map_err(|_| {
+            GatewayError::InvalidParameter(format!("{key}: expected an ISO-8601 time or unix milliseconds, got {v:?}"))
+        })
+}
+
+fn bool_param(q: &BTreeMap<String, String>, key: &str) -> Result<Option<bool>, GatewayError> {
+    match q.get(key).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some("true" | "1") => Ok(Some(true)),
+        Some("false" | "0") => Ok(Some(false)),
+        Some(v) => Err(GatewayError::InvalidParameter(format!("{key}: expected true or false, got {v:?}"))),
+    }
+}
+
+fn usize_param(q: &BTreeMap<String, String>, key: &str, default: usize, max: usize) -> Result<usize, GatewayError> {
+    match q.get(key).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n >= 1 && n <= max => Ok(n),
+            _ => Err(GatewayError::InvalidParameter(format!("{key}: expected a number from 1 to {max}, got {v:?}"))),
+        },
+    }
+}
+
+/// Optional JSON body of a POST (e.g. `{"reason": "…"}`).
+async fn body_json(req: Request<Incoming>) -> Result<Value, GatewayError> {
+    let bytes = http_body_util::Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map_err(|_| GatewayError::BadRequest("request body too large or unreadable"))?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(|_| GatewayError::BadRequest("request body is not JSON"))
+}
+
+fn reason_of(body: &Value, default: &str) -> String {
+    body.get("reason")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.chars().take(200).collect())
+        .unwrap_or_else(|| default.to_string())
+}
+
+pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GatewayError> {
+    let method = req.method().clone();
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // Unauthenticated: probes and scraping.
+    match (&method, segs.as_slice()) {
+        (&Method::GET, ["healthz"]) => return Ok(ok(json!({"status": "ok"}))),
+        (&Method::GET, ["readyz"]) => return Ok(readyz(st).await),
+        (&Method::GET, ["metrics"]) => return Ok(metrics(st).await),
+        _ => {}
+    }
+    let actor = format!("admin:{}", st.auth.check(req.headers(), peer.ip(), &st.app.audit, &st.app.metrics)?);
+    let q = query(&req);
+    match (&method, segs.as_slice()) {
+        (&Method::GET, ["magic-sessionmanager", "sessions"]) => list(st, &q, None).await,
+        (&Method::GET, ["magic-sessionmanager", "sessions", "active"]) => list(st, &q, Some(true)).await,
+        (&Method::POST, ["magic-sessionmanager", "sessions", "clean-inactive"]) => clean_inactive(st, &actor).await,
+        (&Method::GET, ["magic-sessionmanager", "sessions", id]) => detail(st, id).await,
+        (&Method::POST, ["magic-sessionmanager", "sessions", id, "terminate"]) => {
+            let id = id.to_string();
+            let body = body_json(req).await?;
+            terminate(st, &id, &reason_of(&body, "admin_terminated"), &actor).await
+        }
+        (&Method::POST, ["magic-sessionmanager", "user", user, "terminate-all"]) => {
+            let user = user.to_string();
+            let body = body_json(req).await?;
+            terminate_all(st, &user, &reason_of(&body, "admin_terminated"), &actor).await
+        }
+        (&Method::POST, ["magic-sessionmanager", "user", user, op @ ("toggle-block" | "block" | "unblock")]) => {
+            let (user, op) = (user.to_string(), op.to_string());
+            let body = body_json(req).await?;
+            let block = match op.as_str() {
+                "block" => true,
+                "unblock" => false,
+                _ => !st.app.sessions.is_blocked(&user),
+            };
+            set_block(st, &user, block, body.get("reason").and_then(Value::as_str).map(str::to_string), &actor).await
+        }
+        (&Method::GET, ["magic-sessionmanager", "users", user, "sessions"]) => user_sessions(st, user).await,
+        (&Method::GET, ["magic-sessionmanager", "blocked"]) => Ok(blocked(st)),
+        (&Method::GET, ["magic-sessionmanager", "stats"]) => Ok(stats(st)),
+        (&Method::GET, ["magic-sessionmanager", "audit"]) => audit_export(st, &q).await,
+        (&Method::GET, ["admin", "api", "sessions"]) => node_auth_list(st).await,
+        (&Method::DELETE, ["admin", "api", "sessions", handle]) => {
+            terminate(st, handle, "admin_terminated", &actor).await.map(|_| ok(json!({"success": true})))
+        }
+        (&Method::POST, ["auth", "sessions", "cleanup"]) => cleanup(st, &actor).await,
+        _ => Err(not_found()),
+    }
+}
+
+async fn readyz(st: &AdminState) -> Response<Body> {
+    let app = &st.app;
+    let store_ok = app.sessions.store().size_on_disk().await.is_ok();
+    let upstream_ok = if app.cfg.admin.ready_requires_upstream { upstream_reachable(st).await } else { true };
+    let ready = store_ok && upstream_ok;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json(status, json!({"ready": ready, "checks": {"store": store_ok, "upstream": upstream_ok}}))
+}
+
+/// The backend answers its health path (any status below 500), or accepts a TCP connection.
+async fn upstream_reachable(st: &AdminState) -> bool {
+    let app = &st.app;
+    let probe = async {
+        match &app.cfg.upstream.health_path {
+            Some(p) => {
+                let Ok(uri) = app.upstream.uri(p) else { return false };
+                let req = Request::get(uri)
+                    .header(header::HOST, app.upstream.authority().as_str())
+                    .header(header::USER_AGENT, concat!("sessiongate/", env!("CARGO_PKG_VERSION"), " readiness"))
+                    .body(crate::error::full(""));
+                match req {
+                    Ok(req) => app.upstream.send(req).await.is_ok_and(|r| r.status().as_u16() < 500),
+                    Err(_) => false,
+                }
+            }
+            None => {
+                let a = app.upstream.authority();
+                let port =
+                    a.port_u16().unwrap_or(if app.cfg.upstream.url.scheme_str() == Some("https") { 443 } else { 80 });
+                tokio::net::TcpStream::connect((a.host(), port)).await.is_ok()
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), probe).await.unwrap_or(false)
+}
+
+async fn metrics(st: &AdminState) -> Response<Body> {
+    let app = &st.app;
+    let (total, active, _) = app.sessions.counts();
+    let now = now_ms();
+    let online = app.sessions.all_live().iter().filter(|l| !l.is_ended() && !app.sessions.is_idle(l, now)).count();
+    let m = &app.metrics;
+    m.sessions.with_label_values(&["total"]).set(total as i64);
+    m.sessions.with_label_values(&["active"]).set(active as i64);
+    m.sessions.with_label_values(&["online"]).set(online as i64);
+    if let Ok(size) = app.sessions.store().size_on_disk().await {
+        m.store_size.set(size as i64);
+    }
+    let mut res = Response::new(crate::error::full(m.render()));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    res
+}
+
+/// Every stored session record, with in-memory last-active applied.
+async fn all_records(st: &AdminState) -> Result<Vec<SessionRecord>, GatewayError> {
+    let store = st.app.sessions.store();
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.scan(after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        out.extend(page);
+    }
+    for r in &mut out {
+        if let Some(l) = st.app.sessions.live(r.id) {
+            r.last_active = r.last_active.max(l.last_active());
+        }
+    }
+    Ok(out)
+}
+
+/// A session as admins see it: the plugin's fields plus who, where from and why it ended.
+fn admin_json(st: &AdminState, rec: &SessionRecord, now: i64) -> Value {
+    let mut v = session_json(rec, None, now, st.app.sessions.config().inactivity_timeout);
+    if let Value::Object(m) = &mut v {
+        m.remove("isCurrentSession");
+        m.insert("userId".into(), json!(rec.user_id));
+        m.insert("user".into(), json!({"id": rec.user_id, "username": rec.username, "email": rec.email}));
+        m.insert("tenantId".into(), json!(rec.tenant_id));
+        m.insert("deviceId".into(), json!(rec.device_id));
+        m.insert("endReason".into(), json!(rec.end_reason));
+        m.insert("origin".into(), json!(rec.origin));
+        m.insert("userBlocked".into(), json!(st.app.sessions.is_blocked(&rec.user_id)));
+        m.insert("threatScore".into(), Value::Null);
+    }
+    v
+}
+
+async fn list(
+    st: &AdminState,
+    q: &BTreeMap<String, String>,
+    force_active: Option<bool>,
+) -> Result<Response<Body>, GatewayError> {
+    let active = match force_active {
+        Some(a) => Some(a),
+        None => bool_param(q, "active")?,
+    };
+    let since = time_param(q, "since")?;
+    let until = time_param(q, "until")?;
+    let page = usize_param(q, "page", 1, usize::MAX)?;
+    let page_size = usize_param(q, "pageSize", 25, MAX_PAGE_SIZE)?;
+    let sort = q.get("sort").map(String::as_str).unwrap_or("-loginTime");
+    let (desc, field) = match sort.strip_prefix('-') {
+        Some(f) => (true, f),
+        None => (false, sort),
+    };
+    if !matches!(field, "loginTime" | "lastActive" | "id" | "userId") {
+        return Err(GatewayError::InvalidParameter(format!(
+            "sort: expected loginTime, lastActive, id or userId (prefix - for descending), got {sort:?}"
+        )));
+    }
+    let user = q.get("user").filter(|s| !s.is_empty());
+    let ip = q.get("ip").filter(|s| !s.is_empty());
+    let device = q.get("device").filter(|s| !s.is_empty());
+    let country = q.get("country").filter(|s| !s.is_empty());
+    let mut recs = all_records(st).await?;
+    recs.retain(|r| {
+        active.is_none_or(|a| r.is_active() == a)
+            && user.is_none_or(|u| r.user_id == *u || r.username.as_ref() == Some(u) || r.email.as_ref() == Some(u))
+            && ip.is_none_or(|i| r.ip == *i)
+            && device.is_none_or(|d| r.device_type == *d)
+            // Geolocation is not recorded yet: a country filter matches nothing.
+            && country.is_none()
+            && since.is_none_or(|s| r.login_time >= s)
+            && until.is_none_or(|u| r.login_time < u)
+    });
+    recs.sort_by(|a, b| {
+        let o = match field {
+            "lastActive" => a.last_active.cmp(&b.last_active),
+            "id" => a.id.cmp(&b.id),
+            "userId" => a.user_id.cmp(&b.user_id),
+            _ => a.login_time.cmp(&b.login_time),
+        }
+        .then(a.id.cmp(&b.id));
+        if desc {
+            o.reverse()
+        } else {
+            o
+        }
+    });
+    let total = recs.len();
+    let now = now_ms();
+    let data: Vec<Value> = recs
+        .iter()
+        .skip((page - 1).saturating_mul(page_size))
+        .take(page_size)
+        .map(|r| admin_json(st, r, now))
+        .collect();
+    Ok(ok(json!({
+        "data": data,
+        "meta": {"pagination": {"page": page, "pageSize": page_size, "pageCount": total.div_ceil(page_size), "total": total}}
+    })))
+}
+
+async fn detail(st: &AdminState, id: &str) -> Result<Response<Body>, GatewayError> {
+    let live = st.app.sessions.find(id).ok_or_else(not_found)?;
+    let rec = st.app.sessions.records(vec![live.id]).await?.pop().ok_or_else(not_found)?;
+    let mut v = admin_json(st, &rec, now_ms());
+    let events = audit::query(
+        st.app.sessions.store(),
+        &audit::Filter { session: Some(rec.sid.clone()), ..Default::default() },
+        200,
+    )
+    .await?;
+    if let Value::Object(m) = &mut v {
+        m.insert(
+            "tokens".into(),
+            json!({
+                "accessExpiresAt": rec.access_exp.map(|s| iso(s * 1000)),
+                "refreshExpiresAt": rec.refresh_exp.map(|s| iso(s * 1000)),
+                "rotationCount": rec.rotation_count,
+                "rotations": rec.rotations.iter().map(|t| iso(*t)).collect::<Vec<_>>(),
+                "backendSessionIds": rec.aliases,
+            }),
+        );
+        m.insert("audit".into(), serde_json::to_value(&events).unwrap_or(Value::Null));
+    }
+    Ok(ok(json!({"data": v})))
+}
+
+async fn terminate(st: &AdminState, id: &str, reason: &str, actor: &str) -> Result<Response<Body>, GatewayError> {
+    let app = &st.app;
+    let live = app.sessions.find(id).ok_or_else(not_found)?;
+    let ended: Vec<_> = app.sessions.end(live.id, reason).await?.into_iter().collect();
+    app.audit_ended(kind::TERMINATE, &ended, actor, json!({"reason": reason}));
+    let already = ended.is_empty();
+    app.revoke_in_background(ended);
+    tracing::info!(session = %live.sid, %actor, reason, "session terminated by an admin");
+    Ok(ok(json!({"success": true, "sessionId": live.sid, "alreadyEnded": already, "message": "Session terminated"})))
+}
+
+async fn terminate_all(st: &AdminState, user: &str, reason: &str, actor: &str) -> Result<Response<Body>, GatewayError> {
+    let app = &st.app;
+    let ended = app.sessions.end_user(user, reason, None).await?;
+    app.audit.record(
+        Event::new(kind::TERMINATE_ALL)
+            .user(user)
+            .actor(actor)
+            .details(json!({"reason": reason, "sessions": ended.len()})),
+    );
+    let n = ended.len();
+    app.revoke_in_background(ended);
+    Ok(ok(json!({"success": true, "userId": user, "terminated": n})))
+}
+
+async fn set_block(
+    st: &AdminState,
+    user: &str,
+    block: bool,
+    reason: Option<String>,
+    actor: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let app = &st.app;
+    if block {
+        let ended = app.sessions.block(user, Some(actor.to_string()), reason.clone()).await?;
+        app.audit.record(
+            Event::new(kind::USER_BLOCKED)
+                .user(user)
+                .actor(actor)
+                .details(json!({"reason": reason, "sessions": ended.len()})),
+        );
+        let n = ended.len();
+        app.revoke_in_background(ended);
+        Ok(ok(json!({"success": true, "userId": user, "blocked": true, "terminated": n})))
+    } else {
+        app.sessions.unblock(user).await?;
+        app.audit.record(Event::new(kind::USER_UNBLOCKED).user(user).actor(actor));
+        Ok(ok(json!({"success": true, "userId": user, "blocked": false, "terminated": 0})))
+    }
+}
+
+async fn user_sessions(st: &AdminState, user: &str) -> Result<Response<Body>, GatewayError> {
+    let app = &st.app;
+    let mut recs = app.sessions.records(app.sessions.user_session_ids(user)).await?;
+    recs.sort_by(|a, b| b.login_time.cmp(&a.login_time).then(b.id.cmp(&a.id)));
+    let now = now_ms();
+    let data: Vec<Value> = recs.iter().map(|r| admin_json(st, r, now)).collect();
+    let active = data.iter().filter(|v| v["isTrulyActive"] == true).count();
+    Ok(ok(
+        json!({"data": data, "meta": {"count": data.len(), "active": active, "blocked": app.sessions.is_blocked(user)}}),
+    ))
+}
+
+fn blocked(st: &AdminState) -> Response<Body> {
+    let mut b = st.app.sessions.blocked_users();
+    b.sort_by_key(|r| r.blocked_at);
+    let data: Vec<Value> = b
+        .iter()
+        .map(|r| json!({"userId": r.user_id, "blockedAt": iso(r.blocked_at), "actor": r.actor, "reason": r.reason}))
+        .collect();
+    ok(json!({"data": data, "meta": {"count": data.len()}}))
+}
+
+fn stats(st: &AdminState) -> Response<Body> {
+    let app = &st.app;
+    let now = now_ms();
+    let lives = app.sessions.all_live();
+    let mut online = 0;
+    let mut active = 0;
+    let mut by_device: BTreeMap<String, u64> = BTreeMap::new();
+    for l in lives.iter().filter(|l| !l.is_ended()) {
+        active += 1;
+        if !app.sessions.is_idle(l, now) {
+            online += 1;
+        }
+        *by_device.entry(l.device_type.clone()).or_default() += 1;
+    }
+    let hours: Vec<Value> = app
+        .logins
+        .last_24h(now)
+        .into_iter()
+        .map(|(t, ok, failed)| json!({"hour": iso(t), "logins": ok, "failedLogins": failed}))
+        .collect();
+    let logins_24h: u64 = hours.iter().filter_map(|h| h["logins"].as_u64()).sum();
+    let failed_24h: u64 = hours.iter().filter_map(|h| h["failedLogins"].as_u64()).sum();
+    ok(json!({
+        "online": online,
+        "activeSessions": active,
+        "totalSessions": lives.len(),
+        "blockedUsers": app.sessions.blocked_users().len(),
+        "threatScoreDistribution": {"0-20": 0, "20-40": 0, "40-60": 0, "60-80": 0, "80-100": 0},
+        "vpnLoginsLast24h": 0,
+        "loginsByCountry": {},
+        "loginsLast24h": logins_24h,
+        "failedLoginsLast24h": failed_24h,
+        "loginsPerHour": hours,
+        "activeSessionsByDevice": by_device,
+    }))
+}
+
+async fn audit_export(st: &AdminState, q: &BTreeMap<String, String>) -> Result<Response<Body>, GatewayError> {
+    let filter = audit::Filter {
+        since_ms: time_param(q, "since")?,
+        until_ms: time_param(q, "until")?,
+        kind: q.get("type").filter(|s| !s.is_empty()).cloned(),
+        user: q.get("user").filter(|s| !s.is_empty()).cloned(),
+        session: q.get("session").filter(|s| !s.is_empty()).cloned(),
+    };
+    match q.get("format").map(String::as_str).unwrap_or("json") {
+        "csv" => {
+            let mut res = Response::new(stream_body(audit::csv_stream(st.app.sessions.store().clone(), filter)));
+            let h = res.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+            h.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"sessiongate-audit.csv\""),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(res)
+        }
+        "json" => {
+            let limit = usize_param(q, "limit", 1000, 100_000)?;
+            let events = audit::query(st.app.sessions.store(), &filter, limit).await?;
+            Ok(ok(json!({"data": events, "meta": {"count": events.len()}})))
+        }
+        other => Err(GatewayError::InvalidParameter(format!("format: expected json or csv, got {other:?}"))),
+    }
+}
+
+async fn clean_inactive(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayError> {
+    let app = &st.app;
+    let now = now_ms();
+    let idle: Vec<u64> = app
+        .sessions
+        .all_live()
+        .iter()
+        .filter(|l| !l.is_ended() && app.sessions.is_idle(l, now))
+        .map(|l| l.id)
+        .collect();
+    let ended = app.sessions.end_many(&idle, "inactive").await?;
+    app.audit.record(Event::new(kind::CLEANUP).actor(actor).details(json!({"terminatedInactive": ended.len()})));
+    let n = ended.len();
+    app.revoke_in_background(ended);
+    Ok(ok(json!({"success": true, "terminated": n})))
+}
+
+/// node-auth `SessionInfo` list of the active sessions.
+async fn node_auth_list(st: &AdminState) -> Result<Response<Body>, GatewayError> {
+    let recs = all_records(st).await?;
+    let data: Vec<Value> = recs
+        .iter()
+        .filter(|r| r.is_active())
+        .map(|r| {
+            json!({
+                "sessionHandle": r.sid,
+                "userId": r.user_id,
+                "tenantId": r.tenant_id,
+                "createdAt": iso(r.login_time),
+                "expiresAt": r.refresh_exp.max(r.access_exp).map(|s| iso(s * 1000)),
+                "lastActiveAt": iso(r.last_active),
+                "userAgent": r.user_agent,
+                "ipAddress": r.ip,
+                "data": {"id": r.id, "documentId": r.document_id, "deviceType": r.device_type, "browserName": r.browser_name, "osName": r.os_name},
+            })
+        })
+        .collect();
+    Ok(ok(json!({"sessions": data, "total": data.len()})))
+}
+
+async fn cleanup(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayError> {
+    let app = &st.app;
+    let policy = sweeper::SweepPolicy {
+        retention: app.cfg.store.terminated_retention,
+        expired_token_grace: app.cfg.store.expired_token_grace,
+        batch: app.cfg.store.sweep_batch,
+        audit_retention: app.cfg.admin.audit_retention,
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let r = sweeper::sweep_once(&app.sessions, &app.audit, policy, &rx).await;
+    app.audit.record(
+        Event::new(kind::CLEANUP)
+            .actor(actor)
+            .details(json!({"expired": r.expired_sessions, "deleted": r.purged_sessions})),
+    );
+    Ok(ok(
+        json!({"success": true, "expired": r.expired_sessions, "deleted": r.purged_sessions, "tokensDropped": r.dropped_tokens}),
+    ))
+}

@@ -1,0 +1,80 @@
+//! The admin port: a separate listener (loopback by default) with health and readiness,
+//! Prometheus metrics, and the admin API behind named bearer tokens. None of these routes
+//! exist on the public port.
+
+pub mod api;
+pub mod auth;
+
+use crate::error::{full, Body, BoxError, GatewayError};
+use crate::proxy::HandlerFn;
+use crate::state::AppState;
+use auth::AdminAuth;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use std::sync::Arc;
+
+pub struct AdminState {
+    pub app: Arc<AppState>,
+    pub auth: AdminAuth,
+}
+
+/// The admin listener's handler.
+pub fn handler(st: Arc<AdminState>) -> HandlerFn {
+    Arc::new(move |req, peer, _tls| {
+        let st = st.clone();
+        Box::pin(async move {
+            let method = req.method().clone();
+            let path = req.uri().path().to_string();
+            let res = match api::route(&st, req, peer).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if e.side() != crate::error::Side::Client {
+                        tracing::error!(%method, %path, reason = e.reason(), "admin request failed: {e}");
+                    }
+                    e.into_response(crate::config::ErrorShape::Plain)
+                }
+            };
+            tracing::debug!(%method, %path, status = res.status().as_u16(), client = %peer, "admin request");
+            res
+        })
+    })
+}
+
+pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
+    let mut res = Response::new(full(v.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+pub(crate) fn ok(v: serde_json::Value) -> Response<Body> {
+    json(StatusCode::OK, v)
+}
+
+/// A streamed body from a stream of chunks. A task drives the stream into a small bounded
+/// channel, so a slow client slows the producer down (back-pressure) and memory stays bounded.
+pub(crate) fn stream_body<S, E>(s: S) -> Body
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use futures_util::StreamExt;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, BoxError>>(4);
+    tokio::spawn(async move {
+        let mut s = std::pin::pin!(s);
+        while let Some(item) = s.next().await {
+            let failed = item.is_err();
+            if tx.send(item.map(hyper::body::Frame::data).map_err(|e| Box::new(e) as BoxError)).await.is_err() || failed
+            {
+                break;
+            }
+        }
+    });
+    let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(frames))
+}
+
+pub(crate) fn not_found() -> GatewayError {
+    GatewayError::NotFound
+}
