@@ -1,0 +1,424 @@
+//! The admin port: authentication, every route, filters and errors, blocking, audit export,
+//! metrics, health and readiness.
+
+mod support;
+
+use http::Method;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use support::strapi::{backend_sid, Status};
+use support::{eventually, Gateway, MockStrapi};
+
+const ADMIN: &str = "/magic-sessionmanager";
+
+/// Polls the audit log (JSON) until `pred` holds for the returned events.
+async fn audit_until(gw: &Gateway, query: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let v = gw.admin(Method::GET, &format!("{ADMIN}/audit?{query}")).send().await.json();
+        let events = v["data"].as_array().cloned().unwrap_or_default();
+        if pred(&events) || std::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// Parses the Prometheus text format into `name{labels}` → value.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_a_token_and_limits_failures() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::start(&backend.url(), "[admin]\nauth_failures_per_minute = 3\n").await;
+    assert_eq!(gw.admin_anon(Method::GET, "/healthz").send().await.status, 200, "probes need no token");
+    let res = gw.admin_anon(Method::GET, &format!("{ADMIN}/sessions")).send().await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.reason().as_deref(), Some("admin_unauthorized"));
+    assert_eq!(res.json()["error"]["reason"], "admin_unauthorized");
+    for _ in 0..2 {
+        let r = gw.admin_anon(Method::GET, &format!("{ADMIN}/sessions")).bearer("wrong-token-wrong-token").send().await;
+        assert_eq!(r.status, 401);
+    }
+    let limited = gw.admin(Method::GET, &format!("{ADMIN}/sessions")).send().await;
+    assert_eq!(limited.status, 429, "after 3 failures even the right token waits");
+    assert_eq!(limited.reason().as_deref(), Some("rate_limited"));
+    let st = gw.state().clone();
+    let failures = eventually(5, || st.metrics.admin_auth_failures.get() == 3).await;
+    assert!(failures);
+}
+
+#[tokio::test]
+async fn admin_routes_do_not_exist_on_the_public_port() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::with_defaults(&backend).await;
+    gw.login("alice").await;
+    for path in [
+        format!("{ADMIN}/sessions"),
+        format!("{ADMIN}/stats"),
+        "/metrics".into(),
+        "/admin/api/sessions".into(),
+        "/readyz".into(),
+    ] {
+        let res = gw.get(&path).bearer(support::ADMIN_TOKEN).send().await;
+        assert_eq!(res.status, 404, "{path} reached the backend, which does not know it");
+        assert_eq!(res.json()["error"]["name"], "NotFoundError");
+    }
+    assert!(backend.seen().iter().any(|r| r.path == "/metrics"), "forwarded, not answered by the gateway");
+}
+
+#[tokio::test]
+async fn listing_filters_paginates_sorts_and_rejects_bad_filters() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::with_defaults(&backend).await;
+    let a1 = gw.login("alice").await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let _a2 = gw.login("alice").await;
+    let mid = sessiongate::session::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let b = gw
+        .post("/api/auth/local")
+        .header("user-agent", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1")
+        .json(json!({"identifier": "bob", "password": support::PASSWORD}))
+        .send()
+        .await;
+    assert_eq!(b.status, 200);
+    gw.post("/api/auth/logout").bearer(&a1.jwt).send().await;
+
+    let list = |q: &str| gw.admin(Method::GET, &format!("{ADMIN}/sessions{q}")).send();
+    let all = list("").await.json();
+    assert_eq!(all["meta"]["pagination"]["total"], 3);
+    assert_eq!(all["data"][0]["user"]["username"], "bob", "newest first by default");
+    assert_eq!(list("?user=1").await.json()["meta"]["pagination"]["total"], 2);
+    assert_eq!(list("?user=alice@example.com").await.json()["meta"]["pagination"]["total"], 2);
+    assert_eq!(list("?active=true").await.json()["meta"]["pagination"]["total"], 2);
+    assert_eq!(list("?active=false").await.json()["data"][0]["endReason"], "logout");
+    assert_eq!(
+        gw.admin(Method::GET, &format!("{ADMIN}/sessions/active")).send().await.json()["meta"]["pagination"]["total"],
+        2
+    );
+    assert_eq!(list("?device=mobile").await.json()["data"][0]["user"]["username"], "bob");
+    assert_eq!(list("?ip=127.0.0.1").await.json()["meta"]["pagination"]["total"], 3);
+    assert_eq!(list("?ip=10.9.9.9").await.json()["meta"]["pagination"]["total"], 0);
+    assert_eq!(list(&format!("?since={mid}")).await.json()["meta"]["pagination"]["total"], 1);
+    let until = sessiongate::session::user_api::iso(mid);
+    assert_eq!(list(&format!("?until={until}")).await.json()["meta"]["pagination"]["total"], 2);
+    let page = list("?pageSize=2&page=2&sort=id").await.json();
+    assert_eq!(page["meta"]["pagination"], json!({"page": 2, "pageSize": 2, "pageCount": 2, "total": 3}));
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["data"][0]["user"]["username"], "bob", "ascending id: bob's is the third");
+    for bad in ["?active=maybe", "?since=yesterday", "?pageSize=0", "?pageSize=100000", "?sort=ip", "?page=x"] {
+        let r = list(bad).await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(r.reason().as_deref(), Some("invalid_parameter"), "{bad}");
+    }
+    assert_eq!(gw.admin(Method::GET, &format!("{ADMIN}/nope")).send().await.status, 404);
+}
+
+#[tokio::test]
+async fn session_detail_shows_history_but_never_tokens() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::with_defaults(&backend).await;
+    let s = gw.login("alice").await;
+    let r = gw.refresh(&s.refresh).await;
+    let cur = gw.get("/api/magic-sessionmanager/current-session").bearer(&r.jwt).send().await.json();
+    let sid = cur["data"]["sessionId"].as_str().expect("sid").to_string();
+    audit_until(&gw, &format!("session={sid}"), |e| e.len() >= 2).await;
+    for key in
+        [sid.clone(), cur["data"]["documentId"].as_str().expect("doc").to_string(), cur["data"]["id"].to_string()]
+    {
+        let res = gw.admin(Method::GET, &format!("{ADMIN}/sessions/{key}")).send().await;
+        assert_eq!(res.status, 200, "{key}");
+        let d = res.json()["data"].clone();
+        assert_eq!(d["tokens"]["rotationCount"], 1);
+        assert_eq!(d["tokens"]["backendSessionIds"], json!([backend_sid(&s.jwt), backend_sid(&r.jwt)]));
+        let kinds: Vec<&str> =
+            d["audit"].as_array().expect("audit").iter().filter_map(|e| e["type"].as_str()).collect();
+        assert_eq!(kinds, vec!["login", "refresh"]);
+        for t in [&s.jwt, &s.refresh, &r.jwt, &r.refresh] {
+            assert!(!res.text().contains(t.rsplit('.').next().expect("sig")), "raw token in the detail");
+        }
+    }
+    assert_eq!(gw.admin(Method::GET, &format!("{ADMIN}/sessions/unknown")).send().await.status, 404);
+}
+
+#[tokio::test]
+async fn terminate_is_durable_audited_and_revoked_at_the_backend() {
+    let backend = MockStrapi::start().await;
+    let mut gw = Gateway::with_defaults(&backend).await;
+    let s = gw.login("alice").await;
+    let keep = gw.login("alice").await;
+    let sid = gw.get("/api/magic-sessionmanager/current-session").bearer(&s.jwt).send().await.json()["data"]
+        ["sessionId"]
+        .as_str()
+        .expect("sid")
+        .to_string();
+    let res = gw
+        .admin(Method::POST, &format!("{ADMIN}/sessions/{sid}/terminate"))
+        .json(json!({"reason": "stolen laptop"}))
+        .send()
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json()["success"], true);
+    assert_eq!(gw.get("/api/articles").bearer(&s.jwt).send().await.reason().as_deref(), Some("session_terminated"));
+    assert_eq!(gw.get("/api/articles").bearer(&keep.jwt).send().await.status, 200);
+    let bsid = backend_sid(&s.jwt);
+    assert!(eventually(5, || backend.session_status(&bsid) == Some(Status::Revoked)).await);
+    let events = audit_until(&gw, "type=terminate", |e| !e.is_empty()).await;
+    assert_eq!(events[0]["actor"], "admin:test");
+    assert_eq!(events[0]["details"]["reason"], "stolen laptop");
+    assert_eq!(events[0]["session"], sid.as_str());
+    gw.restart().await;
+    assert_eq!(gw.get("/api/articles").bearer(&s.jwt).send().await.reason().as_deref(), Some("session_terminated"));
+    let detail = gw.admin(Method::GET, &format!("{ADMIN}/sessions/{sid}")).send().await.json();
+    assert_eq!(detail["data"]["endReason"], "stolen laptop");
+    assert_eq!(gw.admin(Method::POST, &format!("{ADMIN}/sessions/nope/terminate")).send().await.status, 404);
+    let bad = gw.admin(Method::POST, &format!("{ADMIN}/sessions/{sid}/terminate")).body("not json").send().await;
+    assert_eq!(bad.status, 400);
+}
+
+#[tokio::test]
+async fn terminate_all_ends_every_session_of_one_user() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::with_defaults(&backend).await;
+    let a1 = gw.login("alice").await;
+    let a2 = gw.login("alice").await;
+    let b = gw.login("bob").await;
+    let res = gw.admin(Method::POST, &format!("{ADMIN}/user/1/terminate-all")).send().await.json();
+    assert_eq!(res["terminated"], 2);
+    for t in [&a1.jwt, &a2.jwt] {
+        assert_eq!(gw.get("/api/articles").bearer(t).send().await.status, 401);
+    }
+    assert_eq!(gw.get("/api/articles").bearer(&b.jwt).send().await.status, 200);
+    let user = gw.admin(Method::GET, &format!("{ADMIN}/users/1/sessions")).send().await.json();
+    assert_eq!(user["meta"]["count"], 2);
+    assert_eq!(user["meta"]["active"], 0);
+    assert_eq!(user["data"][0]["endReason"], "admin_terminated");
+}
+
+#[tokio::test]
+async fn blocked_users_cannot_log_in_until_unblocked_even_across_restarts() {
+    let backend = MockStrapi::start().await;
+    let mut gw = Gateway::with_defaults(&backend).await;
+    let s = gw.login("bob").await;
+    let res = gw.admin(Method::POST, &format!("{ADMIN}/user/{}/toggle-block", s.user_id)).send().await.json();
+    assert_eq!((res["blocked"].clone(), res["terminated"].clone()), (json!(true), json!(1)));
+    assert_eq!(gw.get("/api/articles").bearer(&s.jwt).send().await.status, 401);
+
+    fn attempt(gw: &Gateway) -> impl std::future::Future<Output = support::Resp> {
+        gw.post("/api/auth/local").json(json!({"identifier": "bob", "password": support::PASSWORD})).send()
+    }
+    let denied = attempt(&gw).await;
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.reason().as_deref(), Some("user_blocked"));
+    assert!(denied.json().get("jwt").is_none(), "the tokens never reach the client");
+    // The session the backend opened for that login was revoked at once.
+    assert!(
+        eventually(5, || backend
+            .with(|st| !st.sessions.values().any(|x| x.user_id == 2 && x.status == Status::Active)))
+        .await,
+        "bob's swallowed backend session is still active"
+    );
+    let listed = gw.admin(Method::GET, &format!("{ADMIN}/blocked")).send().await.json();
+    assert_eq!(listed["data"][0]["userId"], "2");
+    assert_eq!(listed["data"][0]["actor"], "admin:test");
+
+    gw.restart().await;
+    assert_eq!(attempt(&gw).await.status, 403, "the block survives a restart");
+    assert_eq!(
+        gw.admin(Method::GET, &format!("{ADMIN}/users/2/sessions")).send().await.json()["meta"]["blocked"],
+        true
+    );
+    let res = gw.admin(Method::POST, &format!("{ADMIN}/user/2/toggle-block")).send().await.json();
+    assert_eq!(res["blocked"], false);
+    assert_eq!(attempt(&gw).await.status, 200, "unblocking restores logins");
+    let kinds: Vec<String> = audit_until(&gw, "user=2", |e| e.iter().any(|x| x["type"] == "user_unblocked"))
+        .await
+        .iter()
+        .filter_map(|e| e["type"].as_str().map(str::to_string))
+        .collect();
+    for k in ["login", "user_blocked", "login_blocked", "user_unblocked"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+    }
+    // Explicit block / unblock routes are idempotent.
+    assert_eq!(gw.admin(Method::POST, &format!("{ADMIN}/user/3/block")).send().await.json()["blocked"], true);
+    assert_eq!(gw.admin(Method::POST, &format!("{ADMIN}/user/3/block")).send().await.json()["blocked"], true);
+    assert_eq!(gw.admin(Method::POST, &format!("{ADMIN}/user/3/unblock")).send().await.json()["blocked"], false);
+}
+
+#[tokio::test]
+async fn stats_count_online_sessions_logins_and_devices() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::with_defaults(&backend).await;
+    let a = gw.login("alice").await;
+    gw.login("bob").await;
+    gw.post("/api/auth/local").json(json!({"identifier": "bob", "password": "wrong"})).send().await;
+    gw.post("/api/auth/logout").bearer(&a.jwt).send().await;
+    let s = gw.admin(Method::GET, &format!("{ADMIN}/stats")).send().await.json();
+    assert_eq!(s["online"], 1);
+    assert_eq!(s["activeSessions"], 1);
+    assert_eq!(s["loginsLast24h"], 2);
+    assert_eq!(s["failedLoginsLast24h"], 1);
+    assert_eq!(s["loginsPerHour"].as_array().map(Vec::len), Some(24));
+    assert_eq!(s["loginsPerHour"][23]["logins"], 2);
+    assert_eq!(s["activeSessionsByDevice"]["desktop"], 1);
+    assert_eq!(s["threatScoreDistribution"]["80-100"], 0);
+    assert_eq!(s["vpnLoginsLast24h"], 0);
+    assert!(s["loginsByCountry"].is_object());
+}
+
+#[tokio::test]
+async fn login_statistics_are_rebuilt_from_the_audit_log_after_a_restart() {
+    let backend = MockStrapi::start().await;
+    let mut gw = Gateway::with_defaults(&backend).await;
+    gw.login("alice").await;
+    gw.post("/api/auth/local").json(json!({"identifier": "alice", "password": "nope"})).send().await;
+    audit_until(&gw, "", |e| e.len() >= 2).await;
+    gw.restart().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let s = gw.admin(Method::GET, &format!("{ADMIN}/stats")).send().await.json();
+        if s["loginsLast24h"] == 1 && s["failedLoginsLast24h"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "stats not rebuilt: {s}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_exports_csv_and_json_with_filters() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::with_defaults(&backend).await;
+    let s = gw.login("alice").await;
+    gw.post("/api/auth/local").json(json!({"identifier": "mallory, \"the\" guesser", "password": "x"})).send().await;
+    gw.post("/api/auth/logout").bearer(&s.jwt).send().await;
+    audit_until(&gw, "", |e| e.len() >= 3).await;
+    let res = gw.admin(Method::GET, &format!("{ADMIN}/audit?format=csv")).send().await;
+    assert_eq!(res.status, 200);
+    assert!(res.headers["content-type"].to_str().expect("ct").starts_with("text/csv"));
+    let mut reader = csv::Reader::from_reader(res.body.as_ref());
+    assert_eq!(
+        reader.headers().expect("header").iter().collect::<Vec<_>>(),
+        vec!["time", "type", "user", "session", "ip", "actor", "details"]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("valid CSV");
+    let kinds: Vec<&str> = rows.iter().map(|r| &r[1]).collect();
+    assert_eq!(kinds, vec!["login", "login_failed", "logout"]);
+    let failed = &rows[1];
+    let details: Value = serde_json::from_str(&failed[6]).expect("details JSON");
+    assert_eq!(details["identifier"], "mallory, \"the\" guesser", "quoted fields round-trip");
+    assert_eq!(&failed[4], "127.0.0.1");
+    assert!(humantime::parse_rfc3339(&rows[0][0]).is_ok());
+
+    let only_failed = gw.admin(Method::GET, &format!("{ADMIN}/audit?format=csv&type=login_failed")).send().await;
+    assert_eq!(csv::Reader::from_reader(only_failed.body.as_ref()).records().count(), 1);
+    let json = gw.admin(Method::GET, &format!("{ADMIN}/audit?user=1")).send().await.json();
+    assert_eq!(json["meta"]["count"], 2, "login and logout of user 1: {json}");
+    let future = gw.admin(Method::GET, &format!("{ADMIN}/audit?since=2999-01-01T00:00:00Z")).send().await.json();
+    assert_eq!(future["meta"]["count"], 0);
+    assert_eq!(gw.admin(Method::GET, &format!("{ADMIN}/audit?format=xml")).send().await.status, 400);
+}
+
+#[tokio::test]
+async fn metrics_count_the_scripted_flow() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::start(&backend.url(), "[sessions]\nrefresh_reuse_grace = \"0s\"\n").await;
+    let a = gw.login("alice").await;
+    gw.login("bob").await;
+    gw.post("/api/auth/local").json(json!({"identifier": "bob", "password": "wrong"})).send().await;
+    let r = gw.refresh(&a.refresh).await;
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    gw.post("/api/auth/refresh").json(json!({"refreshToken": a.refresh})).send().await; // reuse
+    gw.get("/api/articles").bearer(&r.jwt).send().await; // refused
+    let res = gw.admin_anon(Method::GET, "/metrics").send().await;
+    assert_eq!(res.status, 200);
+    let m = parse_metrics(&res.text());
+    let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("{k} missing:\n{}", res.text()));
+    assert_eq!(get("sessiongate_logins_total{result=\"success\"}"), 2.0);
+    assert_eq!(get("sessiongate_logins_total{result=\"failed\"}"), 1.0);
+    assert_eq!(get("sessiongate_refreshes_total{result=\"rotated\"}"), 1.0);
+    assert_eq!(get("sessiongate_refresh_reuse_detected_total"), 1.0);
+    assert_eq!(get("sessiongate_terminations_total{reason=\"refresh_token_reuse\"}"), 1.0);
+    assert_eq!(get("sessiongate_requests_total{decision=\"session_terminated\",route=\"other\",status=\"4xx\"}"), 1.0);
+    assert_eq!(get("sessiongate_requests_total{decision=\"allow\",route=\"login\",status=\"2xx\"}"), 2.0);
+    assert_eq!(get("sessiongate_sessions{state=\"active\"}"), 1.0);
+    assert_eq!(get("sessiongate_sessions{state=\"total\"}"), 2.0);
+    assert!(get("sessiongate_upstream_latency_seconds_count{route=\"login\"}") >= 3.0);
+    assert!(get("sessiongate_gateway_added_latency_seconds_count{route=\"other\"}") >= 1.0);
+    assert!(get("sessiongate_store_size_bytes") > 0.0);
+    assert_eq!(get("sessiongate_build_info{version=\"0.1.0\"}"), 1.0);
+    // Bounded labels: no path, user, IP or token ever appears.
+    for l in res.text().lines().filter(|l| !l.starts_with('#')) {
+        assert!(!l.contains("/api/") && !l.contains("127.0.0.1") && !l.contains("alice") && !l.contains("eyJ"), "{l}");
+    }
+}
+
+#[tokio::test]
+async fn readiness_follows_the_backend() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::with_defaults(&backend).await;
+    let ready = gw.admin_anon(Method::GET, "/readyz").send().await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["checks"], json!({"store": true, "upstream": true}));
+    assert!(backend.seen().iter().any(|r| r.path == "/_health"));
+    drop(backend);
+    let down = gw.admin_anon(Method::GET, "/readyz").send().await;
+    assert_eq!(down.status, 503);
+    assert_eq!(down.json()["checks"]["upstream"], false);
+    assert_eq!(gw.admin_anon(Method::GET, "/healthz").send().await.status, 200, "alive though not ready");
+}
+
+#[tokio::test]
+async fn node_auth_admin_shape_and_cleanup() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::with_defaults(&backend).await;
+    let a = gw.login("alice").await;
+    gw.login("bob").await;
+    let list = gw.admin(Method::GET, "/admin/api/sessions").send().await.json();
+    assert_eq!(list["total"], 2);
+    let mine =
+        list["sessions"].as_array().expect("sessions").iter().find(|s| s["userId"] == "1").expect("alice").clone();
+    for k in [
+        "sessionHandle",
+        "userId",
+        "tenantId",
+        "createdAt",
+        "expiresAt",
+        "lastActiveAt",
+        "userAgent",
+        "ipAddress",
+        "data",
+    ] {
+        assert!(mine.get(k).is_some(), "{k}");
+    }
+    let handle = mine["sessionHandle"].as_str().expect("handle");
+    assert_eq!(gw.admin(Method::DELETE, &format!("/admin/api/sessions/{handle}")).send().await.json()["success"], true);
+    assert_eq!(gw.get("/api/articles").bearer(&a.jwt).send().await.status, 401);
+    assert_eq!(gw.admin(Method::DELETE, "/admin/api/sessions/nope").send().await.status, 404);
+    assert_eq!(gw.admin(Method::GET, "/admin/api/sessions").send().await.json()["total"], 1);
+    let clean = gw.admin(Method::POST, "/auth/sessions/cleanup").send().await;
+    assert_eq!(clean.status, 200);
+    assert_eq!(clean.json()["success"], true);
+}
+
+#[tokio::test]
+async fn clean_inactive_ends_idle_sessions() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::start(&backend.url(), "[sessions]\ninactivity_timeout = \"1s\"\n").await;
+    let idle = gw.login("alice").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let fresh = gw.login("bob").await;
+    let res = gw.admin(Method::POST, &format!("{ADMIN}/sessions/clean-inactive")).send().await.json();
+    assert_eq!(res["terminated"], 1);
+    assert_eq!(gw.get("/api/articles").bearer(&idle.jwt).send().await.status, 401);
+    assert_eq!(gw.get("/api/articles").bearer(&fresh.jwt).send().await.status, 200);
+}
