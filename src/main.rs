@@ -1,34 +1,10 @@
-//! The `sessiongate` binary: CLI → config → bind → start → wait for a signal → drain.
+//! The `sessiongate` binary: CLI → config → bind → start → wait for a signal → drain. The admin
+//! subcommands live in `sessiongate::cli`.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use sessiongate::cli::{self, Cli, Command, EX_USAGE};
 use sessiongate::config::Config;
-use std::path::PathBuf;
 use std::process::ExitCode;
-
-#[derive(Parser)]
-#[command(name = "sessiongate", version, about = "Session-aware reverse proxy for JWT backends (Strapi v5 first)")]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    /// Configuration file (for `run`, the default command).
-    #[arg(long, short, global = true, env = "SESSIONGATE_CONFIG", default_value = "gateway.toml")]
-    config: PathBuf,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the gateway (default).
-    Run,
-    /// Validate a configuration file and print its effective settings (secrets never shown).
-    CheckConfig {
-        /// The file to check (defaults to --config).
-        file: Option<PathBuf>,
-    },
-    /// Print a new random encryption key (base64 of 32 bytes) for SESSION_ENCRYPTION_KEY.
-    Keygen,
-}
-
-const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,6 +28,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => run(&cli.config),
+        admin @ (Command::Sessions { .. } | Command::Users { .. } | Command::Audit { .. }) => cli::admin_command(admin),
     }
 }
 
@@ -94,24 +71,17 @@ fn run(path: &std::path::Path) -> ExitCode {
 }
 
 async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
     let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
     }
 }

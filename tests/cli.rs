@@ -2,7 +2,7 @@
 
 mod support;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use support::MockStrapi;
@@ -164,4 +164,115 @@ fn a_port_in_use_is_exit_1_and_a_bad_tls_file_exit_64() {
     let out = Command::new(BIN).args(["run", "-c"]).arg(&config).output().expect("run");
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.tls_cert"));
+}
+
+/// Runs the binary's admin subcommands against a gateway (blocking call off the runtime).
+async fn admin_cli(gw: &support::Gateway, args: &[&str]) -> std::process::Output {
+    let url = format!("http://{}", gw.admin_addr);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .args(["--admin-url", &url])
+            .env("SESSIONGATE_ADMIN_TOKEN", support::ADMIN_TOKEN)
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test]
+async fn the_admin_subcommands_drive_the_admin_api() {
+    let backend = MockStrapi::start().await;
+    let gw = support::Gateway::with_defaults(&backend).await;
+    let a = gw.login("alice").await;
+    gw.login("bob").await;
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).to_string();
+
+    let out = admin_cli(&gw, &["sessions", "list"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = text(&out);
+    assert!(
+        t.starts_with("ID")
+            && t.contains("1 (alice)")
+            && t.contains("2 (bob)")
+            && t.contains("page 1 of 1 (2 sessions)"),
+        "{t}"
+    );
+
+    let out = admin_cli(&gw, &["sessions", "list", "--user", "alice", "--json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["meta"]["pagination"]["total"], 1);
+    let sid = v["data"][0]["sessionId"].as_str().expect("sid").to_string();
+
+    let out = admin_cli(&gw, &["sessions", "show", &sid]).await;
+    assert!(
+        text(&out).contains("EVENT") && text(&out).contains("login"),
+        "{}{}",
+        text(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = admin_cli(&gw, &["sessions", "terminate", &sid, "--reason", "cli test"]).await;
+    assert_eq!(text(&out), format!("session {sid} terminated\n"));
+    assert_eq!(gw.get("/api/articles").bearer(&a.jwt).send().await.status, 401);
+
+    let out = admin_cli(&gw, &["users", "block", "2", "--reason", "abuse"]).await;
+    assert_eq!(text(&out), "user 2 blocked; 1 session(s) terminated\n");
+    let blocked =
+        gw.post("/api/auth/local").json(json!({"identifier": "bob", "password": support::PASSWORD})).send().await;
+    assert_eq!(blocked.status, 403);
+    assert_eq!(text(&admin_cli(&gw, &["users", "unblock", "2"]).await), "user 2 unblocked\n");
+    gw.login("bob").await;
+    assert_eq!(text(&admin_cli(&gw, &["users", "terminate-all", "2"]).await), "user 2: 1 session(s) terminated\n");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("audit.csv");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let rows = loop {
+        let out =
+            admin_cli(&gw, &["audit", "export", "--format", "csv", "--output", file.to_str().expect("path")]).await;
+        assert!(out.status.success());
+        let data = std::fs::read(&file).expect("exported");
+        let rows: Vec<csv::StringRecord> =
+            csv::Reader::from_reader(data.as_slice()).records().collect::<Result<_, _>>().expect("csv");
+        if rows.iter().any(|r| &r[1] == "terminate_all") || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let kinds: Vec<&str> = rows.iter().map(|r| &r[1]).collect();
+    for k in ["login", "terminate", "user_blocked", "login_blocked", "user_unblocked", "terminate_all"] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    let terminate = rows.iter().find(|r| &r[1] == "terminate").expect("terminate row");
+    assert_eq!(&terminate[5], "admin:test");
+
+    // No token: usage error. Wrong token: the API's message, exit 1.
+    let url = format!("http://{}", gw.admin_addr);
+    let no_token = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            Command::new(BIN)
+                .args(["sessions", "list", "--admin-url", &url])
+                .env_remove("SESSIONGATE_ADMIN_TOKEN")
+                .output()
+                .expect("run")
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(no_token.status.code(), Some(64));
+    let wrong = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["sessions", "list", "--admin-url", &url])
+            .env("SESSIONGATE_ADMIN_TOKEN", "wrong-token-wrong-token")
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join");
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"), "{}", String::from_utf8_lossy(&wrong.stderr));
 }

@@ -88,8 +88,14 @@ fn reason_of(body: &Value, default: &str) -> String {
 
 pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GatewayError> {
     let method = req.method().clone();
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let decoded: Vec<String> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_string())
+        .collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     // Unauthenticated: probes and scraping.
     match (&method, segs.as_slice()) {
         (&Method::GET, ["healthz"]) => return Ok(ok(json!({"status": "ok"}))),

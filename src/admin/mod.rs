@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod client;
 
 use crate::error::{full, Body, BoxError, GatewayError};
 use crate::proxy::HandlerFn;

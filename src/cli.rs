@@ -1,0 +1,313 @@
+//! Command-line interface: the clap definitions and the admin subcommands, which are thin
+//! clients of a running gateway's admin API (`admin::client`).
+
+use crate::admin::client::{enc, print, sessions_table, table, AdminClient, ClientError};
+use clap::{Args, Parser, Subcommand};
+use http::Method;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for usage and configuration errors (EX_USAGE).
+pub const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "sessiongate", version, about = "Session-aware reverse proxy for JWT backends (Strapi v5 first)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Configuration file (for `run`, the default command).
+    #[arg(long, short, global = true, env = "SESSIONGATE_CONFIG", default_value = "gateway.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct AdminArgs {
+    /// Admin API base URL.
+    #[arg(long, global = true, env = "SESSIONGATE_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
+    admin_url: String,
+    /// Admin token (prefer the environment variable or --admin-token-file).
+    #[arg(long, global = true, env = "SESSIONGATE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// File holding the admin token (e.g. data/admin.token).
+    #[arg(long, global = true, env = "SESSIONGATE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway (default).
+    Run,
+    /// Validate a configuration file and print its effective settings (secrets never shown).
+    CheckConfig {
+        /// The file to check (defaults to --config).
+        file: Option<PathBuf>,
+    },
+    /// Print a new random encryption key (base64 of 32 bytes) for SESSION_ENCRYPTION_KEY.
+    Keygen,
+    /// List, show and terminate sessions (admin API client).
+    Sessions {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        op: SessionsOp,
+    },
+    /// End or block a user's sessions (admin API client).
+    Users {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        op: UsersOp,
+    },
+    /// Export the audit log (admin API client).
+    Audit {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        op: AuditOp,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SessionsOp {
+    /// List sessions.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        /// Only active (true) or only ended (false) sessions.
+        #[arg(long)]
+        active: Option<bool>,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        page: usize,
+        #[arg(long, default_value_t = 25)]
+        page_size: usize,
+        /// loginTime, lastActive, id or userId; prefix - for descending.
+        #[arg(long, default_value = "-loginTime")]
+        sort: String,
+    },
+    /// Show one session (id, documentId or sessionId) with its history.
+    Show { id: String },
+    /// Terminate one session.
+    Terminate {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UsersOp {
+    /// End every session of a user.
+    TerminateAll {
+        user: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Block a user: end their sessions and refuse their logins.
+    Block {
+        user: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Unblock a user.
+    Unblock { user: String },
+}
+
+#[derive(Subcommand)]
+pub enum AuditOp {
+    /// Export audit events.
+    Export {
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Event type (login, login_failed, terminate, …).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Runs an admin subcommand.
+pub fn admin_command(command: Command) -> ExitCode {
+    match command {
+        Command::Sessions { admin, op } => client(admin, |c, json| Box::pin(sessions(c, json, op))),
+        Command::Users { admin, op } => client(admin, |c, json| Box::pin(users(c, json, op))),
+        Command::Audit { admin, op } => client(admin, |c, _| Box::pin(audit(c, op))),
+        Command::Run | Command::CheckConfig { .. } | Command::Keygen => ExitCode::from(EX_USAGE),
+    }
+}
+
+type Op<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ClientError>> + 'a>>;
+
+/// Runs one admin client operation.
+fn client(args: AdminArgs, op: impl for<'a> FnOnce(&'a AdminClient, bool) -> Op<'a>) -> ExitCode {
+    let token = match (&args.admin_token, &args.admin_token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => match std::fs::read_to_string(f) {
+            Ok(t) => t.trim().to_string(),
+            Err(e) => {
+                eprintln!("--admin-token-file {}: {e}", f.display());
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        (None, None) => {
+            eprintln!("an admin token is required: --admin-token-file, SESSIONGATE_ADMIN_TOKEN or --admin-token");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let c = AdminClient::new(&args.admin_url, token);
+    match rt.block_on(op(&c, args.json)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let q: Vec<String> = pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", enc(v)))).collect();
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
+}
+
+async fn sessions(c: &AdminClient, json: bool, op: SessionsOp) -> Result<(), ClientError> {
+    match op {
+        SessionsOp::List { user, active, ip, device, since, until, page, page_size, sort } => {
+            let q = query(&[
+                ("user", user),
+                ("active", active.map(|a| a.to_string())),
+                ("ip", ip),
+                ("device", device),
+                ("since", since),
+                ("until", until),
+                ("page", Some(page.to_string())),
+                ("pageSize", Some(page_size.to_string())),
+                ("sort", Some(sort)),
+            ]);
+            let v = c.json(Method::GET, &format!("/magic-sessionmanager/sessions{q}"), None).await?;
+            if json {
+                print(&format!("{v}\n"));
+            } else {
+                print(&sessions_table(v["data"].as_array().map(Vec::as_slice).unwrap_or(&[])));
+                let p = &v["meta"]["pagination"];
+                print(&format!("page {} of {} ({} sessions)\n", p["page"], p["pageCount"], p["total"]));
+            }
+        }
+        SessionsOp::Show { id } => {
+            let v = c.json(Method::GET, &format!("/magic-sessionmanager/sessions/{}", enc(&id)), None).await?;
+            if json {
+                print(&format!("{v}\n"));
+            } else {
+                let d = &v["data"];
+                print(&sessions_table(std::slice::from_ref(d)));
+                print(&format!(
+                    "\nuser agent: {}\nrotations: {}   backend session ids: {}\n",
+                    d["userAgent"].as_str().unwrap_or("-"),
+                    d["tokens"]["rotationCount"],
+                    d["tokens"]["backendSessionIds"]
+                ));
+                let rows: Vec<Vec<String>> = d["audit"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|e| {
+                                vec![
+                                    crate::session::user_api::iso(e["time"].as_i64().unwrap_or(0)),
+                                    e["type"].as_str().unwrap_or("-").to_string(),
+                                    e["actor"].as_str().unwrap_or("-").to_string(),
+                                    e["ip"].as_str().unwrap_or("-").to_string(),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                print(&format!("\n{}", table(&["TIME", "EVENT", "ACTOR", "IP"], &rows)));
+            }
+        }
+        SessionsOp::Terminate { id, reason } => {
+            let v = c
+                .json(
+                    Method::POST,
+                    &format!("/magic-sessionmanager/sessions/{}/terminate", enc(&id)),
+                    Some(json!({"reason": reason})),
+                )
+                .await?;
+            if json {
+                print(&format!("{v}\n"));
+            } else if v["alreadyEnded"] == true {
+                print(&format!("session {} had already ended\n", v["sessionId"].as_str().unwrap_or(&id)));
+            } else {
+                print(&format!("session {} terminated\n", v["sessionId"].as_str().unwrap_or(&id)));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn users(c: &AdminClient, json: bool, op: UsersOp) -> Result<(), ClientError> {
+    let (path, body) = match &op {
+        UsersOp::TerminateAll { user, reason } => {
+            (format!("/magic-sessionmanager/user/{}/terminate-all", enc(user)), json!({"reason": reason}))
+        }
+        UsersOp::Block { user, reason } => {
+            (format!("/magic-sessionmanager/user/{}/block", enc(user)), json!({"reason": reason}))
+        }
+        UsersOp::Unblock { user } => (format!("/magic-sessionmanager/user/{}/unblock", enc(user)), json!({})),
+    };
+    let v = c.json(Method::POST, &path, Some(body)).await?;
+    if json {
+        print(&format!("{v}\n"));
+    } else {
+        let user = v["userId"].as_str().unwrap_or("?");
+        let text = match op {
+            UsersOp::TerminateAll { .. } => format!("user {user}: {} session(s) terminated\n", v["terminated"]),
+            UsersOp::Block { .. } => format!("user {user} blocked; {} session(s) terminated\n", v["terminated"]),
+            UsersOp::Unblock { .. } => format!("user {user} unblocked\n"),
+        };
+        print(&text);
+    }
+    Ok(())
+}
+
+async fn audit(c: &AdminClient, op: AuditOp) -> Result<(), ClientError> {
+    let AuditOp::Export { since, until, kind, user, format, output } = op;
+    let q = query(&[("since", since), ("until", until), ("type", kind), ("user", user), ("format", Some(format))]);
+    let bytes = c.call(Method::GET, &format!("/magic-sessionmanager/audit{q}"), None).await?;
+    match output {
+        Some(path) => std::fs::write(&path, &bytes).map_err(|e| ClientError::Other(format!("{}: {e}", path.display()))),
+        None => {
+            print(&String::from_utf8_lossy(&bytes));
+            Ok(())
+        }
+    }
+}
