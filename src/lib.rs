@@ -244,8 +244,8 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let background = vec![
-        tokio::spawn(session::run_touch_writer(store.clone(), touch_rx)),
-        tokio::spawn(audit::run_writer(store, audit_rx)),
+        tokio::spawn(session::run_touch_writer(store.clone(), metrics.clone(), touch_rx)),
+        tokio::spawn(audit::run_writer(store, metrics.clone(), audit_rx)),
         tokio::spawn(session::sweeper::run(
             sessions,
             audit_log,

@@ -355,6 +355,9 @@ async fn metrics_count_the_scripted_flow() {
     assert!(get("sessiongate_upstream_latency_seconds_count{route=\"login\"}") >= 3.0);
     assert!(get("sessiongate_gateway_added_latency_seconds_count{route=\"other\"}") >= 1.0);
     assert!(get("sessiongate_store_size_bytes") > 0.0);
+    assert_eq!(get("sessiongate_store_operation_seconds_count{op=\"create\"}"), 2.0);
+    assert_eq!(get("sessiongate_store_operation_seconds_count{op=\"rotate\"}"), 1.0);
+    assert_eq!(get("sessiongate_store_operation_seconds_count{op=\"end\"}"), 1.0);
     assert_eq!(get("sessiongate_build_info{version=\"0.1.0\"}"), 1.0);
     // Bounded labels: no path, user, IP or token ever appears.
     for l in res.text().lines().filter(|l| !l.starts_with('#')) {

@@ -87,10 +87,13 @@ impl AuditLog {
 }
 
 /// Writes queued events in batches until the queue closes.
-pub async fn run_writer(store: Store, mut rx: mpsc::Receiver<AuditRecord>) {
+pub async fn run_writer(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<AuditRecord>) {
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
-        if let Err(e) = store.append_audit(std::mem::take(&mut batch)).await {
+        let started = std::time::Instant::now();
+        let r = store.append_audit(std::mem::take(&mut batch)).await;
+        metrics.store_latency.with_label_values(&["audit_append"]).observe(started.elapsed().as_secs_f64());
+        if let Err(e) = r {
             tracing::error!(error = %e, "could not write audit events");
         }
     }

@@ -405,9 +405,8 @@ impl Sessions {
         };
         let entries = issued.entries(id);
         let live = Arc::new(Live::from_record(&rec, entries.iter().map(|(h, _)| *h).collect()));
-        self.store
-            .apply(Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() }, true)
-            .await?;
+        let changes = Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() };
+        self.timed("create", self.store.apply(changes, true)).await?;
         let mut idx = self.write();
         idx.insert_session(live.clone(), &aliases);
         idx.tokens.extend(entries);
@@ -425,7 +424,7 @@ impl Sessions {
     ) -> Result<(), StoreError> {
         let _g = self.lock_many(&[live.id]).await;
         let now = now_ms();
-        let Some(mut rec) = self.store.get(live.id).await? else { return Ok(()) };
+        let Some(mut rec) = self.timed("read", self.store.get(live.id)).await? else { return Ok(()) };
         let mut entries = issued.entries(live.id);
         if let Some(old) = old_refresh {
             let prev = self.read().tokens.get(&old).copied();
@@ -451,9 +450,8 @@ impl Sessions {
             rec.rotations.remove(0);
         }
         rec.last_active = rec.last_active.max(now);
-        self.store
-            .apply(Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() }, true)
-            .await?;
+        let changes = Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() };
+        self.timed("rotate", self.store.apply(changes, true)).await?;
         live.add_tokens(&entries.iter().map(|(h, _)| *h).collect::<Vec<_>>());
         live.last_active.fetch_max(now, Ordering::Relaxed);
         let mut idx = self.write();
@@ -480,16 +478,29 @@ impl Sessions {
             }
         }
         let now = now_ms();
-        let mut records = self.store.get_many(newly).await?;
+        let mut records = self.timed("read", self.store.get_many(newly)).await?;
         for rec in &mut records {
             rec.logout_time = Some(now);
             rec.end_reason = Some(reason.to_string());
         }
-        self.store.apply(Changes { put_sessions: records.clone(), ..Default::default() }, true).await?;
+        self.timed("end", self.store.apply(Changes { put_sessions: records.clone(), ..Default::default() }, true))
+            .await?;
         if !records.is_empty() {
             self.metrics.terminations.with_label_values(&[reason]).inc_by(records.len() as u64);
         }
         Ok(records)
+    }
+
+    /// Runs a store operation, recording its latency as `store_operation_seconds{op}`.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let r = f.await;
+        self.metrics.store_latency.with_label_values(&[op]).observe(started.elapsed().as_secs_f64());
+        r
     }
 
     pub fn is_blocked(&self, user_id: &str) -> bool {
@@ -556,7 +567,7 @@ impl Sessions {
 
     /// Full records (for the user API), with in-memory last-active applied.
     pub async fn records(&self, ids: Vec<u64>) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut recs = self.store.get_many(ids).await?;
+        let mut recs = self.timed("read", self.store.get_many(ids)).await?;
         for r in &mut recs {
             if let Some(l) = self.live(r.id) {
                 r.last_active = r.last_active.max(l.last_active());
@@ -585,7 +596,11 @@ impl Sessions {
         for (l, _) in &lives {
             delete_tokens.extend(l.token_hashes());
         }
-        self.store.apply(Changes { delete_sessions: ids, delete_tokens, ..Default::default() }, true).await?;
+        self.timed(
+            "purge",
+            self.store.apply(Changes { delete_sessions: ids, delete_tokens, ..Default::default() }, true),
+        )
+        .await?;
         let mut idx = self.write();
         for (l, aliases) in &lives {
             idx.remove_session(l, aliases);
@@ -612,10 +627,13 @@ impl Sessions {
 }
 
 /// Writes deferred last-seen times in batches until the channel closes.
-pub async fn run_touch_writer(store: Store, mut rx: mpsc::Receiver<(u64, i64)>) {
+pub async fn run_touch_writer(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<(u64, i64)>) {
     let mut batch = Vec::with_capacity(1024);
     while rx.recv_many(&mut batch, 1024).await > 0 {
-        if let Err(e) = store.touch(std::mem::take(&mut batch)).await {
+        let started = std::time::Instant::now();
+        let r = store.touch(std::mem::take(&mut batch)).await;
+        metrics.store_latency.with_label_values(&["touch"]).observe(started.elapsed().as_secs_f64());
+        if let Err(e) = r {
             tracing::warn!(error = %e, "could not persist last-seen times");
         }
     }
