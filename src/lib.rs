@@ -95,11 +95,7 @@ async fn load_keyring(cfg: &Config) -> Result<Keyring, StartupError> {
         Some(secret) => crypto::decode_key(&secret).map_err(|e| bad(&e.to_string()))?,
         None => {
             let path = cfg.store.data_dir.join("encryption.key");
-            let path2 = path.clone();
-            let text = tokio::task::spawn_blocking(move || read_or_create_secret_file(&path2))
-                .await
-                .map_err(|e| StartupError::Secret(e.to_string()))?
-                .map_err(StartupError::Secret)?;
+            let text = generated_secret(&path).await?;
             let key = crypto::decode_key(&config::Secret::new(text))
                 .map_err(|e| StartupError::Secret(format!("{}: {e}", path.display())))?;
             tracing::warn!(
@@ -128,6 +124,15 @@ async fn load_keyring(cfg: &Config) -> Result<Keyring, StartupError> {
         }
     }
     Ok(Keyring::new(current, &previous))
+}
+
+/// [`read_or_create_secret_file`] off the async threads.
+async fn generated_secret(path: &std::path::Path) -> Result<String, StartupError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || read_or_create_secret_file(&path))
+        .await
+        .map_err(|e| StartupError::Secret(e.to_string()))?
+        .map_err(StartupError::Secret)
 }
 
 /// Reads a generated secret (base64 of 32 random bytes), creating it with mode 0600 first if
@@ -166,11 +171,7 @@ async fn load_admin_tokens(cfg: &Config) -> Result<Vec<(String, config::Secret)>
     }
     if out.is_empty() {
         let path = cfg.store.data_dir.join("admin.token");
-        let path2 = path.clone();
-        let token = tokio::task::spawn_blocking(move || read_or_create_secret_file(&path2))
-            .await
-            .map_err(|e| StartupError::Secret(e.to_string()))?
-            .map_err(StartupError::Secret)?;
+        let token = generated_secret(&path).await?;
         tracing::warn!(file = %path.display(), "no admin token configured; the admin API token is in this file (mode 0600)");
         out.push(("local".to_string(), config::Secret::new(token)));
     }

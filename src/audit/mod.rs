@@ -87,16 +87,8 @@ impl AuditLog {
 }
 
 /// Writes queued events in batches until the queue closes.
-pub async fn run_writer(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<AuditRecord>) {
-    let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
-        let started = std::time::Instant::now();
-        let r = store.append_audit(std::mem::take(&mut batch)).await;
-        metrics.store_latency.with_label_values(&["audit_append"]).observe(started.elapsed().as_secs_f64());
-        if let Err(e) = r {
-            tracing::error!(error = %e, "could not write audit events");
-        }
-    }
+pub async fn run_writer(store: Store, metrics: Arc<Metrics>, rx: mpsc::Receiver<AuditRecord>) {
+    crate::store::write_batches(rx, 256, metrics, "audit_append", |batch| store.append_audit(batch)).await
 }
 
 /// Which events an export or query selects.

@@ -627,14 +627,6 @@ impl Sessions {
 }
 
 /// Writes deferred last-seen times in batches until the channel closes.
-pub async fn run_touch_writer(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<(u64, i64)>) {
-    let mut batch = Vec::with_capacity(1024);
-    while rx.recv_many(&mut batch, 1024).await > 0 {
-        let started = std::time::Instant::now();
-        let r = store.touch(std::mem::take(&mut batch)).await;
-        metrics.store_latency.with_label_values(&["touch"]).observe(started.elapsed().as_secs_f64());
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "could not persist last-seen times");
-        }
-    }
+pub async fn run_touch_writer(store: Store, metrics: Arc<Metrics>, rx: mpsc::Receiver<(u64, i64)>) {
+    crate::store::write_batches(rx, 1024, metrics, "touch", |batch| store.touch(batch)).await
 }

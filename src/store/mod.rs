@@ -16,6 +16,30 @@ pub enum StoreError {
     Codec(String),
 }
 
+/// Drains `rx` in batches of up to `max` items, writing each batch with `write` and recording
+/// its latency as `store_operation_seconds{op}`, until the channel closes. Used by the writers
+/// of deferred, non-critical data (last-seen times, audit events).
+pub async fn write_batches<T, F, Fut>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+    max: usize,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    op: &'static str,
+    mut write: F,
+) where
+    F: FnMut(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let mut batch = Vec::with_capacity(max);
+    while rx.recv_many(&mut batch, max).await > 0 {
+        let started = std::time::Instant::now();
+        let r = write(std::mem::take(&mut batch)).await;
+        metrics.store_latency.with_label_values(&[op]).observe(started.elapsed().as_secs_f64());
+        if let Err(e) = r {
+            tracing::error!(error = %e, op, "deferred store write failed");
+        }
+    }
+}
+
 /// SHA-256 of a token exactly as the backend issued it; the only form in which tokens are
 /// looked up.
 pub type TokenHash = [u8; 32];
