@@ -35,6 +35,10 @@ pub enum GatewayError {
     UnknownToken,
     #[error("User is blocked")]
     UserBlocked,
+    #[error("Login from this location is not allowed")]
+    GeoBlocked,
+    #[error("Login refused as too risky")]
+    RiskDenied,
     #[error("Admin authentication required")]
     AdminUnauthorized,
     #[error("Too many failed attempts; try again later")]
@@ -71,7 +75,7 @@ impl GatewayError {
                 StatusCode::UNAUTHORIZED
             }
             AdminUnauthorized => StatusCode::UNAUTHORIZED,
-            UserBlocked => StatusCode::FORBIDDEN,
+            UserBlocked | GeoBlocked | RiskDenied => StatusCode::FORBIDDEN,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             NotFound => StatusCode::NOT_FOUND,
             CannotTerminateCurrent | BadRequest(_) | InvalidParameter(_) => StatusCode::BAD_REQUEST,
@@ -96,6 +100,8 @@ impl GatewayError {
             | BadRequest(_)
             | BodyTooLarge
             | UserBlocked
+            | GeoBlocked
+            | RiskDenied
             | AdminUnauthorized
             | RateLimited
             | InvalidParameter(_) => Side::Client,
@@ -113,6 +119,8 @@ impl GatewayError {
             SessionInactive => "session_inactive",
             UnknownToken => "unknown_token",
             UserBlocked => "user_blocked",
+            GeoBlocked => "geo_blocked",
+            RiskDenied => "risk_denied",
             AdminUnauthorized => "admin_unauthorized",
             RateLimited => "rate_limited",
             InvalidParameter(_) => "invalid_parameter",
@@ -201,6 +209,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("geo data: {0}")]
+    Geo(String),
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
 }
@@ -209,7 +219,7 @@ impl StartupError {
     /// Process exit code: 64 (EX_USAGE) for configuration problems, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartupError::Config(_) | StartupError::Secret(_) | StartupError::Tls(_) => 64,
+            StartupError::Config(_) | StartupError::Secret(_) | StartupError::Tls(_) | StartupError::Geo(_) => 64,
             StartupError::Store(_) | StartupError::Bind { .. } => 1,
         }
     }
@@ -232,6 +242,8 @@ mod tests {
             (GatewayError::BadRequest("x"), 400, Side::Client, "bad_request"),
             (GatewayError::BodyTooLarge, 413, Side::Client, "body_too_large"),
             (GatewayError::UserBlocked, 403, Side::Client, "user_blocked"),
+            (GatewayError::GeoBlocked, 403, Side::Client, "geo_blocked"),
+            (GatewayError::RiskDenied, 403, Side::Client, "risk_denied"),
             (GatewayError::AdminUnauthorized, 401, Side::Client, "admin_unauthorized"),
             (GatewayError::RateLimited, 429, Side::Client, "rate_limited"),
             (GatewayError::InvalidParameter("x".into()), 400, Side::Client, "invalid_parameter"),

@@ -9,8 +9,10 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod geo;
 pub mod metrics;
 pub mod proxy;
+pub mod risk;
 pub mod routes;
 pub mod session;
 pub mod state;
@@ -186,8 +188,15 @@ async fn rebuild_login_counters(state: Arc<AppState>) {
         Ok(events) => {
             for e in events {
                 match e.kind.as_str() {
-                    audit::kind::LOGIN if e.details["origin"] == "login" => state.logins.add(e.time, false),
-                    audit::kind::LOGIN_FAILED => state.logins.add(e.time, true),
+                    audit::kind::LOGIN if e.details["origin"] == "login" => {
+                        state.logins.add_success(e.time, e.details["country"].as_str(), e.details["vpn"] == true)
+                    }
+                    audit::kind::LOGIN_FAILED => {
+                        state.logins.add_failure(e.time);
+                        if let Some(ip) = e.ip.as_deref().and_then(|i| i.parse().ok()) {
+                            state.risk.record_failure(ip, e.time);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -211,7 +220,24 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     let admin_tokens = if cfg.admin.enabled { load_admin_tokens(&cfg).await? } else { vec![] };
     let metrics = Arc::new(metrics::Metrics::new());
     let store = store::Store::open(&cfg.store.data_dir, cfg.store.cache_capacity_bytes).await?;
-    let (sessions, touch_rx) = Sessions::open(cfg.sessions.clone(), store.clone(), keyring, metrics.clone()).await?;
+    let risk = risk::Risk::new(cfg.risk.clone(), cfg.geofence.clone());
+    let (sessions, touch_rx) =
+        Sessions::open(cfg.sessions.clone(), store.clone(), keyring, metrics.clone(), |rec| risk.seed(rec)).await?;
+    let geo = Arc::new(geo::Geo::new(&cfg.geo));
+    let geo2 = geo.clone();
+    let report = tokio::task::spawn_blocking(move || geo2.reload_blocking(true)).await.map_err(|e| StartupError::Geo(e.to_string()))?;
+    if let Some((key, e)) = report.failed.first() {
+        return Err(StartupError::Geo(format!("{key}: {e}")));
+    }
+    geo::log_report(&report);
+    let roles_token = match &cfg.roles.token {
+        Some(src) => Some(
+            src.read()
+                .map_err(|e| StartupError::Secret(format!("roles token ({}): {e}", src.describe())))?
+                .ok_or_else(|| StartupError::Secret(format!("roles token ({}): not set", src.describe())))?,
+        ),
+        None => None,
+    };
     let (audit_log, audit_rx) = audit::AuditLog::new(metrics.clone());
     let audit_log = Arc::new(audit_log);
     let (total, active, tokens) = sessions.counts();
@@ -234,6 +260,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         None => None,
     };
 
+    let roles = risk::roles::Roles::new(cfg.roles.clone(), roles_token, upstream.clone());
     let state = Arc::new(AppState {
         cfg: cfg.clone(),
         sessions: sessions.clone(),
@@ -242,6 +269,9 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         metrics: metrics.clone(),
         audit: audit_log.clone(),
         logins: state::LoginCounters::default(),
+        geo: geo.clone(),
+        risk,
+        roles,
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let background = vec![
@@ -260,6 +290,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
             shutdown_rx.clone(),
         )),
         tokio::spawn(rebuild_login_counters(state.clone())),
+        tokio::spawn(geo::run_reloader(geo, cfg.geo.reload_interval, shutdown_rx.clone())),
     ];
     let mut servers = vec![tokio::spawn(proxy::serve(
         cfg.server.clone(),

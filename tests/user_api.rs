@@ -42,7 +42,7 @@ async fn my_sessions_has_the_plugin_shape() {
     assert_eq!(s["browserName"], "Chrome 143");
     assert_eq!(s["osName"], "macOS 10.15.7");
     assert_eq!(s["geoLocation"], Value::Null);
-    assert_eq!(s["securityScore"], Value::Null);
+    assert_eq!(s["securityScore"], 100, "risk scoring is on by default; a clean login scores 100 (no threat)");
     assert_eq!(s["isTrulyActive"], true);
     assert_eq!(s["minutesSinceActive"], 0);
     // The other listed session is alice's first one, not current.

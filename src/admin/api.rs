@@ -197,6 +197,10 @@ async fn metrics(st: &AdminState) -> Response<Body> {
     res
 }
 
+fn rec_country(r: &SessionRecord) -> Option<&str> {
+    r.geo.as_ref().and_then(|g| g.country_code.as_deref())
+}
+
 /// Every stored session record, with in-memory last-active applied.
 async fn all_records(st: &AdminState) -> Result<Vec<SessionRecord>, GatewayError> {
     let store = st.app.sessions.store();
@@ -228,7 +232,10 @@ fn admin_json(st: &AdminState, rec: &SessionRecord, now: i64) -> Value {
         m.insert("endReason".into(), json!(rec.end_reason));
         m.insert("origin".into(), json!(rec.origin));
         m.insert("userBlocked".into(), json!(st.app.sessions.is_blocked(&rec.user_id)));
-        m.insert("threatScore".into(), Value::Null);
+        m.insert("threatScore".into(), json!(rec.threat_score));
+        m.insert("riskSignals".into(), json!(rec.risk_signals));
+        m.insert("tags".into(), json!(rec.tags));
+        m.insert("role".into(), json!(rec.role));
     }
     v
 }
@@ -266,8 +273,7 @@ async fn list(
             && user.is_none_or(|u| r.user_id == *u || r.username.as_ref() == Some(u) || r.email.as_ref() == Some(u))
             && ip.is_none_or(|i| r.ip == *i)
             && device.is_none_or(|d| r.device_type == *d)
-            // Geolocation is not recorded yet: a country filter matches nothing.
-            && country.is_none()
+            && country.is_none_or(|c| rec_country(r).is_some_and(|rc| rc.eq_ignore_ascii_case(c)))
             && since.is_none_or(|s| r.login_time >= s)
             && until.is_none_or(|u| r.login_time < u)
     });
@@ -412,22 +418,37 @@ fn stats(st: &AdminState) -> Response<Body> {
         }
         *by_device.entry(l.device_type.clone()).or_default() += 1;
     }
-    let hours: Vec<Value> = app
-        .logins
-        .last_24h(now)
-        .into_iter()
-        .map(|(t, ok, failed)| json!({"hour": iso(t), "logins": ok, "failedLogins": failed}))
-        .collect();
-    let logins_24h: u64 = hours.iter().filter_map(|h| h["logins"].as_u64()).sum();
-    let failed_24h: u64 = hours.iter().filter_map(|h| h["failedLogins"].as_u64()).sum();
+    let day = app.logins.last_24h(now);
+    let hours: Vec<Value> =
+        day.iter().map(|h| json!({"hour": iso(h.start), "logins": h.logins, "failedLogins": h.failed, "vpnLogins": h.vpn})).collect();
+    let logins_24h: u64 = day.iter().map(|h| h.logins).sum();
+    let failed_24h: u64 = day.iter().map(|h| h.failed).sum();
+    let vpn_24h: u64 = day.iter().map(|h| h.vpn).sum();
+    let mut by_country: BTreeMap<String, u64> = BTreeMap::new();
+    for h in &day {
+        for (c, n) in &h.countries {
+            *by_country.entry(c.clone()).or_default() += n;
+        }
+    }
+    let mut buckets: BTreeMap<&str, u64> = [("0-20", 0), ("20-40", 0), ("40-60", 0), ("60-80", 0), ("80-100", 0)].into_iter().collect();
+    for score in lives.iter().filter(|l| !l.is_ended()).filter_map(|l| l.threat_score) {
+        let b = match score {
+            0..20 => "0-20",
+            20..40 => "20-40",
+            40..60 => "40-60",
+            60..80 => "60-80",
+            _ => "80-100",
+        };
+        *buckets.entry(b).or_default() += 1;
+    }
     ok(json!({
         "online": online,
         "activeSessions": active,
         "totalSessions": lives.len(),
         "blockedUsers": app.sessions.blocked_users().len(),
-        "threatScoreDistribution": {"0-20": 0, "20-40": 0, "40-60": 0, "60-80": 0, "80-100": 0},
-        "vpnLoginsLast24h": 0,
-        "loginsByCountry": {},
+        "threatScoreDistribution": buckets,
+        "vpnLoginsLast24h": vpn_24h,
+        "loginsByCountry": by_country,
         "loginsLast24h": logins_24h,
         "failedLoginsLast24h": failed_24h,
         "loginsPerHour": hours,

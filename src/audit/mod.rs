@@ -14,6 +14,8 @@ pub mod kind {
     pub const LOGIN: &str = "login";
     pub const LOGIN_FAILED: &str = "login_failed";
     pub const LOGIN_BLOCKED: &str = "login_blocked";
+    pub const LOGIN_DENIED: &str = "login_denied";
+    pub const RISK_ALERT: &str = "risk_alert";
     pub const REFRESH: &str = "refresh";
     pub const REFRESH_REUSE: &str = "refresh_reuse";
     pub const LOGOUT: &str = "logout";

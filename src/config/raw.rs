@@ -140,3 +140,79 @@ pub struct RawAdmin {
     pub audit_retention: Option<String>,
     pub ready_requires_upstream: Option<bool>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeo {
+    pub city_db: Option<String>,
+    pub asn_db: Option<String>,
+    pub anonymous_db: Option<String>,
+    pub tor_list: Option<String>,
+    pub vpn_list: Option<String>,
+    pub datacenter_list: Option<String>,
+    pub reload_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeights {
+    pub vpn: Option<u32>,
+    pub proxy: Option<u32>,
+    pub tor: Option<u32>,
+    pub residential_proxy: Option<u32>,
+    pub datacenter: Option<u32>,
+    pub new_country: Option<u32>,
+    pub new_device: Option<u32>,
+    pub impossible_travel: Option<u32>,
+    pub failed_login: Option<u32>,
+    pub failed_logins_max: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Option<String>,
+    pub when: Option<String>,
+    pub add: Option<i64>,
+    pub action: Option<String>,
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRisk {
+    pub enabled: Option<bool>,
+    pub alert_at: Option<u32>,
+    pub deny_at: Option<u32>,
+    pub impossible_travel_kmh: Option<f64>,
+    pub weights: Option<RawWeights>,
+    pub rules: Option<Vec<RawRule>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFenceRole {
+    pub allowed_countries: Option<Vec<String>>,
+    pub blocked_countries: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeofence {
+    pub allowed_countries: Option<Vec<String>>,
+    pub blocked_countries: Option<Vec<String>>,
+    pub unknown_country: Option<String>,
+    pub allow_ips: Option<Vec<String>>,
+    pub roles: Option<std::collections::BTreeMap<String, RawFenceRole>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoles {
+    pub pointer: Option<String>,
+    pub lookup: Option<String>,
+    pub lookup_pointer: Option<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+    pub cache_ttl: Option<String>,
+}

@@ -6,6 +6,7 @@ use crate::audit::{kind, Event};
 use crate::config::{IdlePolicy, UnknownTokens};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::routes::{self, RouteClass, RouteMatch};
+use crate::risk::LoginFacts;
 use crate::session::{now_ms, tokens, user_api, Check, Issued, Live, Origin};
 use crate::state::AppState;
 use bytes::Bytes;
@@ -420,7 +421,8 @@ async fn observe(
             RouteClass::Login => {
                 tracing::info!(request_id = %ctx.request_id, status = parts.status.as_u16(), client = %ctx.client_ip, "login failed at the backend");
                 st.metrics.logins.with_label_values(&["failed"]).inc();
-                st.logins.add(now_ms(), true);
+                st.logins.add_failure(now_ms());
+                st.risk.record_failure(ctx.client_ip, now_ms());
                 st.audit.record(
                     Event::new(kind::LOGIN_FAILED)
                         .ip(ctx.client_ip)
@@ -446,7 +448,6 @@ async fn observe(
             let issued = issued.ok_or(GatewayError::BadAuthResponse("login response carries no access token"))?;
             let live = create(st, ctx, creds, &parts.headers, json, issued, "login").await?;
             st.metrics.logins.with_label_values(&["success"]).inc();
-            st.logins.add(now_ms(), false);
             ctx.session = Some(live);
         }
         RouteClass::Refresh => {
@@ -496,26 +497,42 @@ async fn create(
         .or_else(|| claim(x.user_id_claim.as_deref()))
         .ok_or(GatewayError::BadAuthResponse("response names no user"))?;
     if st.sessions.is_blocked(&user_id) {
-        // The backend just opened a session for a blocked user: swallow it and kill it there.
-        tracing::warn!(request_id = %ctx.request_id, user = %user_id, client = %ctx.client_ip, "login of a blocked user refused");
-        st.metrics.logins.with_label_values(&["blocked"]).inc();
-        st.audit.record(
-            Event::new(kind::LOGIN_BLOCKED)
-                .user(&user_id)
-                .ip(ctx.client_ip)
-                .actor("client")
-                .details(serde_json::json!({"via": kind})),
-        );
-        let (up, cfg) = (st.upstream.clone(), st.cfg.clone());
-        tokio::spawn(crate::session::revoke::revoke(
-            up,
-            cfg,
-            "blocked-login".into(),
-            Some(issued.access),
-            issued.refresh,
-        ));
-        return Err(GatewayError::UserBlocked);
+        let denial = Denial { event: kind::LOGIN_BLOCKED, result: "blocked", why: "user is blocked".into(), error: GatewayError::UserBlocked };
+        return Err(deny_login(st, ctx, &user_id, issued, kind, denial, serde_json::Value::Null));
     }
+    let now = now_ms();
+    let device = crate::session::device::parse(&ctx.user_agent);
+    let geo = st.geo.is_configured().then(|| st.geo.lookup(ctx.client_ip));
+    let role = if st.roles.is_configured() { st.roles.resolve(&user_id, json).await } else { None };
+    let located = geo.clone().unwrap_or_default();
+    if let Err(why) = st.risk.check_fence(&located, role.as_deref(), ctx.client_ip) {
+        let denial = Denial { event: kind::LOGIN_DENIED, result: "geo_blocked", why, error: GatewayError::GeoBlocked };
+        let details = serde_json::json!({"country": located.country_code, "role": role});
+        return Err(deny_login(st, ctx, &user_id, issued, kind, denial, details));
+    }
+    let assessment = st.risk.enabled().then(|| {
+        st.risk.assess(&LoginFacts {
+            user_id: &user_id,
+            ip: ctx.client_ip,
+            geo: &located,
+            device: &device,
+            user_agent: &ctx.user_agent,
+            role: role.as_deref(),
+            now_ms: now,
+        })
+    });
+    if let Some(a) = &assessment {
+        let details = serde_json::json!({"score": a.score, "signals": a.signals, "tags": a.tags, "country": located.country_code});
+        if let Some(rule) = &a.deny {
+            let denial = Denial { event: kind::LOGIN_DENIED, result: "risk_denied", why: format!("denied by {rule}"), error: GatewayError::RiskDenied };
+            return Err(deny_login(st, ctx, &user_id, issued, kind, denial, details));
+        }
+        if a.alert {
+            tracing::warn!(request_id = %ctx.request_id, user = %user_id, score = a.score, client = %ctx.client_ip, "risky login");
+            st.audit.record(Event::new(kind::RISK_ALERT).user(&user_id).ip(ctx.client_ip).actor("system").details(details));
+        }
+    }
+    st.risk.record_login(&user_id, geo.as_ref(), &device, now);
     let tenant_id = claim(st.cfg.sessions.tenant_claim.as_deref()).or_else(|| {
         let h = st.cfg.sessions.tenant_header.as_ref()?;
         req_headers.get(h).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(128).collect())
@@ -528,20 +545,56 @@ async fn create(
         device_id: creds.device_id.clone(),
         ip: ctx.client_ip,
         user_agent: ctx.user_agent.clone(),
+        device,
         kind,
+        geo,
+        role,
+        risk: assessment,
     };
+    let country = origin.geo.as_ref().and_then(|g| g.country_code.clone());
+    let vpn = origin.geo.as_ref().is_some_and(|g| g.is_vpn);
+    let score = origin.risk.as_ref().map(|a| a.score);
     let live = st.sessions.create(origin, issued).await?;
     tracing::info!(request_id = %ctx.request_id, session = %live.sid, user = %live.user_id, client = %ctx.client_ip, kind, "session created");
     let event = if kind == "refresh" { kind::REFRESH } else { kind::LOGIN };
     st.audit.record(
-        Event::new(event)
-            .user(&live.user_id)
-            .session(&live.sid)
-            .ip(ctx.client_ip)
-            .actor("client")
-            .details(serde_json::json!({"origin": kind, "deviceType": live.device_type, "userAgent": ctx.user_agent})),
+        Event::new(event).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client").details(serde_json::json!({
+            "origin": kind,
+            "deviceType": live.device_type,
+            "userAgent": ctx.user_agent,
+            "country": country,
+            "vpn": vpn,
+            "score": score,
+        })),
     );
+    if kind == "login" {
+        st.logins.add_success(now, country.as_deref(), vpn);
+    }
     Ok(live)
+}
+
+/// Why a login the backend accepted is refused by the gateway.
+struct Denial {
+    event: &'static str,
+    result: &'static str,
+    why: String,
+    error: GatewayError,
+}
+
+/// Refuses a login the backend already accepted: the client gets the denial, the backend
+/// session just opened is revoked at once (so its tokens are dead even if leaked), and the
+/// attempt is audited and counted.
+fn deny_login(st: &AppState, ctx: &RequestCtx, user_id: &str, issued: Issued, via: &str, d: Denial, details: serde_json::Value) -> GatewayError {
+    tracing::warn!(request_id = %ctx.request_id, user = %user_id, client = %ctx.client_ip, reason = d.result, why = %d.why, "login refused");
+    st.metrics.logins.with_label_values(&[d.result]).inc();
+    let mut details = if details.is_object() { details } else { serde_json::json!({}) };
+    details["reason"] = d.result.into();
+    details["why"] = d.why.into();
+    details["via"] = via.into();
+    st.audit.record(Event::new(d.event).user(user_id).ip(ctx.client_ip).actor("client").details(details));
+    let (up, cfg) = (st.upstream.clone(), st.cfg.clone());
+    tokio::spawn(crate::session::revoke::revoke(up, cfg, format!("refused-login:{}", d.result), Some(issued.access), issued.refresh));
+    d.error
 }
 
 async fn learn_refresh(st: &AppState, ctx: &mut RequestCtx, creds: &Creds, issued: Issued) -> Result<(), GatewayError> {

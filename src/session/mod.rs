@@ -41,6 +41,7 @@ pub struct Live {
     pub user_id: String,
     pub device_id: Option<String>,
     pub device_type: String,
+    pub threat_score: Option<u32>,
     ended: AtomicBool,
     last_active: AtomicI64,
     persisted_active: AtomicI64,
@@ -56,6 +57,7 @@ impl Live {
             user_id: rec.user_id.clone(),
             device_id: rec.device_id.clone(),
             device_type: rec.device_type.clone(),
+            threat_score: rec.threat_score,
             ended: AtomicBool::new(!rec.is_active()),
             last_active: AtomicI64::new(rec.last_active),
             persisted_active: AtomicI64::new(rec.last_active),
@@ -192,8 +194,13 @@ pub struct Origin {
     pub device_id: Option<String>,
     pub ip: IpAddr,
     pub user_agent: String,
+    pub device: device::Device,
     /// `login`, `refresh` or `credential_change`.
     pub kind: &'static str,
+    pub geo: Option<crate::geo::GeoInfo>,
+    pub role: Option<String>,
+    /// The login's risk assessment (absent when risk scoring is off).
+    pub risk: Option<crate::risk::Assessment>,
 }
 
 pub struct Sessions {
@@ -226,6 +233,7 @@ impl Sessions {
         store: Store,
         keyring: Keyring,
         metrics: Arc<Metrics>,
+        mut seed: impl FnMut(&SessionRecord),
     ) -> Result<(Arc<Sessions>, mpsc::Receiver<(u64, i64)>), StoreError> {
         let snap = store.load().await?;
         let blocked = store.load_blocks().await?.into_iter().map(|b| (b.user_id.clone(), b)).collect();
@@ -236,6 +244,7 @@ impl Sessions {
             per_session.entry(e.session).or_default().push(*h);
         }
         for rec in snap.sessions {
+            seed(&rec);
             max_id = max_id.max(rec.id);
             let live = Arc::new(Live::from_record(&rec, per_session.remove(&rec.id).unwrap_or_default()));
             index.insert_session(live, &rec.aliases);
@@ -373,7 +382,7 @@ impl Sessions {
     pub async fn create(&self, origin: Origin, issued: Issued) -> Result<Arc<Live>, StoreError> {
         let now = now_ms();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let dev = device::parse(&origin.user_agent);
+        let dev = origin.device;
         let aliases: Vec<String> = issued.backend_session.iter().cloned().collect();
         let rec = SessionRecord {
             v: SessionRecord::VERSION,
@@ -402,6 +411,11 @@ impl Sessions {
             refresh_exp: issued.refresh_exp,
             rotation_count: 0,
             rotations: vec![],
+            geo: origin.geo,
+            threat_score: origin.risk.as_ref().map(|a| a.score),
+            risk_signals: origin.risk.as_ref().map(|a| a.signals.clone()).unwrap_or_default(),
+            tags: origin.risk.map(|a| a.tags).unwrap_or_default(),
+            role: origin.role,
         };
         let entries = issued.entries(id);
         let live = Arc::new(Live::from_record(&rec, entries.iter().map(|(h, _)| *h).collect()));

@@ -23,6 +23,21 @@ pub fn iso(ms: i64) -> String {
 pub fn session_json(rec: &SessionRecord, current: Option<u64>, now: i64, inactivity: Duration) -> Value {
     let idle_ms = now - rec.last_active;
     let truly_active = rec.is_active() && idle_ms <= inactivity.as_millis() as i64;
+    let geo = rec.geo.as_ref();
+    let geo_location = geo.map(|g| {
+        json!({
+            "country": if g.local { Some("Local".to_string()) } else { g.country.clone() },
+            "countryCode": g.country_code,
+            "flag": g.flag(),
+            "city": g.city,
+            "lat": g.lat,
+            "lon": g.lon,
+            "timezone": g.timezone,
+            "asn": g.asn,
+            "isp": g.isp,
+        })
+    });
+    let flag = |f: fn(&crate::geo::GeoInfo) -> bool| geo.map(f);
     json!({
         "id": rec.id,
         "documentId": rec.document_id,
@@ -36,8 +51,12 @@ pub fn session_json(rec: &SessionRecord, current: Option<u64>, now: i64, inactiv
         "deviceType": rec.device_type,
         "browserName": rec.browser_name,
         "osName": rec.os_name,
-        "geoLocation": null,
-        "securityScore": null,
+        "geoLocation": geo_location,
+        "securityScore": rec.threat_score.map(|t| 100u32.saturating_sub(t)),
+        "isVpn": flag(|g| g.is_vpn),
+        "isProxy": flag(|g| g.is_proxy || g.is_residential_proxy),
+        "isTor": flag(|g| g.is_tor),
+        "isDatacenter": flag(|g| g.is_datacenter),
         "isCurrentSession": Some(rec.id) == current,
         "isTrulyActive": truly_active,
         "minutesSinceActive": (idle_ms.max(0) / 60_000),

@@ -103,6 +103,18 @@ pub struct SessionRecord {
     pub rotation_count: u32,
     /// Times of the most recent rotations (bounded).
     pub rotations: Vec<i64>,
+    /// Location of the login address (absent when no geo data is configured).
+    #[serde(default)]
+    pub geo: Option<crate::geo::GeoInfo>,
+    /// 0–100 threat score of the login (absent when risk scoring is off).
+    #[serde(default)]
+    pub threat_score: Option<u32>,
+    #[serde(default)]
+    pub risk_signals: Vec<crate::risk::Signal>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 impl SessionRecord {
@@ -195,6 +207,11 @@ pub(crate) mod contract {
             refresh_exp: None,
             rotation_count: 0,
             rotations: vec![],
+            geo: None,
+            threat_score: None,
+            risk_signals: vec![],
+            tags: vec![],
+            role: None,
         }
     }
 
