@@ -225,7 +225,9 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         Sessions::open(cfg.sessions.clone(), store.clone(), keyring, metrics.clone(), |rec| risk.seed(rec)).await?;
     let geo = Arc::new(geo::Geo::new(&cfg.geo));
     let geo2 = geo.clone();
-    let report = tokio::task::spawn_blocking(move || geo2.reload_blocking(true)).await.map_err(|e| StartupError::Geo(e.to_string()))?;
+    let report = tokio::task::spawn_blocking(move || geo2.reload_blocking(true))
+        .await
+        .map_err(|e| StartupError::Geo(e.to_string()))?;
     if let Some((key, e)) = report.failed.first() {
         return Err(StartupError::Geo(format!("{key}: {e}")));
     }

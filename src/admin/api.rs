@@ -419,8 +419,10 @@ fn stats(st: &AdminState) -> Response<Body> {
         *by_device.entry(l.device_type.clone()).or_default() += 1;
     }
     let day = app.logins.last_24h(now);
-    let hours: Vec<Value> =
-        day.iter().map(|h| json!({"hour": iso(h.start), "logins": h.logins, "failedLogins": h.failed, "vpnLogins": h.vpn})).collect();
+    let hours: Vec<Value> = day
+        .iter()
+        .map(|h| json!({"hour": iso(h.start), "logins": h.logins, "failedLogins": h.failed, "vpnLogins": h.vpn}))
+        .collect();
     let logins_24h: u64 = day.iter().map(|h| h.logins).sum();
     let failed_24h: u64 = day.iter().map(|h| h.failed).sum();
     let vpn_24h: u64 = day.iter().map(|h| h.vpn).sum();
@@ -430,7 +432,8 @@ fn stats(st: &AdminState) -> Response<Body> {
             *by_country.entry(c.clone()).or_default() += n;
         }
     }
-    let mut buckets: BTreeMap<&str, u64> = [("0-20", 0), ("20-40", 0), ("40-60", 0), ("60-80", 0), ("80-100", 0)].into_iter().collect();
+    let mut buckets: BTreeMap<&str, u64> =
+        [("0-20", 0), ("20-40", 0), ("40-60", 0), ("60-80", 0), ("80-100", 0)].into_iter().collect();
     for score in lives.iter().filter(|l| !l.is_ended()).filter_map(|l| l.threat_score) {
         let b = match score {
             0..20 => "0-20",

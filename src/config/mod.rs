@@ -95,7 +95,11 @@ pub struct RiskRule {
 
 impl std::fmt::Debug for RiskRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RiskRule").field("name", &self.name).field("when", &self.when).field("action", &self.action).finish()
+        f.debug_struct("RiskRule")
+            .field("name", &self.name)
+            .field("when", &self.when)
+            .field("action", &self.action)
+            .finish()
     }
 }
 
@@ -929,13 +933,43 @@ fn country_list(v: &mut V<'_>, key: &str, raw: Option<Vec<String>>) -> Vec<Strin
 
 /// The CEL variables a rule may use (documented in the README).
 pub const RULE_VARIABLES: &[&str] = &[
-    "country", "city", "asn", "isp", "is_vpn", "is_proxy", "is_tor", "is_datacenter", "is_residential_proxy",
-    "is_anonymous", "is_local", "hour_utc", "hour_local", "weekday_utc", "user_agent", "device_type", "browser", "os",
-    "role", "ip", "user_id", "score", "new_country", "new_device", "impossible_travel", "travel_kmh",
-    "failed_logins_last_hour", "tags",
+    "country",
+    "city",
+    "asn",
+    "isp",
+    "is_vpn",
+    "is_proxy",
+    "is_tor",
+    "is_datacenter",
+    "is_residential_proxy",
+    "is_anonymous",
+    "is_local",
+    "hour_utc",
+    "hour_local",
+    "weekday_utc",
+    "user_agent",
+    "device_type",
+    "browser",
+    "os",
+    "role",
+    "ip",
+    "user_id",
+    "score",
+    "new_country",
+    "new_device",
+    "impossible_travel",
+    "travel_kmh",
+    "failed_logins_last_hour",
+    "tags",
 ];
 
-fn validate_risk(v: &mut V<'_>, g: RawGeo, r: RawRisk, f: RawGeofence, ro: RawRoles) -> (GeoConfig, RiskConfig, GeofenceConfig, RolesConfig) {
+fn validate_risk(
+    v: &mut V<'_>,
+    g: RawGeo,
+    r: RawRisk,
+    f: RawGeofence,
+    ro: RawRoles,
+) -> (GeoConfig, RiskConfig, GeofenceConfig, RolesConfig) {
     let path = |p: Option<String>| p.filter(|s| !s.is_empty()).map(PathBuf::from);
     let geo = GeoConfig {
         city_db: path(g.city_db),
@@ -974,10 +1008,18 @@ fn validate_risk(v: &mut V<'_>, g: RawGeo, r: RawRisk, f: RawGeofence, ro: RawRo
                 continue;
             }
         };
-        let unknown: Vec<String> =
-            program.references().variables().into_iter().filter(|n| !RULE_VARIABLES.contains(n)).map(str::to_string).collect();
+        let unknown: Vec<String> = program
+            .references()
+            .variables()
+            .into_iter()
+            .filter(|n| !RULE_VARIABLES.contains(n))
+            .map(str::to_string)
+            .collect();
         if !unknown.is_empty() {
-            v.err(&format!("{key}.when"), format!("unknown variable(s) {}; known: {}", unknown.join(", "), RULE_VARIABLES.join(", ")));
+            v.err(
+                &format!("{key}.when"),
+                format!("unknown variable(s) {}; known: {}", unknown.join(", "), RULE_VARIABLES.join(", ")),
+            );
             continue;
         }
         let action = match (rule.add, rule.action.as_deref(), rule.tag) {
@@ -985,7 +1027,10 @@ fn validate_risk(v: &mut V<'_>, g: RawGeo, r: RawRisk, f: RawGeofence, ro: RawRo
             (None, Some("deny"), None) => RuleAction::Deny,
             (None, None, Some(t)) if !t.is_empty() => RuleAction::Tag(t),
             (None, Some(other), None) => {
-                v.err(&format!("{key}.action"), format!("{other:?}: the only action is \"deny\" (use add = N or tag = \"…\")"));
+                v.err(
+                    &format!("{key}.action"),
+                    format!("{other:?}: the only action is \"deny\" (use add = N or tag = \"…\")"),
+                );
                 continue;
             }
             _ => {
@@ -1043,7 +1088,10 @@ fn validate_risk(v: &mut V<'_>, g: RawGeo, r: RawRisk, f: RawGeofence, ro: RawRo
     if let Some(l) = &lookup {
         match RouteRule::parse(RouteClass::Other, l) {
             Ok(rule) if rule.path().contains(":id") => {}
-            Ok(_) => v.err("roles.lookup", "the path must contain :id (the user id), e.g. \"GET /api/users/:id?populate=role\""),
+            Ok(_) => v.err(
+                "roles.lookup",
+                "the path must contain :id (the user id), e.g. \"GET /api/users/:id?populate=role\"",
+            ),
             Err(e) => v.err("roles.lookup", e),
         }
         if token.is_none() {

@@ -53,7 +53,9 @@ mod tests {
 
     #[test]
     fn parses_comments_and_matches() {
-        let l = CidrList::parse("# tor exits\n1.2.3.0/24\n\n5.6.7.8 # single\n2001:db8::/32\n10.0.0.0/8\n10.1.0.0/16\n").expect("parse");
+        let l =
+            CidrList::parse("# tor exits\n1.2.3.0/24\n\n5.6.7.8 # single\n2001:db8::/32\n10.0.0.0/8\n10.1.0.0/16\n")
+                .expect("parse");
         for ip in ["1.2.3.4", "5.6.7.8", "2001:db8::5", "10.200.0.1", "10.1.2.3"] {
             assert!(l.contains(ip.parse().expect("ip")), "{ip}");
         }

@@ -55,10 +55,21 @@ impl GeoInfo {
 /// True for addresses that never have a public location.
 pub fn is_local(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64,
+        IpAddr::V4(v4) => {
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
+        }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => is_local(IpAddr::V4(v4)),
-            None => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80,
+            None => {
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || (v6.segments()[0] & 0xfe00) == 0xfc00
+                    || (v6.segments()[0] & 0xffc0) == 0xfe80
+            }
         },
     }
 }
@@ -85,9 +96,9 @@ type Db = Reader<Vec<u8>>;
 
 fn open_db(path: &Path) -> Result<Db, String> {
     let reader = Reader::open_readfile(path).map_err(|e| e.to_string())?;
-    // A database whose search tree is corrupt may open fine; probe one lookup so a broken file
-    // is rejected here, not on the first login.
-    reader.lookup("1.1.1.1".parse().map_err(|_| "probe address")?).map_err(|e| format!("database is corrupt: {e}"))?;
+    // A corrupt database may open fine and fail only on some records; verify the whole file
+    // here (off the async threads) so it is refused at load, not on a login.
+    reader.verify().map_err(|e| format!("database is corrupt: {e}"))?;
     Ok(reader)
 }
 
@@ -205,9 +216,14 @@ fn reload_source<T>(src: &Source<T>, force: bool, load: fn(&Path) -> Result<T, S
 }
 
 /// Reloads changed files every `interval` and on SIGHUP, until shutdown.
-pub async fn run_reloader(geo: Arc<Geo>, interval: std::time::Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run_reloader(
+    geo: Arc<Geo>,
+    interval: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut tick = (!interval.is_zero()).then(|| tokio::time::interval_at(tokio::time::Instant::now() + interval, interval));
+    let mut tick =
+        (!interval.is_zero()).then(|| tokio::time::interval_at(tokio::time::Instant::now() + interval, interval));
     loop {
         let force = tokio::select! {
             _ = async { match tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending::<()>().await } } => false,
@@ -237,7 +253,17 @@ mod tests {
 
     #[test]
     fn local_addresses_and_flags() {
-        for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.4", "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.4",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(is_local(ip.parse().expect("ip")), "{ip}");
         }
         for ip in ["81.2.69.142", "2001:db8::1", "8.8.8.8"] {
@@ -246,5 +272,53 @@ mod tests {
         let g = GeoInfo { country_code: Some("GB".into()), ..Default::default() };
         assert_eq!(g.flag().as_deref(), Some("🇬🇧"));
         assert_eq!(GeoInfo::default().flag(), None);
+    }
+}
+
+#[cfg(test)]
+mod db_tests {
+    use super::*;
+
+    fn test_db(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("geoip/test").join(name)
+    }
+
+    #[test]
+    fn known_addresses_from_the_test_databases() {
+        let cfg = GeoConfig {
+            city_db: Some(test_db("GeoIP2-City-Test.mmdb")),
+            asn_db: Some(test_db("GeoLite2-ASN-Test.mmdb")),
+            anonymous_db: Some(test_db("GeoIP2-Anonymous-IP-Test.mmdb")),
+            ..Default::default()
+        };
+        let geo = Geo::new(&cfg);
+        let r = geo.reload_blocking(true);
+        assert!(r.failed.is_empty(), "{r:?}");
+        let g = geo.lookup("81.2.69.142".parse().expect("ip"));
+        assert_eq!((g.country_code.as_deref(), g.city.as_deref()), (Some("GB"), Some("London")));
+        assert!(g.is_vpn && g.is_tor && g.is_proxy && g.is_datacenter && g.is_residential_proxy);
+        let a = geo.lookup("1.128.0.1".parse().expect("ip"));
+        assert_eq!((a.asn, a.isp.as_deref()), (Some(1221), Some("Telstra Pty Ltd")));
+        assert!(geo.lookup("::ffff:81.2.69.142".parse().expect("ip")).is_tor, "IPv4-mapped");
+        let unknown = geo.lookup("203.0.113.1".parse().expect("ip"));
+        assert_eq!(unknown, GeoInfo::default(), "unknown, never an error");
+        assert!(geo.lookup("192.168.1.1".parse().expect("ip")).local);
+    }
+
+    #[test]
+    fn a_broken_database_is_refused_and_the_previous_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("city.mmdb");
+        std::fs::write(&path, std::fs::read(test_db("GeoIP2-City-Test.mmdb")).expect("read")).expect("write");
+        let geo = Geo::new(&GeoConfig { city_db: Some(path.clone()), ..Default::default() });
+        assert!(geo.reload_blocking(true).failed.is_empty());
+        std::fs::write(&path, std::fs::read(test_db("GeoIP2-City-Test-Broken-Double-Format.mmdb")).expect("read"))
+            .expect("write");
+        let r = geo.reload_blocking(true);
+        assert_eq!(r.failed.len(), 1, "{r:?}");
+        assert_eq!(geo.lookup("81.2.69.142".parse().expect("ip")).city.as_deref(), Some("London"));
+        std::fs::write(&path, b"not a database").expect("write");
+        assert_eq!(geo.reload_blocking(true).failed.len(), 1);
+        assert_eq!(geo.lookup("81.2.69.142".parse().expect("ip")).city.as_deref(), Some("London"));
     }
 }

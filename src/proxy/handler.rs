@@ -5,8 +5,8 @@ use super::headers;
 use crate::audit::{kind, Event};
 use crate::config::{IdlePolicy, UnknownTokens};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
-use crate::routes::{self, RouteClass, RouteMatch};
 use crate::risk::LoginFacts;
+use crate::routes::{self, RouteClass, RouteMatch};
 use crate::session::{now_ms, tokens, user_api, Check, Issued, Live, Origin};
 use crate::state::AppState;
 use bytes::Bytes;
@@ -497,7 +497,12 @@ async fn create(
         .or_else(|| claim(x.user_id_claim.as_deref()))
         .ok_or(GatewayError::BadAuthResponse("response names no user"))?;
     if st.sessions.is_blocked(&user_id) {
-        let denial = Denial { event: kind::LOGIN_BLOCKED, result: "blocked", why: "user is blocked".into(), error: GatewayError::UserBlocked };
+        let denial = Denial {
+            event: kind::LOGIN_BLOCKED,
+            result: "blocked",
+            why: "user is blocked".into(),
+            error: GatewayError::UserBlocked,
+        };
         return Err(deny_login(st, ctx, &user_id, issued, kind, denial, serde_json::Value::Null));
     }
     let now = now_ms();
@@ -524,12 +529,18 @@ async fn create(
     if let Some(a) = &assessment {
         let details = serde_json::json!({"score": a.score, "signals": a.signals, "tags": a.tags, "country": located.country_code});
         if let Some(rule) = &a.deny {
-            let denial = Denial { event: kind::LOGIN_DENIED, result: "risk_denied", why: format!("denied by {rule}"), error: GatewayError::RiskDenied };
+            let denial = Denial {
+                event: kind::LOGIN_DENIED,
+                result: "risk_denied",
+                why: format!("denied by {rule}"),
+                error: GatewayError::RiskDenied,
+            };
             return Err(deny_login(st, ctx, &user_id, issued, kind, denial, details));
         }
         if a.alert {
             tracing::warn!(request_id = %ctx.request_id, user = %user_id, score = a.score, client = %ctx.client_ip, "risky login");
-            st.audit.record(Event::new(kind::RISK_ALERT).user(&user_id).ip(ctx.client_ip).actor("system").details(details));
+            st.audit
+                .record(Event::new(kind::RISK_ALERT).user(&user_id).ip(ctx.client_ip).actor("system").details(details));
         }
     }
     st.risk.record_login(&user_id, geo.as_ref(), &device, now);
@@ -558,14 +569,16 @@ async fn create(
     tracing::info!(request_id = %ctx.request_id, session = %live.sid, user = %live.user_id, client = %ctx.client_ip, kind, "session created");
     let event = if kind == "refresh" { kind::REFRESH } else { kind::LOGIN };
     st.audit.record(
-        Event::new(event).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client").details(serde_json::json!({
-            "origin": kind,
-            "deviceType": live.device_type,
-            "userAgent": ctx.user_agent,
-            "country": country,
-            "vpn": vpn,
-            "score": score,
-        })),
+        Event::new(event).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client").details(
+            serde_json::json!({
+                "origin": kind,
+                "deviceType": live.device_type,
+                "userAgent": ctx.user_agent,
+                "country": country,
+                "vpn": vpn,
+                "score": score,
+            }),
+        ),
     );
     if kind == "login" {
         st.logins.add_success(now, country.as_deref(), vpn);
@@ -584,7 +597,15 @@ struct Denial {
 /// Refuses a login the backend already accepted: the client gets the denial, the backend
 /// session just opened is revoked at once (so its tokens are dead even if leaked), and the
 /// attempt is audited and counted.
-fn deny_login(st: &AppState, ctx: &RequestCtx, user_id: &str, issued: Issued, via: &str, d: Denial, details: serde_json::Value) -> GatewayError {
+fn deny_login(
+    st: &AppState,
+    ctx: &RequestCtx,
+    user_id: &str,
+    issued: Issued,
+    via: &str,
+    d: Denial,
+    details: serde_json::Value,
+) -> GatewayError {
     tracing::warn!(request_id = %ctx.request_id, user = %user_id, client = %ctx.client_ip, reason = d.result, why = %d.why, "login refused");
     st.metrics.logins.with_label_values(&[d.result]).inc();
     let mut details = if details.is_object() { details } else { serde_json::json!({}) };
@@ -593,7 +614,13 @@ fn deny_login(st: &AppState, ctx: &RequestCtx, user_id: &str, issued: Issued, vi
     details["via"] = via.into();
     st.audit.record(Event::new(d.event).user(user_id).ip(ctx.client_ip).actor("client").details(details));
     let (up, cfg) = (st.upstream.clone(), st.cfg.clone());
-    tokio::spawn(crate::session::revoke::revoke(up, cfg, format!("refused-login:{}", d.result), Some(issued.access), issued.refresh));
+    tokio::spawn(crate::session::revoke::revoke(
+        up,
+        cfg,
+        format!("refused-login:{}", d.result),
+        Some(issued.access),
+        issued.refresh,
+    ));
     d.error
 }
 

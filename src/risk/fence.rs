@@ -45,7 +45,10 @@ mod tests {
         assert!(check(&cfg, &at(Some("CN")), None, ip).is_err());
         assert!(check(&cfg, &at(Some("CN")), None, "175.16.199.5".parse().expect("ip")).is_ok(), "allow-listed");
         assert!(check(&cfg, &at(Some("US")), None, ip).is_ok());
-        assert_eq!(check(&cfg, &at(Some("US")), Some("Editor"), ip), Err("country US is not allowed for role Editor".into()));
+        assert_eq!(
+            check(&cfg, &at(Some("US")), Some("Editor"), ip),
+            Err("country US is not allowed for role Editor".into())
+        );
         assert!(check(&cfg, &at(Some("SE")), Some("Editor"), ip).is_ok());
         assert!(check(&cfg, &at(Some("US")), Some("Authenticated"), ip).is_ok(), "roles without a fence");
         assert!(check(&cfg, &at(None), None, ip).is_ok());

@@ -64,7 +64,9 @@ struct UserHistory {
 
 /// A device as "browser family on OS family", without versions (an upgrade is not a new device).
 fn device_key(d: &Device) -> String {
-    let strip = |s: &str| s.split(' ').take_while(|w| !w.chars().next().is_some_and(|c| c.is_ascii_digit())).collect::<Vec<_>>().join(" ");
+    let strip = |s: &str| {
+        s.split(' ').take_while(|w| !w.chars().next().is_some_and(|c| c.is_ascii_digit())).collect::<Vec<_>>().join(" ")
+    };
     format!("{} on {}", strip(&d.browser_name), strip(&d.os_name))
 }
 
@@ -86,7 +88,11 @@ impl Risk {
 
     /// Adds a stored session to the per-user history (at startup).
     pub fn seed(&self, r: &SessionRecord) {
-        let device = Device { device_type: r.device_type.clone(), browser_name: r.browser_name.clone(), os_name: r.os_name.clone() };
+        let device = Device {
+            device_type: r.device_type.clone(),
+            browser_name: r.browser_name.clone(),
+            os_name: r.os_name.clone(),
+        };
         self.record_login(&r.user_id, r.geo.as_ref(), &device, r.login_time);
     }
 
@@ -122,7 +128,11 @@ impl Risk {
     }
 
     fn failures_last_hour(&self, ip: IpAddr, now: i64) -> u32 {
-        self.failures.lock().ok().and_then(|f| f.get(&ip).map(|q| q.iter().filter(|t| now - **t < HOUR_MS).count() as u32)).unwrap_or(0)
+        self.failures
+            .lock()
+            .ok()
+            .and_then(|f| f.get(&ip).map(|q| q.iter().filter(|t| now - **t < HOUR_MS).count() as u32))
+            .unwrap_or(0)
     }
 
     /// Country fencing: `Err(why)` when the login must be refused.
@@ -153,10 +163,14 @@ impl Risk {
             let u = h.as_ref().and_then(|h| h.get(f.user_id));
             let known = u.is_some_and(|u| u.logins > 0);
             let new_country = known
-                && g.country_code.as_ref().is_some_and(|cc| u.is_some_and(|u| !u.countries.is_empty() && !u.countries.contains(cc)));
+                && g.country_code
+                    .as_ref()
+                    .is_some_and(|cc| u.is_some_and(|u| !u.countries.is_empty() && !u.countries.contains(cc)));
             let new_device = known && u.is_some_and(|u| !u.devices.contains(&device_key(f.device)));
             let travel = match (u.and_then(|u| u.last), g.lat, g.lon) {
-                (Some((lat0, lon0, t0)), Some(lat1), Some(lon1)) => travel::speed_kmh((lat0, lon0), t0, (lat1, lon1), f.now_ms),
+                (Some((lat0, lon0, t0)), Some(lat1), Some(lon1)) => {
+                    travel::speed_kmh((lat0, lon0), t0, (lat1, lon1), f.now_ms)
+                }
                 _ => None,
             };
             (new_country, new_device, travel)
@@ -290,15 +304,35 @@ mod tests {
     }
 
     fn london() -> GeoInfo {
-        GeoInfo { country_code: Some("GB".into()), lat: Some(51.5142), lon: Some(-0.0931), timezone: Some("Europe/London".into()), ..Default::default() }
+        GeoInfo {
+            country_code: Some("GB".into()),
+            lat: Some(51.5142),
+            lon: Some(-0.0931),
+            timezone: Some("Europe/London".into()),
+            ..Default::default()
+        }
     }
 
     fn milton() -> GeoInfo {
-        GeoInfo { country_code: Some("US".into()), lat: Some(47.2513), lon: Some(-122.3149), timezone: Some("America/Los_Angeles".into()), ..Default::default() }
+        GeoInfo {
+            country_code: Some("US".into()),
+            lat: Some(47.2513),
+            lon: Some(-122.3149),
+            timezone: Some("America/Los_Angeles".into()),
+            ..Default::default()
+        }
     }
 
     fn facts<'a>(geo: &'a GeoInfo, dev: &'a Device, now: i64) -> LoginFacts<'a> {
-        LoginFacts { user_id: "1", ip: "81.2.69.142".parse().expect("ip"), geo, device: dev, user_agent: "ua", role: None, now_ms: now }
+        LoginFacts {
+            user_id: "1",
+            ip: "81.2.69.142".parse().expect("ip"),
+            geo,
+            device: dev,
+            user_agent: "ua",
+            role: None,
+            now_ms: now,
+        }
     }
 
     #[test]
@@ -313,7 +347,8 @@ mod tests {
         // Ten minutes later from Milton, on another browser, through a VPN, after 2 failures.
         let mut g = milton();
         g.is_vpn = true;
-        let other = Device { device_type: "desktop".into(), browser_name: "Firefox 130".into(), os_name: "Windows 10".into() };
+        let other =
+            Device { device_type: "desktop".into(), browser_name: "Firefox 130".into(), os_name: "Windows 10".into() };
         risk.record_failure("81.2.69.142".parse().expect("ip"), t0 + 5 * 60_000);
         risk.record_failure("81.2.69.142".parse().expect("ip"), t0 + 6 * 60_000);
         let a = risk.assess(&facts(&g, &other, t0 + 10 * 60_000));
@@ -345,7 +380,10 @@ mod tests {
         // 2023-11-14 22:13 UTC = 22:13 in London (GMT): night.
         let night = 1_700_000_000_000;
         let a = risk.assess(&facts(&g, &d, night));
-        assert_eq!(a.signals.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["vpn", "rule:hour_local < 6 || hour_local >= 22", "rule:'uk-ie' in tags && is_vpn"]);
+        assert_eq!(
+            a.signals.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            vec!["vpn", "rule:hour_local < 6 || hour_local >= 22", "rule:'uk-ie' in tags && is_vpn"]
+        );
         assert_eq!(a.score, 100);
         assert_eq!(a.tags, vec!["uk-ie"]);
         assert_eq!(a.deny.as_deref(), Some("score"), "the deny rule saw score 50 (not > 70); the threshold denies");

@@ -43,7 +43,10 @@ impl Roles {
                 return role;
             }
         }
-        let path = rule.path().replace(":id", &percent_encoding::utf8_percent_encode(user_id, percent_encoding::NON_ALPHANUMERIC).to_string());
+        let path = rule.path().replace(
+            ":id",
+            &percent_encoding::utf8_percent_encode(user_id, percent_encoding::NON_ALPHANUMERIC).to_string(),
+        );
         let mut req = Request::builder()
             .method(rule.method.clone())
             .uri(self.upstream.uri(&path).ok()?)

@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const JWT_SECRET: &[u8] = b"mock-strapi-jwt-secret";
 pub const PASSWORD: &str = "Password1!";
 pub const REFRESH_COOKIE: &str = "strapi_up_refresh";
+/// A Strapi API token with read access to users (for role look-ups).
+pub const API_TOKEN: &str = "mock-api-token-read-users-0123456789";
 
 #[derive(Debug, Clone)]
 pub struct User {
@@ -30,6 +32,7 @@ pub struct User {
     pub username: String,
     pub email: String,
     pub password: String,
+    pub role: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,7 +271,14 @@ fn handle(
                 return error(400, "ApplicationError", "Email or Username are already taken");
             }
             let id = st.users.iter().map(|u| u.id).max().unwrap_or(0) + 1;
-            let u = User { id, document_id: format!("doc{}", &hex32()[..20]), username, email, password };
+            let u = User {
+                id,
+                document_id: format!("doc{}", &hex32()[..20]),
+                username,
+                email,
+                password,
+                role: "Authenticated".into(),
+            };
             st.users.push(u.clone());
             let (_, access, refresh) = st.issue(u.id, None);
             let body = json!({"jwt": access, "user": MockState::user_json(&u)});
@@ -386,6 +396,19 @@ fn handle(
             },
             Err(r) => r,
         },
+        (Method::GET, p) if p.starts_with("/api/users/") && p["/api/users/".len()..].parse::<u64>().is_ok() => {
+            // Only an API token may read other users (as a Strapi API token with users read).
+            if bearer(headers).as_deref() != Some(API_TOKEN) {
+                return forbidden();
+            }
+            let id: u64 = p["/api/users/".len()..].parse().unwrap_or(0);
+            let Some(u) = st.user(id) else { return error(404, "NotFoundError", "Not Found") };
+            let mut v = MockState::user_json(u);
+            if uri.query().is_some_and(|q| q.contains("populate=role")) {
+                v["role"] = json!({"id": 1, "name": u.role, "type": u.role.to_lowercase()});
+            }
+            json_res(200, v)
+        }
         (Method::PUT, p) if p.starts_with("/api/users/") => {
             if let Err(r) = authenticate(headers) {
                 return r;
@@ -453,6 +476,7 @@ impl MockStrapi {
                 username: n.to_string(),
                 email: format!("{n}@example.com"),
                 password: PASSWORD.to_string(),
+                role: if *n == "carol" { "Editor".into() } else { "Authenticated".into() },
             })
             .collect();
         let state = Arc::new(Mutex::new(MockState {
