@@ -62,6 +62,11 @@ pub enum Command {
         #[command(subcommand)]
         op: UsersOp,
     },
+    /// Check GeoIP databases, or look an address up with the configured ones.
+    Geoip {
+        #[command(subcommand)]
+        op: GeoipOp,
+    },
     /// Export the audit log (admin API client).
     Audit {
         #[command(flatten)]
@@ -125,6 +130,58 @@ pub enum UsersOp {
 }
 
 #[derive(Subcommand)]
+pub enum GeoipOp {
+    /// Open and fully verify MaxMind-format database files.
+    Verify { files: Vec<PathBuf> },
+    /// Look an address up with the databases and lists of the configuration (--config).
+    Lookup { ip: std::net::IpAddr },
+}
+
+/// Runs `sessiongate geoip …`.
+pub fn geoip(config: &std::path::Path, op: GeoipOp) -> ExitCode {
+    match op {
+        GeoipOp::Verify { files } => {
+            let mut ok = !files.is_empty();
+            for f in &files {
+                match crate::geo::verify_file(f) {
+                    Ok(desc) => println!("{}: OK, {desc}", f.display()),
+                    Err(e) => {
+                        eprintln!("{}: {e}", f.display());
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        GeoipOp::Lookup { ip } => {
+            let cfg = match crate::config::Config::from_file(config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            let geo = crate::geo::Geo::new(&cfg.geo);
+            let report = geo.reload_blocking(true);
+            for (key, e) in &report.failed {
+                eprintln!("{key}: {e}");
+            }
+            let info = geo.lookup(ip);
+            println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+            if report.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EX_USAGE)
+            }
+        }
+    }
+}
+
+#[derive(Subcommand)]
 pub enum AuditOp {
     /// Export audit events.
     Export {
@@ -152,7 +209,7 @@ pub fn admin_command(command: Command) -> ExitCode {
         Command::Sessions { admin, op } => client(admin, |c, json| Box::pin(sessions(c, json, op))),
         Command::Users { admin, op } => client(admin, |c, json| Box::pin(users(c, json, op))),
         Command::Audit { admin, op } => client(admin, |c, _| Box::pin(audit(c, op))),
-        Command::Run | Command::CheckConfig { .. } | Command::Keygen => ExitCode::from(EX_USAGE),
+        Command::Run | Command::CheckConfig { .. } | Command::Keygen | Command::Geoip { .. } => ExitCode::from(EX_USAGE),
     }
 }
 

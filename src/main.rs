@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => run(&cli.config),
+        Command::Geoip { op } => cli::geoip(&cli.config, op),
         admin @ (Command::Sessions { .. } | Command::Users { .. } | Command::Audit { .. }) => cli::admin_command(admin),
     }
 }

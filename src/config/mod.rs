@@ -54,6 +54,8 @@ pub struct Config {
 #[derive(Debug, Clone, Default)]
 pub struct GeoConfig {
     pub city_db: Option<PathBuf>,
+    /// A separate City database for IPv6 addresses (ip-location-db ships IPv4 and IPv6 apart).
+    pub city_db_ipv6: Option<PathBuf>,
     pub asn_db: Option<PathBuf>,
     pub anonymous_db: Option<PathBuf>,
     pub tor_list: Option<PathBuf>,
@@ -973,6 +975,7 @@ fn validate_risk(
     let path = |p: Option<String>| p.filter(|s| !s.is_empty()).map(PathBuf::from);
     let geo = GeoConfig {
         city_db: path(g.city_db),
+        city_db_ipv6: path(g.city_db_ipv6),
         asn_db: path(g.asn_db),
         anonymous_db: path(g.anonymous_db),
         tor_list: path(g.tor_list),

@@ -145,6 +145,7 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawGeo {
     pub city_db: Option<String>,
+    pub city_db_ipv6: Option<String>,
     pub asn_db: Option<String>,
     pub anonymous_db: Option<String>,
     pub tor_list: Option<String>,

@@ -94,11 +94,50 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 
 type Db = Reader<Vec<u8>>;
 
+/// The flat record schema of the ip-location-db databases (`geoip/fetch.sh` installs those):
+/// `country_code`, `city`, `latitude`, `longitude`, `timezone`.
+#[derive(Deserialize)]
+struct FlatLocation {
+    country_code: Option<String>,
+    city: Option<String>,
+    // Stored as 32-bit floats; maxminddb decodes f64 only from doubles.
+    latitude: Option<f32>,
+    longitude: Option<f32>,
+    timezone: Option<String>,
+}
+
+/// A database's type and build time, for `sessiongate geoip verify`.
+pub fn verify_file(path: &Path) -> Result<String, String> {
+    let r = open_db(path)?;
+    let built = std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.metadata().build_epoch);
+    Ok(format!(
+        "{} (built {}, {} nodes, IPv{})",
+        r.metadata().database_type,
+        humantime::format_rfc3339_seconds(built),
+        r.metadata().node_count,
+        r.metadata().ip_version
+    ))
+}
+
 fn open_db(path: &Path) -> Result<Db, String> {
     let reader = Reader::open_readfile(path).map_err(|e| e.to_string())?;
-    // A corrupt database may open fine and fail only on some records; verify the whole file
-    // here (off the async threads) so it is refused at load, not on a login.
-    reader.verify().map_err(|e| format!("database is corrupt: {e}"))?;
+    // A corrupt database may open fine and fail only on some records; check the whole file here
+    // (off the async threads) so it is refused at load, not on a login. maxminddb's verify()
+    // also rejects harmless metadata quirks (the ip-location-db files have an empty
+    // `description`), so when it objects, every record is decoded instead: that still catches
+    // a corrupt data section.
+    if let Err(strict) = reader.verify() {
+        let mut records = 0u64;
+        for found in reader.networks(Default::default()).map_err(|e| format!("database is corrupt: {e}"))? {
+            let found = found.map_err(|e| format!("database is corrupt: {e}"))?;
+            found.decode::<serde::de::IgnoredAny>().map_err(|e| format!("database is corrupt: {e}"))?;
+            records += 1;
+        }
+        if records == 0 {
+            return Err(format!("database is corrupt: {strict}"));
+        }
+        tracing::warn!(file = %path.display(), "database metadata is not strictly valid ({strict}); every record decodes, so it is used");
+    }
     Ok(reader)
 }
 
@@ -111,6 +150,7 @@ pub struct ReloadReport {
 
 pub struct Geo {
     city: Source<Db>,
+    city_v6: Source<Db>,
     asn: Source<Db>,
     anonymous: Source<Db>,
     tor: Source<CidrList>,
@@ -122,6 +162,7 @@ impl Geo {
     pub fn new(cfg: &GeoConfig) -> Geo {
         Geo {
             city: Source::new("geo.city_db", cfg.city_db.clone()),
+            city_v6: Source::new("geo.city_db_ipv6", cfg.city_db_ipv6.clone()),
             asn: Source::new("geo.asn_db", cfg.asn_db.clone()),
             anonymous: Source::new("geo.anonymous_db", cfg.anonymous_db.clone()),
             tor: Source::new("geo.tor_list", cfg.tor_list.clone()),
@@ -132,7 +173,7 @@ impl Geo {
 
     /// Whether any database or list is configured.
     pub fn is_configured(&self) -> bool {
-        [&self.city.path, &self.asn.path, &self.anonymous.path, &self.tor.path, &self.vpn.path, &self.datacenter.path]
+        [&self.city.path, &self.city_v6.path, &self.asn.path, &self.anonymous.path, &self.tor.path, &self.vpn.path, &self.datacenter.path]
             .iter()
             .any(|p| p.is_some())
     }
@@ -142,6 +183,7 @@ impl Geo {
     pub fn reload_blocking(&self, force: bool) -> ReloadReport {
         let mut report = ReloadReport::default();
         reload_source(&self.city, force, open_db, &mut report);
+        reload_source(&self.city_v6, force, open_db, &mut report);
         reload_source(&self.asn, force, open_db, &mut report);
         reload_source(&self.anonymous, force, open_db, &mut report);
         reload_source(&self.tor, force, CidrList::load, &mut report);
@@ -160,14 +202,32 @@ impl Geo {
         if g.local {
             return g;
         }
-        if let Some(db) = self.city.value.load_full() {
-            if let Ok(Some(c)) = db.lookup(ip).and_then(|r| r.decode::<geoip2::City>()) {
-                g.country_code = c.country.iso_code.map(str::to_string);
-                g.country = c.country.names.english.map(str::to_string);
-                g.city = c.city.names.english.map(str::to_string);
-                g.lat = c.location.latitude;
-                g.lon = c.location.longitude;
-                g.timezone = c.location.time_zone.map(str::to_string);
+        let city = match (ip, self.city_v6.value.load_full()) {
+            (IpAddr::V6(_), Some(v6)) => Some(v6),
+            _ => self.city.value.load_full(),
+        };
+        if let Some(db) = city {
+            if let Ok(found) = db.lookup(ip) {
+                if let Ok(Some(c)) = found.decode::<geoip2::City>() {
+                    g.country_code = c.country.iso_code.map(str::to_string);
+                    g.country = c.country.names.english.map(str::to_string);
+                    g.city = c.city.names.english.map(str::to_string);
+                    g.lat = c.location.latitude;
+                    g.lon = c.location.longitude;
+                    g.timezone = c.location.time_zone.map(str::to_string);
+                }
+                if g.country_code.is_none() {
+                    if let Ok(Some(f)) = found.decode::<FlatLocation>() {
+                        let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+                        g.country_code = nonempty(f.country_code);
+                        g.city = nonempty(f.city);
+                        // Round the widened f32 to the precision it carries.
+                        let widen = |v: Option<f32>| v.map(|x| (f64::from(x) * 1e4).round() / 1e4);
+                        g.lat = widen(f.latitude);
+                        g.lon = widen(f.longitude);
+                        g.timezone = nonempty(f.timezone);
+                    }
+                }
             }
         }
         if let Some(db) = self.asn.value.load_full() {
