@@ -209,7 +209,9 @@ pub fn admin_command(command: Command) -> ExitCode {
         Command::Sessions { admin, op } => client(admin, |c, json| Box::pin(sessions(c, json, op))),
         Command::Users { admin, op } => client(admin, |c, json| Box::pin(users(c, json, op))),
         Command::Audit { admin, op } => client(admin, |c, _| Box::pin(audit(c, op))),
-        Command::Run | Command::CheckConfig { .. } | Command::Keygen | Command::Geoip { .. } => ExitCode::from(EX_USAGE),
+        Command::Run | Command::CheckConfig { .. } | Command::Keygen | Command::Geoip { .. } => {
+            ExitCode::from(EX_USAGE)
+        }
     }
 }
 

@@ -276,3 +276,57 @@ async fn the_admin_subcommands_drive_the_admin_api() {
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"), "{}", String::from_utf8_lossy(&wrong.stderr));
 }
+
+#[tokio::test]
+async fn sighup_reloads_geo_databases() {
+    let backend = MockStrapi::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = |name: &str| std::fs::read(format!("{}/geoip/test/{name}", env!("CARGO_MANIFEST_DIR"))).expect("test db");
+    let city = dir.path().join("city.mmdb");
+    std::fs::write(&city, db("GeoIP2-Country-Test.mmdb")).expect("write");
+    let config = dir.path().join("gateway.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "preset = \"strapi-v5\"\n[server]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.0/8\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n[store]\ndata_dir = \"{}\"\n[geo]\ncity_db = \"{}\"\nreload_interval = \"0s\"\n[log]\nformat = \"json\"\n",
+            backend.url(),
+            data.display(),
+            city.display()
+        ),
+    )
+    .expect("write");
+    let (mut child, addr, _logs) = spawn(&config);
+    let login = || {
+        support::Req::new(http::Method::POST, &format!("http://{addr}/api/auth/local"))
+            .header("x-forwarded-for", "81.2.69.142")
+            .json(json!({"identifier": "alice", "password": support::PASSWORD}))
+            .send()
+    };
+    let city_of = |r: support::Resp| {
+        let jwt = r.json()["jwt"].as_str().expect("jwt").to_string();
+        let url = format!("http://{addr}/api/magic-sessionmanager/current-session");
+        async move {
+            support::Req::new(http::Method::GET, &url).bearer(&jwt).send().await.json()["data"]["geoLocation"]["city"]
+                .clone()
+        }
+    };
+    assert_eq!(city_of(login().await).await, Value::Null, "a Country database has no cities");
+    let tmp = dir.path().join("incoming.mmdb");
+    std::fs::write(&tmp, db("GeoIP2-City-Test.mmdb")).expect("write");
+    std::fs::rename(&tmp, &city).expect("rename");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(city_of(login().await).await, Value::Null, "polling is off: nothing reloads without a signal");
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().expect("kill").success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if city_of(login().await).await == "London" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "SIGHUP did not reload the database");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert_eq!(exit.code(), Some(0), "SIGHUP did not stop the gateway; SIGTERM did, cleanly");
+}

@@ -173,9 +173,17 @@ impl Geo {
 
     /// Whether any database or list is configured.
     pub fn is_configured(&self) -> bool {
-        [&self.city.path, &self.city_v6.path, &self.asn.path, &self.anonymous.path, &self.tor.path, &self.vpn.path, &self.datacenter.path]
-            .iter()
-            .any(|p| p.is_some())
+        [
+            &self.city.path,
+            &self.city_v6.path,
+            &self.asn.path,
+            &self.anonymous.path,
+            &self.tor.path,
+            &self.vpn.path,
+            &self.datacenter.path,
+        ]
+        .iter()
+        .any(|p| p.is_some())
     }
 
     /// Loads every source whose file changed since the last load (all of them the first time).
