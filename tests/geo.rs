@@ -379,3 +379,37 @@ fn a_missing_or_broken_database_stops_startup_with_exit_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("geo.city_db"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn cidr_lists_flag_addresses_and_reload_when_edited() {
+    let backend = MockStrapi::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tor = dir.path().join("tor.txt");
+    let dc = dir.path().join("dc.txt");
+    std::fs::write(&tor, "# exits\n203.0.113.0/24\n").expect("write");
+    std::fs::write(&dc, "198.51.100.7\n").expect("write");
+    let cfg = format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n[geo]\ntor_list = \"{}\"\ndatacenter_list = \"{}\"\nreload_interval = \"100ms\"\n",
+        tor.display(),
+        dc.display()
+    );
+    let gw = Gateway::start(&backend.url(), &cfg).await;
+    let s = admin_session(&gw, &login_from(&gw, "alice", "203.0.113.9", CHROME_MAC).await).await;
+    assert_eq!((s["isTor"].clone(), s["isDatacenter"].clone()), (json!(true), json!(false)));
+    assert_eq!(s["riskSignals"][0]["name"], "tor");
+    let s = admin_session(&gw, &login_from(&gw, "bob", "198.51.100.7", CHROME_MAC).await).await;
+    assert_eq!((s["isTor"].clone(), s["isDatacenter"].clone()), (json!(false), json!(true)));
+    // Edit the list: the address is no longer a TOR exit once the file is reloaded.
+    let tmp = dir.path().join("tor.new");
+    std::fs::write(&tmp, "192.0.2.0/24\n").expect("write");
+    std::fs::rename(&tmp, &tor).expect("rename");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let s = admin_session(&gw, &login_from(&gw, "carol", "203.0.113.9", CHROME_MAC).await).await;
+        if s["isTor"] == false {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the edited list was not reloaded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
