@@ -5,6 +5,7 @@
 //! index → upstream client → TLS → serve.
 
 pub mod admin;
+pub mod alerts;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -263,6 +264,12 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     };
 
     let roles = risk::roles::Roles::new(cfg.roles.clone(), roles_token, upstream.clone());
+    let sender = alerts::channels::Sender::new(&cfg.alerts)?;
+    let (alert_hub, alert_worker, alert_rx) = alerts::new(cfg.alerts.clone(), store.clone(), sender, metrics.clone());
+    let queued = alert_worker.load().await?;
+    if queued > 0 {
+        tracing::info!(alerts = queued, "undelivered alerts from the previous run are queued again");
+    }
     let state = Arc::new(AppState {
         cfg: cfg.clone(),
         sessions: sessions.clone(),
@@ -274,6 +281,8 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         geo: geo.clone(),
         risk,
         roles,
+        alerts: alert_hub,
+        alert_worker: alert_worker.clone(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let background = vec![
@@ -293,6 +302,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         )),
         tokio::spawn(rebuild_login_counters(state.clone())),
         tokio::spawn(geo::run_reloader(geo, cfg.geo.reload_interval, shutdown_rx.clone())),
+        tokio::spawn(alerts::run(alert_worker, alert_rx, shutdown_rx.clone())),
     ];
     let mut servers = vec![tokio::spawn(proxy::serve(
         cfg.server.clone(),

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub store_latency: HistogramVec,
     pub store_size: IntGauge,
     pub audit_dropped: IntCounter,
+    pub alerts: IntCounterVec,
     pub admin_auth_failures: IntCounter,
 }
 
@@ -65,6 +66,11 @@ impl Metrics {
         let reuse_detected = must(IntCounter::new("refresh_reuse_detected_total", "Rotated refresh tokens replayed"));
         must(registry.register(Box::new(reuse_detected.clone())));
         let terminations = counter("terminations_total", "Sessions ended, by reason", &["reason"]);
+        let alerts = counter(
+            "alerts_total",
+            "Alert deliveries by trigger, channel and result",
+            &["trigger", "channel", "result"],
+        );
         let store_latency = histogram("store_operation_seconds", "Session store operations", &["op"]);
         let store_size = must(IntGauge::new("store_size_bytes", "Size of the sled database on disk"));
         must(registry.register(Box::new(store_size.clone())));
@@ -93,6 +99,7 @@ impl Metrics {
             store_latency,
             store_size,
             audit_dropped,
+            alerts,
             admin_auth_failures,
         }
     }

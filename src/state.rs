@@ -23,6 +23,8 @@ pub struct AppState {
     pub geo: Arc<crate::geo::Geo>,
     pub risk: crate::risk::Risk,
     pub roles: crate::risk::roles::Roles,
+    pub alerts: Arc<crate::alerts::AlertHub>,
+    pub alert_worker: Arc<crate::alerts::Worker>,
 }
 
 impl AppState {
@@ -35,6 +37,30 @@ impl AppState {
             let (access, refresh) = self.sessions.open_tokens(&rec);
             let (up, cfg) = (self.upstream.clone(), self.cfg.clone());
             tokio::spawn(revoke::revoke(up, cfg, rec.sid, access, refresh));
+        }
+    }
+
+    /// Raises `trigger` for ended sessions, one alert per user.
+    pub fn alert_ended(&self, trigger: &str, records: &[SessionRecord], why: &str) {
+        let mut users: Vec<&SessionRecord> = records.iter().collect();
+        users.dedup_by(|a, b| a.user_id == b.user_id);
+        for r in users {
+            let n = records.iter().filter(|x| x.user_id == r.user_id).count();
+            let facts = crate::alerts::Facts {
+                user_id: Some(r.user_id.clone()),
+                username: r.username.clone(),
+                email: r.email.clone(),
+                session: Some(r.sid.clone()),
+                ip: Some(r.ip.clone()),
+                geo: r.geo.clone(),
+                score: r.threat_score,
+                reasons: vec![why.to_string()],
+                summary: format!(
+                    "{n} session(s) of {} ended: {why}",
+                    r.email.as_deref().or(r.username.as_deref()).unwrap_or(&r.user_id)
+                ),
+            };
+            self.alerts.raise(trigger, &facts);
         }
     }
 

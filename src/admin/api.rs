@@ -134,6 +134,19 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
         (&Method::GET, ["magic-sessionmanager", "blocked"]) => Ok(blocked(st)),
         (&Method::GET, ["magic-sessionmanager", "stats"]) => Ok(stats(st)),
         (&Method::GET, ["magic-sessionmanager", "audit"]) => audit_export(st, &q).await,
+        (&Method::GET, ["magic-sessionmanager", "alerts"]) => alerts_list(st, &q).await,
+        (&Method::POST, ["magic-sessionmanager", "alerts", "test"]) => {
+            let body = body_json(req).await?;
+            alerts_test(st, &body, &actor)
+        }
+        (&Method::POST, ["magic-sessionmanager", "alerts", id, "retry"]) => {
+            let id = id.parse::<u64>().map_err(|_| not_found())?;
+            if st.app.alert_worker.retry(id).await? {
+                Ok(ok(json!({"success": true, "id": id, "status": "pending"})))
+            } else {
+                Err(not_found())
+            }
+        }
         (&Method::GET, ["admin", "api", "sessions"]) => node_auth_list(st).await,
         (&Method::DELETE, ["admin", "api", "sessions", handle]) => {
             terminate(st, handle, "admin_terminated", &actor).await.map(|_| ok(json!({"success": true})))
@@ -336,6 +349,7 @@ async fn terminate(st: &AdminState, id: &str, reason: &str, actor: &str) -> Resu
     let live = app.sessions.find(id).ok_or_else(not_found)?;
     let ended: Vec<_> = app.sessions.end(live.id, reason).await?.into_iter().collect();
     app.audit_ended(kind::TERMINATE, &ended, actor, json!({"reason": reason}));
+    app.alert_ended("admin_termination", &ended, &format!("terminated by {actor}: {reason}"));
     let already = ended.is_empty();
     app.revoke_in_background(ended);
     tracing::info!(session = %live.sid, %actor, reason, "session terminated by an admin");
@@ -503,6 +517,52 @@ async fn clean_inactive(st: &AdminState, actor: &str) -> Result<Response<Body>, 
     let n = ended.len();
     app.revoke_in_background(ended);
     Ok(ok(json!({"success": true, "terminated": n})))
+}
+
+/// Recent alerts with their delivery status, newest first.
+async fn alerts_list(st: &AdminState, q: &BTreeMap<String, String>) -> Result<Response<Body>, GatewayError> {
+    let limit = usize_param(q, "limit", 100, 10_000)?;
+    let status = q.get("status").filter(|s| !s.is_empty());
+    if let Some(s) = status {
+        if !matches!(s.as_str(), "pending" | "delivered" | "dead") {
+            return Err(GatewayError::InvalidParameter(format!(
+                "status: expected pending, delivered or dead, got {s:?}"
+            )));
+        }
+    }
+    let mut all = st.app.sessions.store().alerts().await?;
+    all.retain(|a| status.is_none_or(|s| a.status == *s));
+    all.reverse();
+    all.truncate(limit);
+    let data: Vec<Value> = all
+        .iter()
+        .map(|a| {
+            json!({
+                "id": a.id, "trigger": a.trigger, "channel": a.channel, "status": a.status, "attempts": a.attempts,
+                "createdAt": iso(a.created), "nextAttemptAt": (a.status == "pending").then(|| iso(a.next_attempt)),
+                "deliveredAt": a.delivered_at.map(iso), "lastError": a.last_error, "event": a.event,
+            })
+        })
+        .collect();
+    Ok(ok(json!({"data": data, "meta": {"count": data.len()}})))
+}
+
+/// Sends a test alert to one channel (no deduplication).
+fn alerts_test(st: &AdminState, body: &Value, actor: &str) -> Result<Response<Body>, GatewayError> {
+    let channel = body
+        .get("channel")
+        .and_then(Value::as_str)
+        .ok_or(GatewayError::BadRequest("body must name a channel: {\"channel\": \"…\"}"))?;
+    if !st.app.alert_worker.has_channel(channel) {
+        return Err(GatewayError::InvalidParameter(format!("channel: no channel named {channel:?}")));
+    }
+    let facts = crate::alerts::Facts {
+        summary: format!("Test alert from sessiongate, sent by {actor}"),
+        reasons: vec!["test".into()],
+        ..Default::default()
+    };
+    st.app.alerts.raise_to("test", vec![channel.to_string()], &facts, false);
+    Ok(json(StatusCode::ACCEPTED, json!({"success": true, "channel": channel, "status": "queued"})))
 }
 
 /// node-auth `SessionInfo` list of the active sessions.

@@ -47,7 +47,108 @@ pub struct Config {
     pub risk: RiskConfig,
     pub geofence: GeofenceConfig,
     pub roles: RolesConfig,
+    pub alerts: AlertsConfig,
     pub log: LogConfig,
+}
+
+/// A value that may be a secret: a literal from the file, or an env var / file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueSource {
+    Literal(String),
+    Secret(SecretSource),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// STARTTLS on a plain connection (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// Plain text, for a trusted local relay only.
+    None,
+}
+
+/// SMTP settings; unset ones come from `SMTP_HOST`, `SMTP_PORT`, `SMTP_USER`, `SMTP_PASSWORD`,
+/// `SMTP_DEFAULT_FROM`, `SMTP_DEFAULT_REPLY_TO` at startup (the seed plugin's names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpSettings {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: SecretSource,
+    pub from: Option<String>,
+    pub reply_to: Option<String>,
+    pub tls: SmtpTls,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelKind {
+    /// Generic JSON webhook signed with HMAC-SHA256 when a secret is set.
+    Webhook {
+        url: ValueSource,
+        secret: Option<SecretSource>,
+    },
+    Slack {
+        url: ValueSource,
+    },
+    Discord {
+        url: ValueSource,
+    },
+    Email {
+        to: Vec<String>,
+        smtp: SmtpSettings,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelConfig {
+    pub name: String,
+    pub kind: ChannelKind,
+    pub rate_per_minute: u32,
+}
+
+/// Built-in alert triggers.
+pub const ALERT_TRIGGERS: &[&str] = &[
+    "new_country",
+    "anonymizer",
+    "high_score",
+    "login_refused",
+    "refresh_reuse",
+    "admin_termination",
+    "password_change",
+];
+
+/// A custom alert: a CEL condition over a login (the risk rule variables) and its channels.
+#[derive(Clone)]
+pub struct CustomAlert {
+    pub name: String,
+    pub program: std::sync::Arc<cel::Program>,
+    pub channels: Vec<String>,
+}
+
+impl std::fmt::Debug for CustomAlert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomAlert").field("name", &self.name).field("channels", &self.channels).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    pub enabled: bool,
+    /// Base URL of the admin dashboard, for "Force logout" links.
+    pub dashboard_url: Option<String>,
+    pub dedupe_window: Duration,
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub timeout: Duration,
+    pub score_threshold: u32,
+    /// Delivered and dead alerts are deleted after this.
+    pub retention: Duration,
+    pub channels: std::collections::BTreeMap<String, ChannelConfig>,
+    /// Trigger name → channel names.
+    pub triggers: std::collections::BTreeMap<String, Vec<String>>,
+    pub custom: Vec<CustomAlert>,
 }
 
 /// Geolocation databases and address lists (all optional).
@@ -341,6 +442,7 @@ struct RawConfig {
     risk: RawRisk,
     geofence: RawGeofence,
     roles: RawRoles,
+    alerts: RawAlerts,
     log: RawLog,
 }
 
@@ -398,6 +500,7 @@ impl Config {
             risk: section(&mut table, "risk", &mut issues).unwrap_or_default(),
             geofence: section(&mut table, "geofence", &mut issues).unwrap_or_default(),
             roles: section(&mut table, "roles", &mut issues).unwrap_or_default(),
+            alerts: section(&mut table, "alerts", &mut issues).unwrap_or_default(),
             log: section(&mut table, "log", &mut issues).unwrap_or_default(),
         };
         for key in table.keys() {
@@ -885,6 +988,7 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
     }
 
     let (geo, risk, geofence, roles) = validate_risk(&mut v, raw.geo, raw.risk, raw.geofence, raw.roles);
+    let alerts = validate_alerts(&mut v, raw.alerts, risk.alert_at);
 
     // [log]
     let l = raw.log;
@@ -916,7 +1020,139 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
         risk,
         geofence,
         roles,
+        alerts,
         log: LogConfig { level, format },
+    }
+}
+
+fn validate_alerts(v: &mut V<'_>, a: RawAlerts, default_threshold: u32) -> AlertsConfig {
+    let mut channels = std::collections::BTreeMap::new();
+    for (name, c) in a.channels.unwrap_or_default() {
+        let key = format!("alerts.channels.{name}");
+        let url = match (c.url.filter(|u| !u.is_empty()), c.url_env.filter(|u| !u.is_empty())) {
+            (Some(u), None) => {
+                if !(u.starts_with("https://") || u.starts_with("http://")) {
+                    v.err(&format!("{key}.url"), format!("{u:?} is not an http(s) URL"));
+                }
+                Some(ValueSource::Literal(u))
+            }
+            (None, Some(e)) => Some(ValueSource::Secret(SecretSource::Env(e))),
+            (Some(_), Some(_)) => {
+                v.err(&format!("{key}.url_env"), "set either url or url_env, not both");
+                None
+            }
+            (None, None) => None,
+        };
+        let need_url = |v: &mut V<'_>, url: Option<ValueSource>| {
+            url.unwrap_or_else(|| {
+                v.err(&format!("{key}.url"), "required (or url_env)");
+                ValueSource::Literal(String::new())
+            })
+        };
+        let kind = match c.kind.as_deref() {
+            Some("webhook") => ChannelKind::Webhook {
+                url: need_url(v, url),
+                secret: v.secret_source(
+                    &format!("{key}.secret_env"),
+                    c.secret_env,
+                    &format!("{key}.secret_file"),
+                    c.secret_file,
+                ),
+            },
+            Some("slack") => ChannelKind::Slack { url: need_url(v, url) },
+            Some("discord") => ChannelKind::Discord { url: need_url(v, url) },
+            Some("email") => {
+                let to: Vec<String> = c.to.unwrap_or_default();
+                if to.is_empty() || to.iter().any(|t| !t.contains('@')) {
+                    v.err(&format!("{key}.to"), "one or more e-mail addresses required");
+                }
+                let tls = match c.tls.as_deref().unwrap_or("starttls") {
+                    "starttls" => SmtpTls::StartTls,
+                    "tls" => SmtpTls::Tls,
+                    "none" => SmtpTls::None,
+                    other => {
+                        v.err(&format!("{key}.tls"), format!("{other:?}: expected \"starttls\", \"tls\" or \"none\""));
+                        SmtpTls::StartTls
+                    }
+                };
+                ChannelKind::Email {
+                    to,
+                    smtp: SmtpSettings {
+                        host: c.smtp_host,
+                        port: c.smtp_port,
+                        user: c.smtp_user,
+                        password: SecretSource::Env(c.smtp_password_env.unwrap_or_else(|| "SMTP_PASSWORD".into())),
+                        from: c.from,
+                        reply_to: c.reply_to,
+                        tls,
+                    },
+                }
+            }
+            other => {
+                v.err(
+                    &format!("{key}.type"),
+                    format!("{other:?}: expected \"webhook\", \"slack\", \"discord\" or \"email\""),
+                );
+                continue;
+            }
+        };
+        channels.insert(
+            name.clone(),
+            ChannelConfig { name, kind, rate_per_minute: c.rate_per_minute.unwrap_or(60).max(1) },
+        );
+    }
+    let check_channels = |v: &mut V<'_>, key: &str, names: &[String]| {
+        for n in names {
+            if !channels.contains_key(n) {
+                v.err(key, format!("unknown channel {n:?} (define it under [alerts.channels.{n}])"));
+            }
+        }
+    };
+    let triggers = a.triggers.unwrap_or_default();
+    for (t, names) in &triggers {
+        if !ALERT_TRIGGERS.contains(&t.as_str()) {
+            v.err(&format!("alerts.triggers.{t}"), format!("unknown trigger; known: {}", ALERT_TRIGGERS.join(", ")));
+        }
+        check_channels(v, &format!("alerts.triggers.{t}"), names);
+    }
+    let mut custom = Vec::new();
+    for (i, c) in a.custom.unwrap_or_default().into_iter().enumerate() {
+        let key = format!("alerts.custom[{i}]");
+        let name = c.name.filter(|n| !n.is_empty()).unwrap_or_else(|| format!("custom{}", i + 1));
+        let chans = c.channels.unwrap_or_default();
+        check_channels(v, &format!("{key}.channels"), &chans);
+        match c.when.as_deref().map(cel::Program::compile) {
+            None => v.err(&format!("{key}.when"), "required: a CEL condition"),
+            Some(Err(e)) => v.err(&format!("{key}.when"), format!("syntax error: {}", e.to_string().trim())),
+            Some(Ok(p)) => {
+                let unknown: Vec<String> = p
+                    .references()
+                    .variables()
+                    .into_iter()
+                    .filter(|n| !RULE_VARIABLES.contains(n))
+                    .map(str::to_string)
+                    .collect();
+                if unknown.is_empty() {
+                    custom.push(CustomAlert { name, program: std::sync::Arc::new(p), channels: chans });
+                } else {
+                    v.err(&format!("{key}.when"), format!("unknown variable(s) {}", unknown.join(", ")));
+                }
+            }
+        }
+    }
+    AlertsConfig {
+        enabled: a.enabled.unwrap_or(true),
+        dashboard_url: a.dashboard_url.filter(|u| !u.is_empty()).map(|u| u.trim_end_matches('/').to_string()),
+        dedupe_window: v.duration("alerts.dedupe_window", a.dedupe_window.as_deref(), "10m"),
+        max_attempts: a.max_attempts.unwrap_or(8).max(1),
+        backoff_initial: v.duration("alerts.backoff_initial", a.backoff_initial.as_deref(), "5s"),
+        backoff_max: v.duration("alerts.backoff_max", a.backoff_max.as_deref(), "15m"),
+        timeout: v.duration("alerts.timeout", a.timeout.as_deref(), "10s"),
+        score_threshold: a.score_threshold.unwrap_or(default_threshold),
+        retention: v.duration("alerts.retention", a.retention.as_deref(), "30d"),
+        channels,
+        triggers,
+        custom,
     }
 }
 

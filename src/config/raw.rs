@@ -217,3 +217,48 @@ pub struct RawRoles {
     pub token_file: Option<String>,
     pub cache_ttl: Option<String>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChannel {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    pub to: Option<Vec<String>>,
+    pub rate_per_minute: Option<u32>,
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<u16>,
+    pub smtp_user: Option<String>,
+    pub smtp_password_env: Option<String>,
+    pub from: Option<String>,
+    pub reply_to: Option<String>,
+    pub tls: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomAlert {
+    pub name: Option<String>,
+    pub when: Option<String>,
+    pub channels: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub enabled: Option<bool>,
+    pub dashboard_url: Option<String>,
+    pub dedupe_window: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub backoff_initial: Option<String>,
+    pub backoff_max: Option<String>,
+    pub timeout: Option<String>,
+    pub score_threshold: Option<u32>,
+    pub retention: Option<String>,
+    pub channels: Option<std::collections::BTreeMap<String, RawChannel>>,
+    pub triggers: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    pub custom: Option<Vec<RawCustomAlert>>,
+}

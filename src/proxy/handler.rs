@@ -305,6 +305,7 @@ async fn check_token(
             st.metrics.reuse_detected.inc();
             let ended: Vec<_> = st.sessions.end(live.id, "refresh_token_reuse").await?.into_iter().collect();
             st.audit_ended(kind::REFRESH_REUSE, &ended, "system", serde_json::json!({"token": tokens::log_id(&hash)}));
+            st.alert_ended("refresh_reuse", &ended, "a rotated-out refresh token was presented again");
             st.revoke_in_background(ended);
             Err(GatewayError::RefreshTokenReuse)
         }
@@ -543,6 +544,33 @@ async fn create(
                 .record(Event::new(kind::RISK_ALERT).user(&user_id).ip(ctx.client_ip).actor("system").details(details));
         }
     }
+    // Alerts are decided now (while the login's facts are at hand) and raised once the session exists.
+    let mut triggers: Vec<(String, Option<Vec<String>>)> = Vec::new();
+    if let Some(a) = &assessment {
+        if a.new_country {
+            triggers.push(("new_country".into(), None));
+        }
+        if a.score >= st.alerts.config().score_threshold {
+            triggers.push(("high_score".into(), None));
+        }
+        let facts = LoginFacts {
+            user_id: &user_id,
+            ip: ctx.client_ip,
+            geo: &located,
+            device: &device,
+            user_agent: &ctx.user_agent,
+            role: role.as_deref(),
+            now_ms: now,
+        };
+        for c in &st.alerts.config().custom {
+            if st.risk.eval(&c.program, &facts, a) {
+                triggers.push((format!("custom:{}", c.name), Some(c.channels.clone())));
+            }
+        }
+    }
+    if located.is_anonymous() || located.is_datacenter {
+        triggers.push(("anonymizer".into(), None));
+    }
     st.risk.record_login(&user_id, geo.as_ref(), &device, now);
     let tenant_id = claim(st.cfg.sessions.tenant_claim.as_deref()).or_else(|| {
         let h = st.cfg.sessions.tenant_header.as_ref()?;
@@ -583,6 +611,30 @@ async fn create(
     if kind == "login" {
         st.logins.add_success(now, country.as_deref(), vpn);
     }
+    if !triggers.is_empty() {
+        let facts = crate::alerts::Facts {
+            user_id: Some(live.user_id.clone()),
+            username: x.username.as_deref().and_then(|p| tokens::pointer_str(json, p)),
+            email: x.email.as_deref().and_then(|p| tokens::pointer_str(json, p)),
+            session: Some(live.sid.clone()),
+            ip: Some(ctx.client_ip.to_string()),
+            geo: Some(located.clone()),
+            score,
+            reasons: triggers.iter().map(|(t, _)| t.clone()).collect(),
+            summary: format!(
+                "Login of user {} from {}{}",
+                live.user_id,
+                ctx.client_ip,
+                country.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
+        };
+        for (t, chans) in triggers {
+            match chans {
+                Some(c) => st.alerts.raise_to(&t, c, &facts, true),
+                None => st.alerts.raise(&t, &facts),
+            }
+        }
+    }
     Ok(live)
 }
 
@@ -610,8 +662,18 @@ fn deny_login(
     st.metrics.logins.with_label_values(&[d.result]).inc();
     let mut details = if details.is_object() { details } else { serde_json::json!({}) };
     details["reason"] = d.result.into();
-    details["why"] = d.why.into();
+    details["why"] = d.why.clone().into();
     details["via"] = via.into();
+    let facts = crate::alerts::Facts {
+        user_id: Some(user_id.to_string()),
+        ip: Some(ctx.client_ip.to_string()),
+        score: details["score"].as_u64().map(|s| s as u32),
+        reasons: vec![d.result.to_string(), d.why.clone()],
+        summary: format!("Login of user {user_id} from {} refused ({}: {})", ctx.client_ip, d.result, d.why),
+        geo: st.geo.is_configured().then(|| st.geo.lookup(ctx.client_ip)),
+        ..Default::default()
+    };
+    st.alerts.raise("login_refused", &facts);
     st.audit.record(Event::new(d.event).user(user_id).ip(ctx.client_ip).actor("client").details(details));
     let (up, cfg) = (st.upstream.clone(), st.cfg.clone());
     tokio::spawn(crate::session::revoke::revoke(

@@ -40,6 +40,10 @@ pub struct Assessment {
     pub deny: Option<String>,
     pub alert: bool,
     pub travel_kmh: Option<f64>,
+    pub new_country: bool,
+    pub new_device: bool,
+    pub impossible_travel: bool,
+    pub failed_logins: u32,
 }
 
 /// What is known about a login being assessed.
@@ -185,38 +189,12 @@ impl Risk {
         let mut score: i64 = a.signals.iter().map(|s| s.points).sum();
         score = score.clamp(0, 100);
 
-        let (hour_utc, weekday_utc, hour_local) = clock(f.now_ms, g.timezone.as_deref());
+        a.new_country = new_country;
+        a.new_device = new_device;
+        a.impossible_travel = impossible;
+        a.failed_logins = failed;
         for rule in &self.cfg.rules {
-            let mut ctx = cel::Context::default();
-            let s = |v: &Option<String>| v.clone().unwrap_or_default();
-            ctx.add_variable_from_value("country", s(&g.country_code));
-            ctx.add_variable_from_value("city", s(&g.city));
-            ctx.add_variable_from_value("asn", i64::from(g.asn.unwrap_or(0)));
-            ctx.add_variable_from_value("isp", s(&g.isp));
-            ctx.add_variable_from_value("is_vpn", g.is_vpn);
-            ctx.add_variable_from_value("is_proxy", g.is_proxy);
-            ctx.add_variable_from_value("is_tor", g.is_tor);
-            ctx.add_variable_from_value("is_datacenter", g.is_datacenter);
-            ctx.add_variable_from_value("is_residential_proxy", g.is_residential_proxy);
-            ctx.add_variable_from_value("is_anonymous", g.is_anonymous());
-            ctx.add_variable_from_value("is_local", g.local);
-            ctx.add_variable_from_value("hour_utc", hour_utc);
-            ctx.add_variable_from_value("hour_local", hour_local);
-            ctx.add_variable_from_value("weekday_utc", weekday_utc);
-            ctx.add_variable_from_value("user_agent", f.user_agent.to_string());
-            ctx.add_variable_from_value("device_type", f.device.device_type.clone());
-            ctx.add_variable_from_value("browser", f.device.browser_name.clone());
-            ctx.add_variable_from_value("os", f.device.os_name.clone());
-            ctx.add_variable_from_value("role", f.role.unwrap_or("").to_string());
-            ctx.add_variable_from_value("ip", f.ip.to_string());
-            ctx.add_variable_from_value("user_id", f.user_id.to_string());
-            ctx.add_variable_from_value("score", score);
-            ctx.add_variable_from_value("new_country", new_country);
-            ctx.add_variable_from_value("new_device", new_device);
-            ctx.add_variable_from_value("impossible_travel", impossible);
-            ctx.add_variable_from_value("travel_kmh", travel.unwrap_or(0.0));
-            ctx.add_variable_from_value("failed_logins_last_hour", i64::from(failed));
-            ctx.add_variable_from_value("tags", a.tags.iter().map(|t| cel::Value::from(t.clone())).collect::<Vec<_>>());
+            let ctx = context(f, &a, score);
             let holds = match rule.program.execute(&ctx) {
                 Ok(cel::Value::Bool(b)) => b,
                 Ok(other) => {
@@ -253,6 +231,50 @@ impl Risk {
         a.alert = a.score >= self.cfg.alert_at;
         a
     }
+}
+
+impl Risk {
+    /// Evaluates a CEL condition (a custom alert) against a login and its final assessment.
+    pub fn eval(&self, program: &cel::Program, f: &LoginFacts<'_>, a: &Assessment) -> bool {
+        matches!(program.execute(&context(f, a, i64::from(a.score))), Ok(cel::Value::Bool(true)))
+    }
+}
+
+/// The variables rules and custom alerts see (config::RULE_VARIABLES lists them).
+fn context(f: &LoginFacts<'_>, a: &Assessment, score: i64) -> cel::Context<'static, 'static> {
+    let g = f.geo;
+    let (hour_utc, weekday_utc, hour_local) = clock(f.now_ms, g.timezone.as_deref());
+    let mut ctx = cel::Context::default();
+    let s = |v: &Option<String>| v.clone().unwrap_or_default();
+    ctx.add_variable_from_value("country", s(&g.country_code));
+    ctx.add_variable_from_value("city", s(&g.city));
+    ctx.add_variable_from_value("asn", i64::from(g.asn.unwrap_or(0)));
+    ctx.add_variable_from_value("isp", s(&g.isp));
+    ctx.add_variable_from_value("is_vpn", g.is_vpn);
+    ctx.add_variable_from_value("is_proxy", g.is_proxy);
+    ctx.add_variable_from_value("is_tor", g.is_tor);
+    ctx.add_variable_from_value("is_datacenter", g.is_datacenter);
+    ctx.add_variable_from_value("is_residential_proxy", g.is_residential_proxy);
+    ctx.add_variable_from_value("is_anonymous", g.is_anonymous());
+    ctx.add_variable_from_value("is_local", g.local);
+    ctx.add_variable_from_value("hour_utc", hour_utc);
+    ctx.add_variable_from_value("hour_local", hour_local);
+    ctx.add_variable_from_value("weekday_utc", weekday_utc);
+    ctx.add_variable_from_value("user_agent", f.user_agent.to_string());
+    ctx.add_variable_from_value("device_type", f.device.device_type.clone());
+    ctx.add_variable_from_value("browser", f.device.browser_name.clone());
+    ctx.add_variable_from_value("os", f.device.os_name.clone());
+    ctx.add_variable_from_value("role", f.role.unwrap_or("").to_string());
+    ctx.add_variable_from_value("ip", f.ip.to_string());
+    ctx.add_variable_from_value("user_id", f.user_id.to_string());
+    ctx.add_variable_from_value("score", score);
+    ctx.add_variable_from_value("new_country", a.new_country);
+    ctx.add_variable_from_value("new_device", a.new_device);
+    ctx.add_variable_from_value("impossible_travel", a.impossible_travel);
+    ctx.add_variable_from_value("travel_kmh", a.travel_kmh.unwrap_or(0.0));
+    ctx.add_variable_from_value("failed_logins_last_hour", i64::from(a.failed_logins));
+    ctx.add_variable_from_value("tags", a.tags.iter().map(|t| cel::Value::from(t.clone())).collect::<Vec<_>>());
+    ctx
 }
 
 /// (hour UTC, weekday UTC with Monday = 1, hour in the location's timezone or UTC).

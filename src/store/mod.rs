@@ -139,6 +139,23 @@ pub struct AuditRecord {
     pub details: serde_json::Value,
 }
 
+/// One alert for one channel, as queued for delivery. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub id: u64,
+    pub created: i64,
+    pub trigger: String,
+    pub channel: String,
+    /// The event as delivered (JSON).
+    pub event: serde_json::Value,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt: i64,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<i64>,
+}
+
 /// A blocked user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlockRecord {

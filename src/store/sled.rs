@@ -8,9 +8,12 @@
 //! Trees: `sessions` (id, big-endian u64 → JSON record), `tokens` (SHA-256 → JSON entry),
 //! `touches` (id → last-active ms; kept apart so last-seen updates do not rewrite records),
 //! `meta` (`max_id`), `blocks` (user id → JSON block record), `audit` (time ms ++ sequence, both
-//! big-endian → JSON event; append-only, ordered by time).
+//! big-endian → JSON event; append-only, ordered by time), `alerts` (id → JSON alert record: the
+//! durable delivery queue).
 
-use super::{AuditRecord, BlockRecord, Changes, SessionRecord, Snapshot, StoreError, TokenEntry, TokenHash};
+use super::{
+    AlertRecord, AuditRecord, BlockRecord, Changes, SessionRecord, Snapshot, StoreError, TokenEntry, TokenHash,
+};
 use sled::Transactional;
 use std::path::Path;
 
@@ -23,6 +26,7 @@ pub struct SledStore {
     meta: sled::Tree,
     blocks: sled::Tree,
     audit: sled::Tree,
+    alerts: sled::Tree,
 }
 
 fn sled_err(e: impl std::fmt::Display) -> StoreError {
@@ -60,6 +64,7 @@ impl SledStore {
                 meta: db.open_tree("meta").map_err(sled_err)?,
                 blocks: db.open_tree("blocks").map_err(sled_err)?,
                 audit: db.open_tree("audit").map_err(sled_err)?,
+                alerts: db.open_tree("alerts").map_err(sled_err)?,
                 db,
             })
         })
@@ -305,6 +310,54 @@ impl SledStore {
             }
             tree.apply_batch(batch).map_err(sled_err)?;
             Ok(keys.len())
+        })
+        .await
+    }
+}
+
+impl SledStore {
+    /// A fresh id for an alert record.
+    pub async fn alert_id(&self) -> Result<u64, StoreError> {
+        let db = self.db.clone();
+        blocking(move || db.generate_id().map_err(sled_err)).await
+    }
+
+    /// Writes alert records durably (the queue must survive a crash).
+    pub async fn put_alerts(&self, recs: Vec<AlertRecord>) -> Result<(), StoreError> {
+        let tree = self.alerts.clone();
+        blocking(move || {
+            let mut batch = sled::Batch::default();
+            for r in &recs {
+                batch.insert(&r.id.to_be_bytes(), serde_json::to_vec(r).map_err(codec_err)?);
+            }
+            tree.apply_batch(batch).map_err(sled_err)
+        })
+        .await?;
+        self.flush().await
+    }
+
+    /// Every alert record, oldest first.
+    pub async fn alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        let tree = self.alerts.clone();
+        blocking(move || {
+            tree.iter()
+                .map(|kv| {
+                    let (_, v) = kv.map_err(sled_err)?;
+                    serde_json::from_slice(&v).map_err(codec_err)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn delete_alerts(&self, ids: Vec<u64>) -> Result<(), StoreError> {
+        let tree = self.alerts.clone();
+        blocking(move || {
+            let mut batch = sled::Batch::default();
+            for id in ids {
+                batch.remove(&id.to_be_bytes());
+            }
+            tree.apply_batch(batch).map_err(sled_err)
         })
         .await
     }

@@ -1,0 +1,350 @@
+//! Security alerts. Raising one never touches the request path's latency: the event goes
+//! through a bounded queue to a worker that first writes one record per channel to the store
+//! (the durable queue) and then delivers it — with a timeout, exponential backoff, a dead
+//! letter after `alerts.max_attempts`, and a per-channel rate limit. Repeats of one trigger for
+//! one user within `alerts.dedupe_window` are merged into the first.
+
+pub mod channels;
+
+use crate::config::AlertsConfig;
+use crate::metrics::Metrics;
+use crate::session::{now_ms, user_api::iso};
+use crate::store::{AlertRecord, Store};
+use channels::Sender;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch, Notify};
+
+/// An alert on its way to the durable queue.
+pub struct Raised {
+    trigger: String,
+    channels: Vec<String>,
+    event: Value,
+}
+
+pub struct AlertHub {
+    cfg: AlertsConfig,
+    tx: mpsc::Sender<Raised>,
+    dedupe: Mutex<HashMap<(String, String), i64>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Human title of a trigger.
+pub fn title(trigger: &str) -> String {
+    match trigger {
+        "new_country" => "Login from a new country".into(),
+        "anonymizer" => "Login through a VPN, proxy, TOR or datacenter".into(),
+        "high_score" => "High-risk login".into(),
+        "login_refused" => "Login attempt refused".into(),
+        "refresh_reuse" => "Refresh token reuse: session terminated".into(),
+        "admin_termination" => "Sessions terminated by an admin".into(),
+        "password_change" => "Password changed: sessions terminated".into(),
+        "test" => "Test alert".into(),
+        other => format!("Alert: {}", other.strip_prefix("custom:").unwrap_or(other)),
+    }
+}
+
+/// What an alert says, before it gets its id and time.
+#[derive(Debug, Default, Clone)]
+pub struct Facts {
+    pub user_id: Option<String>,
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub session: Option<String>,
+    pub ip: Option<String>,
+    pub geo: Option<crate::geo::GeoInfo>,
+    pub score: Option<u32>,
+    pub reasons: Vec<String>,
+    pub summary: String,
+}
+
+/// The event JSON every channel renders (and the generic webhook sends as is).
+pub fn event(trigger: &str, f: &Facts) -> Value {
+    let g = f.geo.as_ref();
+    json!({
+        "id": format!("{:016x}", rand::random::<u64>()),
+        "type": trigger,
+        "title": title(trigger),
+        "summary": f.summary,
+        "time": iso(now_ms()),
+        "user": f.user_id.as_ref().map(|id| json!({"id": id, "username": f.username, "email": f.email})),
+        "session": f.session,
+        "ip": f.ip,
+        "geo": g.map(|g| json!({"country": g.country, "countryCode": g.country_code, "flag": g.flag(), "city": g.city, "asn": g.asn, "isp": g.isp})),
+        "flags": {
+            "isVpn": g.is_some_and(|g| g.is_vpn),
+            "isProxy": g.is_some_and(|g| g.is_proxy || g.is_residential_proxy),
+            "isTor": g.is_some_and(|g| g.is_tor),
+            "isDatacenter": g.is_some_and(|g| g.is_datacenter),
+        },
+        "score": f.score,
+        "reasons": f.reasons,
+    })
+}
+
+impl AlertHub {
+    pub fn config(&self) -> &AlertsConfig {
+        &self.cfg
+    }
+
+    /// Raises a built-in trigger, routed by `alerts.triggers`.
+    pub fn raise(&self, trigger: &str, facts: &Facts) {
+        let Some(chans) = self.cfg.triggers.get(trigger).filter(|c| !c.is_empty()) else { return };
+        self.raise_to(trigger, chans.clone(), facts, true);
+    }
+
+    /// Raises an alert to given channels (custom conditions, tests).
+    pub fn raise_to(&self, trigger: &str, channels: Vec<String>, facts: &Facts, dedupe: bool) {
+        if !self.cfg.enabled || channels.is_empty() {
+            return;
+        }
+        if let (true, Some(user)) = (dedupe, &facts.user_id) {
+            let now = now_ms();
+            let window = self.cfg.dedupe_window.as_millis() as i64;
+            if let Ok(mut d) = self.dedupe.lock() {
+                if d.len() > 100_000 {
+                    d.retain(|_, t| now - *t < window);
+                }
+                let key = (trigger.to_string(), user.clone());
+                if d.get(&key).is_some_and(|t| now - t < window) {
+                    for c in &channels {
+                        self.metrics.alerts.with_label_values(&[trigger_label(trigger), c, "deduplicated"]).inc();
+                    }
+                    return;
+                }
+                d.insert(key, now);
+            }
+        }
+        let raised = Raised { trigger: trigger.to_string(), channels, event: event(trigger, facts) };
+        if self.tx.try_send(raised).is_err() {
+            tracing::error!(trigger, "alert queue full: alert dropped");
+        }
+    }
+}
+
+/// Bounded metric label: custom alerts share one value.
+fn trigger_label(trigger: &str) -> &str {
+    if trigger.starts_with("custom:") {
+        "custom"
+    } else {
+        trigger
+    }
+}
+
+/// The delivery side: pending records in memory (all of them also in the store).
+pub struct Worker {
+    cfg: AlertsConfig,
+    store: Store,
+    sender: Arc<Sender>,
+    metrics: Arc<Metrics>,
+    pending: Mutex<HashMap<u64, AlertRecord>>,
+    in_flight: Mutex<HashSet<u64>>,
+    sent: Mutex<HashMap<String, VecDeque<i64>>>,
+    wake: Notify,
+}
+
+pub fn new(
+    cfg: AlertsConfig,
+    store: Store,
+    sender: Sender,
+    metrics: Arc<Metrics>,
+) -> (Arc<AlertHub>, Arc<Worker>, mpsc::Receiver<Raised>) {
+    let (tx, rx) = mpsc::channel(4096);
+    let hub = Arc::new(AlertHub { cfg: cfg.clone(), tx, dedupe: Mutex::new(HashMap::new()), metrics: metrics.clone() });
+    let worker = Arc::new(Worker {
+        cfg,
+        store,
+        sender: Arc::new(sender),
+        metrics,
+        pending: Mutex::new(HashMap::new()),
+        in_flight: Mutex::new(HashSet::new()),
+        sent: Mutex::new(HashMap::new()),
+        wake: Notify::new(),
+    });
+    (hub, worker, rx)
+}
+
+impl Worker {
+    /// Loads undelivered alerts left by a previous run.
+    pub async fn load(&self) -> Result<usize, crate::store::StoreError> {
+        let all = self.store.alerts().await?;
+        let mut p = self.pending.lock().map_err(|_| crate::store::StoreError::Join("poisoned".into()))?;
+        for r in all.into_iter().filter(|r| r.status == "pending") {
+            p.insert(r.id, r);
+        }
+        Ok(p.len())
+    }
+
+    /// Puts a dead alert back in the queue. `false` if there is no such dead alert.
+    pub async fn retry(&self, id: u64) -> Result<bool, crate::store::StoreError> {
+        let Some(mut rec) = self.store.alerts().await?.into_iter().find(|r| r.id == id && r.status == "dead") else {
+            return Ok(false);
+        };
+        rec.status = "pending".into();
+        rec.attempts = 0;
+        rec.next_attempt = now_ms();
+        self.store.put_alerts(vec![rec.clone()]).await?;
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(rec.id, rec);
+        }
+        self.wake.notify_one();
+        Ok(true)
+    }
+
+    pub fn has_channel(&self, name: &str) -> bool {
+        self.sender.has(name)
+    }
+
+    async fn persist(&self, raised: Raised) {
+        let now = now_ms();
+        let mut recs = Vec::new();
+        for channel in raised.channels {
+            let id = match self.store.alert_id().await {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot queue alert");
+                    continue;
+                }
+            };
+            recs.push(AlertRecord {
+                id,
+                created: now,
+                trigger: raised.trigger.clone(),
+                channel,
+                event: raised.event.clone(),
+                status: "pending".into(),
+                attempts: 0,
+                next_attempt: now,
+                last_error: None,
+                delivered_at: None,
+            });
+        }
+        match self.store.put_alerts(recs.clone()).await {
+            Ok(()) => {
+                if let Ok(mut p) = self.pending.lock() {
+                    for r in recs {
+                        p.insert(r.id, r);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot queue alerts"),
+        }
+    }
+
+    /// Takes a delivery slot for `channel` if its rate limit allows.
+    fn take_slot(&self, channel: &str, now: i64) -> bool {
+        let limit = self.sender.rate_per_minute(channel).unwrap_or(60) as usize;
+        let Ok(mut s) = self.sent.lock() else { return false };
+        let q = s.entry(channel.to_string()).or_default();
+        while q.front().is_some_and(|t| now - t >= 60_000) {
+            q.pop_front();
+        }
+        if q.len() >= limit {
+            return false;
+        }
+        q.push_back(now);
+        true
+    }
+
+    fn backoff_ms(&self, attempts: u32) -> i64 {
+        let base = self.cfg.backoff_initial.as_millis() as i64;
+        let max = self.cfg.backoff_max.as_millis() as i64;
+        base.saturating_mul(1i64 << attempts.saturating_sub(1).min(30)).min(max)
+    }
+
+    /// Starts deliveries of every due alert not already in flight.
+    fn dispatch(self: &Arc<Self>) {
+        let now = now_ms();
+        let due: Vec<AlertRecord> = {
+            let (Ok(p), Ok(f)) = (self.pending.lock(), self.in_flight.lock()) else { return };
+            let mut d: Vec<AlertRecord> =
+                p.values().filter(|r| r.next_attempt <= now && !f.contains(&r.id)).cloned().collect();
+            d.sort_by_key(|r| r.id);
+            d
+        };
+        for rec in due {
+            if !self.take_slot(&rec.channel, now) {
+                self.metrics
+                    .alerts
+                    .with_label_values(&[trigger_label(&rec.trigger), &rec.channel, "rate_limited"])
+                    .inc();
+                continue;
+            }
+            if let Ok(mut f) = self.in_flight.lock() {
+                f.insert(rec.id);
+            }
+            let me = self.clone();
+            tokio::spawn(async move { me.deliver(rec).await });
+        }
+    }
+
+    async fn deliver(self: Arc<Self>, mut rec: AlertRecord) {
+        let result = self.sender.send(&rec.channel, &rec.event, self.cfg.timeout).await;
+        rec.attempts += 1;
+        let outcome = match result {
+            Ok(()) => {
+                rec.status = "delivered".into();
+                rec.delivered_at = Some(now_ms());
+                rec.last_error = None;
+                "delivered"
+            }
+            Err(e) => {
+                tracing::warn!(alert = rec.id, channel = %rec.channel, attempt = rec.attempts, error = %e, "alert delivery failed");
+                rec.last_error = Some(e);
+                if rec.attempts >= self.cfg.max_attempts {
+                    rec.status = "dead".into();
+                    "dead"
+                } else {
+                    rec.next_attempt = now_ms() + self.backoff_ms(rec.attempts);
+                    "failed"
+                }
+            }
+        };
+        self.metrics.alerts.with_label_values(&[trigger_label(&rec.trigger), &rec.channel, outcome]).inc();
+        if let Err(e) = self.store.put_alerts(vec![rec.clone()]).await {
+            tracing::error!(error = %e, "cannot record alert delivery");
+        }
+        if let Ok(mut p) = self.pending.lock() {
+            if rec.status == "pending" {
+                p.insert(rec.id, rec.clone());
+            } else {
+                p.remove(&rec.id);
+            }
+        }
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.remove(&rec.id);
+        }
+    }
+
+    /// Deletes delivered and dead alerts older than `alerts.retention`.
+    async fn purge(&self) {
+        let cutoff = now_ms() - self.cfg.retention.as_millis() as i64;
+        if let Ok(all) = self.store.alerts().await {
+            let old: Vec<u64> =
+                all.iter().filter(|r| r.status != "pending" && r.created < cutoff).map(|r| r.id).collect();
+            if !old.is_empty() {
+                let _ = self.store.delete_alerts(old).await;
+            }
+        }
+    }
+}
+
+/// Persists raised alerts and delivers due ones until shutdown.
+pub async fn run(worker: Arc<Worker>, mut rx: mpsc::Receiver<Raised>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    let mut last_purge = 0i64;
+    loop {
+        tokio::select! {
+            Some(r) = rx.recv() => worker.persist(r).await,
+            _ = tick.tick() => {}
+            _ = worker.wake.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        worker.dispatch();
+        if now_ms() - last_purge > 3_600_000 {
+            last_purge = now_ms();
+            worker.purge().await;
+        }
+    }
+}
