@@ -365,6 +365,7 @@ async fn terminate_all(st: &AdminState, user: &str, reason: &str, actor: &str) -
             .actor(actor)
             .details(json!({"reason": reason, "sessions": ended.len()})),
     );
+    app.alert_ended("admin_termination", &ended, &format!("all sessions terminated by {actor}: {reason}"));
     let n = ended.len();
     app.revoke_in_background(ended);
     Ok(ok(json!({"success": true, "userId": user, "terminated": n})))
@@ -386,6 +387,7 @@ async fn set_block(
                 .actor(actor)
                 .details(json!({"reason": reason, "sessions": ended.len()})),
         );
+        app.alert_ended("admin_termination", &ended, &format!("user blocked by {actor}"));
         let n = ended.len();
         app.revoke_in_background(ended);
         Ok(ok(json!({"success": true, "userId": user, "blocked": true, "terminated": n})))

@@ -758,6 +758,7 @@ async fn learn_credential_change(
             .actor("client")
             .details(serde_json::json!({"sessionsEnded": ended.len()})),
     );
+    st.alert_ended("password_change", &ended, "password changed");
     if let (Some(issued), Some(json)) = (issued, json) {
         ctx.session = Some(create(st, ctx, creds, &HeaderMap::new(), json, issued, "credential_change").await?);
     }

@@ -2,6 +2,7 @@
 //! front of the Strapi-like mock backend, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod receivers;
 pub mod strapi;
 
 use bytes::Bytes;
