@@ -1121,23 +1121,12 @@ fn validate_alerts(v: &mut V<'_>, a: RawAlerts, default_threshold: u32) -> Alert
         let name = c.name.filter(|n| !n.is_empty()).unwrap_or_else(|| format!("custom{}", i + 1));
         let chans = c.channels.unwrap_or_default();
         check_channels(v, &format!("{key}.channels"), &chans);
-        match c.when.as_deref().map(cel::Program::compile) {
-            None => v.err(&format!("{key}.when"), "required: a CEL condition"),
-            Some(Err(e)) => v.err(&format!("{key}.when"), format!("syntax error: {}", e.to_string().trim())),
-            Some(Ok(p)) => {
-                let unknown: Vec<String> = p
-                    .references()
-                    .variables()
-                    .into_iter()
-                    .filter(|n| !RULE_VARIABLES.contains(n))
-                    .map(str::to_string)
-                    .collect();
-                if unknown.is_empty() {
-                    custom.push(CustomAlert { name, program: std::sync::Arc::new(p), channels: chans });
-                } else {
-                    v.err(&format!("{key}.when"), format!("unknown variable(s) {}", unknown.join(", ")));
-                }
-            }
+        let Some(when) = c.when.filter(|w| !w.trim().is_empty()) else {
+            v.err(&format!("{key}.when"), "required: a CEL condition");
+            continue;
+        };
+        if let Some(p) = compile_condition(v, &format!("{key}.when"), &when) {
+            custom.push(CustomAlert { name, program: std::sync::Arc::new(p), channels: chans });
         }
     }
     AlertsConfig {
@@ -1201,6 +1190,29 @@ pub const RULE_VARIABLES: &[&str] = &[
     "tags",
 ];
 
+/// Compiles a CEL condition, reporting a syntax error or an unknown variable under `key`.
+fn compile_condition(v: &mut V<'_>, key: &str, when: &str) -> Option<cel::Program> {
+    let program = match cel::Program::compile(when) {
+        Ok(p) => p,
+        Err(e) => {
+            v.err(key, format!("syntax error in {when:?}: {}", e.to_string().trim()));
+            return None;
+        }
+    };
+    let unknown: Vec<String> = program
+        .references()
+        .variables()
+        .into_iter()
+        .filter(|n| !RULE_VARIABLES.contains(n))
+        .map(str::to_string)
+        .collect();
+    if !unknown.is_empty() {
+        v.err(key, format!("unknown variable(s) {}; known: {}", unknown.join(", "), RULE_VARIABLES.join(", ")));
+        return None;
+    }
+    Some(program)
+}
+
 fn validate_risk(
     v: &mut V<'_>,
     g: RawGeo,
@@ -1240,27 +1252,7 @@ fn validate_risk(
             v.err(&format!("{key}.when"), "required: a CEL condition, e.g. \"score > 70 && is_vpn\"");
             continue;
         };
-        let program = match cel::Program::compile(&when) {
-            Ok(p) => p,
-            Err(e) => {
-                v.err(&format!("{key}.when"), format!("syntax error in {when:?}: {}", e.to_string().trim()));
-                continue;
-            }
-        };
-        let unknown: Vec<String> = program
-            .references()
-            .variables()
-            .into_iter()
-            .filter(|n| !RULE_VARIABLES.contains(n))
-            .map(str::to_string)
-            .collect();
-        if !unknown.is_empty() {
-            v.err(
-                &format!("{key}.when"),
-                format!("unknown variable(s) {}; known: {}", unknown.join(", "), RULE_VARIABLES.join(", ")),
-            );
-            continue;
-        }
+        let Some(program) = compile_condition(v, &format!("{key}.when"), &when) else { continue };
         let action = match (rule.add, rule.action.as_deref(), rule.tag) {
             (Some(n), None, None) => RuleAction::Add(n),
             (None, Some("deny"), None) => RuleAction::Deny,

@@ -516,17 +516,16 @@ async fn create(
         let details = serde_json::json!({"country": located.country_code, "role": role});
         return Err(deny_login(st, ctx, &user_id, issued, kind, denial, details));
     }
-    let assessment = st.risk.enabled().then(|| {
-        st.risk.assess(&LoginFacts {
-            user_id: &user_id,
-            ip: ctx.client_ip,
-            geo: &located,
-            device: &device,
-            user_agent: &ctx.user_agent,
-            role: role.as_deref(),
-            now_ms: now,
-        })
-    });
+    let facts = LoginFacts {
+        user_id: &user_id,
+        ip: ctx.client_ip,
+        geo: &located,
+        device: &device,
+        user_agent: &ctx.user_agent,
+        role: role.as_deref(),
+        now_ms: now,
+    };
+    let assessment = st.risk.enabled().then(|| st.risk.assess(&facts));
     if let Some(a) = &assessment {
         let details = serde_json::json!({"score": a.score, "signals": a.signals, "tags": a.tags, "country": located.country_code});
         if let Some(rule) = &a.deny {
@@ -553,15 +552,6 @@ async fn create(
         if a.score >= st.alerts.config().score_threshold {
             triggers.push(("high_score".into(), None));
         }
-        let facts = LoginFacts {
-            user_id: &user_id,
-            ip: ctx.client_ip,
-            geo: &located,
-            device: &device,
-            user_agent: &ctx.user_agent,
-            role: role.as_deref(),
-            now_ms: now,
-        };
         for c in &st.alerts.config().custom {
             if st.risk.eval(&c.program, &facts, a) {
                 triggers.push((format!("custom:{}", c.name), Some(c.channels.clone())));

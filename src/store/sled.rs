@@ -215,6 +215,19 @@ impl SledStore {
     }
 }
 
+/// Every value of a tree, decoded, in key order.
+async fn read_all<T: serde::de::DeserializeOwned + Send + 'static>(tree: sled::Tree) -> Result<Vec<T>, StoreError> {
+    blocking(move || {
+        tree.iter()
+            .map(|kv| {
+                let (_, v) = kv.map_err(sled_err)?;
+                serde_json::from_slice(&v).map_err(codec_err)
+            })
+            .collect()
+    })
+    .await
+}
+
 /// Audit keys sort by time: 8 bytes of unix ms, then 8 bytes of a unique sequence.
 fn audit_key(time_ms: i64, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -226,16 +239,7 @@ fn audit_key(time_ms: i64, seq: u64) -> [u8; 16] {
 impl SledStore {
     /// Every block record (startup).
     pub async fn load_blocks(&self) -> Result<Vec<BlockRecord>, StoreError> {
-        let tree = self.blocks.clone();
-        blocking(move || {
-            tree.iter()
-                .map(|kv| {
-                    let (_, v) = kv.map_err(sled_err)?;
-                    serde_json::from_slice(&v).map_err(codec_err)
-                })
-                .collect()
-        })
-        .await
+        read_all(self.blocks.clone()).await
     }
 
     /// Blocks (`Some`) or unblocks (`None`) a user, durably.
@@ -338,16 +342,7 @@ impl SledStore {
 
     /// Every alert record, oldest first.
     pub async fn alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
-        let tree = self.alerts.clone();
-        blocking(move || {
-            tree.iter()
-                .map(|kv| {
-                    let (_, v) = kv.map_err(sled_err)?;
-                    serde_json::from_slice(&v).map_err(codec_err)
-                })
-                .collect()
-        })
-        .await
+        read_all(self.alerts.clone()).await
     }
 
     pub async fn delete_alerts(&self, ids: Vec<u64>) -> Result<(), StoreError> {
