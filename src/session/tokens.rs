@@ -180,6 +180,72 @@ mod tests {
         assert_eq!(pointer_str(&v, "/nope"), None);
     }
 
+    /// RS256 and ES256 with keys made by openssl: genuine tokens verify, tokens signed by
+    /// another key or with another algorithm do not.
+    #[test]
+    fn asymmetric_algorithms_verify_with_public_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gen = |name: &str, args: &[&str]| {
+            let key = dir.path().join(format!("{name}.pem"));
+            let public = dir.path().join(format!("{name}.pub.pem"));
+            let ok = std::process::Command::new("openssl")
+                .arg("genpkey")
+                .args(args)
+                .arg("-out")
+                .arg(&key)
+                .status()
+                .expect("openssl");
+            assert!(ok.success());
+            let ok = std::process::Command::new("openssl")
+                .args(["pkey", "-pubout", "-in"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&public)
+                .status()
+                .expect("openssl");
+            assert!(ok.success());
+            (std::fs::read(key).expect("key"), std::fs::read(public).expect("pub"))
+        };
+        let claims = serde_json::json!({"sessionId": "s1", "exp": 4_000_000_000i64});
+        let cases = [
+            (
+                JwtAlgorithm::Rs256,
+                jsonwebtoken::Algorithm::RS256,
+                vec!["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            ),
+            (
+                JwtAlgorithm::Es256,
+                jsonwebtoken::Algorithm::ES256,
+                vec!["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            ),
+        ];
+        for (i, (alg, jalg, args)) in cases.iter().enumerate() {
+            let (private, public) = gen(&format!("k{i}"), args);
+            let (other, _) = gen(&format!("o{i}"), args);
+            let enc = |pem: &[u8]| match jalg {
+                jsonwebtoken::Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(pem).expect("rsa key"),
+                _ => jsonwebtoken::EncodingKey::from_ec_pem(pem).expect("ec key"),
+            };
+            let good = jsonwebtoken::encode(&jsonwebtoken::Header::new(*jalg), &claims, &enc(&private)).expect("sign");
+            let forged = jsonwebtoken::encode(&jsonwebtoken::Header::new(*jalg), &claims, &enc(&other)).expect("sign");
+            let hs = jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(&public),
+            )
+            .expect("sign");
+            let cfg = JwtConfig {
+                algorithm: *alg,
+                key: crate::config::SecretSource::Env("X".into()),
+                leeway: Duration::from_secs(0),
+            };
+            let v = Verifier::new(&cfg, &public).expect("verifier");
+            assert!(v.verify(&good).is_some(), "{alg:?} genuine");
+            assert!(v.verify(&forged).is_none(), "{alg:?} other key");
+            assert!(v.verify(&hs).is_none(), "{alg:?}: an HS256 token keyed with the public key (algorithm confusion)");
+        }
+    }
+
     #[test]
     fn verifier_rejects_forged_and_accepts_genuine() {
         let secret = b"s3cret";
