@@ -559,6 +559,72 @@ pub fn describe(cfg: &Config) -> String {
         if cfg.user_api.enabled { "on" } else { "off" },
         cfg.user_api.prefix
     );
+    if cfg.admin.enabled {
+        let tokens: Vec<String> =
+            cfg.admin.tokens.iter().map(|t| format!("{} from {}", t.name, t.source.describe())).collect();
+        let tokens =
+            if tokens.is_empty() { "generated into data_dir/admin.token".to_string() } else { tokens.join(", ") };
+        let _ = writeln!(o, "admin.listen             {} (tokens: {tokens})", cfg.admin.listen);
+    } else {
+        let _ = writeln!(o, "admin                    off");
+    }
+    let geo: Vec<String> = [
+        ("city", &cfg.geo.city_db),
+        ("city_ipv6", &cfg.geo.city_db_ipv6),
+        ("asn", &cfg.geo.asn_db),
+        ("anonymous", &cfg.geo.anonymous_db),
+        ("tor", &cfg.geo.tor_list),
+        ("vpn", &cfg.geo.vpn_list),
+        ("datacenter", &cfg.geo.datacenter_list),
+    ]
+    .iter()
+    .filter_map(|(k, p)| p.as_ref().map(|p| format!("{k}={}", p.display())))
+    .collect();
+    let _ = writeln!(o, "geo                      {}", if geo.is_empty() { "off".to_string() } else { geo.join(" ") });
+    let _ = writeln!(
+        o,
+        "risk                     {} (alert at {}, deny at {}, {} rule(s))",
+        if cfg.risk.enabled { "on" } else { "off" },
+        cfg.risk.alert_at,
+        cfg.risk.deny_at.map(|d| d.to_string()).unwrap_or_else(|| "never".into()),
+        cfg.risk.rules.len()
+    );
+    if cfg.geofence.is_active() {
+        let _ = writeln!(
+            o,
+            "geofence                 allowed {:?} blocked {:?} unknown {} roles {:?}",
+            cfg.geofence.global.allowed,
+            cfg.geofence.global.blocked,
+            if cfg.geofence.deny_unknown { "deny" } else { "allow" },
+            cfg.geofence.roles.keys().collect::<Vec<_>>()
+        );
+    }
+    if cfg.alerts.enabled && !cfg.alerts.channels.is_empty() {
+        let chans: Vec<String> = cfg
+            .alerts
+            .channels
+            .values()
+            .map(|c| {
+                let kind = match &c.kind {
+                    ChannelKind::Webhook { .. } => "webhook",
+                    ChannelKind::Slack { .. } => "slack",
+                    ChannelKind::Discord { .. } => "discord",
+                    ChannelKind::Email { .. } => "email",
+                };
+                format!("{}({kind})", c.name)
+            })
+            .collect();
+        let routes: Vec<String> = cfg.alerts.triggers.iter().map(|(t, c)| format!("{t}→{}", c.join("+"))).collect();
+        let _ = writeln!(
+            o,
+            "alerts                   channels {} · {} · {} custom",
+            chans.join(" "),
+            routes.join(" "),
+            cfg.alerts.custom.len()
+        );
+    } else {
+        let _ = writeln!(o, "alerts                   off (no channels)");
+    }
     o
 }
 
@@ -1355,6 +1421,29 @@ mod tests {
         let cfg = Config::from_toml_str(text).expect("gateway.toml.example must stay valid");
         assert_eq!(cfg.routes.rules().len(), 7);
         assert_eq!(cfg.backend.error_shape, ErrorShape::Strapi);
+    }
+
+    #[test]
+    fn describe_covers_every_section_and_hides_secrets() {
+        std::env::set_var("SG_DESCRIBE_TEST_SECRET", "super-secret-value");
+        let cfg = Config::from_toml_str(
+            "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:1\"\n[admin]\ntokens = [{ name = \"ops\", env = \"SG_DESCRIBE_TEST_SECRET\" }]\n\
+             [alerts.channels.hook]\ntype = \"webhook\"\nurl = \"http://h:1/x\"\nsecret_env = \"SG_DESCRIBE_TEST_SECRET\"\n[alerts.triggers]\nanonymizer = [\"hook\"]\n",
+        )
+        .expect("valid");
+        let text = describe(&cfg);
+        for line in [
+            "admin.listen",
+            "geo ",
+            "risk ",
+            "alerts ",
+            "hook(webhook)",
+            "anonymizer→hook",
+            "ops from env SG_DESCRIBE_TEST_SECRET",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains("super-secret-value"));
     }
 
     #[test]
