@@ -15,9 +15,7 @@ const LONDON: &str = "81.2.69.142"; // GB, VPN/TOR/proxy/hosting
 const MILTON: &str = "216.160.83.56"; // US, clean
 const SECRET: &str = "webhook-signing-secret";
 
-fn db(name: &str) -> String {
-    format!("{}/geoip/test/{name}", env!("CARGO_MANIFEST_DIR"))
-}
+use support::geoip_test_db as db;
 
 /// Geo databases, a trusted local proxy, fast retries, and `extra`.
 fn config(extra: &str) -> String {

@@ -15,9 +15,7 @@ const CHANGCHUN: &str = "175.16.199.1"; // CN
 const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/143.0.0.0 Safari/537.36";
 const FIREFOX_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:130.0) Gecko/20100101 Firefox/130.0";
 
-fn db(name: &str) -> String {
-    format!("{}/geoip/test/{name}", env!("CARGO_MANIFEST_DIR"))
-}
+use support::geoip_test_db as db;
 
 /// Config with the three test databases, a trusted local proxy, and `extra` merged in.
 fn geo_config(extra: &str) -> String {

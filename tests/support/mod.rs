@@ -47,6 +47,11 @@ fn merge(base: &mut toml::Table, extra: toml::Table) {
     }
 }
 
+/// Path of one of MaxMind's test databases in `geoip/test/`.
+pub fn geoip_test_db(name: &str) -> String {
+    format!("{}/geoip/test/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
 /// The admin token every test gateway accepts (as actor `test`).
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
