@@ -349,11 +349,18 @@ async fn terminate(st: &AdminState, id: &str, reason: &str, actor: &str) -> Resu
     let live = app.sessions.find(id).ok_or_else(not_found)?;
     let ended: Vec<_> = app.sessions.end(live.id, reason).await?.into_iter().collect();
     app.audit_ended(kind::TERMINATE, &ended, actor, json!({"reason": reason}));
-    app.alert_ended("admin_termination", &ended, &format!("terminated by {actor}: {reason}"));
-    let already = ended.is_empty();
-    app.revoke_in_background(ended);
+    let already = after_admin_end(app, ended, &format!("terminated by {actor}: {reason}")) == 0;
     tracing::info!(session = %live.sid, %actor, reason, "session terminated by an admin");
     Ok(ok(json!({"success": true, "sessionId": live.sid, "alreadyEnded": already, "message": "Session terminated"})))
+}
+
+/// What follows every admin action that ended sessions: the `admin_termination` alert and the
+/// revocation at the backend. Returns how many sessions were ended.
+fn after_admin_end(app: &crate::state::AppState, ended: Vec<SessionRecord>, why: &str) -> usize {
+    app.alert_ended("admin_termination", &ended, why);
+    let n = ended.len();
+    app.revoke_in_background(ended);
+    n
 }
 
 async fn terminate_all(st: &AdminState, user: &str, reason: &str, actor: &str) -> Result<Response<Body>, GatewayError> {
@@ -365,9 +372,7 @@ async fn terminate_all(st: &AdminState, user: &str, reason: &str, actor: &str) -
             .actor(actor)
             .details(json!({"reason": reason, "sessions": ended.len()})),
     );
-    app.alert_ended("admin_termination", &ended, &format!("all sessions terminated by {actor}: {reason}"));
-    let n = ended.len();
-    app.revoke_in_background(ended);
+    let n = after_admin_end(app, ended, &format!("all sessions terminated by {actor}: {reason}"));
     Ok(ok(json!({"success": true, "userId": user, "terminated": n})))
 }
 
@@ -387,9 +392,7 @@ async fn set_block(
                 .actor(actor)
                 .details(json!({"reason": reason, "sessions": ended.len()})),
         );
-        app.alert_ended("admin_termination", &ended, &format!("user blocked by {actor}"));
-        let n = ended.len();
-        app.revoke_in_background(ended);
+        let n = after_admin_end(app, ended, &format!("user blocked by {actor}"));
         Ok(ok(json!({"success": true, "userId": user, "blocked": true, "terminated": n})))
     } else {
         app.sessions.unblock(user).await?;

@@ -503,6 +503,8 @@ async fn create(
             result: "blocked",
             why: "user is blocked".into(),
             error: GatewayError::UserBlocked,
+            // Nothing was looked up yet on this path.
+            geo: st.geo.is_configured().then(|| st.geo.lookup(ctx.client_ip)),
         };
         return Err(deny_login(st, ctx, &user_id, issued, kind, denial, serde_json::Value::Null));
     }
@@ -512,7 +514,13 @@ async fn create(
     let role = if st.roles.is_configured() { st.roles.resolve(&user_id, json).await } else { None };
     let located = geo.clone().unwrap_or_default();
     if let Err(why) = st.risk.check_fence(&located, role.as_deref(), ctx.client_ip) {
-        let denial = Denial { event: kind::LOGIN_DENIED, result: "geo_blocked", why, error: GatewayError::GeoBlocked };
+        let denial = Denial {
+            event: kind::LOGIN_DENIED,
+            result: "geo_blocked",
+            why,
+            error: GatewayError::GeoBlocked,
+            geo: geo.clone(),
+        };
         let details = serde_json::json!({"country": located.country_code, "role": role});
         return Err(deny_login(st, ctx, &user_id, issued, kind, denial, details));
     }
@@ -534,6 +542,7 @@ async fn create(
                 result: "risk_denied",
                 why: format!("denied by {rule}"),
                 error: GatewayError::RiskDenied,
+                geo: geo.clone(),
             };
             return Err(deny_login(st, ctx, &user_id, issued, kind, denial, details));
         }
@@ -634,6 +643,8 @@ struct Denial {
     result: &'static str,
     why: String,
     error: GatewayError,
+    /// Where the login came from, as already looked up (for the alert).
+    geo: Option<crate::geo::GeoInfo>,
 }
 
 /// Refuses a login the backend already accepted: the client gets the denial, the backend
@@ -660,7 +671,7 @@ fn deny_login(
         score: details["score"].as_u64().map(|s| s as u32),
         reasons: vec![d.result.to_string(), d.why.clone()],
         summary: format!("Login of user {user_id} from {} refused ({}: {})", ctx.client_ip, d.result, d.why),
-        geo: st.geo.is_configured().then(|| st.geo.lookup(ctx.client_ip)),
+        geo: d.geo,
         ..Default::default()
     };
     st.alerts.raise("login_refused", &facts);
