@@ -211,6 +211,8 @@ pub enum StartupError {
     Tls(String),
     #[error("geo data: {0}")]
     Geo(String),
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
 }
@@ -220,7 +222,7 @@ impl StartupError {
     pub fn exit_code(&self) -> i32 {
         match self {
             StartupError::Config(_) | StartupError::Secret(_) | StartupError::Tls(_) | StartupError::Geo(_) => 64,
-            StartupError::Store(_) | StartupError::Bind { .. } => 1,
+            StartupError::Store(_) | StartupError::Bind { .. } | StartupError::Cluster(_) => 1,
         }
     }
 }

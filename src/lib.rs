@@ -8,6 +8,7 @@ pub mod admin;
 pub mod alerts;
 pub mod audit;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod geo;
@@ -60,6 +61,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
+    /// The cluster publisher, stopped after the drain so events of the last requests go out.
+    publisher: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl Running {
@@ -69,6 +72,13 @@ impl Running {
         let _ = self.shutdown.send(true);
         for s in self.servers {
             let _ = s.await;
+        }
+        if let (Some((stop, task)), Some(cl)) = (self.publisher, &self.state.cluster) {
+            let _ = stop.send(true);
+            let limit = cl.config().connect_timeout + cl.config().command_timeout * 2;
+            if tokio::time::timeout(limit, task).await.is_err() {
+                tracing::warn!("cluster: events still queued at shutdown are published at the next start");
+            }
         }
         for t in &self.background {
             t.abort();
@@ -222,8 +232,16 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     let metrics = Arc::new(metrics::Metrics::new());
     let store = store::Store::open(&cfg.store.data_dir, cfg.store.cache_capacity_bytes).await?;
     let risk = risk::Risk::new(cfg.risk.clone(), cfg.geofence.clone());
+    let cluster = match &cfg.cluster {
+        Some(cc) => Some(Arc::new(cluster::Cluster::new(cc, store.clone(), metrics.clone()).await?)),
+        None => None,
+    };
+    let replication = cluster.as_ref().map(|c| c.replication()).unwrap_or_else(session::Replication::standalone);
     let (sessions, touch_rx) =
-        Sessions::open(cfg.sessions.clone(), store.clone(), keyring, metrics.clone(), |rec| risk.seed(rec)).await?;
+        Sessions::open(cfg.sessions.clone(), store.clone(), keyring, metrics.clone(), replication, |rec| {
+            risk.seed(rec)
+        })
+        .await?;
     let geo = Arc::new(geo::Geo::new(&cfg.geo));
     let geo2 = geo.clone();
     let report = tokio::task::spawn_blocking(move || geo2.reload_blocking(true))
@@ -283,10 +301,11 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         roles,
         alerts: alert_hub,
         alert_worker: alert_worker.clone(),
+        cluster: cluster.clone(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let background = vec![
-        tokio::spawn(session::run_touch_writer(store.clone(), metrics.clone(), touch_rx)),
+    let mut background = vec![
+        tokio::spawn(session::run_touch_writer(store.clone(), metrics.clone(), touch_rx, cluster.clone())),
         tokio::spawn(audit::run_writer(store, metrics.clone(), audit_rx)),
         tokio::spawn(session::sweeper::run(
             sessions,
@@ -304,6 +323,14 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         tokio::spawn(geo::run_reloader(geo, cfg.geo.reload_interval, shutdown_rx.clone())),
         tokio::spawn(alerts::run(alert_worker, alert_rx, shutdown_rx.clone())),
     ];
+    let mut publisher = None;
+    if let Some(cl) = &cluster {
+        tracing::info!(node = %cl.name, slot = cl.slot, "cluster: replication through Redis");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        publisher = Some((stop_tx, tokio::spawn(cluster::run_publisher(cl.clone(), stop_rx))));
+        background.push(tokio::spawn(cluster::run_follower(cl.clone(), state.clone(), shutdown_rx.clone())));
+        background.push(tokio::spawn(cluster::run_snapshot_server(cl.clone(), state.clone(), shutdown_rx.clone())));
+    }
     let mut servers = vec![tokio::spawn(proxy::serve(
         cfg.server.clone(),
         proxy::public_handler(state.clone()),
@@ -332,5 +359,5 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         upstream = %cfg.upstream.url,
         "sessiongate listening"
     );
-    Ok(Running { public_addr, admin_addr, state, shutdown: shutdown_tx, servers, background })
+    Ok(Running { public_addr, admin_addr, state, shutdown: shutdown_tx, servers, background, publisher })
 }

@@ -26,6 +26,28 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     pub alerts: IntCounterVec,
     pub admin_auth_failures: IntCounter,
+    pub cluster: ClusterMetrics,
+}
+
+/// Replication (see `cluster/`). Registered always; zero when running alone.
+pub struct ClusterMetrics {
+    /// 1 while this instance reaches Redis, 0 while it is isolated.
+    pub connected: IntGauge,
+    /// Events by direction (`published`, `applied`, `skipped`) and kind.
+    pub events: IntCounterVec,
+    pub publish_failures: IntCounter,
+    /// Local events queued durably, not yet in Redis.
+    pub outbox_pending: IntGauge,
+    /// Events in the stream this instance has not applied yet.
+    pub lag_events: IntGauge,
+    /// Age of the newest applied event when the batch was applied (0 when caught up).
+    pub lag_seconds: prometheus::Gauge,
+    /// Time from an event's publication to its application here.
+    pub apply_delay: prometheus::Histogram,
+    pub catchup_runs: IntCounter,
+    pub snapshot_loads: IntCounterVec,
+    pub snapshots_served: IntCounter,
+    pub peers: IntGauge,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -79,6 +101,49 @@ impl Metrics {
         must(registry.register(Box::new(audit_dropped.clone())));
         let admin_auth_failures = must(IntCounter::new("admin_auth_failures_total", "Failed admin authentications"));
         must(registry.register(Box::new(admin_auth_failures.clone())));
+        let gauge = |name: &str, help: &str| {
+            let g = must(IntGauge::new(name, help));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let single = |name: &str, help: &str| {
+            let c = must(IntCounter::new(name, help));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let lag_seconds = must(prometheus::Gauge::new(
+            "cluster_lag_seconds",
+            "Age of the newest replicated event when it was applied (0 when caught up)",
+        ));
+        must(registry.register(Box::new(lag_seconds.clone())));
+        let apply_delay = must(prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "cluster_apply_delay_seconds",
+                "Time from an event's publication to its application here",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        ));
+        must(registry.register(Box::new(apply_delay.clone())));
+        let cluster = ClusterMetrics {
+            connected: gauge("cluster_connected", "1 while Redis is reachable, 0 while this instance is isolated"),
+            events: counter("cluster_events_total", "Replication events by direction and kind", &["direction", "kind"]),
+            publish_failures: single("cluster_publish_failures_total", "Failed attempts to publish to Redis"),
+            outbox_pending: gauge("cluster_outbox_pending", "Local events queued durably, not yet published"),
+            lag_events: gauge("cluster_lag_events", "Stream events not yet applied by this instance"),
+            lag_seconds,
+            apply_delay,
+            catchup_runs: single(
+                "cluster_catchup_runs_total",
+                "Resumptions from a stored position with events to catch up",
+            ),
+            snapshot_loads: counter(
+                "cluster_snapshot_loads_total",
+                "Snapshot loads from a peer, by result",
+                &["result"],
+            ),
+            snapshots_served: single("cluster_snapshots_served_total", "Snapshots sent to other instances"),
+            peers: gauge("cluster_peers", "Other instances seen through Redis within three heartbeats"),
+        };
         let build = must(IntGaugeVec::new(Opts::new("build_info", "Build information"), &["version"]));
         must(registry.register(Box::new(build.clone())));
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -101,6 +166,7 @@ impl Metrics {
             audit_dropped,
             alerts,
             admin_auth_failures,
+            cluster,
         }
     }
 

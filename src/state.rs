@@ -25,6 +25,8 @@ pub struct AppState {
     pub roles: crate::risk::roles::Roles,
     pub alerts: Arc<crate::alerts::AlertHub>,
     pub alert_worker: Arc<crate::alerts::Worker>,
+    /// Present when `[cluster]` is configured.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {

@@ -133,6 +133,10 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
         (&Method::GET, ["magic-sessionmanager", "users", user, "sessions"]) => user_sessions(st, user).await,
         (&Method::GET, ["magic-sessionmanager", "blocked"]) => Ok(blocked(st)),
         (&Method::GET, ["magic-sessionmanager", "stats"]) => Ok(stats(st)),
+        (&Method::GET, ["magic-sessionmanager", "cluster"]) => Ok(match &st.app.cluster {
+            Some(c) => ok(json!({"enabled": true, "data": c.status()})),
+            None => ok(json!({"enabled": false})),
+        }),
         (&Method::GET, ["magic-sessionmanager", "audit"]) => audit_export(st, &q).await,
         (&Method::GET, ["magic-sessionmanager", "alerts"]) => alerts_list(st, &q).await,
         (&Method::POST, ["magic-sessionmanager", "alerts", "test"]) => {
@@ -160,9 +164,17 @@ async fn readyz(st: &AdminState) -> Response<Body> {
     let app = &st.app;
     let store_ok = app.sessions.store().size_on_disk().await.is_ok();
     let upstream_ok = if app.cfg.admin.ready_requires_upstream { upstream_reachable(st).await } else { true };
-    let ready = store_ok && upstream_ok;
+    // An isolated instance still enforces everything it knows; whether it should take traffic
+    // is the operator's choice (`cluster.ready_when_isolated`).
+    let cluster = app.cluster.as_ref().map(|c| (c.is_connected(), c.config().ready_when_isolated));
+    let cluster_ok = cluster.is_none_or(|(connected, tolerate)| connected || tolerate);
+    let ready = store_ok && upstream_ok && cluster_ok;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json(status, json!({"ready": ready, "checks": {"store": store_ok, "upstream": upstream_ok}}))
+    let mut checks = json!({"store": store_ok, "upstream": upstream_ok});
+    if let Some((connected, _)) = cluster {
+        checks["cluster"] = json!(if connected { "connected" } else { "isolated" });
+    }
+    json(status, json!({"ready": ready, "checks": checks}))
 }
 
 /// The backend answers its health path (any status below 500), or accepts a TCP connection.

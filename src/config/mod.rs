@@ -48,8 +48,40 @@ pub struct Config {
     pub geofence: GeofenceConfig,
     pub roles: RolesConfig,
     pub alerts: AlertsConfig,
+    /// `None`: this instance runs alone on sled.
+    pub cluster: Option<ClusterConfig>,
     pub log: LogConfig,
 }
+
+/// Multi-instance replication through Redis (see `cluster/`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://`, `rediss://` (TLS) or `redis+unix://`; a URL with a password must come from
+    /// an env var or file.
+    pub redis_url: ValueSource,
+    /// CA certificates (PEM) to verify a `rediss://` server with, instead of the system's.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Namespace of every key, in a hash tag so all keys live in one Redis Cluster slot.
+    pub key_prefix: String,
+    /// Fixed id class of this instance (0–1023); by default one is allocated through Redis at
+    /// the first start and kept in the data directory.
+    pub node_slot: Option<u64>,
+    pub node_name: Option<String>,
+    /// Approximate length the event stream is trimmed to.
+    pub stream_max_len: usize,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    /// Last-active times are published at most this often.
+    pub touch_interval: Duration,
+    /// How long to wait for a peer's snapshot chunk.
+    pub snapshot_timeout: Duration,
+    /// `/readyz` stays 200 while Redis is unreachable (enforcement continues locally).
+    pub ready_when_isolated: bool,
+}
+
+/// Number of id classes (and so the most instances one cluster can have).
+pub const CLUSTER_SLOTS: u64 = 1024;
 
 /// A value that may be a secret: a literal from the file, or an env var / file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,6 +475,7 @@ struct RawConfig {
     geofence: RawGeofence,
     roles: RawRoles,
     alerts: RawAlerts,
+    cluster: Option<RawCluster>,
     log: RawLog,
 }
 
@@ -501,6 +534,7 @@ impl Config {
             geofence: section(&mut table, "geofence", &mut issues).unwrap_or_default(),
             roles: section(&mut table, "roles", &mut issues).unwrap_or_default(),
             alerts: section(&mut table, "alerts", &mut issues).unwrap_or_default(),
+            cluster: section(&mut table, "cluster", &mut issues),
             log: section(&mut table, "log", &mut issues).unwrap_or_default(),
         };
         for key in table.keys() {
@@ -624,6 +658,23 @@ pub fn describe(cfg: &Config) -> String {
         );
     } else {
         let _ = writeln!(o, "alerts                   off (no channels)");
+    }
+    match &cfg.cluster {
+        Some(c) => {
+            let url = match &c.redis_url {
+                ValueSource::Literal(u) => u.clone(),
+                ValueSource::Secret(s) => format!("from {}", s.describe()),
+            };
+            let slot = c.node_slot.map(|s| s.to_string()).unwrap_or_else(|| "allocated".into());
+            let _ = writeln!(
+                o,
+                "cluster                  redis {url} · prefix {} · slot {slot} · stream ≤{} · ready when isolated: {}",
+                c.key_prefix, c.stream_max_len, c.ready_when_isolated
+            );
+        }
+        None => {
+            let _ = writeln!(o, "cluster                  off (this instance runs alone)");
+        }
     }
     o
 }
@@ -1055,6 +1106,7 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
 
     let (geo, risk, geofence, roles) = validate_risk(&mut v, raw.geo, raw.risk, raw.geofence, raw.roles);
     let alerts = validate_alerts(&mut v, raw.alerts, risk.alert_at);
+    let cluster = raw.cluster.and_then(|c| validate_cluster(&mut v, c));
 
     // [log]
     let l = raw.log;
@@ -1087,8 +1139,93 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
         geofence,
         roles,
         alerts,
+        cluster,
         log: LogConfig { level, format },
     }
+}
+
+fn validate_cluster(v: &mut V<'_>, c: RawCluster) -> Option<ClusterConfig> {
+    if c.enabled == Some(false) {
+        return None;
+    }
+    let literal = c.redis_url.filter(|u| !u.is_empty());
+    let secret = v.secret_source("cluster.redis_url_env", c.redis_url_env, "cluster.redis_url_file", c.redis_url_file);
+    let redis_url = match (literal, secret) {
+        (Some(u), None) => {
+            if let Err(e) = check_redis_url(&u) {
+                v.err("cluster.redis_url", e);
+            }
+            ValueSource::Literal(u)
+        }
+        (None, Some(s)) => ValueSource::Secret(s),
+        (Some(_), Some(_)) => {
+            v.err("cluster.redis_url", "set either redis_url or redis_url_env / redis_url_file, not several");
+            return None;
+        }
+        (None, None) => {
+            v.err("cluster.redis_url", "required (or redis_url_env / redis_url_file), or set cluster.enabled = false");
+            return None;
+        }
+    };
+    let key_prefix = c.key_prefix.unwrap_or_else(|| "sessiongate".into());
+    if key_prefix.is_empty() || key_prefix.contains(['{', '}', ' ']) {
+        v.err("cluster.key_prefix", format!("{key_prefix:?}: must be non-empty, without braces or spaces"));
+    }
+    if let Some(slot) = c.node_slot.filter(|s| *s >= CLUSTER_SLOTS) {
+        v.err("cluster.node_slot", format!("{slot} is out of range 0–{}", CLUSTER_SLOTS - 1));
+    }
+    let stream_max_len = c.stream_max_len.unwrap_or(100_000);
+    if stream_max_len < 10 {
+        v.err("cluster.stream_max_len", "must be at least 10");
+    }
+    let cfg = ClusterConfig {
+        redis_url,
+        tls_ca_file: c.tls_ca_file.filter(|f| !f.is_empty()).map(PathBuf::from),
+        key_prefix,
+        node_slot: c.node_slot,
+        node_name: c.node_name.filter(|n| !n.is_empty()),
+        stream_max_len,
+        connect_timeout: v.duration("cluster.connect_timeout", c.connect_timeout.as_deref(), "2s"),
+        command_timeout: v.duration("cluster.command_timeout", c.command_timeout.as_deref(), "2s"),
+        heartbeat_interval: v.duration("cluster.heartbeat_interval", c.heartbeat_interval.as_deref(), "5s"),
+        touch_interval: v.duration("cluster.touch_interval", c.touch_interval.as_deref(), "1s"),
+        snapshot_timeout: v.duration("cluster.snapshot_timeout", c.snapshot_timeout.as_deref(), "10s"),
+        ready_when_isolated: c.ready_when_isolated.unwrap_or(true),
+    };
+    for (key, d) in [
+        ("cluster.connect_timeout", cfg.connect_timeout),
+        ("cluster.command_timeout", cfg.command_timeout),
+        ("cluster.heartbeat_interval", cfg.heartbeat_interval),
+        ("cluster.touch_interval", cfg.touch_interval),
+        ("cluster.snapshot_timeout", cfg.snapshot_timeout),
+    ] {
+        if d.is_zero() {
+            v.err(key, "must be greater than 0");
+        }
+    }
+    Some(cfg)
+}
+
+/// Checks a Redis URL written in the config file: a known scheme, and no password (that
+/// belongs in `redis_url_env` / `redis_url_file`).
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("not a URL like redis://host:6379/0".into());
+    };
+    if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix" | "valkey" | "valkeys") {
+        return Err(format!("unsupported scheme {scheme:?}: use redis://, rediss:// (TLS) or redis+unix://"));
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        if userinfo.contains(':') {
+            return Err("contains a password; put the URL in redis_url_env or redis_url_file".into());
+        }
+    }
+    if scheme.starts_with("redis") && !scheme.contains("unix") && authority.rsplit('@').next().unwrap_or("").is_empty()
+    {
+        return Err("the URL has no host".into());
+    }
+    Ok(())
 }
 
 fn validate_alerts(v: &mut V<'_>, a: RawAlerts, default_threshold: u32) -> AlertsConfig {
@@ -1519,5 +1656,49 @@ login = ["POST"]
     fn toml_syntax_errors_name_the_line() {
         let err = Config::from_toml_str("a = 1\n[server\n").expect_err("syntax");
         assert!(err.0[0].key.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn cluster_settings_are_validated_with_their_keys() {
+        let base = "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:1337\"\n";
+        let cfg = Config::from_toml_str(base).expect("no cluster");
+        assert!(cfg.cluster.is_none());
+        let ok = format!("{base}[cluster]\nredis_url = \"rediss://cache.internal:6380/2\"\nnode_slot = 3\n");
+        let c = Config::from_toml_str(&ok).expect("valid").cluster.expect("cluster on");
+        assert_eq!((c.node_slot, c.stream_max_len, c.ready_when_isolated), (Some(3), 100_000, true));
+        assert_eq!(c.key_prefix, "sessiongate");
+        let off = format!("{base}[cluster]\nenabled = false\n");
+        assert!(Config::from_toml_str(&off).expect("valid").cluster.is_none());
+
+        let bad = format!(
+            "{base}[cluster]\nredis_url = \"redis://:hunter2@cache:6379\"\nnode_slot = 5000\n\
+             stream_max_len = 3\ntouch_interval = \"soon\"\nkey_prefix = \"a{{b}}\"\n"
+        );
+        let err = Config::from_toml_str(&bad).expect_err("invalid");
+        let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
+        for k in [
+            "cluster.redis_url",
+            "cluster.node_slot",
+            "cluster.stream_max_len",
+            "cluster.touch_interval",
+            "cluster.key_prefix",
+        ] {
+            assert!(keys.contains(&k), "{k} reported: {err}");
+        }
+        assert!(!err.to_string().contains("hunter2"), "the password is not echoed: {err}");
+        let none = format!("{base}[cluster]\nnode_name = \"a\"\n");
+        assert!(Config::from_toml_str(&none).expect_err("no url").to_string().contains("cluster.redis_url"));
+        let typo = format!("{base}[cluster]\nredis = \"redis://x\"\n");
+        assert!(Config::from_toml_str(&typo).is_err(), "unknown keys are errors");
+    }
+
+    #[test]
+    fn redis_urls() {
+        for ok in ["redis://127.0.0.1:6379", "rediss://h:6380/1", "redis://user@h/0", "redis+unix:///run/r.sock"] {
+            assert_eq!(check_redis_url(ok), Ok(()), "{ok}");
+        }
+        for bad in ["http://h", "localhost:6379", "redis://u:p@h", "redis://"] {
+            assert!(check_redis_url(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -262,3 +262,23 @@ pub struct RawAlerts {
     pub triggers: Option<std::collections::BTreeMap<String, Vec<String>>>,
     pub custom: Option<Vec<RawCustomAlert>>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub enabled: Option<bool>,
+    pub redis_url: Option<String>,
+    pub redis_url_env: Option<String>,
+    pub redis_url_file: Option<String>,
+    pub tls_ca_file: Option<String>,
+    pub key_prefix: Option<String>,
+    pub node_slot: Option<u64>,
+    pub node_name: Option<String>,
+    pub stream_max_len: Option<usize>,
+    pub connect_timeout: Option<String>,
+    pub command_timeout: Option<String>,
+    pub heartbeat_interval: Option<String>,
+    pub touch_interval: Option<String>,
+    pub snapshot_timeout: Option<String>,
+    pub ready_when_isolated: Option<bool>,
+}

@@ -62,6 +62,11 @@ impl Keyring {
         &self.keys[0].0
     }
 
+    /// Whether a ciphertext sealed with key `kid` can be opened here.
+    pub fn knows(&self, kid: &str) -> bool {
+        self.keys.iter().any(|(k, _)| k == kid)
+    }
+
     pub fn seal(&self, plaintext: &str) -> Sealed {
         let (kid, cipher) = &self.keys[0];
         let nonce: [u8; 12] = rand::random();

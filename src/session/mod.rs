@@ -8,11 +8,13 @@
 
 pub mod crypto;
 pub mod device;
+pub mod replica;
 pub mod revoke;
 pub mod sweeper;
 pub mod tokens;
 pub mod user_api;
 
+use crate::cluster::event::Event;
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
 use crate::store::{BlockRecord, Changes, SessionRecord, Store, StoreError, TokenEntry, TokenHash, TokenKind};
@@ -203,13 +205,34 @@ pub struct Origin {
     pub risk: Option<crate::risk::Assessment>,
 }
 
+/// How this instance takes part in replication (see `cluster/`).
+pub struct Replication {
+    /// This instance's id class: its session ids are `n * slots + slot`, so instances never
+    /// hand out the same id. A single instance has one slot (ids 1, 2, 3, …).
+    pub slot: u64,
+    pub slots: u64,
+    /// Woken after every change queued for publishing.
+    pub notify: Arc<tokio::sync::Notify>,
+}
+
+impl Replication {
+    pub fn standalone() -> Replication {
+        Replication { slot: 0, slots: 1, notify: Arc::new(tokio::sync::Notify::new()) }
+    }
+    fn enabled(&self) -> bool {
+        self.slots > 1
+    }
+}
+
 pub struct Sessions {
     cfg: SessionConfig,
     store: Store,
     keyring: Keyring,
     index: RwLock<Index>,
     locks: Vec<tokio::sync::Mutex<()>>,
+    /// Next id counter `n` (see [`Replication::slot`]).
     next_id: AtomicU64,
+    replication: Replication,
     touch_tx: mpsc::Sender<(u64, i64)>,
     blocked: RwLock<HashMap<String, BlockRecord>>,
     metrics: Arc<Metrics>,
@@ -233,6 +256,7 @@ impl Sessions {
         store: Store,
         keyring: Keyring,
         metrics: Arc<Metrics>,
+        replication: Replication,
         mut seed: impl FnMut(&SessionRecord),
     ) -> Result<(Arc<Sessions>, mpsc::Receiver<(u64, i64)>), StoreError> {
         let snap = store.load().await?;
@@ -261,7 +285,9 @@ impl Sessions {
             keyring,
             index: RwLock::new(index),
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-            next_id: AtomicU64::new(max_id + 1),
+            // The first counter whose id lies above every id ever stored here.
+            next_id: AtomicU64::new(max_id / replication.slots + 1),
+            replication,
             touch_tx,
             blocked: RwLock::new(blocked),
             metrics,
@@ -381,7 +407,7 @@ impl Sessions {
     /// Creates a session from a successful login (or an adopted refresh).
     pub async fn create(&self, origin: Origin, issued: Issued) -> Result<Arc<Live>, StoreError> {
         let now = now_ms();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) * self.replication.slots + self.replication.slot;
         let dev = origin.device;
         let aliases: Vec<String> = issued.backend_session.iter().cloned().collect();
         let rec = SessionRecord {
@@ -419,11 +445,15 @@ impl Sessions {
         };
         let entries = issued.entries(id);
         let live = Arc::new(Live::from_record(&rec, entries.iter().map(|(h, _)| *h).collect()));
-        let changes = Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() };
+        let outbox = self.events(|| vec![Event::session(rec.clone(), entries.clone())]);
+        let changes = Changes { put_sessions: vec![rec], put_tokens: entries.clone(), outbox, ..Default::default() };
         self.timed("create", self.store.apply(changes, true)).await?;
-        let mut idx = self.write();
-        idx.insert_session(live.clone(), &aliases);
-        idx.tokens.extend(entries);
+        {
+            let mut idx = self.write();
+            idx.insert_session(live.clone(), &aliases);
+            idx.tokens.extend(entries);
+        }
+        self.published();
         Ok(live)
     }
 
@@ -464,15 +494,24 @@ impl Sessions {
             rec.rotations.remove(0);
         }
         rec.last_active = rec.last_active.max(now);
-        let changes = Changes { put_sessions: vec![rec], put_tokens: entries.clone(), ..Default::default() };
+        let outbox = self.events(|| {
+            let mut all = self.token_entries(live);
+            all.retain(|(h, _)| !entries.iter().any(|(n, _)| n == h));
+            all.extend(entries.iter().copied());
+            vec![Event::session(rec.clone(), all)]
+        });
+        let changes = Changes { put_sessions: vec![rec], put_tokens: entries.clone(), outbox, ..Default::default() };
         self.timed("rotate", self.store.apply(changes, true)).await?;
         live.add_tokens(&entries.iter().map(|(h, _)| *h).collect::<Vec<_>>());
         live.last_active.fetch_max(now, Ordering::Relaxed);
-        let mut idx = self.write();
-        if let Some(a) = issued.backend_session {
-            idx.aliases.insert(a, live.id);
+        {
+            let mut idx = self.write();
+            if let Some(a) = issued.backend_session {
+                idx.aliases.insert(a, live.id);
+            }
+            idx.tokens.extend(entries);
         }
-        idx.tokens.extend(entries);
+        self.published();
         Ok(())
     }
 
@@ -497,8 +536,21 @@ impl Sessions {
             rec.logout_time = Some(now);
             rec.end_reason = Some(reason.to_string());
         }
-        self.timed("end", self.store.apply(Changes { put_sessions: records.clone(), ..Default::default() }, true))
-            .await?;
+        let outbox = self.events(|| {
+            records
+                .iter()
+                .map(|r| {
+                    let tokens = self.live(r.id).map(|l| self.token_entries(&l)).unwrap_or_default();
+                    Event::session(r.clone(), tokens)
+                })
+                .collect()
+        });
+        self.timed(
+            "end",
+            self.store.apply(Changes { put_sessions: records.clone(), outbox, ..Default::default() }, true),
+        )
+        .await?;
+        self.published();
         if !records.is_empty() {
             self.metrics.terminations.with_label_values(&[reason]).inc_by(records.len() as u64);
         }
@@ -533,19 +585,39 @@ impl Sessions {
         reason: Option<String>,
     ) -> Result<Vec<SessionRecord>, StoreError> {
         let rec = BlockRecord { user_id: user_id.to_string(), blocked_at: now_ms(), actor, reason };
-        self.store.set_block(user_id, Some(rec.clone())).await?;
+        let event = self.events(|| vec![Event::Block { rec: rec.clone() }]).pop();
+        self.store.set_block(user_id, Some(rec.clone()), event).await?;
         if let Ok(mut b) = self.blocked.write() {
             b.insert(user_id.to_string(), rec);
         }
+        self.published();
         self.end_user(user_id, "user_blocked", None).await
     }
 
     pub async fn unblock(&self, user_id: &str) -> Result<(), StoreError> {
-        self.store.set_block(user_id, None).await?;
+        let event = self.events(|| vec![Event::Unblock { user_id: user_id.to_string(), at: now_ms() }]).pop();
+        self.store.set_block(user_id, None, event).await?;
         if let Ok(mut b) = self.blocked.write() {
             b.remove(user_id);
         }
+        self.published();
         Ok(())
+    }
+
+    /// Encoded replication events for the outbox (none when running alone).
+    fn events(&self, make: impl FnOnce() -> Vec<Event>) -> Vec<Vec<u8>> {
+        if self.replication.enabled() {
+            make().iter().map(Event::encode).collect()
+        } else {
+            vec![]
+        }
+    }
+
+    /// Wakes the publisher after a change reached the outbox.
+    fn published(&self) {
+        if self.replication.enabled() {
+            self.replication.notify.notify_one();
+        }
     }
 
     /// Every session held in memory (for statistics).
@@ -641,6 +713,18 @@ impl Sessions {
 }
 
 /// Writes deferred last-seen times in batches until the channel closes.
-pub async fn run_touch_writer(store: Store, metrics: Arc<Metrics>, rx: mpsc::Receiver<(u64, i64)>) {
-    crate::store::write_batches(rx, 1024, metrics, "touch", |batch| store.touch(batch)).await
+/// With a cluster, the same times are queued for publishing to the other instances.
+pub async fn run_touch_writer(
+    store: Store,
+    metrics: Arc<Metrics>,
+    rx: mpsc::Receiver<(u64, i64)>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+) {
+    crate::store::write_batches(rx, 1024, metrics, "touch", |batch| {
+        if let Some(c) = &cluster {
+            c.queue_touches(&batch);
+        }
+        store.touch(batch)
+    })
+    .await
 }

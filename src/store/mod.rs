@@ -172,6 +172,11 @@ pub struct Changes {
     pub put_tokens: Vec<(TokenHash, TokenEntry)>,
     pub delete_tokens: Vec<TokenHash>,
     pub delete_sessions: Vec<u64>,
+    /// Replication events to publish (opaque bytes), queued in the same transaction so that a
+    /// change that reached the disk is also one that will reach the other instances.
+    pub outbox: Vec<Vec<u8>>,
+    /// Small bookkeeping values (e.g. the replication cursor), written in the same transaction.
+    pub meta: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Changes {
@@ -180,6 +185,8 @@ impl Changes {
             && self.put_tokens.is_empty()
             && self.delete_tokens.is_empty()
             && self.delete_sessions.is_empty()
+            && self.outbox.is_empty()
+            && self.meta.is_empty()
     }
 }
 
@@ -266,5 +273,28 @@ pub(crate) mod contract {
         let snap = store.load().await.expect("load");
         assert!(snap.sessions.is_empty() && snap.tokens.is_empty());
         assert_eq!(snap.max_id, 7, "ids are never reused after a purge");
+
+        // The outbox is FIFO, written atomically with the change it describes.
+        store
+            .apply(
+                Changes {
+                    put_sessions: vec![record(9, "u2")],
+                    outbox: vec![b"a".to_vec(), b"b".to_vec()],
+                    meta: vec![("cursor", b"1-0".to_vec())],
+                    ..Default::default()
+                },
+                true,
+            )
+            .await
+            .expect("apply with outbox");
+        store.set_block("u3", None, Some(b"c".to_vec())).await.expect("unblock with outbox");
+        let queued = store.outbox_peek(10).await.expect("peek");
+        assert_eq!(queued.iter().map(|(_, v)| v.as_slice()).collect::<Vec<_>>(), vec![&b"a"[..], b"b", b"c"]);
+        assert_eq!(store.outbox_len().await.expect("len"), 3);
+        store.outbox_delete(queued.iter().take(2).map(|(k, _)| *k).collect()).await.expect("delete");
+        assert_eq!(store.outbox_peek(10).await.expect("peek").len(), 1);
+        assert_eq!(store.meta_get("cursor").await.expect("meta"), Some(b"1-0".to_vec()));
+        store.meta_set(vec![("cursor", b"2-0".to_vec())]).await.expect("meta set");
+        assert_eq!(store.meta_get("cursor").await.expect("meta"), Some(b"2-0".to_vec()));
     }
 }

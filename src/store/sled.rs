@@ -1,15 +1,19 @@
 //! The only module that calls sled.
 //!
 //! Every call runs in `spawn_blocking`: sled's reads may touch the disk and its writes may block
-//! on its log. Durability comes from `flush_async().await`, which callers request for every
-//! change they acknowledge (a session ending must survive a crash). The per-request token check
+//! on its log. Durability comes from [`SledStore::flush`], which callers request for every
+//! change they acknowledge (a session ending must survive a crash). Concurrent flush requests
+//! share one fsync (group commit). sled's own `flush_async` is not used: it parks a thread of
+//! sled's small I/O pool per call, and enough concurrent calls starve the pool of the very
+//! threads that write the log — a deadlock seen under replication load. The per-request token check
 //! never comes here; it reads the in-memory index in `session/`.
 //!
 //! Trees: `sessions` (id, big-endian u64 → JSON record), `tokens` (SHA-256 → JSON entry),
 //! `touches` (id → last-active ms; kept apart so last-seen updates do not rewrite records),
 //! `meta` (`max_id`), `blocks` (user id → JSON block record), `audit` (time ms ++ sequence, both
 //! big-endian → JSON event; append-only, ordered by time), `alerts` (id → JSON alert record: the
-//! durable delivery queue).
+//! durable delivery queue), `outbox` (sled-generated id → replication event not yet published
+//! to Redis; FIFO).
 
 use super::{
     AlertRecord, AuditRecord, BlockRecord, Changes, SessionRecord, Snapshot, StoreError, TokenEntry, TokenHash,
@@ -27,6 +31,17 @@ pub struct SledStore {
     blocks: sled::Tree,
     audit: sled::Tree,
     alerts: sled::Tree,
+    outbox: sled::Tree,
+    sync: std::sync::Arc<FlushSync>,
+}
+
+/// Group commit: each flush request takes a ticket; one fsync covers every ticket taken before
+/// it started.
+#[derive(Default)]
+struct FlushSync {
+    requested: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+    lock: tokio::sync::Mutex<()>,
 }
 
 fn sled_err(e: impl std::fmt::Display) -> StoreError {
@@ -65,6 +80,8 @@ impl SledStore {
                 blocks: db.open_tree("blocks").map_err(sled_err)?,
                 audit: db.open_tree("audit").map_err(sled_err)?,
                 alerts: db.open_tree("alerts").map_err(sled_err)?,
+                outbox: db.open_tree("outbox").map_err(sled_err)?,
+                sync: Default::default(),
                 db,
             })
         })
@@ -116,8 +133,14 @@ impl SledStore {
                 .collect::<Result<_, _>>()
                 .map_err(codec_err)?;
             let max_id = changes.put_sessions.iter().map(|r| r.id).max();
-            (&me.sessions, &me.tokens, &me.touches, &me.meta)
-                .transaction(|(sessions, tok, touches, meta)| {
+            let outbox: Vec<(u64, &Vec<u8>)> = changes
+                .outbox
+                .iter()
+                .map(|e| me.db.generate_id().map(|id| (id, e)))
+                .collect::<Result<_, _>>()
+                .map_err(sled_err)?;
+            (&me.sessions, &me.tokens, &me.touches, &me.meta, &me.outbox)
+                .transaction(|(sessions, tok, touches, meta, out)| {
                     for (id, v) in &encoded {
                         sessions.insert(&id.to_be_bytes(), v.as_slice())?;
                     }
@@ -137,6 +160,12 @@ impl SledStore {
                             meta.insert(MAX_ID, &(max as i64).to_be_bytes())?;
                         }
                     }
+                    for (k, v) in &changes.meta {
+                        meta.insert(k.as_bytes(), v.as_slice())?;
+                    }
+                    for (id, e) in &outbox {
+                        out.insert(&id.to_be_bytes(), e.as_slice())?;
+                    }
                     Ok(())
                 })
                 .map_err(|e: sled::transaction::TransactionError<()>| sled_err(format!("{e:?}")))?;
@@ -144,7 +173,7 @@ impl SledStore {
         })
         .await?;
         if durable {
-            self.db.flush_async().await.map_err(sled_err)?;
+            self.flush().await?;
         }
         Ok(())
     }
@@ -210,8 +239,21 @@ impl SledStore {
         blocking(move || db.size_on_disk().map_err(sled_err)).await
     }
 
+    /// Makes every write completed before this call durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map(drop).map_err(sled_err)
+        use std::sync::atomic::Ordering::SeqCst;
+        let ticket = self.sync.requested.fetch_add(1, SeqCst) + 1;
+        let _g = self.sync.lock.lock().await;
+        if self.sync.done.load(SeqCst) >= ticket {
+            return Ok(());
+        }
+        let upto = self.sync.requested.load(SeqCst);
+        let db = self.db.clone();
+        // The one place a blocking flush is allowed: off the async threads, in spawn_blocking.
+        #[allow(clippy::disallowed_methods)]
+        blocking(move || db.flush().map(drop).map_err(sled_err)).await?;
+        self.sync.done.store(upto, SeqCst);
+        Ok(())
     }
 }
 
@@ -242,16 +284,84 @@ impl SledStore {
         read_all(self.blocks.clone()).await
     }
 
-    /// Blocks (`Some`) or unblocks (`None`) a user, durably.
-    pub async fn set_block(&self, user_id: &str, rec: Option<BlockRecord>) -> Result<(), StoreError> {
-        let tree = self.blocks.clone();
+    /// Blocks (`Some`) or unblocks (`None`) a user durably, queueing `event` for replication in
+    /// the same transaction.
+    pub async fn set_block(
+        &self,
+        user_id: &str,
+        rec: Option<BlockRecord>,
+        event: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let me = self.clone();
         let key = user_id.as_bytes().to_vec();
         blocking(move || {
-            match rec {
-                Some(r) => tree.insert(key, serde_json::to_vec(&r).map_err(codec_err)?).map_err(sled_err)?,
-                None => tree.remove(key).map_err(sled_err)?,
-            };
-            Ok(())
+            let value = rec.map(|r| serde_json::to_vec(&r)).transpose().map_err(codec_err)?;
+            let out_id = event.as_ref().map(|_| me.db.generate_id()).transpose().map_err(sled_err)?;
+            (&me.blocks, &me.outbox)
+                .transaction(|(blocks, out)| {
+                    match &value {
+                        Some(v) => blocks.insert(key.as_slice(), v.as_slice())?,
+                        None => blocks.remove(key.as_slice())?,
+                    };
+                    if let (Some(id), Some(e)) = (out_id, &event) {
+                        out.insert(&id.to_be_bytes(), e.as_slice())?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e: sled::transaction::TransactionError<()>| sled_err(format!("{e:?}")))
+        })
+        .await?;
+        self.flush().await
+    }
+
+    /// The oldest `limit` queued replication events, with their queue keys.
+    pub async fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tree = self.outbox.clone();
+        blocking(move || {
+            tree.iter()
+                .take(limit)
+                .map(|kv| {
+                    let (k, v) = kv.map_err(sled_err)?;
+                    Ok((decode_i64(&k) as u64, v.to_vec()))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Removes published events from the queue.
+    pub async fn outbox_delete(&self, keys: Vec<u64>) -> Result<(), StoreError> {
+        let tree = self.outbox.clone();
+        blocking(move || {
+            let mut batch = sled::Batch::default();
+            for k in keys {
+                batch.remove(&k.to_be_bytes());
+            }
+            tree.apply_batch(batch).map_err(sled_err)
+        })
+        .await
+    }
+
+    /// Events waiting to be published (a scan: for metrics, not for hot paths).
+    pub async fn outbox_len(&self) -> Result<usize, StoreError> {
+        let tree = self.outbox.clone();
+        blocking(move || Ok(tree.len())).await
+    }
+
+    pub async fn meta_get(&self, key: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tree = self.meta.clone();
+        blocking(move || Ok(tree.get(key.as_bytes()).map_err(sled_err)?.map(|v| v.to_vec()))).await
+    }
+
+    /// Writes bookkeeping values durably.
+    pub async fn meta_set(&self, values: Vec<(&'static str, Vec<u8>)>) -> Result<(), StoreError> {
+        let tree = self.meta.clone();
+        blocking(move || {
+            let mut batch = sled::Batch::default();
+            for (k, v) in values {
+                batch.insert(k.as_bytes(), v);
+            }
+            tree.apply_batch(batch).map_err(sled_err)
         })
         .await?;
         self.flush().await

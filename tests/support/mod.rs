@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod receivers;
+pub mod redis;
 pub mod strapi;
 
 use bytes::Bytes;

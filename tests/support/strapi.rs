@@ -542,6 +542,24 @@ impl MockStrapi {
         Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
+    /// Adds users (password [`PASSWORD`], role Authenticated).
+    pub fn add_users<S: AsRef<str>>(&self, names: impl IntoIterator<Item = S>) {
+        self.with(|s| {
+            for n in names {
+                let n = n.as_ref();
+                let id = s.users.len() as u64 + 1;
+                s.users.push(User {
+                    id,
+                    document_id: format!("{n:0<24}").chars().take(24).collect(),
+                    username: n.to_string(),
+                    email: format!("{n}@example.com"),
+                    password: PASSWORD.to_string(),
+                    role: "Authenticated".into(),
+                });
+            }
+        })
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

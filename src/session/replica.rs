@@ -1,0 +1,305 @@
+//! Applying other instances' session state (see `cluster/`).
+//!
+//! Remote state is merged, never copied over: [`merge`] keeps the earliest ending, the latest
+//! activity and the most advanced rotation, so applying the same event twice, or two events in
+//! either order, gives the same record — and no late event (a touch, a replayed creation) can
+//! bring an ended session back.
+
+use super::{Live, Sessions};
+use crate::cluster::event::{Event, Item};
+use crate::store::{BlockRecord, Changes, SessionRecord, StoreError, TokenEntry, TokenHash};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Merges two versions of the same session.
+pub fn merge(local: &SessionRecord, remote: &SessionRecord) -> SessionRecord {
+    // Token state follows the most advanced rotation; ties break on deterministic fields so
+    // every instance picks the same side.
+    let rank =
+        |r: &SessionRecord| (r.rotation_count, r.rotations.last().copied(), r.access.as_ref().map(|s| s.ct.clone()));
+    let mut out = if rank(remote) > rank(local) { remote.clone() } else { local.clone() };
+    let (other_aliases, other) =
+        if rank(remote) > rank(local) { (&local.aliases, local) } else { (&remote.aliases, remote) };
+    for a in other_aliases {
+        if !out.aliases.contains(a) {
+            out.aliases.push(a.clone());
+        }
+    }
+    out.last_active = local.last_active.max(remote.last_active);
+    out.login_time = local.login_time.min(remote.login_time);
+    // The earliest ending wins, with its reason.
+    let ended = [local, remote]
+        .into_iter()
+        .filter_map(|r| r.logout_time.map(|t| (t, r.end_reason.clone())))
+        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    if let Some((t, reason)) = ended {
+        out.logout_time = Some(t);
+        out.end_reason = reason;
+    }
+    // Enrichment a side may lack (e.g. filled in later on the creating instance).
+    if out.geo.is_none() {
+        out.geo = other.geo.clone();
+    }
+    if out.threat_score.is_none() {
+        out.threat_score = other.threat_score;
+    }
+    out
+}
+
+/// Merges two versions of a token entry: a rotation, once seen, is kept (earliest time).
+pub fn merge_token(local: &TokenEntry, remote: &TokenEntry) -> TokenEntry {
+    let rotated_at = match (local.rotated_at, remote.rotated_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    TokenEntry { rotated_at, exp: local.exp.max(remote.exp), ..*local }
+}
+
+/// What applying a batch changed, for the caller's bookkeeping.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Sessions this instance did not know before (the caller seeds risk history with them).
+    pub new_sessions: Vec<SessionRecord>,
+    /// Sessions that were live here and are ended now.
+    pub ended: usize,
+    /// Sessions this instance ended itself because a block arrived (the blocking instance may
+    /// not have known them yet); the caller revokes them at the backend.
+    pub ended_by_block: Vec<SessionRecord>,
+    pub events: usize,
+}
+
+impl Sessions {
+    /// Applies remote events and, in the same transaction, `meta` (the replication cursor).
+    /// Not flushed: if this instance crashes first, it reads the events again from the cursor.
+    pub async fn apply_remote(
+        &self,
+        events: Vec<Event>,
+        meta: Vec<(&'static str, Vec<u8>)>,
+    ) -> Result<Applied, StoreError> {
+        let mut applied = Applied { events: events.len(), ..Default::default() };
+        let mut incoming: HashMap<u64, Item> = HashMap::new();
+        let mut touches: HashMap<u64, i64> = HashMap::new();
+        for ev in events {
+            match ev {
+                Event::Sessions { items } => {
+                    for item in items {
+                        match incoming.get_mut(&item.rec.id) {
+                            Some(prev) => {
+                                prev.rec = merge(&prev.rec, &item.rec);
+                                prev.tokens.extend(item.tokens);
+                            }
+                            None => {
+                                incoming.insert(item.rec.id, item);
+                            }
+                        }
+                    }
+                }
+                Event::Touches { touches: t } => {
+                    for (id, ms) in t {
+                        let e = touches.entry(id).or_insert(ms);
+                        *e = (*e).max(ms);
+                    }
+                }
+                Event::Block { rec } => {
+                    if self.apply_block(rec.clone()).await? {
+                        applied.ended_by_block.extend(self.end_user(&rec.user_id, "user_blocked", None).await?);
+                    }
+                }
+                Event::Unblock { user_id, at } => self.apply_unblock(&user_id, at).await?,
+            }
+        }
+
+        let ids: Vec<u64> = incoming.keys().copied().collect();
+        let _g = self.lock_many(&ids).await;
+        let locals: HashMap<u64, SessionRecord> =
+            self.timed("read", self.store.get_many(ids)).await?.into_iter().map(|r| (r.id, r)).collect();
+        let mut changes = Changes { meta, ..Default::default() };
+        let mut index_updates = Vec::new();
+        for (id, item) in incoming {
+            let merged = match locals.get(&id) {
+                Some(local) => merge(local, &item.rec),
+                None => item.rec,
+            };
+            let known = self.read().tokens.clone_entries(item.tokens.iter().map(|t| t.h));
+            let mut tokens = Vec::new();
+            for t in item.tokens {
+                if t.entry.session != id {
+                    continue;
+                }
+                let e = match known.get(&t.h) {
+                    Some(k) => merge_token(k, &t.entry),
+                    None => t.entry,
+                };
+                if known.get(&t.h) != Some(&e) {
+                    tokens.push((t.h, e));
+                }
+            }
+            if locals.get(&id) == Some(&merged) && tokens.is_empty() {
+                continue;
+            }
+            if let Some(sealed) = merged.access.as_ref().filter(|s| !self.keyring.knows(&s.kid)) {
+                tracing::warn!(
+                    session = id,
+                    kid = %sealed.kid,
+                    "replicated session is sealed with a key this instance does not have: \
+                     every instance must share sessions.encryption_key"
+                );
+            }
+            changes.put_tokens.extend(tokens.iter().copied());
+            index_updates.push((merged.clone(), tokens, !locals.contains_key(&id)));
+            changes.put_sessions.push(merged);
+        }
+        let touch_list: Vec<(u64, i64)> = touches.into_iter().collect();
+        self.timed("replicate", self.store.apply(changes, false)).await?;
+        if !touch_list.is_empty() {
+            self.store.touch(touch_list.clone()).await?;
+        }
+
+        let mut idx = self.write();
+        for (rec, tokens, is_new) in index_updates {
+            let hashes: Vec<TokenHash> = tokens.iter().map(|(h, _)| *h).collect();
+            match idx.sessions.get(&rec.id).cloned() {
+                Some(live) => {
+                    if !rec.is_active() && !live.ended.swap(true, Ordering::AcqRel) {
+                        applied.ended += 1;
+                    }
+                    live.last_active.fetch_max(rec.last_active, Ordering::Relaxed);
+                    live.persisted_active.fetch_max(rec.last_active, Ordering::Relaxed);
+                    let have = live.token_hashes();
+                    live.add_tokens(&hashes.iter().filter(|h| !have.contains(h)).copied().collect::<Vec<_>>());
+                    for a in &rec.aliases {
+                        idx.aliases.insert(a.clone(), rec.id);
+                    }
+                }
+                None => {
+                    let live = Arc::new(Live::from_record(&rec, hashes));
+                    idx.insert_session(live, &rec.aliases);
+                }
+            }
+            idx.tokens.extend(tokens);
+            if is_new {
+                applied.new_sessions.push(rec);
+            }
+        }
+        for (id, ms) in touch_list {
+            if let Some(live) = idx.sessions.get(&id) {
+                live.last_active.fetch_max(ms, Ordering::Relaxed);
+                live.persisted_active.fetch_max(ms, Ordering::Relaxed);
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Returns whether the user is newly blocked here.
+    async fn apply_block(&self, rec: BlockRecord) -> Result<bool, StoreError> {
+        let known = self.blocked.read().map(|b| b.get(&rec.user_id).map(|cur| cur.blocked_at)).unwrap_or(None);
+        if known.is_some_and(|at| at >= rec.blocked_at) {
+            return Ok(false);
+        }
+        self.store.set_block(&rec.user_id, Some(rec.clone()), None).await?;
+        if let Ok(mut b) = self.blocked.write() {
+            b.insert(rec.user_id.clone(), rec);
+        }
+        Ok(known.is_none())
+    }
+
+    /// An unblock removes a block made before it; a block made after it (elsewhere, while the
+    /// two instances could not see each other) stands.
+    async fn apply_unblock(&self, user_id: &str, at: i64) -> Result<(), StoreError> {
+        let older = self.blocked.read().map(|b| b.get(user_id).is_some_and(|cur| cur.blocked_at <= at));
+        if older.unwrap_or(false) {
+            self.store.set_block(user_id, None, None).await?;
+            if let Ok(mut b) = self.blocked.write() {
+                b.remove(user_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Token entries of a session as the index has them.
+    pub(crate) fn token_entries(&self, live: &Live) -> Vec<(TokenHash, TokenEntry)> {
+        let hashes = live.token_hashes();
+        let idx = self.read();
+        hashes.into_iter().filter_map(|h| idx.tokens.get(&h).map(|e| (h, *e))).collect()
+    }
+
+    /// This instance's whole state in chunks of `chunk` sessions (for snapshots and republishing).
+    /// Each chunk is read when asked for, so memory stays bounded.
+    pub fn state_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.read().sessions.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Full state items of `ids` (records from the store, tokens from the index).
+    pub async fn state_items(&self, ids: Vec<u64>) -> Result<Vec<Item>, StoreError> {
+        let recs = self.records(ids).await?;
+        Ok(recs
+            .into_iter()
+            .map(|rec| {
+                let tokens = self.live(rec.id).map(|l| self.token_entries(&l)).unwrap_or_default();
+                Item::new(rec, tokens)
+            })
+            .collect())
+    }
+}
+
+/// Lookup helper so the index lock is held only while copying the few entries needed.
+trait CloneEntries {
+    fn clone_entries(&self, hashes: impl Iterator<Item = TokenHash>) -> HashMap<TokenHash, TokenEntry>;
+}
+
+impl CloneEntries for HashMap<TokenHash, TokenEntry> {
+    fn clone_entries(&self, hashes: impl Iterator<Item = TokenHash>) -> HashMap<TokenHash, TokenEntry> {
+        hashes.filter_map(|h| self.get(&h).map(|e| (h, *e))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::contract::record;
+    use crate::store::TokenKind;
+
+    #[test]
+    fn merge_is_idempotent_commutative_and_ending_wins() {
+        let base = record(1, "u");
+        let mut rotated = base.clone();
+        rotated.rotation_count = 1;
+        rotated.rotations = vec![50];
+        rotated.aliases = vec!["b".into()];
+        let mut touched = base.clone();
+        touched.last_active = 90;
+        let mut ended = base.clone();
+        ended.logout_time = Some(60);
+        ended.end_reason = Some("admin_terminated".into());
+        let mut ended_later = base.clone();
+        ended_later.logout_time = Some(70);
+        ended_later.end_reason = Some("logout".into());
+
+        let all = [&base, &rotated, &touched, &ended, &ended_later];
+        for a in all {
+            assert_eq!(merge(a, a), *a, "idempotent");
+            for b in all {
+                assert_eq!(merge(a, b), merge(b, a), "commutative");
+            }
+        }
+        let m = merge(&merge(&ended, &touched), &rotated);
+        assert_eq!(m.logout_time, Some(60), "a late touch or rotation never revives an ended session");
+        assert_eq!(m.end_reason.as_deref(), Some("admin_terminated"), "the earliest ending keeps its reason");
+        assert_eq!((m.last_active, m.rotation_count), (90, 1));
+        assert_eq!(m.aliases, vec!["b".to_string()]);
+        assert_eq!(merge(&ended_later, &ended).logout_time, Some(60));
+    }
+
+    #[test]
+    fn token_rotation_is_kept() {
+        let a = TokenEntry { session: 1, kind: TokenKind::Refresh, exp: Some(5), rotated_at: None };
+        let b = TokenEntry { rotated_at: Some(7), ..a };
+        let c = TokenEntry { rotated_at: Some(6), ..a };
+        assert_eq!(merge_token(&a, &b).rotated_at, Some(7));
+        assert_eq!(merge_token(&b, &a).rotated_at, Some(7));
+        assert_eq!(merge_token(&b, &c).rotated_at, Some(6));
+    }
+}

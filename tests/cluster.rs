@@ -1,0 +1,307 @@
+//! Several gateway instances sharing sessions through a real `redis-server`: replication of
+//! logins, terminations, blocks and last-seen; Redis outages; catch-up; snapshots for instances
+//! that fell behind a trimmed stream and for new, empty ones.
+
+mod support;
+
+use http::Method;
+use serde_json::json;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::redis::RedisServer;
+use support::{Gateway, Login, MockStrapi};
+
+const ADMIN: &str = "/magic-sessionmanager";
+const API: &str = "/api/magic-sessionmanager";
+
+/// One encryption key for all instances (a cluster requires it).
+fn shared_key(dir: &Path) -> PathBuf {
+    let p = dir.join("cluster.key");
+    std::fs::write(&p, sessiongate::session::crypto::generate_key()).expect("write key");
+    p
+}
+
+/// Config of one cluster member; `cluster_extra` goes into the `[cluster]` table.
+fn member(redis: &RedisServer, key: &Path, name: &str, cluster_extra: &str) -> String {
+    format!(
+        "[sessions]\nencryption_key_file = \"{}\"\nlast_seen_interval = \"50ms\"\n\
+         [cluster]\nredis_url = \"{}\"\nnode_name = \"{name}\"\nheartbeat_interval = \"200ms\"\n\
+         touch_interval = \"50ms\"\nsnapshot_timeout = \"3s\"\nconnect_timeout = \"500ms\"\n\
+         command_timeout = \"1s\"\n{cluster_extra}\n",
+        key.display(),
+        redis.url()
+    )
+}
+
+/// Polls an async condition every few milliseconds for at most `secs`.
+async fn until<F: Future<Output = bool>>(secs: u64, f: impl FnMut() -> F) -> bool {
+    poll_every(Duration::from_millis(5), secs, f).await
+}
+
+async fn poll_every<F: Future<Output = bool>>(every: Duration, secs: u64, mut f: impl FnMut() -> F) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(every).await;
+    }
+    f().await
+}
+
+/// The gateway itself refuses the token as belonging to an ended session.
+async fn refuses(gw: &Gateway, jwt: &str) -> bool {
+    gw.get("/api/articles").bearer(jwt).send().await.reason().as_deref() == Some("session_terminated")
+}
+
+async fn sid_of(gw: &Gateway, jwt: &str) -> String {
+    gw.get(&format!("{API}/current-session")).bearer(jwt).send().await.json()["data"]["sessionId"]
+        .as_str()
+        .expect("sessionId")
+        .to_string()
+}
+
+/// The instance holds the session (by `sid`) in its replica.
+fn knows(gw: &Gateway, sid: &str) -> bool {
+    gw.state().sessions.find(sid).is_some()
+}
+
+fn cluster_status(gw: &Gateway) -> sessiongate::cluster::Status {
+    gw.state().cluster.as_ref().expect("cluster configured").status()
+}
+
+fn metric(gw: &Gateway, name: &str) -> f64 {
+    let text = gw.state().metrics.render();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+async fn terminate(gw: &Gateway, sid: &str) {
+    let res = gw.admin(Method::POST, &format!("{ADMIN}/sessions/{sid}/terminate")).send().await;
+    assert_eq!(res.status, 200, "terminate {sid}: {}", res.text());
+}
+
+fn logs() {
+    let _ = tracing_subscriber::fmt().with_env_filter("sessiongate=info").with_test_writer().try_init();
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::test]
+async fn three_instances_agree_on_sessions_revocations_blocks_and_last_seen() {
+    logs();
+    let redis = RedisServer::start().await;
+    let backend = MockStrapi::start().await;
+    backend.add_users((0..50).map(|i| format!("user{i}")).chain(["mallory".into(), "late".into()]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = shared_key(dir.path());
+    let a = Gateway::start(&backend.url(), &member(&redis, &key, "A", "")).await;
+    let b = Gateway::start(&backend.url(), &member(&redis, &key, "B", "")).await;
+    let c = Gateway::start(&backend.url(), &member(&redis, &key, "C", "")).await;
+    let slots: std::collections::HashSet<u64> = [&a, &b, &c].iter().map(|g| cluster_status(g).slot).collect();
+    assert_eq!(slots.len(), 3, "each instance gets its own id class");
+    assert!(until(5, || async { [&a, &b, &c].iter().all(|g| cluster_status(g).synced) }).await);
+
+    // A login through A is a session on B: the user API there lists it.
+    let s = a.login("alice").await;
+    let mine = || async {
+        let r = b.get(&format!("{API}/my-sessions")).bearer(&s.jwt).send().await;
+        r.status == 200 && r.json()["meta"] == json!({"count": 1, "active": 1})
+    };
+    assert!(until(5, mine).await, "B lists the session created on A");
+    // Sessions created concurrently on different instances never share an id.
+    let logins = [a.login("carol").await, b.login("carol").await, c.login("carol").await];
+    let mut ids = Vec::new();
+    for (gw, l) in [&a, &b, &c].iter().zip(&logins) {
+        ids.push(gw.state().sessions.find(&sid_of(gw, &l.jwt).await).expect("own session").id);
+    }
+    assert_eq!(ids.iter().map(|i| i % 1024).collect::<std::collections::HashSet<_>>().len(), 3, "{ids:?}");
+
+    // Terminations on C: A and B refuse the tokens. Measure how long that takes after C's 200.
+    let mut delays = Vec::new();
+    for i in 0..40 {
+        let l = a.login(&format!("user{}", i % 7)).await;
+        let sid = sid_of(&a, &l.jwt).await;
+        assert!(until(5, || async { knows(&b, &sid) && knows(&c, &sid) }).await, "session {sid} replicated");
+        terminate(&c, &sid).await;
+        let acked = Instant::now();
+        // Polled without pause (each probe is an HTTP round trip through A and B).
+        let both = || async { refuses(&a, &l.jwt).await && refuses(&b, &l.jwt).await };
+        assert!(poll_every(Duration::ZERO, 5, both).await);
+        delays.push(acked.elapsed());
+        if i == 0 {
+            let r = a.post("/api/auth/refresh").json(json!({"refreshToken": l.refresh})).send().await;
+            assert_eq!(r.status, 401, "the refresh token of a session ended elsewhere is refused too");
+            assert_eq!(r.reason().as_deref(), Some("session_terminated"));
+        }
+    }
+    delays.sort();
+    let (p50, p99, max) = (percentile(&delays, 0.5), percentile(&delays, 0.99), delays[delays.len() - 1]);
+    println!(
+        "cross-instance revocation (terminate on C → refused on A and B, {} runs, measured through HTTP): \
+         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        delays.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    );
+    assert!(max < Duration::from_secs(2), "propagation stays bounded: {max:?}");
+
+    // A block on C refuses logins on A; an unblock on B lifts it everywhere.
+    let m = a.login("mallory").await;
+    let res = c.admin(Method::POST, &format!("{ADMIN}/user/{}/block", m.user_id)).send().await;
+    assert_eq!(res.status, 200);
+    assert!(until(5, || async { refuses(&a, &m.jwt).await }).await, "the blocked user's session ends everywhere");
+    let attempt = || async {
+        a.post("/api/auth/local").json(json!({"identifier": "mallory", "password": support::PASSWORD})).send().await
+    };
+    assert!(until(5, || async { attempt().await.reason().as_deref() == Some("user_blocked") }).await);
+    assert_eq!(b.admin(Method::POST, &format!("{ADMIN}/user/{}/unblock", m.user_id)).send().await.status, 200);
+    assert!(until(5, || async { attempt().await.status == 200 }).await, "unblocked on B, accepted on A");
+
+    // Activity served by B moves lastActive on A.
+    let l = a.login("bob").await;
+    let sid = sid_of(&a, &l.jwt).await;
+    assert!(until(5, || async { knows(&b, &sid) }).await);
+    let created = a.state().sessions.find(&sid).expect("on A").last_active();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let used_on_b = sessiongate::session::now_ms();
+    assert_eq!(b.get("/api/articles").bearer(&l.jwt).send().await.status, 200);
+    assert!(
+        until(5, || async { a.state().sessions.find(&sid).is_some_and(|x| x.last_active() >= used_on_b) }).await,
+        "last-seen from B reaches A (created at {created}, used on B at {used_on_b})"
+    );
+    let listed = a.get(&format!("{API}/my-sessions")).bearer(&l.jwt).send().await.json();
+    let last = listed["data"][0]["lastActive"].as_str().expect("lastActive").to_string();
+    let last_ms =
+        humantime::parse_rfc3339(&last).expect("iso").duration_since(std::time::UNIX_EPOCH).expect("after epoch");
+    assert!(last_ms.as_millis() as i64 >= used_on_b, "user API on A shows B's activity: {last}");
+
+    // The admin API reports the cluster; metrics count what was replicated.
+    let v = a.admin(Method::GET, &format!("{ADMIN}/cluster")).send().await.json();
+    assert_eq!(v["enabled"], true);
+    assert_eq!(v["data"]["connected"], true);
+    assert_eq!(v["data"]["peers"].as_array().map(Vec::len), Some(2), "{v}");
+    assert!(metric(&a, "sessiongate_cluster_events_total{direction=\"applied\",kind=\"ended\"}") >= 40.0);
+    assert!(metric(&c, "sessiongate_cluster_events_total{direction=\"published\",kind=\"ended\"}") >= 40.0);
+    assert_eq!(metric(&a, "sessiongate_cluster_connected"), 1.0);
+}
+
+#[tokio::test]
+async fn redis_outage_keeps_enforcing_locally_and_catches_up() {
+    logs();
+    let mut redis = RedisServer::start().await;
+    let backend = MockStrapi::start().await;
+    backend.add_users((0..50).map(|i| format!("user{i}")).chain(["mallory".into(), "late".into()]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = shared_key(dir.path());
+    let a = Gateway::start(&backend.url(), &member(&redis, &key, "A", "")).await;
+    let b = Gateway::start(&backend.url(), &member(&redis, &key, "B", "ready_when_isolated = false")).await;
+    let s = a.login("alice").await;
+    let sid = sid_of(&a, &s.jwt).await;
+    assert!(until(5, || async { knows(&b, &sid) }).await);
+
+    redis.kill();
+    terminate(&a, &sid).await;
+    assert!(refuses(&a, &s.jwt).await, "the instance that ended the session enforces it at once");
+    assert!(until(10, || async { !cluster_status(&a).connected && !cluster_status(&b).connected }).await);
+    let ready_a = a.admin_anon(Method::GET, "/readyz").send().await;
+    assert_eq!(ready_a.status, 200, "ready while isolated by default: {}", ready_a.text());
+    assert_eq!(ready_a.json()["checks"]["cluster"], "isolated");
+    assert_eq!(b.admin_anon(Method::GET, "/readyz").send().await.status, 503, "ready_when_isolated = false");
+    assert_eq!(metric(&a, "sessiongate_cluster_connected"), 0.0);
+    // B cannot know yet: it still forwards the token (the isolation is visible, not hidden).
+    assert_eq!(b.get("/api/articles").bearer(&s.jwt).send().await.reason(), None);
+    let s2 = a.login("bob").await;
+
+    redis.restart().await;
+    assert!(until(15, || async { refuses(&b, &s.jwt).await }).await, "B catches up after Redis returns");
+    let sid2 = sid_of(&a, &s2.jwt).await;
+    assert!(until(5, || async { knows(&b, &sid2) }).await, "the login made during the outage reaches B");
+    assert!(until(5, || async { cluster_status(&a).connected && cluster_status(&a).outbox_pending == 0 }).await);
+    assert_eq!(b.admin_anon(Method::GET, "/readyz").send().await.status, 200);
+    assert!(metric(&a, "sessiongate_cluster_publish_failures_total") >= 1.0);
+}
+
+/// Logs `n` sessions in through `gw`, a few at a time.
+async fn many_logins(gw: &Gateway, n: usize) -> Vec<Login> {
+    let mut out = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
+        let batch = futures_util::future::join_all(chunk.iter().map(|i| {
+            let name = format!("user{}", i % 50);
+            async move { gw.login(&name).await }
+        }))
+        .await;
+        out.extend(batch);
+    }
+    out
+}
+
+#[tokio::test]
+async fn stopped_and_new_instances_converge_through_catch_up_and_snapshots() {
+    logs();
+    let redis = RedisServer::start().await;
+    let backend = MockStrapi::start().await;
+    backend.add_users((0..50).map(|i| format!("user{i}")).chain(["mallory".into(), "late".into()]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = shared_key(dir.path());
+    let small = "stream_max_len = 100";
+    let a = Gateway::start(&backend.url(), &member(&redis, &key, "A", small)).await;
+    let mut b = Gateway::start(&backend.url(), &member(&redis, &key, "B", small)).await;
+    assert!(until(5, || async { cluster_status(&a).synced && cluster_status(&b).synced }).await);
+
+    // A short absence: B resumes from its stored position in the stream.
+    b.stop().await;
+    let few = many_logins(&a, 5).await;
+    b.restart().await;
+    assert!(until(10, || async { b.state().sessions.counts() == a.state().sessions.counts() }).await);
+    assert!(metric(&b, "sessiongate_cluster_catchup_runs_total") >= 1.0);
+    assert_eq!(metric(&b, "sessiongate_cluster_snapshot_loads_total"), 0.0);
+    assert!(until(5, || async { b.get("/api/articles").bearer(&few[0].jwt).send().await.status == 200 }).await);
+
+    // A long one: 1 000 changes while B is down, far more than the stream keeps.
+    b.stop().await;
+    let logins = many_logins(&a, 600).await;
+    let mut ended = Vec::new();
+    for l in logins.iter().take(400) {
+        terminate(&a, &sid_of(&a, &l.jwt).await).await;
+        ended.push(l.clone());
+    }
+    let xlen: usize = redis.cli(&["XLEN", "{sessiongate}:events"]).parse().expect("XLEN");
+    assert!(xlen < 1000, "the stream was trimmed (XLEN {xlen})");
+    let (total, active, _) = a.state().sessions.counts();
+    assert_eq!((total, active), (605, 205));
+    b.restart().await;
+    assert!(
+        until(20, || async { b.state().sessions.counts().0 == total && b.state().sessions.counts().1 == active }).await,
+        "B converges: {:?} vs {:?}",
+        b.state().sessions.counts(),
+        a.state().sessions.counts()
+    );
+    assert!(metric(&b, "sessiongate_cluster_snapshot_loads_total{result=\"loaded\"}") >= 1.0);
+    assert!(metric(&a, "sessiongate_cluster_snapshots_served_total") >= 1.0);
+    for l in ended.iter().step_by(50) {
+        assert!(refuses(&b, &l.jwt).await, "a session ended while B was down is refused by B");
+    }
+    assert_eq!(b.get("/api/articles").bearer(&logins[599].jwt).send().await.status, 200);
+
+    // A new, empty instance bootstraps from a peer.
+    let d = Gateway::start(&backend.url(), &member(&redis, &key, "D", small)).await;
+    assert!(
+        until(20, || async { d.state().sessions.counts().0 == total && d.state().sessions.counts().1 == active }).await,
+        "D bootstraps: {:?}",
+        d.state().sessions.counts()
+    );
+    assert!(refuses(&d, &ended[0].jwt).await);
+    // Changes after the bootstrap still flow to every instance.
+    let late = d.login("late").await;
+    let sid = sid_of(&d, &late.jwt).await;
+    assert!(until(5, || async { knows(&a, &sid) && knows(&b, &sid) }).await);
+    terminate(&b, &sid).await;
+    assert!(until(5, || async { refuses(&a, &late.jwt).await && refuses(&d, &late.jwt).await }).await);
+}
