@@ -305,3 +305,60 @@ async fn stopped_and_new_instances_converge_through_catch_up_and_snapshots() {
     terminate(&b, &sid).await;
     assert!(until(5, || async { refuses(&a, &late.jwt).await && refuses(&d, &late.jwt).await }).await);
 }
+
+#[tokio::test]
+async fn tls_and_password_from_a_secret_file_and_an_unreachable_redis_at_startup() {
+    logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = support::self_signed(dir.path());
+    let redis = RedisServer::start_tls(&cert, &key, "s3cret-pass").await;
+    let backend = MockStrapi::start().await;
+    let shared = shared_key(dir.path());
+    let url_file = dir.path().join("redis.url");
+    std::fs::write(&url_file, format!("rediss://:s3cret-pass@localhost:{}/0\n", redis.port)).expect("url file");
+    let secure = |name: &str, ca: &Path| {
+        format!(
+            "[sessions]\nencryption_key_file = \"{}\"\n[cluster]\nredis_url_file = \"{}\"\ntls_ca_file = \"{}\"\n\
+             node_name = \"{name}\"\nheartbeat_interval = \"200ms\"\nconnect_timeout = \"500ms\"\ncommand_timeout = \"1s\"\n",
+            shared.display(),
+            url_file.display(),
+            ca.display()
+        )
+    };
+    let a = Gateway::start(&backend.url(), &secure("A", &cert)).await;
+    let b = Gateway::start(&backend.url(), &secure("B", &cert)).await;
+    let s = a.login("alice").await;
+    let sid = sid_of(&a, &s.jwt).await;
+    assert!(until(5, || async { knows(&b, &sid) }).await, "replication over TLS with a password");
+    let described = sessiongate::config::describe(&a.state().cfg);
+    assert!(described.contains("from file") && !described.contains("s3cret-pass"), "{described}");
+
+    // A certificate the gateway does not trust: no slot can be allocated, startup says why.
+    let (other, _) = support::self_signed(&mkdir(dir.path().join("other")));
+    let cfg = sessiongate::config::Config::from_toml_str(&support::config_text(
+        &backend.url(),
+        &mkdir(dir.path().join("c")),
+        &secure("C", &other),
+    ))
+    .expect("config");
+    let listeners = sessiongate::Listeners::bind(&cfg).expect("bind");
+    let err = sessiongate::start(cfg, listeners).await.err().expect("refused");
+    assert!(err.to_string().contains("node slot"), "{err}");
+    assert!(!err.to_string().contains("s3cret-pass"), "{err}");
+
+    // With a fixed slot it starts anyway — isolated, enforcing locally, and saying why.
+    let d = Gateway::start(&backend.url(), &format!("{}node_slot = 77\n", secure("D", &other))).await;
+    assert!(until(5, || async { cluster_status(&d).last_error.is_some() }).await);
+    assert!(!cluster_status(&d).connected);
+    let l = d.login("bob").await;
+    assert_eq!(d.get("/api/articles").bearer(&l.jwt).send().await.status, 200);
+    let sid = sid_of(&d, &l.jwt).await;
+    terminate(&d, &sid).await;
+    assert!(refuses(&d, &l.jwt).await);
+    assert!(!knows(&a, &sid), "nothing crossed an untrusted connection");
+}
+
+fn mkdir(p: PathBuf) -> PathBuf {
+    std::fs::create_dir_all(&p).expect("mkdir");
+    p
+}

@@ -131,39 +131,12 @@ async fn http2_with_prior_knowledge_is_served() {
     assert_eq!(res.status(), 200);
 }
 
-fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    (cert, key)
-}
-
 #[tokio::test]
 async fn tls_termination_serves_http1_and_http2() {
     use rustls::pki_types::pem::PemObject;
     let backend = MockStrapi::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = self_signed(dir.path());
+    let (cert, key) = support::self_signed(dir.path());
     let gw = Gateway::start(
         &backend.url(),
         &format!("[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display()),
