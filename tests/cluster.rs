@@ -358,6 +358,31 @@ async fn tls_and_password_from_a_secret_file_and_an_unreachable_redis_at_startup
     assert!(!knows(&a, &sid), "nothing crossed an untrusted connection");
 }
 
+#[tokio::test]
+async fn sentinel_names_the_master() {
+    logs();
+    let master = RedisServer::start().await;
+    let sentinel = RedisServer::start_sentinel(master.port).await;
+    let backend = MockStrapi::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = shared_key(dir.path());
+    let via_sentinel = |name: &str| {
+        format!(
+            "[sessions]\nencryption_key_file = \"{}\"\n[cluster]\nsentinels = [\"redis://127.0.0.1:{}\"]\n\
+             sentinel_master = \"mymaster\"\nnode_name = \"{name}\"\nheartbeat_interval = \"200ms\"\n",
+            key.display(),
+            sentinel.port
+        )
+    };
+    let a = Gateway::start(&backend.url(), &via_sentinel("A")).await;
+    let b = Gateway::start(&backend.url(), &via_sentinel("B")).await;
+    let s = a.login("alice").await;
+    let sid = sid_of(&a, &s.jwt).await;
+    assert!(until(5, || async { knows(&b, &sid) }).await, "replication through the master Sentinel named");
+    let xlen: usize = master.cli(&["XLEN", "{sessiongate}:events"]).parse().expect("XLEN");
+    assert!(xlen >= 1, "the events are on the master");
+}
+
 fn mkdir(p: PathBuf) -> PathBuf {
     std::fs::create_dir_all(&p).expect("mkdir");
     p

@@ -44,7 +44,7 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', ARGV[2], 's
 const SNAPSHOT_TTL_SECS: i64 = 300;
 
 pub struct Link {
-    client: redis::Client,
+    source: Source,
     prefix: String,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -74,23 +74,74 @@ pub struct Outgoing<'a> {
     pub payload: &'a [u8],
 }
 
+/// Where connections go: one server, or whichever master the Sentinels name at connect time
+/// (so a failover is followed at the next reconnect).
+enum Source {
+    Direct(redis::Client),
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+/// Sentinel discovery settings.
+pub struct SentinelSpec<'a> {
+    pub sentinels: &'a [String],
+    pub master: &'a str,
+}
+
 impl Link {
-    /// `ca_pem`: trust anchors for `rediss://` instead of the system's.
+    /// `url`: the server, or with Sentinel the master's credentials, database and TLS mode
+    /// (its host is not used). `ca_pem`: trust anchors for TLS instead of the system's.
     pub fn new(
-        url: &str,
+        url: Option<&str>,
+        sentinel: Option<SentinelSpec<'_>>,
         ca_pem: Option<Vec<u8>>,
         prefix: &str,
         connect_timeout: Duration,
         command_timeout: Duration,
     ) -> Result<Link, String> {
-        let client = match ca_pem {
-            Some(pem) => {
-                redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
+        let certs = |pem: Vec<u8>| redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+        let source = match (sentinel, url) {
+            (None, Some(url)) => Source::Direct(
+                match ca_pem {
+                    Some(pem) => redis::Client::build_with_tls(url, certs(pem)),
+                    None => redis::Client::open(url),
+                }
+                .map_err(|e| e.to_string())?,
+            ),
+            (None, None) => return Err("no Redis URL".into()),
+            (Some(spec), url) => {
+                use redis::IntoConnectionInfo;
+                let mut addrs = Vec::new();
+                for s in spec.sentinels {
+                    let info = s.as_str().into_connection_info().map_err(|e| format!("sentinel {s}: {e}"))?;
+                    addrs.push(info.addr().clone());
+                }
+                let mut b = redis::sentinel::SentinelClientBuilder::new(
+                    addrs,
+                    spec.master,
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| e.to_string())?;
+                if let Some(url) = url {
+                    let info = url.into_connection_info().map_err(|e| e.to_string())?;
+                    let r = info.redis_settings();
+                    if let Some(u) = r.username() {
+                        b = b.set_client_to_redis_username(u);
+                    }
+                    if let Some(p) = r.password() {
+                        b = b.set_client_to_redis_password(p);
+                    }
+                    b = b.set_client_to_redis_db(r.db());
+                    if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+                        b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+                    }
+                }
+                if let Some(pem) = ca_pem {
+                    b = b.set_client_to_redis_certificates(certs(pem));
+                }
+                Source::Sentinel(tokio::sync::Mutex::new(b.build().map_err(|e| e.to_string())?))
             }
-            None => redis::Client::open(url),
-        }
-        .map_err(|e| e.to_string())?;
-        Ok(Link { client, prefix: prefix.to_string(), connect_timeout, command_timeout })
+        };
+        Ok(Link { source, prefix: prefix.to_string(), connect_timeout, command_timeout })
     }
 
     fn key(&self, name: &str) -> String {
@@ -103,7 +154,16 @@ impl Link {
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout + blocking));
-        let conn = self.client.get_multiplexed_async_connection_with_config(&cfg).await?;
+        let conn = match &self.source {
+            Source::Direct(client) => client.get_multiplexed_async_connection_with_config(&cfg).await?,
+            Source::Sentinel(sentinel) => {
+                let lookup = async { sentinel.lock().await.async_get_client().await };
+                let client = tokio::time::timeout(self.connect_timeout, lookup)
+                    .await
+                    .map_err(|_| LinkError::Redis("no Sentinel answered in time".into()))??;
+                client.get_multiplexed_async_connection_with_config(&cfg).await?
+            }
+        };
         Ok(Conn { conn, link: self })
     }
 }

@@ -136,8 +136,9 @@ impl Cluster {
     /// reachable: ids must never collide).
     pub async fn new(cfg: &ClusterConfig, store: Store, metrics: Arc<Metrics>) -> Result<Cluster, StartupError> {
         let url = match &cfg.redis_url {
-            ValueSource::Literal(u) => u.clone(),
-            ValueSource::Secret(src) => {
+            None => None,
+            Some(ValueSource::Literal(u)) => Some(u.clone()),
+            Some(ValueSource::Secret(src)) => {
                 let bad = |e: String| StartupError::Secret(format!("cluster.redis_url ({}): {e}", src.describe()));
                 let s = src.read().map_err(bad)?.ok_or_else(|| bad("not set".into()))?;
                 let url = String::from_utf8_lossy(s.expose()).trim().to_string();
@@ -146,7 +147,7 @@ impl Cluster {
                     Err(e) if !e.contains("password") => return Err(bad(e)),
                     _ => {}
                 }
-                url
+                Some(url)
             }
         };
         let ca = match &cfg.tls_ca_file {
@@ -157,7 +158,9 @@ impl Cluster {
             ),
             None => None,
         };
-        let link = Link::new(&url, ca, &cfg.key_prefix, cfg.connect_timeout, cfg.command_timeout)
+        let sentinel =
+            cfg.sentinel_master.as_deref().map(|master| link::SentinelSpec { sentinels: &cfg.sentinels, master });
+        let link = Link::new(url.as_deref(), sentinel, ca, &cfg.key_prefix, cfg.connect_timeout, cfg.command_timeout)
             .map_err(|e| StartupError::Cluster(format!("cluster.redis_url: {e}")))?;
         let stored = store.meta_get(META_SLOT).await?.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok());
         let slot = match (cfg.node_slot, stored.map(u64::from_be_bytes)) {

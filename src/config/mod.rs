@@ -57,8 +57,12 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// `redis://`, `rediss://` (TLS) or `redis+unix://`; a URL with a password must come from
-    /// an env var or file.
-    pub redis_url: ValueSource,
+    /// an env var or file. With Sentinel: optional, and only its credentials, database and
+    /// scheme (TLS) are used for the master.
+    pub redis_url: Option<ValueSource>,
+    /// Sentinel addresses (`redis://host:26379`); empty: connect to `redis_url` directly.
+    pub sentinels: Vec<String>,
+    pub sentinel_master: Option<String>,
     /// CA certificates (PEM) to verify a `rediss://` server with, instead of the system's.
     pub tls_ca_file: Option<PathBuf>,
     /// Namespace of every key, in a hash tag so all keys live in one Redis Cluster slot.
@@ -661,10 +665,14 @@ pub fn describe(cfg: &Config) -> String {
     }
     match &cfg.cluster {
         Some(c) => {
-            let url = match &c.redis_url {
-                ValueSource::Literal(u) => u.clone(),
-                ValueSource::Secret(s) => format!("from {}", s.describe()),
+            let mut url = match &c.redis_url {
+                Some(ValueSource::Literal(u)) => u.clone(),
+                Some(ValueSource::Secret(s)) => format!("from {}", s.describe()),
+                None => String::new(),
             };
+            if let Some(m) = &c.sentinel_master {
+                url = format!("master {m:?} via Sentinel {} {url}", c.sentinels.join(","));
+            }
             let slot = c.node_slot.map(|s| s.to_string()).unwrap_or_else(|| "allocated".into());
             let _ = writeln!(
                 o,
@@ -1150,22 +1158,38 @@ fn validate_cluster(v: &mut V<'_>, c: RawCluster) -> Option<ClusterConfig> {
     }
     let literal = c.redis_url.filter(|u| !u.is_empty());
     let secret = v.secret_source("cluster.redis_url_env", c.redis_url_env, "cluster.redis_url_file", c.redis_url_file);
+    let sentinels = c.sentinels.unwrap_or_default();
+    for (i, s) in sentinels.iter().enumerate() {
+        if let Err(e) = check_redis_url(s) {
+            v.err(&format!("cluster.sentinels[{i}]"), e);
+        }
+    }
+    let sentinel_master = c.sentinel_master.filter(|m| !m.is_empty());
+    match (sentinels.is_empty(), &sentinel_master) {
+        (false, None) => v.err("cluster.sentinel_master", "required with cluster.sentinels"),
+        (true, Some(_)) => v.err("cluster.sentinels", "required with cluster.sentinel_master"),
+        _ => {}
+    }
     let redis_url = match (literal, secret) {
         (Some(u), None) => {
             if let Err(e) = check_redis_url(&u) {
                 v.err("cluster.redis_url", e);
             }
-            ValueSource::Literal(u)
+            Some(ValueSource::Literal(u))
         }
-        (None, Some(s)) => ValueSource::Secret(s),
+        (None, Some(s)) => Some(ValueSource::Secret(s)),
         (Some(_), Some(_)) => {
             v.err("cluster.redis_url", "set either redis_url or redis_url_env / redis_url_file, not several");
             return None;
         }
-        (None, None) => {
-            v.err("cluster.redis_url", "required (or redis_url_env / redis_url_file), or set cluster.enabled = false");
+        (None, None) if sentinels.is_empty() => {
+            v.err(
+                "cluster.redis_url",
+                "required (or redis_url_env / redis_url_file, or sentinels), or set cluster.enabled = false",
+            );
             return None;
         }
+        (None, None) => None,
     };
     let key_prefix = c.key_prefix.unwrap_or_else(|| "sessiongate".into());
     if key_prefix.is_empty() || key_prefix.contains(['{', '}', ' ']) {
@@ -1180,6 +1204,8 @@ fn validate_cluster(v: &mut V<'_>, c: RawCluster) -> Option<ClusterConfig> {
     }
     let cfg = ClusterConfig {
         redis_url,
+        sentinels,
+        sentinel_master,
         tls_ca_file: c.tls_ca_file.filter(|f| !f.is_empty()).map(PathBuf::from),
         key_prefix,
         node_slot: c.node_slot,
@@ -1688,6 +1714,11 @@ login = ["POST"]
         assert!(!err.to_string().contains("hunter2"), "the password is not echoed: {err}");
         let none = format!("{base}[cluster]\nnode_name = \"a\"\n");
         assert!(Config::from_toml_str(&none).expect_err("no url").to_string().contains("cluster.redis_url"));
+        let sentinel = format!("{base}[cluster]\nsentinels = [\"redis://s1:26379\"]\nsentinel_master = \"m\"\n");
+        let c = Config::from_toml_str(&sentinel).expect("sentinel without redis_url").cluster.expect("on");
+        assert_eq!((c.sentinels.len(), c.sentinel_master.as_deref(), c.redis_url.is_none()), (1, Some("m"), true));
+        let half = format!("{base}[cluster]\nsentinels = [\"redis://s1:26379\"]\n");
+        assert!(Config::from_toml_str(&half).expect_err("no master").to_string().contains("cluster.sentinel_master"));
         let typo = format!("{base}[cluster]\nredis = \"redis://x\"\n");
         assert!(Config::from_toml_str(&typo).is_err(), "unknown keys are errors");
     }

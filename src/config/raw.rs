@@ -271,6 +271,8 @@ pub struct RawCluster {
     pub redis_url_env: Option<String>,
     pub redis_url_file: Option<String>,
     pub tls_ca_file: Option<String>,
+    pub sentinels: Option<Vec<String>>,
+    pub sentinel_master: Option<String>,
     pub key_prefix: Option<String>,
     pub node_slot: Option<u64>,
     pub node_name: Option<String>,

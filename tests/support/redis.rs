@@ -11,9 +11,12 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
-    /// Extra server arguments (TLS, password).
+    /// Server arguments before the common ones (config file, TLS, password).
     extra: Vec<String>,
+    /// Speaks TLS only: readiness is "listening", not a plain PING.
     tls: bool,
+    /// The port is set by `extra` (TLS port, Sentinel config), not by `--port`.
+    port_in_extra: bool,
 }
 
 fn free_port() -> u16 {
@@ -45,24 +48,44 @@ impl RedisServer {
         .map(str::to_string)
         .to_vec();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut r = RedisServer { port, dir, child: None, extra: args, tls: true };
+        let mut r = RedisServer { port, dir, child: None, extra: args, tls: true, port_in_extra: true };
+        r.spawn().await;
+        r
+    }
+
+    /// A Sentinel monitoring the master on `master_port` as `mymaster`.
+    pub async fn start_sentinel(master_port: u16) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mymaster 2000\n"
+            ),
+        )
+        .expect("sentinel.conf");
+        // The config file comes first; Sentinel rewrites it, so it lives in the temp dir.
+        let extra = vec![conf.display().to_string(), "--sentinel".to_string()];
+        let mut r = RedisServer { port, dir, child: None, extra, tls: false, port_in_extra: true };
         r.spawn().await;
         r
     }
 
     async fn start_with(extra: Vec<String>, tls: bool) -> RedisServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut r = RedisServer { port: free_port(), dir, child: None, extra, tls };
+        let mut r = RedisServer { port: free_port(), dir, child: None, extra, tls, port_in_extra: false };
         r.spawn().await;
         r
     }
 
     async fn spawn(&mut self) {
         let port = self.port.to_string();
-        let plain = if self.tls { vec![] } else { vec!["--port", port.as_str()] };
+        let plain = if self.port_in_extra { vec![] } else { vec!["--port", port.as_str()] };
         let child = Command::new("redis-server")
-            .args(plain)
             .args(&self.extra)
+            .args(plain)
             .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
             .args(["--loglevel", "warning"])
