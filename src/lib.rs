@@ -106,6 +106,11 @@ async fn load_keyring(cfg: &Config) -> Result<Keyring, StartupError> {
     let bad = |what: &str| StartupError::Secret(format!("sessions.encryption_key ({}): {what}", src.describe()));
     let current = match src.read().map_err(|e| bad(&e))? {
         Some(secret) => crypto::decode_key(&secret).map_err(|e| bad(&e.to_string()))?,
+        // Instances replicate sealed tokens to each other: a per-instance generated key would
+        // leave every other instance unable to revoke them at the backend.
+        None if cfg.cluster.is_some() => {
+            return Err(bad("not set; every instance of a cluster must be given the same key"));
+        }
         None => {
             let path = cfg.store.data_dir.join("encryption.key");
             let text = generated_secret(&path).await?;

@@ -228,6 +228,31 @@ async fn redis_outage_keeps_enforcing_locally_and_catches_up() {
     assert!(metric(&a, "sessiongate_cluster_publish_failures_total") >= 1.0);
 }
 
+#[tokio::test]
+async fn a_redis_that_lost_acknowledged_writes_gets_the_state_again() {
+    logs();
+    let redis = RedisServer::start().await;
+    let backend = MockStrapi::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = shared_key(dir.path());
+    let a = Gateway::start(&backend.url(), &member(&redis, &key, "A", "")).await;
+    let mut b = Gateway::start(&backend.url(), &member(&redis, &key, "B", "")).await;
+    assert!(until(5, || async { cluster_status(&a).synced && cluster_status(&b).synced }).await);
+    b.stop().await;
+    let s = a.login("alice").await;
+    let sid = sid_of(&a, &s.jwt).await;
+    let seq: u64 = redis.cli(&["GET", "{sessiongate}:seq"]).parse().expect("seq");
+    assert!(until(5, || async { cluster_status(&a).applied_seq == Some(seq) }).await);
+    // The login's event vanishes from Redis (as with `appendfsync everysec` and a crash).
+    let last = redis.cli(&["XREVRANGE", "{sessiongate}:events", "+", "-", "COUNT", "1"]);
+    let id = last.lines().next().expect("an entry").to_string();
+    assert_eq!(redis.cli(&["XDEL", "{sessiongate}:events", &id]), "1");
+    redis.cli(&["SET", "{sessiongate}:seq", &(seq - 1).to_string()]);
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    b.restart().await;
+    assert!(until(10, || async { knows(&b, &sid) }).await, "A noticed and published its state again");
+}
+
 /// Logs `n` sessions in through `gw`, a few at a time.
 async fn many_logins(gw: &Gateway, n: usize) -> Vec<Login> {
     let mut out = Vec::with_capacity(n);

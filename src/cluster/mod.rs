@@ -512,6 +512,18 @@ async fn sync(cl: &Cluster, app: &AppState, conn: &mut Conn<'_>) -> Result<Curso
         }
     };
     let newest = conn.sequence().await?;
+    if resumed && newest < cur.seq {
+        // Redis came back with less than it had acknowledged (e.g. `appendfsync everysec` and a
+        // crash): events may be lost, including this instance's. Publish this instance's state
+        // again so the others recover what it knows, and follow the stream from where it is.
+        tracing::warn!(
+            applied = cur.seq,
+            newest,
+            "cluster: the stream is behind this instance (Redis lost recent writes); republishing this instance's state"
+        );
+        republish(cl, app, conn).await?;
+        cur.seq = newest;
+    }
     let trimmed = oldest.as_ref().is_some_and(|o| o.seq > cur.seq + 1);
     // New to this stream and empty: a peer's snapshot is faster than replaying the stream.
     let fresh = !resumed && app.sessions.counts().0 == 0;

@@ -12,6 +12,10 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// A session sealed with a key this instance lacks is reported once per process: it means a
+/// misconfiguration, and every later event would repeat it.
+static FOREIGN_KEY_REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Merges two versions of the same session.
 pub fn merge(local: &SessionRecord, remote: &SessionRecord) -> SessionRecord {
     // Token state follows the most advanced rotation; ties break on deterministic fields so
@@ -138,8 +142,9 @@ impl Sessions {
             if locals.get(&id) == Some(&merged) && tokens.is_empty() {
                 continue;
             }
-            if let Some(sealed) = merged.access.as_ref().filter(|s| !self.keyring.knows(&s.kid)) {
-                tracing::warn!(
+            let foreign = merged.access.as_ref().filter(|s| !self.keyring.knows(&s.kid));
+            if let Some(sealed) = foreign.filter(|_| !FOREIGN_KEY_REPORTED.swap(true, Ordering::Relaxed)) {
+                tracing::error!(
                     session = id,
                     kid = %sealed.kid,
                     "replicated session is sealed with a key this instance does not have: \
