@@ -4,7 +4,7 @@
 use crate::admin::client::{enc, print, sessions_table, table, AdminClient, ClientError};
 use clap::{Args, Parser, Subcommand};
 use http::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -73,6 +73,11 @@ pub enum Command {
         admin: AdminArgs,
         #[command(subcommand)]
         op: AuditOp,
+    },
+    /// Show this instance's replication status and the peers it sees (admin API client).
+    Cluster {
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
@@ -209,6 +214,7 @@ pub fn admin_command(command: Command) -> ExitCode {
         Command::Sessions { admin, op } => client(admin, |c, json| Box::pin(sessions(c, json, op))),
         Command::Users { admin, op } => client(admin, |c, json| Box::pin(users(c, json, op))),
         Command::Audit { admin, op } => client(admin, |c, _| Box::pin(audit(c, op))),
+        Command::Cluster { admin } => client(admin, |c, json| Box::pin(cluster(c, json))),
         Command::Run | Command::CheckConfig { .. } | Command::Keygen | Command::Geoip { .. } => {
             ExitCode::from(EX_USAGE)
         }
@@ -355,6 +361,52 @@ async fn users(c: &AdminClient, json: bool, op: UsersOp) -> Result<(), ClientErr
         };
         print(&text);
     }
+    Ok(())
+}
+
+async fn cluster(c: &AdminClient, json: bool) -> Result<(), ClientError> {
+    let v = c.json(Method::GET, "/magic-sessionmanager/cluster", None).await?;
+    if json {
+        print(&format!("{v:#}\n"));
+        return Ok(());
+    }
+    if v["enabled"] != true {
+        print("cluster: off (this instance runs alone)\n");
+        return Ok(());
+    }
+    let d = &v["data"];
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "node {} (slot {}): {}, {}, applied seq {}, outbox {}, lag {} events\n",
+        text(&d["node"]),
+        text(&d["slot"]),
+        if d["connected"] == true { "connected" } else { "ISOLATED" },
+        if d["synced"] == true { "synced" } else { "not synced" },
+        text(&d["appliedSeq"]),
+        text(&d["outboxPending"]),
+        text(&d["lagEvents"])
+    );
+    if let Some(e) = d["lastError"].as_str() {
+        out.push_str(&format!("last error: {e}\n"));
+    }
+    let now = crate::session::now_ms();
+    let rows: Vec<Vec<String>> = d["peers"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    let ago = p["lastSeen"].as_i64().map(|t| format!("{:.1}s ago", (now - t) as f64 / 1000.0));
+                    vec![text(&p["name"]), text(&p["slot"]), text(&p["seq"]), ago.unwrap_or_default()]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&table(&["PEER", "SLOT", "APPLIED SEQ", "LAST SEEN"], &rows));
+    print(&out);
     Ok(())
 }
 

@@ -29,7 +29,10 @@ fn main() -> ExitCode {
         }
         Command::Run => run(&cli.config),
         Command::Geoip { op } => cli::geoip(&cli.config, op),
-        admin @ (Command::Sessions { .. } | Command::Users { .. } | Command::Audit { .. }) => cli::admin_command(admin),
+        admin
+        @ (Command::Sessions { .. } | Command::Users { .. } | Command::Audit { .. } | Command::Cluster { .. }) => {
+            cli::admin_command(admin)
+        }
     }
 }
 

@@ -190,6 +190,22 @@ async fn three_instances_agree_on_sessions_revocations_blocks_and_last_seen() {
     assert!(metric(&a, "sessiongate_cluster_events_total{direction=\"applied\",kind=\"ended\"}") >= 40.0);
     assert!(metric(&c, "sessiongate_cluster_events_total{direction=\"published\",kind=\"ended\"}") >= 40.0);
     assert_eq!(metric(&a, "sessiongate_cluster_connected"), 1.0);
+
+    // The CLI shows the same, as a table.
+    let url = format!("http://{}", a.admin_addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+            .args(["cluster", "--admin-url", &url])
+            .env("SESSIONGATE_ADMIN_TOKEN", support::ADMIN_TOKEN)
+            .output()
+            .expect("run the binary")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("node A") && text.contains("connected, synced"), "{text}");
+    assert!(text.contains("PEER") && text.contains('B') && text.contains('C'), "{text}");
 }
 
 #[tokio::test]
