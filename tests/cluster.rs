@@ -15,6 +15,25 @@ use support::{Gateway, Login, MockStrapi};
 const ADMIN: &str = "/magic-sessionmanager";
 const API: &str = "/api/magic-sessionmanager";
 
+/// One Redis, one backend (with extra users) and one shared key.
+struct Setup {
+    redis: RedisServer,
+    backend: MockStrapi,
+    dir: tempfile::TempDir,
+    key: PathBuf,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let redis = RedisServer::start().await;
+        let backend = MockStrapi::start().await;
+        backend.add_users((0..50).map(|i| format!("user{i}")).chain(["mallory".into(), "late".into()]));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = shared_key(dir.path());
+        Setup { redis, backend, dir, key }
+    }
+}
+
 /// One encryption key for all instances (a cluster requires it).
 fn shared_key(dir: &Path) -> PathBuf {
     let p = dir.join("cluster.key");
@@ -95,11 +114,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::test]
 async fn three_instances_agree_on_sessions_revocations_blocks_and_last_seen() {
     logs();
-    let redis = RedisServer::start().await;
-    let backend = MockStrapi::start().await;
-    backend.add_users((0..50).map(|i| format!("user{i}")).chain(["mallory".into(), "late".into()]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = shared_key(dir.path());
+    let Setup { redis, backend, dir: _dir, key } = Setup::new().await;
     let a = Gateway::start(&backend.url(), &member(&redis, &key, "A", "")).await;
     let b = Gateway::start(&backend.url(), &member(&redis, &key, "B", "")).await;
     let c = Gateway::start(&backend.url(), &member(&redis, &key, "C", "")).await;
@@ -211,11 +226,7 @@ async fn three_instances_agree_on_sessions_revocations_blocks_and_last_seen() {
 #[tokio::test]
 async fn redis_outage_keeps_enforcing_locally_and_catches_up() {
     logs();
-    let mut redis = RedisServer::start().await;
-    let backend = MockStrapi::start().await;
-    backend.add_users((0..50).map(|i| format!("user{i}")).chain(["mallory".into(), "late".into()]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = shared_key(dir.path());
+    let Setup { mut redis, backend, dir: _dir, key } = Setup::new().await;
     let a = Gateway::start(&backend.url(), &member(&redis, &key, "A", "")).await;
     let b = Gateway::start(&backend.url(), &member(&redis, &key, "B", "ready_when_isolated = false")).await;
     let s = a.login("alice").await;
@@ -247,10 +258,7 @@ async fn redis_outage_keeps_enforcing_locally_and_catches_up() {
 #[tokio::test]
 async fn a_redis_that_lost_acknowledged_writes_gets_the_state_again() {
     logs();
-    let redis = RedisServer::start().await;
-    let backend = MockStrapi::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = shared_key(dir.path());
+    let Setup { redis, backend, dir: _dir, key } = Setup::new().await;
     let a = Gateway::start(&backend.url(), &member(&redis, &key, "A", "")).await;
     let mut b = Gateway::start(&backend.url(), &member(&redis, &key, "B", "")).await;
     assert!(until(5, || async { cluster_status(&a).synced && cluster_status(&b).synced }).await);
@@ -286,11 +294,7 @@ async fn many_logins(gw: &Gateway, n: usize) -> Vec<Login> {
 #[tokio::test]
 async fn stopped_and_new_instances_converge_through_catch_up_and_snapshots() {
     logs();
-    let redis = RedisServer::start().await;
-    let backend = MockStrapi::start().await;
-    backend.add_users((0..50).map(|i| format!("user{i}")).chain(["mallory".into(), "late".into()]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = shared_key(dir.path());
+    let Setup { redis, backend, dir: _dir, key } = Setup::new().await;
     let small = "stream_max_len = 100";
     let a = Gateway::start(&backend.url(), &member(&redis, &key, "A", small)).await;
     let mut b = Gateway::start(&backend.url(), &member(&redis, &key, "B", small)).await;

@@ -285,11 +285,16 @@ impl Conn<'_> {
 
     /// Asks instance `peer` for a snapshot.
     pub async fn request_snapshot(&mut self, peer: u64, request: &str) -> Result<(), LinkError> {
-        let key = self.link.key(&format!("snapreq:{peer}"));
+        self.push_expiring(&format!("snapreq:{peer}"), request.as_bytes()).await
+    }
+
+    /// Appends to a list that expires if nobody reads it (the other side went away).
+    async fn push_expiring(&mut self, name: &str, value: &[u8]) -> Result<(), LinkError> {
+        let key = self.link.key(name);
         let _: () = redis::pipe()
             .cmd("RPUSH")
             .arg(&key)
-            .arg(request)
+            .arg(value)
             .ignore()
             .cmd("EXPIRE")
             .arg(&key)
@@ -309,19 +314,7 @@ impl Conn<'_> {
     }
 
     pub async fn push_chunk(&mut self, rid: &str, chunk: &[u8]) -> Result<(), LinkError> {
-        let key = self.link.key(&format!("snap:{rid}"));
-        let _: () = redis::pipe()
-            .cmd("RPUSH")
-            .arg(&key)
-            .arg(chunk)
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(SNAPSHOT_TTL_SECS)
-            .ignore()
-            .query_async(&mut self.conn)
-            .await?;
-        Ok(())
+        self.push_expiring(&format!("snap:{rid}"), chunk).await
     }
 
     /// The next chunk of snapshot `rid`, waiting up to `wait`.
