@@ -428,6 +428,29 @@ async fn sentinel_names_the_master() {
     assert!(xlen >= 1, "the events are on the master");
 }
 
+#[tokio::test]
+async fn acl_user_and_database_number() {
+    logs();
+    let Setup { redis, backend, dir, key } = Setup::new().await;
+    assert_eq!(redis.cli(&["ACL", "SETUSER", "gw", "on", ">gw-pass-123", "~*", "&*", "+@all"]), "OK");
+    let url_file = dir.path().join("redis.url");
+    std::fs::write(&url_file, format!("redis://gw:gw-pass-123@127.0.0.1:{}/3", redis.port)).expect("url file");
+    let cfg = |name: &str| {
+        format!(
+            "[sessions]\nencryption_key_file = \"{}\"\n[cluster]\nredis_url_file = \"{}\"\nnode_name = \"{name}\"\n",
+            key.display(),
+            url_file.display()
+        )
+    };
+    let a = Gateway::start(&backend.url(), &cfg("A")).await;
+    let b = Gateway::start(&backend.url(), &cfg("B")).await;
+    let s = a.login("alice").await;
+    let sid = sid_of(&a, &s.jwt).await;
+    assert!(until(5, || async { knows(&b, &sid) }).await);
+    assert!(redis.cli(&["-n", "3", "XLEN", "{sessiongate}:events"]).parse::<u64>().expect("XLEN") >= 1);
+    assert_eq!(redis.cli(&["-n", "0", "EXISTS", "{sessiongate}:events"]), "0", "nothing in the default database");
+}
+
 fn mkdir(p: PathBuf) -> PathBuf {
     std::fs::create_dir_all(&p).expect("mkdir");
     p
