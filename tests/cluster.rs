@@ -111,7 +111,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-#[tokio::test]
+// Several worker threads, so the instances and the probing client do not take turns on one
+// thread (that would inflate the measured propagation time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_agree_on_sessions_revocations_blocks_and_last_seen() {
     logs();
     let Setup { redis, backend, dir: _dir, key } = Setup::new().await;
