@@ -61,8 +61,9 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
-    /// The cluster publisher, stopped after the drain so events of the last requests go out.
-    publisher: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// Tasks stopped only after the drain, so what the last requests produced is written
+    /// (audit events, last-seen times) and published (cluster events): signal, then tasks.
+    after_drain: (watch::Sender<bool>, Vec<JoinHandle<()>>),
 }
 
 impl Running {
@@ -73,12 +74,14 @@ impl Running {
         for s in self.servers {
             let _ = s.await;
         }
-        if let (Some((stop, task)), Some(cl)) = (self.publisher, &self.state.cluster) {
-            let _ = stop.send(true);
-            let limit = cl.config().connect_timeout + cl.config().command_timeout * 2;
-            if tokio::time::timeout(limit, task).await.is_err() {
-                tracing::warn!("cluster: events still queued at shutdown are published at the next start");
-            }
+        let (stop, tasks) = self.after_drain;
+        let _ = stop.send(true);
+        let limit = match &self.state.cluster {
+            Some(cl) => cl.config().connect_timeout + cl.config().command_timeout * 2,
+            None => std::time::Duration::from_secs(5),
+        };
+        if tokio::time::timeout(limit, futures_util::future::join_all(tasks)).await.is_err() {
+            tracing::warn!("shutdown: queued writes did not finish in time (cluster events go out at the next start)");
         }
         for t in &self.background {
             t.abort();
@@ -309,9 +312,18 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         cluster: cluster.clone(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (drained_tx, drained_rx) = watch::channel(false);
+    let mut after_drain = vec![
+        tokio::spawn(session::run_touch_writer(
+            store.clone(),
+            metrics.clone(),
+            touch_rx,
+            cluster.clone(),
+            drained_rx.clone(),
+        )),
+        tokio::spawn(audit::run_writer(store, metrics.clone(), audit_rx, drained_rx.clone())),
+    ];
     let mut background = vec![
-        tokio::spawn(session::run_touch_writer(store.clone(), metrics.clone(), touch_rx, cluster.clone())),
-        tokio::spawn(audit::run_writer(store, metrics.clone(), audit_rx)),
         tokio::spawn(session::sweeper::run(
             sessions,
             audit_log,
@@ -328,11 +340,9 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         tokio::spawn(geo::run_reloader(geo, cfg.geo.reload_interval, shutdown_rx.clone())),
         tokio::spawn(alerts::run(alert_worker, alert_rx, shutdown_rx.clone())),
     ];
-    let mut publisher = None;
     if let Some(cl) = &cluster {
         tracing::info!(node = %cl.name, slot = cl.slot, "cluster: replication through Redis");
-        let (stop_tx, stop_rx) = watch::channel(false);
-        publisher = Some((stop_tx, tokio::spawn(cluster::run_publisher(cl.clone(), stop_rx))));
+        after_drain.push(tokio::spawn(cluster::run_publisher(cl.clone(), drained_rx)));
         background.push(tokio::spawn(cluster::run_follower(cl.clone(), state.clone(), shutdown_rx.clone())));
         background.push(tokio::spawn(cluster::run_snapshot_server(cl.clone(), state.clone(), shutdown_rx.clone())));
     }
@@ -364,5 +374,13 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         upstream = %cfg.upstream.url,
         "sessiongate listening"
     );
-    Ok(Running { public_addr, admin_addr, state, shutdown: shutdown_tx, servers, background, publisher })
+    Ok(Running {
+        public_addr,
+        admin_addr,
+        state,
+        shutdown: shutdown_tx,
+        servers,
+        background,
+        after_drain: (drained_tx, after_drain),
+    })
 }

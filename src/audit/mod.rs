@@ -89,8 +89,14 @@ impl AuditLog {
 }
 
 /// Writes queued events in batches until the queue closes.
-pub async fn run_writer(store: Store, metrics: Arc<Metrics>, rx: mpsc::Receiver<AuditRecord>) {
-    crate::store::write_batches(rx, 256, metrics, "audit_append", |batch| store.append_audit(batch)).await
+/// Runs until `stop` fires, then writes what is queued and returns.
+pub async fn run_writer(
+    store: Store,
+    metrics: Arc<Metrics>,
+    rx: mpsc::Receiver<AuditRecord>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    crate::store::write_batches(rx, 256, metrics, "audit_append", stop, |batch| store.append_audit(batch)).await
 }
 
 /// Which events an export or query selects.

@@ -719,8 +719,9 @@ pub async fn run_touch_writer(
     metrics: Arc<Metrics>,
     rx: mpsc::Receiver<(u64, i64)>,
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    crate::store::write_batches(rx, 1024, metrics, "touch", |batch| {
+    crate::store::write_batches(rx, 1024, metrics, "touch", stop, |batch| {
         if let Some(c) = &cluster {
             c.queue_touches(&batch);
         }

@@ -17,20 +17,33 @@ pub enum StoreError {
 }
 
 /// Drains `rx` in batches of up to `max` items, writing each batch with `write` and recording
-/// its latency as `store_operation_seconds{op}`, until the channel closes. Used by the writers
-/// of deferred, non-critical data (last-seen times, audit events).
+/// its latency as `store_operation_seconds{op}`, until the channel closes or `stop` fires —
+/// then it writes what is still queued and returns. Used by the writers of deferred,
+/// non-critical data (last-seen times, audit events).
 pub async fn write_batches<T, F, Fut>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
     max: usize,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     op: &'static str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
     mut write: F,
 ) where
     F: FnMut(Vec<T>) -> Fut,
     Fut: std::future::Future<Output = Result<(), StoreError>>,
 {
     let mut batch = Vec::with_capacity(max);
-    while rx.recv_many(&mut batch, max).await > 0 {
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, max) => n,
+            _ = stop.changed() => {
+                // No new items after this; the loop below drains what is buffered.
+                rx.close();
+                rx.recv_many(&mut batch, max).await
+            }
+        };
+        if n == 0 {
+            return;
+        }
         let started = std::time::Instant::now();
         let r = write(std::mem::take(&mut batch)).await;
         metrics.store_latency.with_label_values(&[op]).observe(started.elapsed().as_secs_f64());
