@@ -358,6 +358,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         let admin_state = Arc::new(admin::AdminState {
             app: state.clone(),
             auth: admin::auth::AdminAuth::new(admin_tokens, cfg.admin.auth_failures_per_minute),
+            shutdown: shutdown_rx.clone(),
         });
         servers.push(tokio::spawn(proxy::serve(
             cfg.server.clone(),

@@ -96,7 +96,12 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
         .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_string())
         .collect();
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
-    // Unauthenticated: probes and scraping.
+    // Unauthenticated: probes, scraping and the dashboard's static files (they hold no data).
+    if method == Method::GET {
+        if let Some(res) = super::dashboard::serve(&segs, req.uri().path().ends_with('/')) {
+            return Ok(res);
+        }
+    }
     match (&method, segs.as_slice()) {
         (&Method::GET, ["healthz"]) => return Ok(ok(json!({"status": "ok"}))),
         (&Method::GET, ["readyz"]) => return Ok(readyz(st).await),
@@ -133,6 +138,11 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
         (&Method::GET, ["magic-sessionmanager", "users", user, "sessions"]) => user_sessions(st, user).await,
         (&Method::GET, ["magic-sessionmanager", "blocked"]) => Ok(blocked(st)),
         (&Method::GET, ["magic-sessionmanager", "stats"]) => Ok(stats(st)),
+        (&Method::GET, ["magic-sessionmanager", "events"]) => Ok(events(st)),
+        (&Method::GET, ["magic-sessionmanager", "settings"]) => Ok(ok(json!({"data": {
+            "effective": crate::config::describe(&st.app.cfg),
+            "version": env!("CARGO_PKG_VERSION"),
+        }}))),
         (&Method::GET, ["magic-sessionmanager", "cluster"]) => Ok(match &st.app.cluster {
             Some(c) => ok(json!({"enabled": true, "data": c.status()})),
             None => ok(json!({"enabled": false})),
@@ -158,6 +168,43 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
         (&Method::POST, ["auth", "sessions", "cleanup"]) => cleanup(st, &actor).await,
         _ => Err(not_found()),
     }
+}
+
+/// Server-Sent Events: one `session` event per notice (created, rotated, ended, blocked,
+/// unblocked), `resync` when this client fell behind, a comment every 15 s to keep proxies from
+/// closing an idle stream. Ends at shutdown.
+fn events(st: &AdminState) -> Response<Body> {
+    use tokio::sync::broadcast::error::RecvError;
+    struct S {
+        rx: tokio::sync::broadcast::Receiver<crate::session::Notice>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        hello: bool,
+    }
+    let init = S { rx: st.app.sessions.subscribe(), shutdown: st.shutdown.clone(), hello: true };
+    let stream = futures_util::stream::unfold(init, |mut s| async move {
+        if std::mem::take(&mut s.hello) {
+            return Some((
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from("retry: 2000\nevent: hello\ndata: {}\n\n")),
+                s,
+            ));
+        }
+        let text = tokio::select! {
+            n = s.rx.recv() => match n {
+                Ok(n) => format!("event: session\ndata: {}\n\n", serde_json::to_string(&n).unwrap_or_default()),
+                Err(RecvError::Lagged(_)) => "event: resync\ndata: {}\n\n".to_string(),
+                Err(RecvError::Closed) => return None,
+            },
+            _ = tokio::time::sleep(Duration::from_secs(15)) => ": ping\n\n".to_string(),
+            _ = s.shutdown.changed() => return None,
+        };
+        Some((Ok(bytes::Bytes::from(text)), s))
+    });
+    let mut res = Response::new(super::stream_body(stream));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    h.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
+    res
 }
 
 async fn readyz(st: &AdminState) -> Response<Body> {
@@ -292,6 +339,12 @@ async fn list(
     let ip = q.get("ip").filter(|s| !s.is_empty());
     let device = q.get("device").filter(|s| !s.is_empty());
     let country = q.get("country").filter(|s| !s.is_empty());
+    let min_threat = match q.get("minThreat").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(v) => Some(v.parse::<u32>().ok().filter(|n| *n <= 100).ok_or_else(|| {
+            GatewayError::InvalidParameter(format!("minThreat: expected a number from 0 to 100, got {v:?}"))
+        })?),
+    };
     let mut recs = all_records(st).await?;
     recs.retain(|r| {
         active.is_none_or(|a| r.is_active() == a)
@@ -301,6 +354,7 @@ async fn list(
             && country.is_none_or(|c| rec_country(r).is_some_and(|rc| rc.eq_ignore_ascii_case(c)))
             && since.is_none_or(|s| r.login_time >= s)
             && until.is_none_or(|u| r.login_time < u)
+            && min_threat.is_none_or(|m| r.threat_score.is_some_and(|t| t >= m))
     });
     recs.sort_by(|a, b| {
         let o = match field {

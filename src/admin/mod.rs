@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+mod dashboard;
 
 use crate::error::{full, Body, BoxError, GatewayError};
 use crate::proxy::HandlerFn;
@@ -17,6 +18,8 @@ use std::sync::Arc;
 pub struct AdminState {
     pub app: Arc<AppState>,
     pub auth: AdminAuth,
+    /// Fires at shutdown, so long-lived responses (the event stream) end and the drain is quick.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The admin listener's handler.

@@ -205,6 +205,18 @@ pub struct Origin {
     pub risk: Option<crate::risk::Assessment>,
 }
 
+/// A change worth telling live views about (the dashboard's event stream). Ids only: the
+/// receiver fetches what it shows through the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notice {
+    /// `created`, `rotated`, `ended`, `blocked` or `unblocked`.
+    pub kind: &'static str,
+    pub id: Option<u64>,
+    pub session_id: Option<String>,
+    pub user_id: String,
+}
+
 /// How this instance takes part in replication (see `cluster/`).
 pub struct Replication {
     /// This instance's id class: its session ids are `n * slots + slot`, so instances never
@@ -236,6 +248,7 @@ pub struct Sessions {
     touch_tx: mpsc::Sender<(u64, i64)>,
     blocked: RwLock<HashMap<String, BlockRecord>>,
     metrics: Arc<Metrics>,
+    notices: tokio::sync::broadcast::Sender<Notice>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -291,12 +304,33 @@ impl Sessions {
             touch_tx,
             blocked: RwLock::new(blocked),
             metrics,
+            notices: tokio::sync::broadcast::channel(1024).0,
         };
         Ok((Arc::new(me), touch_rx))
     }
 
     pub fn config(&self) -> &SessionConfig {
         &self.cfg
+    }
+
+    /// Live notices of changes (local and replicated). A slow receiver gets `Lagged` and
+    /// should reload what it shows.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    fn notify_session(&self, kind: &'static str, id: u64, sid: &str, user_id: &str) {
+        // No receivers is the normal case without a dashboard open.
+        let _ = self.notices.send(Notice {
+            kind,
+            id: Some(id),
+            session_id: Some(sid.to_string()),
+            user_id: user_id.to_string(),
+        });
+    }
+
+    fn notify_user(&self, kind: &'static str, user_id: &str) {
+        let _ = self.notices.send(Notice { kind, id: None, session_id: None, user_id: user_id.to_string() });
     }
 
     pub fn store(&self) -> &Store {
@@ -454,6 +488,7 @@ impl Sessions {
             idx.tokens.extend(entries);
         }
         self.published();
+        self.notify_session("created", live.id, &live.sid, &live.user_id);
         Ok(live)
     }
 
@@ -512,6 +547,7 @@ impl Sessions {
             idx.tokens.extend(entries);
         }
         self.published();
+        self.notify_session("rotated", live.id, &live.sid, &live.user_id);
         Ok(())
     }
 
@@ -551,6 +587,9 @@ impl Sessions {
         )
         .await?;
         self.published();
+        for r in &records {
+            self.notify_session("ended", r.id, &r.sid, &r.user_id);
+        }
         if !records.is_empty() {
             self.metrics.terminations.with_label_values(&[reason]).inc_by(records.len() as u64);
         }
@@ -591,6 +630,7 @@ impl Sessions {
             b.insert(user_id.to_string(), rec);
         }
         self.published();
+        self.notify_user("blocked", user_id);
         self.end_user(user_id, "user_blocked", None).await
     }
 
@@ -601,6 +641,7 @@ impl Sessions {
             b.remove(user_id);
         }
         self.published();
+        self.notify_user("unblocked", user_id);
         Ok(())
     }
 

@@ -168,6 +168,7 @@ impl Sessions {
                 Some(live) => {
                     if !rec.is_active() && !live.ended.swap(true, Ordering::AcqRel) {
                         applied.ended += 1;
+                        self.notify_session("ended", rec.id, &rec.sid, &rec.user_id);
                     }
                     live.last_active.fetch_max(rec.last_active, Ordering::Relaxed);
                     live.persisted_active.fetch_max(rec.last_active, Ordering::Relaxed);
@@ -180,6 +181,12 @@ impl Sessions {
                 None => {
                     let live = Arc::new(Live::from_record(&rec, hashes));
                     idx.insert_session(live, &rec.aliases);
+                    self.notify_session(
+                        if rec.is_active() { "created" } else { "ended" },
+                        rec.id,
+                        &rec.sid,
+                        &rec.user_id,
+                    );
                 }
             }
             idx.tokens.extend(tokens);
@@ -203,6 +210,7 @@ impl Sessions {
             return Ok(false);
         }
         self.store.set_block(&rec.user_id, Some(rec.clone()), None).await?;
+        self.notify_user("blocked", &rec.user_id);
         if let Ok(mut b) = self.blocked.write() {
             b.insert(rec.user_id.clone(), rec);
         }
@@ -218,6 +226,7 @@ impl Sessions {
             if let Ok(mut b) = self.blocked.write() {
                 b.remove(user_id);
             }
+            self.notify_user("unblocked", user_id);
         }
         Ok(())
     }

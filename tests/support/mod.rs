@@ -2,6 +2,7 @@
 //! front of the Strapi-like mock backend, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod receivers;
 pub mod redis;
 pub mod strapi;
@@ -283,4 +284,9 @@ pub fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::Pat
         .expect("openssl runs");
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     (cert, key)
+}
+
+/// A port that was free a moment ago (for child processes that cannot take port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }

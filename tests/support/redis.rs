@@ -2,7 +2,7 @@
 //! append-only file fsynced on every write (so a kill and restart keeps what was acknowledged,
 //! as a production Redis configured for durability does). `.ci/test` installs redis-server.
 
-use std::net::TcpListener;
+use super::free_port;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,10 +17,6 @@ pub struct RedisServer {
     tls: bool,
     /// The port is set by `extra` (TLS port, Sentinel config), not by `--port`.
     port_in_extra: bool,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 impl RedisServer {
