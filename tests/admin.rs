@@ -425,3 +425,77 @@ async fn clean_inactive_ends_idle_sessions() {
     assert_eq!(gw.get("/api/articles").bearer(&idle.jwt).send().await.status, 401);
     assert_eq!(gw.get("/api/articles").bearer(&fresh.jwt).send().await.status, 200);
 }
+
+/// A stored session as a bulk import would write it.
+fn bulk_record(id: u64) -> sessiongate::store::SessionRecord {
+    let user = format!("{}", id % 1000);
+    sessiongate::store::SessionRecord {
+        v: sessiongate::store::SessionRecord::VERSION,
+        id,
+        sid: format!("sess_{id:032x}"),
+        document_id: format!("doc{id:021}"),
+        username: Some(format!("user{user}")),
+        user_id: user,
+        email: None,
+        tenant_id: None,
+        device_id: None,
+        ip: format!("10.0.{}.{}", (id / 256) % 256, id % 256),
+        user_agent: "bulk".into(),
+        device_type: "desktop".into(),
+        browser_name: "Chrome".into(),
+        os_name: "Linux".into(),
+        login_time: 1_700_000_000_000 + id as i64,
+        last_active: 1_700_000_000_000 + id as i64,
+        logout_time: (id % 4 == 0).then_some(1_700_000_100_000),
+        end_reason: (id % 4 == 0).then(|| "logout".to_string()),
+        origin: "login".into(),
+        aliases: vec![],
+        access: None,
+        refresh: None,
+        access_exp: None,
+        refresh_exp: None,
+        rotation_count: 0,
+        rotations: vec![],
+        geo: None,
+        threat_score: Some((id % 101) as u32),
+        risk_signals: vec![],
+        tags: vec![],
+        role: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_list_pages_through_100k_sessions() {
+    let backend = MockStrapi::start().await;
+    let mut gw = Gateway::with_defaults(&backend).await;
+    gw.stop().await;
+    {
+        let store = sessiongate::store::Store::open(&gw.data_dir(), 64 << 20).await.expect("open store");
+        for chunk in (1..=100_000u64).collect::<Vec<_>>().chunks(10_000) {
+            let put_sessions = chunk.iter().map(|id| bulk_record(*id)).collect();
+            store
+                .apply(sessiongate::store::Changes { put_sessions, ..Default::default() }, false)
+                .await
+                .expect("bulk write");
+        }
+        store.flush().await.expect("flush");
+    }
+    gw.restart().await;
+    assert_eq!(gw.state().sessions.counts().0, 100_000);
+    let started = std::time::Instant::now();
+    let v = gw
+        .admin(Method::GET, &format!("{ADMIN}/sessions?active=true&minThreat=90&sort=-id&page=3&pageSize=50"))
+        .send()
+        .await
+        .json();
+    let took = started.elapsed();
+    // Active: id % 4 != 0; threat id % 101 >= 90: 11 of every 101 ids, 3/4 of those active.
+    let expected = (1..=100_000u64).filter(|i| i % 4 != 0 && i % 101 >= 90).count();
+    assert_eq!(v["meta"]["pagination"]["total"], expected);
+    let ids: Vec<u64> = v["data"].as_array().expect("data").iter().filter_map(|s| s["id"].as_u64()).collect();
+    let want: Vec<u64> = (1..=100_000u64).rev().filter(|i| i % 4 != 0 && i % 101 >= 90).skip(100).take(50).collect();
+    assert_eq!(ids, want, "the right page, in order");
+    println!("one filtered, sorted page of 100 000 sessions: {took:?}");
+    let user = gw.admin(Method::GET, &format!("{ADMIN}/sessions?user=user7&pageSize=5")).send().await.json();
+    assert_eq!(user["meta"]["pagination"]["total"], 100, "by username");
+}

@@ -269,10 +269,6 @@ async fn metrics(st: &AdminState) -> Response<Body> {
     res
 }
 
-fn rec_country(r: &SessionRecord) -> Option<&str> {
-    r.geo.as_ref().and_then(|g| g.country_code.as_deref())
-}
-
 /// Every stored session record, with in-memory last-active applied.
 async fn all_records(st: &AdminState) -> Result<Vec<SessionRecord>, GatewayError> {
     let store = st.app.sessions.store();
@@ -345,20 +341,22 @@ async fn list(
             GatewayError::InvalidParameter(format!("minThreat: expected a number from 0 to 100, got {v:?}"))
         })?),
     };
-    let mut recs = all_records(st).await?;
-    recs.retain(|r| {
-        active.is_none_or(|a| r.is_active() == a)
-            && user.is_none_or(|u| r.user_id == *u || r.username.as_ref() == Some(u) || r.email.as_ref() == Some(u))
-            && ip.is_none_or(|i| r.ip == *i)
-            && device.is_none_or(|d| r.device_type == *d)
-            && country.is_none_or(|c| rec_country(r).is_some_and(|rc| rc.eq_ignore_ascii_case(c)))
-            && since.is_none_or(|s| r.login_time >= s)
-            && until.is_none_or(|u| r.login_time < u)
-            && min_threat.is_none_or(|m| r.threat_score.is_some_and(|t| t >= m))
+    // Filter and sort the in-memory index; read only the requested page from the store, so a
+    // page costs the same with 100 000 sessions as with 100.
+    let mut lives = st.app.sessions.all_live();
+    lives.retain(|l| {
+        active.is_none_or(|a| l.is_ended() != a)
+            && user.is_none_or(|u| l.user_id == *u || l.username.as_ref() == Some(u) || l.email.as_ref() == Some(u))
+            && ip.is_none_or(|i| l.ip == *i)
+            && device.is_none_or(|d| l.device_type == *d)
+            && country.is_none_or(|c| l.country.as_deref().is_some_and(|lc| lc.eq_ignore_ascii_case(c)))
+            && since.is_none_or(|s| l.login_time >= s)
+            && until.is_none_or(|u| l.login_time < u)
+            && min_threat.is_none_or(|m| l.threat_score.is_some_and(|t| t >= m))
     });
-    recs.sort_by(|a, b| {
+    lives.sort_by(|a, b| {
         let o = match field {
-            "lastActive" => a.last_active.cmp(&b.last_active),
+            "lastActive" => a.last_active().cmp(&b.last_active()),
             "id" => a.id.cmp(&b.id),
             "userId" => a.user_id.cmp(&b.user_id),
             _ => a.login_time.cmp(&b.login_time),
@@ -370,14 +368,12 @@ async fn list(
             o
         }
     });
-    let total = recs.len();
+    let total = lives.len();
     let now = now_ms();
-    let data: Vec<Value> = recs
-        .iter()
-        .skip((page - 1).saturating_mul(page_size))
-        .take(page_size)
-        .map(|r| admin_json(st, r, now))
-        .collect();
+    let ids: Vec<u64> = lives.iter().skip((page - 1).saturating_mul(page_size)).take(page_size).map(|l| l.id).collect();
+    let mut recs = st.app.sessions.records(ids.clone()).await?;
+    recs.sort_by_key(|r| ids.iter().position(|i| *i == r.id));
+    let data: Vec<Value> = recs.iter().map(|r| admin_json(st, r, now)).collect();
     Ok(ok(json!({
         "data": data,
         "meta": {"pagination": {"page": page, "pageSize": page_size, "pageCount": total.div_ceil(page_size), "total": total}}
