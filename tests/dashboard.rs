@@ -234,6 +234,7 @@ async fn the_dashboard_works_in_a_real_browser() {
     wait_css(c, "#lang").await.select_by_value("de").await.expect("select German");
     wait_text(c, "nav", "Sitzungen").await;
     wait_text(c, "#sessions-table thead", "Zuletzt aktiv").await;
+    wait_text(c, "#sessions-table tbody", "Vereinigtes Königreich").await;
     let lang = c.execute("return document.documentElement.lang", vec![]).await.expect("js");
     assert_eq!(lang.as_str(), Some("de"));
     screenshot(c, "sessions-de").await;

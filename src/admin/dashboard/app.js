@@ -112,11 +112,21 @@ function threat(score) {
   return h('span', { class: `threat ${cls}`, 'data-score': score }, String(score));
 }
 
+// Country names in the dashboard's language (the geo data has English ones).
+function countryName(geo) {
+  if (!geo.countryCode) return geo.country;
+  try {
+    return new Intl.DisplayNames([state.lang], { type: 'region' }).of(geo.countryCode) || geo.country;
+  } catch (_) {
+    return geo.country;
+  }
+}
+
 function place(geo) {
   if (!geo) return h('span', { class: 'muted' }, '—');
   const flag = flagOf(geo.countryCode);
   return h('span', {}, flag ? h('span', { 'aria-hidden': 'true' }, flag + ' ') : null,
-    [geo.city, geo.country].filter(Boolean).join(', ') || '—');
+    [geo.city, countryName(geo)].filter(Boolean).join(', ') || '—');
 }
 
 // ----- API ----------------------------------------------------------------------------------
