@@ -499,3 +499,49 @@ async fn sessions_list_pages_through_100k_sessions() {
     let user = gw.admin(Method::GET, &format!("{ADMIN}/sessions?user=user7&pageSize=5")).send().await.json();
     assert_eq!(user["meta"]["pagination"]["total"], 100, "by username");
 }
+
+#[tokio::test]
+async fn the_event_stream_reports_changes_and_ends_at_shutdown() {
+    use http_body_util::BodyExt;
+    let backend = MockStrapi::start().await;
+    let mut gw = Gateway::with_defaults(&backend).await;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = http::Request::get(format!("http://{}{ADMIN}/events", gw.admin_addr))
+        .header("authorization", format!("Bearer {}", support::ADMIN_TOKEN))
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let res = client.request(req).await.expect("stream opens");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut body = res.into_body();
+    let mut seen = String::new();
+    let mut next_until = async |seen: &mut String, needle: &str| {
+        while !seen.contains(needle) {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?} in {seen:?}"))
+                .expect("stream open")
+                .expect("frame");
+            if let Ok(data) = frame.into_data() {
+                seen.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    };
+    next_until(&mut seen, "event: hello").await;
+    let s = gw.login("alice").await;
+    next_until(&mut seen, "\"kind\":\"created\"").await;
+    let sid = gw.get("/api/magic-sessionmanager/current-session").bearer(&s.jwt).send().await.json()["data"]
+        ["sessionId"]
+        .as_str()
+        .expect("sid")
+        .to_string();
+    assert!(seen.contains(&sid), "the event names the session: {seen}");
+    assert_eq!(gw.admin(Method::POST, &format!("{ADMIN}/sessions/{sid}/terminate")).send().await.status, 200);
+    next_until(&mut seen, "\"kind\":\"ended\"").await;
+    assert!(!seen.contains(&s.jwt), "never a token");
+
+    let started = std::time::Instant::now();
+    gw.stop().await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "an open stream does not hold the drain");
+}
