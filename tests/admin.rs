@@ -429,38 +429,16 @@ async fn clean_inactive_ends_idle_sessions() {
 /// A stored session as a bulk import would write it.
 fn bulk_record(id: u64) -> sessiongate::store::SessionRecord {
     let user = format!("{}", id % 1000);
+    let ended = id % 4 == 0;
     sessiongate::store::SessionRecord {
-        v: sessiongate::store::SessionRecord::VERSION,
-        id,
-        sid: format!("sess_{id:032x}"),
-        document_id: format!("doc{id:021}"),
         username: Some(format!("user{user}")),
-        user_id: user,
-        email: None,
-        tenant_id: None,
-        device_id: None,
         ip: format!("10.0.{}.{}", (id / 256) % 256, id % 256),
-        user_agent: "bulk".into(),
-        device_type: "desktop".into(),
-        browser_name: "Chrome".into(),
-        os_name: "Linux".into(),
         login_time: 1_700_000_000_000 + id as i64,
         last_active: 1_700_000_000_000 + id as i64,
-        logout_time: (id % 4 == 0).then_some(1_700_000_100_000),
-        end_reason: (id % 4 == 0).then(|| "logout".to_string()),
-        origin: "login".into(),
-        aliases: vec![],
-        access: None,
-        refresh: None,
-        access_exp: None,
-        refresh_exp: None,
-        rotation_count: 0,
-        rotations: vec![],
-        geo: None,
+        logout_time: ended.then_some(1_700_000_100_000),
+        end_reason: ended.then(|| "logout".to_string()),
         threat_score: Some((id % 101) as u32),
-        risk_signals: vec![],
-        tags: vec![],
-        role: None,
+        ..sessiongate::store::SessionRecord::blank(id, &user)
     }
 }
 

@@ -133,6 +133,44 @@ pub struct SessionRecord {
 impl SessionRecord {
     pub const VERSION: u8 = 1;
 
+    /// A live record with only its ids set (`sess_`/`doc` ids derived from `id`), for imports
+    /// and bulk loads to fill in.
+    pub fn blank(id: u64, user_id: &str) -> SessionRecord {
+        SessionRecord {
+            v: SessionRecord::VERSION,
+            id,
+            sid: format!("sess_{id:032x}"),
+            document_id: format!("doc{id:021}"),
+            user_id: user_id.into(),
+            username: None,
+            email: None,
+            tenant_id: None,
+            device_id: None,
+            ip: "127.0.0.1".into(),
+            user_agent: "ua".into(),
+            device_type: "desktop".into(),
+            browser_name: "Chrome".into(),
+            os_name: "Linux".into(),
+            login_time: 0,
+            last_active: 0,
+            logout_time: None,
+            end_reason: None,
+            origin: "login".into(),
+            aliases: vec![],
+            access: None,
+            refresh: None,
+            access_exp: None,
+            refresh_exp: None,
+            rotation_count: 0,
+            rotations: vec![],
+            geo: None,
+            threat_score: None,
+            risk_signals: vec![],
+            tags: vec![],
+            role: None,
+        }
+    }
+
     pub fn is_active(&self) -> bool {
         self.logout_time.is_none()
     }
@@ -217,39 +255,7 @@ pub(crate) mod contract {
     use super::*;
 
     pub fn record(id: u64, user: &str) -> SessionRecord {
-        SessionRecord {
-            v: SessionRecord::VERSION,
-            id,
-            sid: format!("sess_{id:032x}"),
-            document_id: format!("doc{id}"),
-            user_id: user.into(),
-            username: None,
-            email: None,
-            tenant_id: None,
-            device_id: None,
-            ip: "127.0.0.1".into(),
-            user_agent: "ua".into(),
-            device_type: "desktop".into(),
-            browser_name: "Chrome".into(),
-            os_name: "Linux".into(),
-            login_time: 1,
-            last_active: 1,
-            logout_time: None,
-            end_reason: None,
-            origin: "login".into(),
-            aliases: vec![],
-            access: None,
-            refresh: None,
-            access_exp: None,
-            refresh_exp: None,
-            rotation_count: 0,
-            rotations: vec![],
-            geo: None,
-            threat_score: None,
-            risk_signals: vec![],
-            tags: vec![],
-            role: None,
-        }
+        SessionRecord { login_time: 1, last_active: 1, ..SessionRecord::blank(id, user) }
     }
 
     pub async fn run(store: &Store) {
