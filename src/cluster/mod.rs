@@ -406,6 +406,7 @@ async fn publish_round(cl: &Cluster, conn: &mut Conn<'_>, heartbeat: bool) -> Re
 pub async fn run_follower(cl: Arc<Cluster>, app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        let started = tokio::time::Instant::now();
         let result = tokio::select! {
             r = follow(&cl, &app) => r,
             _ = shutdown.changed() => return,
@@ -415,6 +416,10 @@ pub async fn run_follower(cl: Arc<Cluster>, app: Arc<AppState>, mut shutdown: wa
             if let Ok(mut a) = cl.applied.lock() {
                 *a = None;
             }
+        }
+        // A connection that lasted a while was healthy: start the backoff over.
+        if started.elapsed() > MAX_BACKOFF * 2 {
+            backoff = Duration::from_millis(100);
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}

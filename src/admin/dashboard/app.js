@@ -167,6 +167,11 @@ function startStream() {
   const run = async () => {
     try {
       const res = await fetch(`${API}/events`, { headers: { authorization: `Bearer ${state.token}` }, signal: ctrl.signal });
+      if (res.status === 401) {
+        // The token was revoked or replaced: retrying would only count as failed logins.
+        logout(t('login.expired'));
+        return;
+      }
       if (!res.ok || !res.body) throw new Error(String(res.status));
       live.className = 'live on';
       live.textContent = t('live.on');
