@@ -27,6 +27,12 @@ impl From<redis::RedisError> for LinkError {
     }
 }
 
+impl From<crate::store::StoreError> for LinkError {
+    fn from(e: crate::store::StoreError) -> Self {
+        LinkError::Protocol(format!("store: {e}"))
+    }
+}
+
 impl From<redis::ParsingError> for LinkError {
     fn from(e: redis::ParsingError) -> Self {
         LinkError::Protocol(e.to_string())

@@ -257,10 +257,20 @@ impl Cluster {
             _ => {}
         }
     }
+}
 
-    fn peer_alive(&self, info: &NodeInfo, now: i64) -> bool {
-        now - info.seen <= 3 * self.cfg.heartbeat_interval.as_millis() as i64
-    }
+/// Other instances whose heartbeat is at most three intervals old.
+async fn live_peers(cl: &Cluster, conn: &mut Conn<'_>) -> Result<Vec<(u64, NodeInfo)>, LinkError> {
+    let now = now_ms();
+    let stale_after = 3 * cl.cfg.heartbeat_interval.as_millis() as i64;
+    Ok(conn
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|(slot, _)| *slot != cl.slot)
+        .filter_map(|(slot, v)| serde_json::from_str::<NodeInfo>(&v).ok().map(|i| (slot, i)))
+        .filter(|(_, i)| now - i.seen <= stale_after)
+        .collect())
 }
 
 /// Applies remote events to the sessions and what depends on them (risk history).
@@ -338,9 +348,8 @@ pub async fn run_publisher(cl: Arc<Cluster>, mut shutdown: watch::Receiver<bool>
 }
 
 async fn publish_round(cl: &Cluster, conn: &mut Conn<'_>, heartbeat: bool) -> Result<(), LinkError> {
-    let store_err = |e: crate::store::StoreError| LinkError::Protocol(format!("store: {e}"));
     loop {
-        let batch = cl.store.outbox_peek(BATCH).await.map_err(store_err)?;
+        let batch = cl.store.outbox_peek(BATCH).await?;
         if batch.is_empty() {
             break;
         }
@@ -349,7 +358,7 @@ async fn publish_round(cl: &Cluster, conn: &mut Conn<'_>, heartbeat: bool) -> Re
         let out: Vec<Outgoing<'_>> =
             batch.iter().zip(&kinds).map(|((_, payload), kind)| Outgoing { kind, payload }).collect();
         conn.publish(cl.slot, event::VERSION, cl.cfg.stream_max_len, &out).await?;
-        cl.store.outbox_delete(batch.iter().map(|(k, _)| *k).collect()).await.map_err(store_err)?;
+        cl.store.outbox_delete(batch.iter().map(|(k, _)| *k).collect()).await?;
         for k in kinds {
             cl.metrics.cluster.events.with_label_values(&["published", k]).inc();
         }
@@ -380,20 +389,12 @@ async fn publish_round(cl: &Cluster, conn: &mut Conn<'_>, heartbeat: bool) -> Re
             version: env!("CARGO_PKG_VERSION").into(),
         };
         conn.heartbeat(cl.slot, &serde_json::to_string(&info).unwrap_or_default()).await?;
-        let now = now_ms();
-        let peers: Vec<(u64, NodeInfo)> = conn
-            .nodes()
-            .await?
-            .into_iter()
-            .filter(|(slot, _)| *slot != cl.slot)
-            .filter_map(|(slot, v)| serde_json::from_str::<NodeInfo>(&v).ok().map(|i| (slot, i)))
-            .filter(|(_, i)| cl.peer_alive(i, now))
-            .collect();
+        let peers = live_peers(cl, conn).await?;
         cl.metrics.cluster.peers.set(peers.len() as i64);
         if let Ok(mut p) = cl.peers.lock() {
             *p = peers;
         }
-        let pending = cl.store.outbox_len().await.map_err(store_err)?;
+        let pending = cl.store.outbox_len().await?;
         cl.metrics.cluster.outbox_pending.set(pending as i64);
     }
     Ok(())
@@ -500,10 +501,8 @@ fn decode(cl: &Cluster, entries: &[Entry], now: i64) -> Vec<Event> {
 /// data) first publishes its own state, so that others — and later newcomers reading from the
 /// start — learn it.
 async fn sync(cl: &Cluster, app: &AppState, conn: &mut Conn<'_>) -> Result<Cursor, LinkError> {
-    let store_err = |e: crate::store::StoreError| LinkError::Protocol(format!("store: {e}"));
     let epoch = conn.epoch(&random_id()).await?;
-    let stored: Option<Cursor> =
-        cl.store.meta_get(META_CURSOR).await.map_err(store_err)?.and_then(|v| serde_json::from_slice(&v).ok());
+    let stored: Option<Cursor> = cl.store.meta_get(META_CURSOR).await?.and_then(|v| serde_json::from_slice(&v).ok());
     let oldest = conn.oldest().await?;
     let resumed = stored.as_ref().is_some_and(|c| c.epoch == epoch);
     let mut cur = match stored {
@@ -552,7 +551,7 @@ async fn sync(cl: &Cluster, app: &AppState, conn: &mut Conn<'_>) -> Result<Curso
         cl.metrics.cluster.catchup_runs.inc();
         tracing::info!(from = cur.seq, to = newest, "cluster: catching up from the stream");
     }
-    cl.store.meta_set(vec![(META_CURSOR, encode_cursor(&cur))]).await.map_err(store_err)?;
+    cl.store.meta_set(vec![(META_CURSOR, encode_cursor(&cur))]).await?;
     if let Ok(mut a) = cl.applied.lock() {
         *a = Some(cur.clone());
     }
@@ -561,11 +560,10 @@ async fn sync(cl: &Cluster, app: &AppState, conn: &mut Conn<'_>) -> Result<Curso
 
 /// Publishes this instance's whole state (sessions and blocks) into the stream.
 async fn republish(cl: &Cluster, app: &AppState, conn: &mut Conn<'_>) -> Result<(), LinkError> {
-    let store_err = |e: crate::store::StoreError| LinkError::Protocol(format!("store: {e}"));
     let ids = app.sessions.state_ids();
     let mut sent = 0;
     for chunk in ids.chunks(CHUNK) {
-        let items = app.sessions.state_items(chunk.to_vec()).await.map_err(store_err)?;
+        let items = app.sessions.state_items(chunk.to_vec()).await?;
         let payload = Event::Sessions { items }.encode();
         conn.publish(cl.slot, event::VERSION, cl.cfg.stream_max_len, &[Outgoing { kind: "state", payload: &payload }])
             .await?;
@@ -594,15 +592,7 @@ async fn load_snapshot(
     conn: &mut Conn<'_>,
     epoch: &str,
 ) -> Result<Option<Cursor>, LinkError> {
-    let now = now_ms();
-    let mut peers: Vec<(u64, NodeInfo)> = conn
-        .nodes()
-        .await?
-        .into_iter()
-        .filter(|(slot, _)| *slot != cl.slot)
-        .filter_map(|(slot, v)| serde_json::from_str::<NodeInfo>(&v).ok().map(|i| (slot, i)))
-        .filter(|(_, i)| i.synced && cl.peer_alive(i, now))
-        .collect();
+    let mut peers: Vec<(u64, NodeInfo)> = live_peers(cl, conn).await?.into_iter().filter(|(_, i)| i.synced).collect();
     peers.sort_by_key(|p| std::cmp::Reverse(p.1.seq));
     for (slot, info) in peers {
         let rid = random_id();
@@ -681,7 +671,6 @@ async fn serve_snapshot(
     conn: &mut Conn<'_>,
     req: &SnapshotRequest,
 ) -> Result<(), LinkError> {
-    let store_err = |e: crate::store::StoreError| LinkError::Protocol(format!("store: {e}"));
     // The position is taken first: the state read afterwards contains at least everything up
     // to it, and the requester replays what follows (harmless where it overlaps).
     let Some(cursor) = cl.applied.lock().ok().and_then(|a| a.clone()) else {
@@ -690,7 +679,7 @@ async fn serve_snapshot(
     };
     let ids = app.sessions.state_ids();
     for chunk in ids.chunks(CHUNK) {
-        let items = app.sessions.state_items(chunk.to_vec()).await.map_err(store_err)?;
+        let items = app.sessions.state_items(chunk.to_vec()).await?;
         conn.push_chunk(&req.rid, &serde_json::to_vec(&Chunk::Items { items }).unwrap_or_default()).await?;
     }
     let done = Chunk::Done { cursor, blocks: app.sessions.blocked_users() };

@@ -125,7 +125,10 @@ impl Sessions {
                 Some(local) => merge(local, &item.rec),
                 None => item.rec,
             };
-            let known = self.read().tokens.clone_entries(item.tokens.iter().map(|t| t.h));
+            let known: HashMap<TokenHash, TokenEntry> = {
+                let idx = self.read();
+                item.tokens.iter().filter_map(|t| idx.tokens.get(&t.h).map(|e| (t.h, *e))).collect()
+            };
             let mut tokens = Vec::new();
             for t in item.tokens {
                 if t.entry.session != id {
@@ -256,17 +259,6 @@ impl Sessions {
                 Item::new(rec, tokens)
             })
             .collect())
-    }
-}
-
-/// Lookup helper so the index lock is held only while copying the few entries needed.
-trait CloneEntries {
-    fn clone_entries(&self, hashes: impl Iterator<Item = TokenHash>) -> HashMap<TokenHash, TokenEntry>;
-}
-
-impl CloneEntries for HashMap<TokenHash, TokenEntry> {
-    fn clone_entries(&self, hashes: impl Iterator<Item = TokenHash>) -> HashMap<TokenHash, TokenEntry> {
-        hashes.filter_map(|h| self.get(&h).map(|e| (h, *e))).collect()
     }
 }
 
