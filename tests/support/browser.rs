@@ -2,6 +2,7 @@
 //! `chromium` and `chromium-driver` packages (`.ci/test` installs them).
 
 use super::free_port;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,9 @@ impl Browser {
         let port = free_port();
         let driver = Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
             .arg(format!("--port={port}"))
+            // Its own process group, so Chromium (its child) can be killed with it even when a
+            // test panics before closing the session.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -62,15 +66,16 @@ impl Browser {
         Browser { client, driver, downloads, _profile: profile }
     }
 
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // Drop kills the process group.
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.driver.wait();
     }
 }
