@@ -357,7 +357,7 @@ async fn publish_round(cl: &Cluster, conn: &mut Conn<'_>, heartbeat: bool) -> Re
             batch.iter().map(|(_, e)| Event::decode(e).map(|e| e.kind()).unwrap_or("unknown")).collect();
         let out: Vec<Outgoing<'_>> =
             batch.iter().zip(&kinds).map(|((_, payload), kind)| Outgoing { kind, payload }).collect();
-        conn.publish(cl.slot, event::VERSION, cl.cfg.stream_max_len, &out).await?;
+        publish(cl, conn, &out).await?;
         cl.store.outbox_delete(batch.iter().map(|(k, _)| *k).collect()).await?;
         for k in kinds {
             cl.metrics.cluster.events.with_label_values(&["published", k]).inc();
@@ -368,11 +368,7 @@ async fn publish_round(cl: &Cluster, conn: &mut Conn<'_>, heartbeat: bool) -> Re
     }
     let touches: Vec<(u64, i64)> = cl.touches.lock().map(|mut t| t.drain().collect()).unwrap_or_default();
     for chunk in touches.chunks(2000) {
-        let payload = Event::Touches { touches: chunk.to_vec() }.encode();
-        if let Err(e) = conn
-            .publish(cl.slot, event::VERSION, cl.cfg.stream_max_len, &[Outgoing { kind: "touches", payload: &payload }])
-            .await
-        {
+        if let Err(e) = publish_event(cl, conn, &Event::Touches { touches: chunk.to_vec() }).await {
             // Keep them for the next round.
             cl.queue_touches(&touches);
             return Err(e);
@@ -558,26 +554,28 @@ async fn sync(cl: &Cluster, app: &AppState, conn: &mut Conn<'_>) -> Result<Curso
     Ok(cur)
 }
 
+/// Appends encoded events (in order) to the stream as this instance.
+async fn publish(cl: &Cluster, conn: &mut Conn<'_>, events: &[Outgoing<'_>]) -> Result<Vec<String>, LinkError> {
+    conn.publish(cl.slot, event::VERSION, cl.cfg.stream_max_len, events).await
+}
+
+/// Appends one event straight to the stream (not through the outbox).
+async fn publish_event(cl: &Cluster, conn: &mut Conn<'_>, ev: &Event) -> Result<(), LinkError> {
+    let payload = ev.encode();
+    publish(cl, conn, &[Outgoing { kind: ev.kind(), payload: &payload }]).await.map(drop)
+}
+
 /// Publishes this instance's whole state (sessions and blocks) into the stream.
 async fn republish(cl: &Cluster, app: &AppState, conn: &mut Conn<'_>) -> Result<(), LinkError> {
     let ids = app.sessions.state_ids();
     let mut sent = 0;
     for chunk in ids.chunks(CHUNK) {
         let items = app.sessions.state_items(chunk.to_vec()).await?;
-        let payload = Event::Sessions { items }.encode();
-        conn.publish(cl.slot, event::VERSION, cl.cfg.stream_max_len, &[Outgoing { kind: "state", payload: &payload }])
-            .await?;
+        publish_event(cl, conn, &Event::Sessions { items }).await?;
         sent += chunk.len();
     }
     for rec in app.sessions.blocked_users() {
-        let payload = Event::Block { rec }.encode();
-        conn.publish(
-            cl.slot,
-            event::VERSION,
-            cl.cfg.stream_max_len,
-            &[Outgoing { kind: "blocked", payload: &payload }],
-        )
-        .await?;
+        publish_event(cl, conn, &Event::Block { rec }).await?;
     }
     if sent > 0 {
         tracing::info!(sessions = sent, "cluster: published this instance's state");

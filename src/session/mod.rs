@@ -331,7 +331,10 @@ impl Sessions {
     }
 
     fn notify_session(&self, kind: &'static str, id: u64, sid: &str, user_id: &str) {
-        // No receivers is the normal case without a dashboard open.
+        // No receivers is the normal case without a dashboard open: build nothing then.
+        if self.notices.receiver_count() == 0 {
+            return;
+        }
         let _ = self.notices.send(Notice {
             kind,
             id: Some(id),
@@ -341,6 +344,9 @@ impl Sessions {
     }
 
     fn notify_user(&self, kind: &'static str, user_id: &str) {
+        if self.notices.receiver_count() == 0 {
+            return;
+        }
         let _ = self.notices.send(Notice { kind, id: None, session_id: None, user_id: user_id.to_string() });
     }
 
