@@ -267,6 +267,8 @@ async fn a_redis_that_lost_acknowledged_writes_gets_the_state_again() {
     b.stop().await;
     let s = a.login("alice").await;
     let sid = sid_of(&a, &s.jwt).await;
+    // The login's event is published in the background after its 200: wait for it.
+    assert!(until(5, || async { redis.cli(&["GET", "{sessiongate}:seq"]).parse::<u64>().is_ok() }).await);
     let seq: u64 = redis.cli(&["GET", "{sessiongate}:seq"]).parse().expect("seq");
     assert!(until(5, || async { cluster_status(&a).applied_seq == Some(seq) }).await);
     // The login's event vanishes from Redis (as with `appendfsync everysec` and a crash).
@@ -330,7 +332,10 @@ async fn stopped_and_new_instances_converge_through_catch_up_and_snapshots() {
         b.state().sessions.counts(),
         a.state().sessions.counts()
     );
-    assert!(metric(&b, "sessiongate_cluster_snapshot_loads_total{result=\"loaded\"}") >= 1.0);
+    // The snapshot's last chunk is counted after its sessions are applied: wait for it too.
+    assert!(
+        until(5, || async { metric(&b, "sessiongate_cluster_snapshot_loads_total{result=\"loaded\"}") >= 1.0 }).await
+    );
     assert!(metric(&a, "sessiongate_cluster_snapshots_served_total") >= 1.0);
     for l in ended.iter().step_by(50) {
         assert!(refuses(&b, &l.jwt).await, "a session ended while B was down is refused by B");
