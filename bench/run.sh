@@ -55,7 +55,8 @@ rss_kb() { ps -o rss= -p "$1" | tr -d ' '; }
 
 # --- servers -----------------------------------------------------------------------------------
 taskset -c $SERVER_CPU $BIN/examples/bench-upstream $UP >/dev/null 2>&1 &
-PIDS+=($!)
+UP_PID=$!
+PIDS+=($UP_PID)
 wait_port $UP
 
 cat > "$WORK/nginx.conf" <<EOF
@@ -125,13 +126,21 @@ run_wrk() { # $1 = url, rest = extra wrk args
     awk '/^RESULT/ { printf "%.0f %.3f %.3f %.3f %d\n", $3, $4/1000, $5/1000, $6/1000, $7 }'
 }
 # oha at a fixed rate: prints "rps p50_ms p99_ms p999_ms errors"
+# oha at a fixed rate: prints "rps p50_ms p99_ms p999_ms errors cpu_us_per_request", the last
+# being the CPU time (user + system) process $CPU_PID spent per request: steadier than req/s on
+# a noisy VM, and the number an operator pays for.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 run_rate() { # $1 = url, $2 = rate, rest = extra oha args
   local url=$1 rate=$2; shift 2
-  taskset -c $LOAD_CPU oha --no-tui --output-format json --latency-correction -z ${DUR}s -c $CONNS -q "$rate" "$@" "$url" 2>/dev/null |
-    python3 -c 'import json,sys
+  local t0; t0=$(cpu_ticks "$CPU_PID")
+  local json; json=$(taskset -c $LOAD_CPU oha --no-tui --output-format json --latency-correction -z ${DUR}s -c $CONNS -q "$rate" "$@" "$url" 2>/dev/null)
+  local ticks=$(( $(cpu_ticks "$CPU_PID") - t0 ))
+  echo "$json" | python3 -c 'import json,sys,os
 d=json.load(sys.stdin); p=d["latencyPercentiles"]; s=d["summary"]
 errs=sum(d.get("errorDistribution",{}).values())
-print("%.0f %.3f %.3f %.3f %d" % (s["requestsPerSec"], p["p50"]*1000, p["p99"]*1000, p["p99.9"]*1000, errs))'
+n=max(1.0, s["requestsPerSec"]*float(sys.argv[2]))
+cpu=int(sys.argv[1])*1e6/os.sysconf("SC_CLK_TCK")/n
+print("%.0f %.3f %.3f %.3f %d %.1f" % (s["requestsPerSec"], p["p50"]*1000, p["p99"]*1000, p["p99.9"]*1000, errs, cpu))' "$ticks" "$DUR"
 }
 
 OUT="$WORK/report.md"
@@ -150,9 +159,10 @@ read -r G_RPS G_P50 G_P99 G_P999 G_ERR < <(run_wrk "http://$GW/api/articles" -H 
 read -r P_RPS P_P50 P_P99 P_P999 P_ERR < <(run_wrk "http://$GW/api/articles")
 HALF=$(( N_RPS / 2 ))
 echo "== scenario 1b: at 50 % of nginx's max ($HALF req/s)" >&2
-read -r DH_RPS DH_P50 DH_P99 DH_P999 DH_ERR < <(run_rate "http://$UP/api/articles" $HALF -H "$AUTH")
-read -r NH_RPS NH_P50 NH_P99 NH_P999 NH_ERR < <(run_rate "http://$NGINX/api/articles" $HALF -H "$AUTH")
-read -r GH_RPS GH_P50 GH_P99 GH_P999 GH_ERR < <(run_rate "http://$GW/api/articles" $HALF -H "$AUTH")
+NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+read -r DH_RPS DH_P50 DH_P99 DH_P999 DH_ERR DH_CPU < <(CPU_PID=$UP_PID run_rate "http://$UP/api/articles" $HALF -H "$AUTH")
+read -r NH_RPS NH_P50 NH_P99 NH_P999 NH_ERR NH_CPU < <(CPU_PID=$NGINX_WORKER run_rate "http://$NGINX/api/articles" $HALF -H "$AUTH")
+read -r GH_RPS GH_P50 GH_P99 GH_P999 GH_ERR GH_CPU < <(CPU_PID=$GW_PID run_rate "http://$GW/api/articles" $HALF -H "$AUTH")
 
 row "## 1. Authenticated GET (\`GET /api/articles\` with a bearer token, $CONNS connections, $DUR s)"
 row ""
@@ -167,11 +177,11 @@ row "| sessiongate, no token (pure proxy) | $P_RPS | $(ratio $P_RPS $N_RPS) | $(
 row ""
 row "At a fixed $HALF req/s (50 % of nginx's maximum; oha):"
 row ""
-row "| contender | req/s | p50 ms | p99 ms | p99.9 ms | added p99 over direct ms | errors |"
-row "|---|---:|---:|---:|---:|---:|---:|"
-row "| direct | $DH_RPS | $DH_P50 | $DH_P99 | $DH_P999 | 0 | $DH_ERR |"
-row "| nginx | $NH_RPS | $NH_P50 | $NH_P99 | $NH_P999 | $(python3 -c "print('%.3f' % ($NH_P99-$DH_P99))") | $NH_ERR |"
-row "| sessiongate, tracked token | $GH_RPS | $GH_P50 | $GH_P99 | $GH_P999 | $(python3 -c "print('%.3f' % ($GH_P99-$DH_P99))") | $GH_ERR |"
+row "| contender | req/s | p50 ms | p99 ms | p99.9 ms | added p99 over direct ms | errors | server CPU µs/req |"
+row "|---|---:|---:|---:|---:|---:|---:|---:|"
+row "| direct | $DH_RPS | $DH_P50 | $DH_P99 | $DH_P999 | 0 | $DH_ERR | $DH_CPU (upstream) |"
+row "| nginx | $NH_RPS | $NH_P50 | $NH_P99 | $NH_P999 | $(python3 -c "print('%.3f' % ($NH_P99-$DH_P99))") | $NH_ERR | $NH_CPU (worker) |"
+row "| sessiongate, tracked token | $GH_RPS | $GH_P50 | $GH_P99 | $GH_P999 | $(python3 -c "print('%.3f' % ($GH_P99-$DH_P99))") | $GH_ERR | $GH_CPU |"
 row ""
 
 # --- scenario 3: login capture and refresh ------------------------------------------------------

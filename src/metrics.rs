@@ -1,9 +1,12 @@
 //! Prometheus metrics: one registry and typed handles. Labels are bounded sets — route class,
 //! status class, decision / reason code, operation — never a path, IP, user, session or token.
 
+use crate::routes::RouteClass;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use std::sync::OnceLock;
+use std::time::Duration;
 
 /// Latency buckets in seconds, fine-grained below a millisecond where the gateway's own cost lives.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -13,9 +16,12 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 pub struct Metrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub upstream_latency: HistogramVec,
-    pub gateway_latency: HistogramVec,
+    requests: IntCounterVec,
+    upstream_latency: HistogramVec,
+    gateway_latency: HistogramVec,
+    /// The per-request series, resolved on first use: `with_label_values` hashes its labels on
+    /// every call, which showed in the request path's profile.
+    hot: HotSeries,
     pub sessions: IntGaugeVec,
     pub logins: IntCounterVec,
     pub refreshes: IntCounterVec,
@@ -48,6 +54,14 @@ pub struct ClusterMetrics {
     pub snapshot_loads: IntCounterVec,
     pub snapshots_served: IntCounter,
     pub peers: IntGauge,
+}
+
+/// Cached series, indexed by route class (and status class for allowed requests).
+#[derive(Default)]
+struct HotSeries {
+    allowed: [[OnceLock<IntCounter>; 5]; RouteClass::COUNT],
+    upstream: [OnceLock<Histogram>; RouteClass::COUNT],
+    gateway: [OnceLock<Histogram>; RouteClass::COUNT],
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -153,6 +167,7 @@ impl Metrics {
         }
         Metrics {
             registry,
+            hot: HotSeries::default(),
             requests,
             upstream_latency,
             gateway_latency,
@@ -168,6 +183,31 @@ impl Metrics {
             admin_auth_failures,
             cluster,
         }
+    }
+
+    /// Counts one public request and its latencies. `decision` is `allow` or a reason code.
+    pub fn record_request(
+        &self,
+        route: RouteClass,
+        status: u16,
+        decision: &str,
+        upstream: Option<Duration>,
+        added: Duration,
+    ) {
+        let r = route as usize;
+        let class = status_class(status);
+        if decision == "allow" {
+            let slot = &self.hot.allowed[r][(status / 100).clamp(1, 5) as usize - 1];
+            slot.get_or_init(|| self.requests.with_label_values(&[route.as_str(), class, decision])).inc();
+        } else {
+            self.requests.with_label_values(&[route.as_str(), class, decision]).inc();
+        }
+        if let Some(u) = upstream {
+            let h = self.hot.upstream[r].get_or_init(|| self.upstream_latency.with_label_values(&[route.as_str()]));
+            h.observe(u.as_secs_f64());
+        }
+        let h = self.hot.gateway[r].get_or_init(|| self.gateway_latency.with_label_values(&[route.as_str()]));
+        h.observe(added.as_secs_f64());
     }
 
     /// The text exposition format.

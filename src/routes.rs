@@ -21,7 +21,13 @@ pub enum RouteClass {
     Other,
 }
 
+// `COUNT` must follow the enum: `Other` is the last class.
+const _: () = assert!(RouteClass::Other as usize + 1 == RouteClass::COUNT);
+
 impl RouteClass {
+    /// Number of classes; `class as usize` is below it (per-class metric series).
+    pub const COUNT: usize = 6;
+
     /// Stable label for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

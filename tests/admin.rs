@@ -82,6 +82,8 @@ async fn listing_filters_paginates_sorts_and_rejects_bad_filters() {
     let a1 = gw.login("alice").await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let _a2 = gw.login("alice").await;
+    // `since` is inclusive and a2's login time can fall in the same millisecond as its answer.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let mid = sessiongate::session::now_ms();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let b = gw

@@ -119,15 +119,9 @@ pub async fn handle(
 }
 
 fn record_metrics(st: &AppState, ctx: &RequestCtx, res: &Response<Body>, total: Duration) {
-    let m = &st.metrics;
-    let route = ctx.route.as_str();
     let decision = res.headers().get("x-sessiongate-reason").and_then(|v| v.to_str().ok()).unwrap_or("allow");
-    m.requests.with_label_values(&[route, crate::metrics::status_class(res.status().as_u16()), decision]).inc();
-    let upstream = ctx.upstream_elapsed.unwrap_or_default();
-    if ctx.upstream_elapsed.is_some() {
-        m.upstream_latency.with_label_values(&[route]).observe(upstream.as_secs_f64());
-    }
-    m.gateway_latency.with_label_values(&[route]).observe(total.saturating_sub(upstream).as_secs_f64());
+    let added = total.saturating_sub(ctx.upstream_elapsed.unwrap_or_default());
+    st.metrics.record_request(ctx.route, res.status().as_u16(), decision, ctx.upstream_elapsed, added);
 }
 
 fn headers_from_trusted(st: &AppState, peer: SocketAddr) -> bool {
@@ -163,7 +157,8 @@ async fn handle_inner(
     observe(st, ctx, matched.as_ref(), &creds, res?).await
 }
 
-/// Phase 1: decide the route class from method and path alone; note client IP and agent.
+/// Phase 1: decide the route class from method and path alone; note client IP (and agent, on
+/// auth routes).
 fn classify<'a>(
     st: &'a AppState,
     ctx: &mut RequestCtx,
@@ -172,12 +167,6 @@ fn classify<'a>(
 ) -> Option<RouteMatch<'a>> {
     let cfg = &st.cfg;
     ctx.client_ip = headers::client_ip(ctx.peer.ip(), &parts.headers, &cfg.server.trusted_proxies);
-    ctx.user_agent = parts
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(MAX_USER_AGENT).collect())
-        .unwrap_or_default();
     let prefix = &cfg.user_api.prefix;
     if cfg.user_api.enabled
         && normalized.starts_with(prefix.as_str())
@@ -188,6 +177,15 @@ fn classify<'a>(
     }
     let m = cfg.routes.find(&parts.method, normalized);
     ctx.route = m.as_ref().map(|m| m.rule.class).unwrap_or(RouteClass::Other);
+    if ctx.route.is_auth() {
+        // Only sessions record the agent; other requests skip the copy.
+        ctx.user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(MAX_USER_AGENT).collect())
+            .unwrap_or_default();
+    }
     m
 }
 
