@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub mod ops;
+
 /// Exit code for usage and configuration errors (EX_USAGE).
 pub const EX_USAGE: u8 = 64;
 
@@ -78,6 +80,33 @@ pub enum Command {
     Cluster {
         #[command(flatten)]
         admin: AdminArgs,
+    },
+    /// Re-encrypt every stored token with the current key, online, with progress (admin API
+    /// client). Configure the new key as current and the old one in previous_keys first.
+    RotateKey {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Import sessions from another session store's export (admin API client). Re-runs skip
+    /// sessions already imported.
+    Import {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// json (array, {"data": [...]} or one object per line) or csv (with a header line).
+        #[arg(long, default_value = "json")]
+        format: String,
+        file: PathBuf,
+    },
+    /// Export every stored session, without tokens (admin API client).
+    Export {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// json (one object per line) or csv.
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -215,6 +244,13 @@ pub fn admin_command(command: Command) -> ExitCode {
         Command::Users { admin, op } => client(admin, |c, json| Box::pin(users(c, json, op))),
         Command::Audit { admin, op } => client(admin, |c, _| Box::pin(audit(c, op))),
         Command::Cluster { admin } => client(admin, |c, json| Box::pin(cluster(c, json))),
+        Command::RotateKey { admin } => client(admin, |c, json| Box::pin(ops::rotate_key(c, json))),
+        Command::Import { admin, format, file } => {
+            client(admin, move |c, json| Box::pin(async move { ops::import(c, json, &format, &file).await }))
+        }
+        Command::Export { admin, format, output } => {
+            client(admin, move |c, _| Box::pin(async move { ops::export(c, &format, output.as_deref()).await }))
+        }
         Command::Run | Command::CheckConfig { .. } | Command::Keygen | Command::Geoip { .. } => {
             ExitCode::from(EX_USAGE)
         }

@@ -55,6 +55,9 @@ pub enum GatewayError {
     BadRequest(&'static str),
     #[error("Request body exceeds the configured limit")]
     BodyTooLarge,
+    /// The operation is already running (admin maintenance jobs).
+    #[error("{0}")]
+    Conflict(&'static str),
     #[error("backend unavailable: {0}")]
     UpstreamUnavailable(String),
     #[error("Backend did not answer in time")]
@@ -80,6 +83,7 @@ impl GatewayError {
             NotFound => StatusCode::NOT_FOUND,
             CannotTerminateCurrent | BadRequest(_) | InvalidParameter(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Conflict(_) => StatusCode::CONFLICT,
             UpstreamUnavailable(_) | BadAuthResponse(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -99,6 +103,7 @@ impl GatewayError {
             | CannotTerminateCurrent
             | BadRequest(_)
             | BodyTooLarge
+            | Conflict(_)
             | UserBlocked
             | GeoBlocked
             | RiskDenied
@@ -129,6 +134,7 @@ impl GatewayError {
             CannotTerminateCurrent => "cannot_terminate_current",
             BadRequest(_) => "bad_request",
             BodyTooLarge => "body_too_large",
+            Conflict(_) => "conflict",
             UpstreamUnavailable(_) => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
             BadAuthResponse(_) => "bad_auth_response",
@@ -243,6 +249,7 @@ mod tests {
             (GatewayError::CannotTerminateCurrent, 400, Side::Client, "cannot_terminate_current"),
             (GatewayError::BadRequest("x"), 400, Side::Client, "bad_request"),
             (GatewayError::BodyTooLarge, 413, Side::Client, "body_too_large"),
+            (GatewayError::Conflict("x"), 409, Side::Client, "conflict"),
             (GatewayError::UserBlocked, 403, Side::Client, "user_blocked"),
             (GatewayError::GeoBlocked, 403, Side::Client, "geo_blocked"),
             (GatewayError::RiskDenied, 403, Side::Client, "risk_denied"),

@@ -134,11 +134,7 @@ async fn load_keyring(cfg: &Config) -> Result<Keyring, StartupError> {
             let text = String::from_utf8_lossy(list.expose()).to_string();
             for (i, k) in text.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
                 let key = crypto::decode_key(&config::Secret::new(k)).map_err(|e| {
-                    StartupError::Secret(format!(
-                        "sessions.previous_keys_env ({}), key #{}: {e}",
-                        prev.describe(),
-                        i + 1
-                    ))
+                    StartupError::Secret(format!("sessions.previous_keys ({}), key #{}: {e}", prev.describe(), i + 1))
                 })?;
                 previous.push(key);
             }
@@ -359,6 +355,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
             app: state.clone(),
             auth: admin::auth::AdminAuth::new(admin_tokens, cfg.admin.auth_failures_per_minute),
             shutdown: shutdown_rx.clone(),
+            jobs: Default::default(),
         });
         servers.push(tokio::spawn(proxy::serve(
             cfg.server.clone(),

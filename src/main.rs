@@ -29,10 +29,13 @@ fn main() -> ExitCode {
         }
         Command::Run => run(&cli.config),
         Command::Geoip { op } => cli::geoip(&cli.config, op),
-        admin
-        @ (Command::Sessions { .. } | Command::Users { .. } | Command::Audit { .. } | Command::Cluster { .. }) => {
-            cli::admin_command(admin)
-        }
+        admin @ (Command::Sessions { .. }
+        | Command::Users { .. }
+        | Command::Audit { .. }
+        | Command::Cluster { .. }
+        | Command::RotateKey { .. }
+        | Command::Import { .. }
+        | Command::Export { .. }) => cli::admin_command(admin),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Admin API routes: the session-manager plugin's admin paths, the node-auth admin shape,
 //! the audit export, statistics, health, readiness and metrics.
 
-use super::{json, not_found, ok, stream_body, AdminState};
+use super::{json, maintenance, not_found, ok, stream_body, AdminState};
 use crate::audit::{self, kind, Event};
 use crate::error::{Body, GatewayError};
 use crate::session::user_api::{iso, session_json};
@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 const MAX_ADMIN_BODY: usize = 64 * 1024;
+/// An import call carries up to `maintenance::MAX_IMPORT_ROWS` rows with their tokens.
+const MAX_IMPORT_BODY: usize = 8 * 1024 * 1024;
 const MAX_PAGE_SIZE: usize = 500;
 
 /// Decoded query parameters (`+` is a space, percent-escapes decoded).
@@ -67,7 +69,11 @@ fn usize_param(q: &BTreeMap<String, String>, key: &str, default: usize, max: usi
 
 /// Optional JSON body of a POST (e.g. `{"reason": "…"}`).
 async fn body_json(req: Request<Incoming>) -> Result<Value, GatewayError> {
-    let bytes = http_body_util::Limited::new(req.into_body(), MAX_ADMIN_BODY)
+    body_json_limited(req, MAX_ADMIN_BODY).await
+}
+
+async fn body_json_limited(req: Request<Incoming>, limit: usize) -> Result<Value, GatewayError> {
+    let bytes = http_body_util::Limited::new(req.into_body(), limit)
         .collect()
         .await
         .map_err(|_| GatewayError::BadRequest("request body too large or unreadable"))?
@@ -161,6 +167,13 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
                 Err(not_found())
             }
         }
+        (&Method::GET, ["magic-sessionmanager", "keys"]) => Ok(maintenance::keys(st)),
+        (&Method::POST, ["magic-sessionmanager", "keys", "rotate"]) => maintenance::rotate(st, &actor),
+        (&Method::POST, ["magic-sessionmanager", "import"]) => {
+            let body = body_json_limited(req, MAX_IMPORT_BODY).await?;
+            maintenance::import(st, &body, &actor).await
+        }
+        (&Method::GET, ["magic-sessionmanager", "export"]) => maintenance::export(st, &q),
         (&Method::GET, ["admin", "api", "sessions"]) => node_auth_list(st).await,
         (&Method::DELETE, ["admin", "api", "sessions", handle]) => {
             terminate(st, handle, "admin_terminated", &actor).await.map(|_| ok(json!({"success": true})))

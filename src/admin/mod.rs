@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 mod dashboard;
+pub mod maintenance;
 
 use crate::error::{full, Body, BoxError, GatewayError};
 use crate::proxy::HandlerFn;
@@ -20,6 +21,8 @@ pub struct AdminState {
     pub auth: AdminAuth,
     /// Fires at shutdown, so long-lived responses (the event stream) end and the drain is quick.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Background maintenance jobs (key rotation).
+    pub jobs: maintenance::Jobs,
 }
 
 /// The admin listener's handler.

@@ -29,6 +29,9 @@ pub mod kind {
     pub const IDLE_TERMINATED: &str = "idle_terminated";
     pub const ADMIN_AUTH_FAILED: &str = "admin_auth_failed";
     pub const CLEANUP: &str = "cleanup";
+    pub const KEY_ROTATION: &str = "key_rotation";
+    pub const IMPORT: &str = "import";
+    pub const CONFIG_RELOAD: &str = "config_reload";
 }
 
 /// Builder for one event.
@@ -141,6 +144,16 @@ pub async fn query(store: &Store, filter: &Filter, limit: usize) -> Result<Vec<A
     Ok(out)
 }
 
+/// A cell a spreadsheet would evaluate as a formula (`=`, `+`, `-`, `@`, tab, CR first) gets a
+/// leading apostrophe: user agents, user names and reasons are attacker-chosen text, and these
+/// exports are opened in spreadsheets (OWASP "CSV injection").
+pub fn csv_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{s}").into(),
+        _ => s.into(),
+    }
+}
+
 pub const CSV_HEADER: [&str; 7] = ["time", "type", "user", "session", "ip", "actor", "details"];
 
 /// Encodes events as CSV rows (RFC 4180 quoting by the csv crate), with the header first when
@@ -154,12 +167,12 @@ pub fn csv_rows(events: &[AuditRecord], header: bool) -> Vec<u8> {
         let details = if e.details.is_null() { String::new() } else { e.details.to_string() };
         let _ = w.write_record([
             crate::session::user_api::iso(e.time).as_str(),
-            &e.kind,
-            e.user.as_deref().unwrap_or(""),
-            e.session.as_deref().unwrap_or(""),
-            e.ip.as_deref().unwrap_or(""),
-            e.actor.as_deref().unwrap_or(""),
-            &details,
+            &csv_safe(&e.kind),
+            &csv_safe(e.user.as_deref().unwrap_or("")),
+            &csv_safe(e.session.as_deref().unwrap_or("")),
+            &csv_safe(e.ip.as_deref().unwrap_or("")),
+            &csv_safe(e.actor.as_deref().unwrap_or("")),
+            &csv_safe(&details),
         ]);
     }
     w.into_inner().unwrap_or_default()

@@ -960,7 +960,12 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
         unknown_tokens,
         refresh_reuse_grace: v.duration("sessions.refresh_reuse_grace", se.refresh_reuse_grace.as_deref(), "10s"),
         encryption_key,
-        previous_keys: se.previous_keys_env.filter(|s| !s.is_empty()).map(SecretSource::Env),
+        previous_keys: v.secret_source(
+            "sessions.previous_keys_env",
+            se.previous_keys_env,
+            "sessions.previous_keys_file",
+            se.previous_keys_file,
+        ),
         tenant_claim: se.tenant_claim.filter(|s| !s.is_empty()),
         tenant_header,
     };

@@ -57,6 +57,7 @@ pub struct RawSessions {
     pub encryption_key_env: Option<String>,
     pub encryption_key_file: Option<String>,
     pub previous_keys_env: Option<String>,
+    pub previous_keys_file: Option<String>,
     pub tenant_claim: Option<String>,
     pub tenant_header: Option<String>,
 }

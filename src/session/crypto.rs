@@ -62,6 +62,11 @@ impl Keyring {
         &self.keys[0].0
     }
 
+    /// Ids of every key held, the current one first.
+    pub fn kids(&self) -> Vec<&str> {
+        self.keys.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
     /// Whether a ciphertext sealed with key `kid` can be opened here.
     pub fn knows(&self, kid: &str) -> bool {
         self.keys.iter().any(|(k, _)| k == kid)

@@ -8,6 +8,7 @@
 
 pub mod crypto;
 pub mod device;
+pub mod maintenance;
 pub mod replica;
 pub mod revoke;
 pub mod sweeper;
@@ -718,6 +719,10 @@ impl Sessions {
             }
         }
         Ok(recs)
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
     }
 
     /// Decrypts a record's current (access, refresh) tokens, for revoking them at the backend.

@@ -99,6 +99,13 @@ impl Gateway {
         self.running = Some(running);
     }
 
+    /// Deep-merges `extra` into the configuration used from the next (re)start on.
+    pub fn reconfigure(&mut self, extra: &str) {
+        let mut base: toml::Table = self.toml.parse().expect("current config");
+        merge(&mut base, extra.parse::<toml::Table>().expect("extra TOML"));
+        self.toml = toml::to_string(&base).expect("serialise config");
+    }
+
     /// Stops the gateway (draining) and starts it again on the same data directory.
     pub async fn restart(&mut self) {
         if let Some(r) = self.running.take() {
