@@ -14,6 +14,7 @@ pub mod error;
 pub mod geo;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod risk;
 pub mod routes;
 pub mod session;
@@ -94,7 +95,7 @@ impl Running {
         }
         // Connection tasks finish just after the drain; wait for them to release the state (and
         // with it the store's file lock) so the same data directory can be reopened at once.
-        let deadline = tokio::time::Instant::now() + self.state.cfg.server.drain_timeout;
+        let deadline = tokio::time::Instant::now() + self.state.cfg().server.drain_timeout;
         while Arc::strong_count(&self.state) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
@@ -293,7 +294,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         tracing::info!(alerts = queued, "undelivered alerts from the previous run are queued again");
     }
     let state = Arc::new(AppState {
-        cfg: cfg.clone(),
+        config: arc_swap::ArcSwap::new(cfg.clone()),
         sessions: sessions.clone(),
         upstream,
         verifier,
@@ -335,6 +336,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         tokio::spawn(rebuild_login_counters(state.clone())),
         tokio::spawn(geo::run_reloader(geo, cfg.geo.reload_interval, shutdown_rx.clone())),
         tokio::spawn(alerts::run(alert_worker, alert_rx, shutdown_rx.clone())),
+        tokio::spawn(reload::run_on_sighup(state.clone(), shutdown_rx.clone())),
     ];
     if let Some(cl) = &cluster {
         tracing::info!(node = %cl.name, slot = cl.slot, "cluster: replication through Redis");

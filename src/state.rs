@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 pub struct AppState {
-    pub cfg: Arc<Config>,
+    /// The configuration in force; a reload (SIGHUP, `POST /reload`) swaps it whole. Requests
+    /// read it with [`AppState::cfg`].
+    pub config: arc_swap::ArcSwap<Config>,
     pub sessions: Arc<Sessions>,
     pub upstream: Arc<Upstream>,
     /// Present when `[jwt]` is configured: verifies client-presented tokens before their
@@ -30,14 +32,19 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The configuration in force (cheap: no lock, no reference count in the common case).
+    pub fn cfg(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
     /// Revokes ended sessions at the backend in background tasks (best effort).
     pub fn revoke_in_background(&self, records: Vec<SessionRecord>) {
-        if !self.cfg.backend.revoke_on_end {
+        if !self.cfg().backend.revoke_on_end {
             return;
         }
         for rec in records {
             let (access, refresh) = self.sessions.open_tokens(&rec);
-            let (up, cfg) = (self.upstream.clone(), self.cfg.clone());
+            let (up, cfg) = (self.upstream.clone(), self.config.load_full());
             tokio::spawn(revoke::revoke(up, cfg, rec.sid, access, refresh));
         }
     }

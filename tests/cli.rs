@@ -278,7 +278,7 @@ async fn the_admin_subcommands_drive_the_admin_api() {
 }
 
 #[tokio::test]
-async fn sighup_reloads_geo_databases() {
+async fn sighup_reloads_geo_databases_and_the_configuration() {
     let backend = MockStrapi::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = |name: &str| std::fs::read(format!("{}/geoip/test/{name}", env!("CARGO_MANIFEST_DIR"))).expect("test db");
@@ -296,7 +296,7 @@ async fn sighup_reloads_geo_databases() {
         ),
     )
     .expect("write");
-    let (mut child, addr, _logs) = spawn(&config);
+    let (mut child, addr, logs) = spawn(&config);
     let login = || {
         support::Req::new(http::Method::POST, &format!("http://{addr}/api/auth/local"))
             .header("x-forwarded-for", "81.2.69.142")
@@ -326,7 +326,40 @@ async fn sighup_reloads_geo_databases() {
         assert!(std::time::Instant::now() < deadline, "SIGHUP did not reload the database");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+
+    // SIGHUP re-reads the configuration file too: a broken edit is refused (logged, nothing
+    // changes), a good one is applied.
+    let original = std::fs::read_to_string(&config).expect("read");
+    let big = || {
+        support::Req::new(http::Method::POST, &format!("http://{addr}/api/auth/local"))
+            .json(json!({"identifier": "alice", "password": support::PASSWORD, "pad": "x".repeat(4000)}))
+            .send()
+    };
+    assert_eq!(big().await.status, 200);
+    std::fs::write(&config, original.replace("[server]\n", "[server]\nmax_body_bytes = \"lots\"\n")).expect("write");
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().expect("kill").success());
+    let refused = logs_until(&logs, "configuration reload refused");
+    assert!(refused.contains("server"), "{refused}");
+    assert_eq!(big().await.status, 200, "the previous configuration stays in force");
+    std::fs::write(&config, original.replace("[server]\n", "[server]\nmax_body_bytes = 1024\n")).expect("write");
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().expect("kill").success());
+    logs_until(&logs, "configuration reloaded");
+    assert_eq!(big().await.status, 413);
+
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
     assert_eq!(exit.code(), Some(0), "SIGHUP did not stop the gateway; SIGTERM did, cleanly");
+}
+
+/// Waits (up to 5 s) for a log line containing `needle`; returns it.
+fn logs_until(logs: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = logs.recv_timeout(std::time::Duration::from_millis(100)) {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+    panic!("no log line with {needle:?}");
 }

@@ -382,7 +382,7 @@ async fn tls_and_password_from_a_secret_file_and_an_unreachable_redis_at_startup
     let s = a.login("alice").await;
     let sid = sid_of(&a, &s.jwt).await;
     assert!(until(5, || async { knows(&b, &sid) }).await, "replication over TLS with a password");
-    let described = sessiongate::config::describe(&a.state().cfg);
+    let described = sessiongate::config::describe(&a.state().cfg());
     assert!(described.contains("from file") && !described.contains("s3cret-pass"), "{described}");
 
     // A certificate the gateway does not trust: no slot can be allocated, startup says why.

@@ -210,3 +210,107 @@ async fn import_migrates_plugin_sessions_idempotently_and_export_lists_them_with
     assert_eq!(lines[0]["ip"], "203.0.113.7");
     assert_eq!(lines[0]["createdAt"], "2026-11-01T08:00:00.000Z");
 }
+
+/// Sends one HTTP/1.1 request on an open keep-alive connection; returns the status.
+async fn on_connection(conn: &mut tokio::net::TcpStream, path: &str, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {token}\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "the connection was closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let len = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buf.len() >= head_end + 4 + len {
+                return text[9..12].parse().expect("status");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn reload_applies_routes_rules_and_limits_keeps_connections_and_refuses_bad_files() {
+    let backend = MockStrapi::start().await;
+    let mut gw = Gateway::with_defaults(&backend).await;
+    let alice = gw.login("alice").await;
+    let bob = gw.login("bob").await;
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    assert_eq!(on_connection(&mut conn, "/api/articles", &alice.jwt).await, 200);
+    let big_login = json!({"identifier": "carol", "password": PASSWORD, "pad": "x".repeat(3000)});
+    assert_eq!(gw.post("/api/auth/local").json(big_login.clone()).send().await.status, 200);
+
+    gw.reconfigure(
+        "[server]\nmax_body_bytes = 2048\n\
+         [routes]\nlogout = [\"POST /api/auth/logout\", \"POST /api/custom/signout\"]\n\
+         [risk]\nenabled = true\n[[risk.rules]]\nname = \"no-evil\"\nwhen = \"user_agent == 'evil'\"\naction = \"deny\"\n\
+         [store]\nsweep_interval = \"7m\"\n",
+    );
+    let res = gw.admin(Method::POST, "/reload").send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let data = &res.json()["data"];
+    for s in ["server.trusted_proxies, server.max_body_bytes", "routes", "risk"] {
+        assert!(data["applied"].as_array().is_some_and(|a| a.iter().any(|x| x == s)), "{s} not applied: {data}");
+    }
+    assert_eq!(data["restartRequired"], json!(["store"]), "a store change waits for a restart: {data}");
+
+    // The same connection and sessions carry on.
+    assert_eq!(on_connection(&mut conn, "/api/articles", &alice.jwt).await, 200);
+    // Limits: the auth-route body cap is now 2 KiB.
+    let res = gw.post("/api/auth/local").json(big_login).send().await;
+    assert_eq!((res.status.as_u16(), res.reason().as_deref()), (413, Some("body_too_large")));
+    // Routes: the new logout spelling ends the session before the backend (which does not know it) answers.
+    gw.post("/api/custom/signout").bearer(&bob.jwt).send().await;
+    assert_eq!(gw.get("/api/articles").bearer(&bob.jwt).send().await.reason().as_deref(), Some("session_terminated"));
+    // Rules: the new deny rule refuses a matching login.
+    let res = gw
+        .post("/api/auth/local")
+        .header("user-agent", "evil")
+        .json(json!({"identifier": "alice", "password": PASSWORD}))
+        .send()
+        .await;
+    assert_eq!((res.status.as_u16(), res.reason().as_deref()), (403, Some("risk_denied")));
+    let settings = gw.admin(Method::GET, "/magic-sessionmanager/settings").send().await.json();
+    assert!(
+        settings["data"]["effective"].as_str().is_some_and(|t| !t.contains("7m")),
+        "restart-only values stay as running"
+    );
+
+    // A broken file: every error reported, nothing changes.
+    let good = std::fs::read_to_string(gw.config_path()).expect("read");
+    std::fs::write(gw.config_path(), format!("bogus = 1\n{good}")).expect("write");
+    let text = std::fs::read_to_string(gw.config_path())
+        .expect("read")
+        .replace("max_body_bytes = 2048", "max_body_bytes = \"big\"");
+    std::fs::write(gw.config_path(), text).expect("write");
+    let res = gw.admin(Method::POST, "/reload").send().await;
+    assert_eq!(res.status, 400);
+    let body = res.json();
+    assert_eq!(body["error"]["reason"], "invalid_config");
+    let errors = body["error"]["errors"].to_string();
+    assert!(errors.contains("bogus: unknown key") && errors.contains("server: invalid type"), "{errors}");
+    let res = gw
+        .post("/api/auth/local")
+        .json(json!({"identifier": "carol", "password": PASSWORD, "pad": "x".repeat(3000)}))
+        .send()
+        .await;
+    assert_eq!(res.status, 413, "the previous configuration stays in force");
+    assert_eq!(on_connection(&mut conn, "/api/articles", &alice.jwt).await, 200);
+
+    let audit = gw.admin(Method::GET, "/magic-sessionmanager/audit?type=config_reload&format=json").send().await.json();
+    let results: Vec<String> = audit["data"]
+        .as_array()
+        .map(|a| a.iter().map(|e| e["details"]["result"].as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default();
+    assert!(results.contains(&"applied".to_string()) && results.contains(&"refused".to_string()), "{audit}");
+}

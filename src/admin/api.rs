@@ -146,7 +146,7 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
         (&Method::GET, ["magic-sessionmanager", "stats"]) => Ok(stats(st)),
         (&Method::GET, ["magic-sessionmanager", "events"]) => Ok(events(st)),
         (&Method::GET, ["magic-sessionmanager", "settings"]) => Ok(ok(json!({"data": {
-            "effective": crate::config::describe(&st.app.cfg),
+            "effective": crate::config::describe(&st.app.cfg()),
             "version": env!("CARGO_PKG_VERSION"),
         }}))),
         (&Method::GET, ["magic-sessionmanager", "cluster"]) => Ok(match &st.app.cluster {
@@ -167,6 +167,13 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
                 Err(not_found())
             }
         }
+        (&Method::POST, ["reload"]) => Ok(match crate::reload::reload(&st.app, &actor).await {
+            Ok(r) => ok(json!({"data": r})),
+            Err(e) => super::json(
+                http::StatusCode::BAD_REQUEST,
+                json!({"error": {"status": 400, "reason": "invalid_config", "message": "configuration refused; the previous one stays in force", "errors": e.messages()}}),
+            ),
+        }),
         (&Method::GET, ["magic-sessionmanager", "keys"]) => Ok(maintenance::keys(st)),
         (&Method::POST, ["magic-sessionmanager", "keys", "rotate"]) => maintenance::rotate(st, &actor),
         (&Method::POST, ["magic-sessionmanager", "import"]) => {
@@ -223,7 +230,7 @@ fn events(st: &AdminState) -> Response<Body> {
 async fn readyz(st: &AdminState) -> Response<Body> {
     let app = &st.app;
     let store_ok = app.sessions.store().size_on_disk().await.is_ok();
-    let upstream_ok = if app.cfg.admin.ready_requires_upstream { upstream_reachable(st).await } else { true };
+    let upstream_ok = if app.cfg().admin.ready_requires_upstream { upstream_reachable(st).await } else { true };
     // An isolated instance still enforces everything it knows; whether it should take traffic
     // is the operator's choice (`cluster.ready_when_isolated`).
     let cluster = app.cluster.as_ref().map(|c| (c.is_connected(), c.config().ready_when_isolated));
@@ -241,7 +248,7 @@ async fn readyz(st: &AdminState) -> Response<Body> {
 async fn upstream_reachable(st: &AdminState) -> bool {
     let app = &st.app;
     let probe = async {
-        match &app.cfg.upstream.health_path {
+        match &app.cfg().upstream.health_path {
             Some(p) => {
                 let Ok(uri) = app.upstream.uri(p) else { return false };
                 let req = Request::get(uri)
@@ -256,7 +263,7 @@ async fn upstream_reachable(st: &AdminState) -> bool {
             None => {
                 let a = app.upstream.authority();
                 let port =
-                    a.port_u16().unwrap_or(if app.cfg.upstream.url.scheme_str() == Some("https") { 443 } else { 80 });
+                    a.port_u16().unwrap_or(if app.cfg().upstream.url.scheme_str() == Some("https") { 443 } else { 80 });
                 tokio::net::TcpStream::connect((a.host(), port)).await.is_ok()
             }
         }
@@ -671,10 +678,10 @@ async fn node_auth_list(st: &AdminState) -> Result<Response<Body>, GatewayError>
 async fn cleanup(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayError> {
     let app = &st.app;
     let policy = sweeper::SweepPolicy {
-        retention: app.cfg.store.terminated_retention,
-        expired_token_grace: app.cfg.store.expired_token_grace,
-        batch: app.cfg.store.sweep_batch,
-        audit_retention: app.cfg.admin.audit_retention,
+        retention: app.cfg().store.terminated_retention,
+        expired_token_grace: app.cfg().store.expired_token_grace,
+        batch: app.cfg().store.sweep_batch,
+        audit_retention: app.cfg().admin.audit_retention,
     };
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let r = sweeper::sweep_once(&app.sessions, &app.audit, policy, &rx).await;

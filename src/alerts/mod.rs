@@ -10,6 +10,7 @@ use crate::config::AlertsConfig;
 use crate::metrics::Metrics;
 use crate::session::{now_ms, user_api::iso};
 use crate::store::{AlertRecord, Store};
+use arc_swap::ArcSwap;
 use channels::Sender;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -24,7 +25,8 @@ pub struct Raised {
 }
 
 pub struct AlertHub {
-    cfg: AlertsConfig,
+    /// Swapped whole by a configuration reload.
+    cfg: ArcSwap<AlertsConfig>,
     tx: mpsc::Sender<Raised>,
     dedupe: Mutex<HashMap<(String, String), i64>>,
     metrics: Arc<Metrics>,
@@ -84,24 +86,26 @@ pub fn event(trigger: &str, f: &Facts) -> Value {
 }
 
 impl AlertHub {
-    pub fn config(&self) -> &AlertsConfig {
-        &self.cfg
+    pub fn config(&self) -> Arc<AlertsConfig> {
+        self.cfg.load_full()
     }
 
     /// Raises a built-in trigger, routed by `alerts.triggers`.
     pub fn raise(&self, trigger: &str, facts: &Facts) {
-        let Some(chans) = self.cfg.triggers.get(trigger).filter(|c| !c.is_empty()) else { return };
+        let cfg = self.cfg.load();
+        let Some(chans) = cfg.triggers.get(trigger).filter(|c| !c.is_empty()) else { return };
         self.raise_to(trigger, chans.clone(), facts, true);
     }
 
     /// Raises an alert to given channels (custom conditions, tests).
     pub fn raise_to(&self, trigger: &str, channels: Vec<String>, facts: &Facts, dedupe: bool) {
-        if !self.cfg.enabled || channels.is_empty() {
+        let cfg = self.cfg.load();
+        if !cfg.enabled || channels.is_empty() {
             return;
         }
         if let (true, Some(user)) = (dedupe, &facts.user_id) {
             let now = now_ms();
-            let window = self.cfg.dedupe_window.as_millis() as i64;
+            let window = cfg.dedupe_window.as_millis() as i64;
             if let Ok(mut d) = self.dedupe.lock() {
                 if d.len() > 100_000 {
                     d.retain(|_, t| now - *t < window);
@@ -134,9 +138,10 @@ fn trigger_label(trigger: &str) -> &str {
 
 /// The delivery side: pending records in memory (all of them also in the store).
 pub struct Worker {
-    cfg: AlertsConfig,
+    cfg: ArcSwap<AlertsConfig>,
     store: Store,
-    sender: Arc<Sender>,
+    /// The channels, rebuilt by a configuration reload.
+    sender: ArcSwap<Sender>,
     metrics: Arc<Metrics>,
     pending: Mutex<HashMap<u64, AlertRecord>>,
     in_flight: Mutex<HashSet<u64>>,
@@ -151,11 +156,16 @@ pub fn new(
     metrics: Arc<Metrics>,
 ) -> (Arc<AlertHub>, Arc<Worker>, mpsc::Receiver<Raised>) {
     let (tx, rx) = mpsc::channel(4096);
-    let hub = Arc::new(AlertHub { cfg: cfg.clone(), tx, dedupe: Mutex::new(HashMap::new()), metrics: metrics.clone() });
+    let hub = Arc::new(AlertHub {
+        cfg: ArcSwap::from_pointee(cfg.clone()),
+        tx,
+        dedupe: Mutex::new(HashMap::new()),
+        metrics: metrics.clone(),
+    });
     let worker = Arc::new(Worker {
-        cfg,
+        cfg: ArcSwap::from_pointee(cfg),
         store,
-        sender: Arc::new(sender),
+        sender: ArcSwap::from_pointee(sender),
         metrics,
         pending: Mutex::new(HashMap::new()),
         in_flight: Mutex::new(HashSet::new()),
@@ -163,6 +173,15 @@ pub fn new(
         wake: Notify::new(),
     });
     (hub, worker, rx)
+}
+
+/// New alert settings and channels from a configuration reload; queued alerts stay queued
+/// (an alert for a channel that no longer exists fails its next attempt, visibly).
+pub fn reconfigure(hub: &AlertHub, worker: &Worker, cfg: AlertsConfig, sender: Sender) {
+    hub.cfg.store(Arc::new(cfg.clone()));
+    worker.cfg.store(Arc::new(cfg));
+    worker.sender.store(Arc::new(sender));
+    worker.wake.notify_one();
 }
 
 impl Worker {
@@ -193,7 +212,7 @@ impl Worker {
     }
 
     pub fn has_channel(&self, name: &str) -> bool {
-        self.sender.has(name)
+        self.sender.load().has(name)
     }
 
     async fn persist(&self, raised: Raised) {
@@ -234,7 +253,7 @@ impl Worker {
 
     /// Takes a delivery slot for `channel` if its rate limit allows.
     fn take_slot(&self, channel: &str, now: i64) -> bool {
-        let limit = self.sender.rate_per_minute(channel).unwrap_or(60) as usize;
+        let limit = self.sender.load().rate_per_minute(channel).unwrap_or(60) as usize;
         let Ok(mut s) = self.sent.lock() else { return false };
         let q = s.entry(channel.to_string()).or_default();
         while q.front().is_some_and(|t| now - t >= 60_000) {
@@ -248,8 +267,9 @@ impl Worker {
     }
 
     fn backoff_ms(&self, attempts: u32) -> i64 {
-        let base = self.cfg.backoff_initial.as_millis() as i64;
-        let max = self.cfg.backoff_max.as_millis() as i64;
+        let cfg = self.cfg.load();
+        let base = cfg.backoff_initial.as_millis() as i64;
+        let max = cfg.backoff_max.as_millis() as i64;
         base.saturating_mul(1i64 << attempts.saturating_sub(1).min(30)).min(max)
     }
 
@@ -280,7 +300,8 @@ impl Worker {
     }
 
     async fn deliver(self: Arc<Self>, mut rec: AlertRecord) {
-        let result = self.sender.send(&rec.channel, &rec.event, self.cfg.timeout).await;
+        let (sender, cfg) = (self.sender.load_full(), self.cfg.load_full());
+        let result = sender.send(&rec.channel, &rec.event, cfg.timeout).await;
         rec.attempts += 1;
         let outcome = match result {
             Ok(()) => {
@@ -292,7 +313,7 @@ impl Worker {
             Err(e) => {
                 tracing::warn!(alert = rec.id, channel = %rec.channel, attempt = rec.attempts, error = %e, "alert delivery failed");
                 rec.last_error = Some(e);
-                if rec.attempts >= self.cfg.max_attempts {
+                if rec.attempts >= cfg.max_attempts {
                     rec.status = "dead".into();
                     "dead"
                 } else {
@@ -319,7 +340,7 @@ impl Worker {
 
     /// Deletes delivered and dead alerts older than `alerts.retention`.
     async fn purge(&self) {
-        let cutoff = now_ms() - self.cfg.retention.as_millis() as i64;
+        let cutoff = now_ms() - self.cfg.load().retention.as_millis() as i64;
         if let Ok(all) = self.store.alerts().await {
             let old: Vec<u64> =
                 all.iter().filter(|r| r.status != "pending" && r.created < cutoff).map(|r| r.id).collect();

@@ -51,6 +51,8 @@ pub struct Config {
     /// `None`: this instance runs alone on sled.
     pub cluster: Option<ClusterConfig>,
     pub log: LogConfig,
+    /// The file this was read from (`None` when built from a string): what a reload re-reads.
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// Multi-instance replication through Redis (see `cluster/`).
@@ -556,7 +558,9 @@ impl Config {
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors(vec![issue("(file)", &format!("cannot read {}: {e}", path.display()))]))?;
-        Config::from_toml_str(&text)
+        let mut cfg = Config::from_toml_str(&text)?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
     }
 }
 
@@ -1154,6 +1158,7 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
         alerts,
         cluster,
         log: LogConfig { level, format },
+        source: None,
     }
 }
 

@@ -98,7 +98,7 @@ pub async fn handle(
                     tracing::error!(request_id = %ctx.request_id, route = ctx.route.as_str(), reason = e.reason(), "gateway failure: {e}")
                 }
             }
-            e.into_response(st.cfg.backend.error_shape)
+            e.into_response(st.cfg().backend.error_shape)
         }
     };
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
@@ -126,7 +126,7 @@ fn record_metrics(st: &AppState, ctx: &RequestCtx, res: &Response<Body>, total: 
 
 fn headers_from_trusted(st: &AppState, peer: SocketAddr) -> bool {
     let ip = peer.ip();
-    st.cfg.server.trusted_proxies.iter().any(|n| n.contains(&ip))
+    st.cfg().server.trusted_proxies.iter().any(|n| n.contains(&ip))
 }
 
 async fn handle_inner(
@@ -134,16 +134,18 @@ async fn handle_inner(
     ctx: &mut RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
+    // One configuration for the whole request, even if a reload lands meanwhile.
+    let cfg = st.config.load_full();
     let (parts, body) = req.into_parts();
     let normalized = routes::normalize_path(parts.uri.path());
-    let matched = classify(st, ctx, &parts, &normalized);
+    let matched = classify(&cfg, ctx, &parts, &normalized);
     let body = read_body(st, ctx.route, &parts.headers, body).await?;
     let json = body_json(&body);
     let matched = apply_body_condition(ctx, matched, json.as_ref());
     let creds = credentials(st, ctx.route, &parts.headers, json.as_ref());
     enforce(st, ctx, &creds).await?;
     if ctx.route == RouteClass::UserApi {
-        let rest = &normalized[st.cfg.user_api.prefix.len()..];
+        let rest = &normalized[st.cfg().user_api.prefix.len()..];
         // The gateway answers these itself, so it checks the access token's expiry itself.
         let expired = ctx.access_exp.is_some_and(|exp| exp < now_ms() / 1000);
         let current = ctx.session.clone().filter(|_| !expired);
@@ -160,12 +162,11 @@ async fn handle_inner(
 /// Phase 1: decide the route class from method and path alone; note client IP (and agent, on
 /// auth routes).
 fn classify<'a>(
-    st: &'a AppState,
+    cfg: &'a crate::config::Config,
     ctx: &mut RequestCtx,
     parts: &http::request::Parts,
     normalized: &str,
 ) -> Option<RouteMatch<'a>> {
-    let cfg = &st.cfg;
     ctx.client_ip = headers::client_ip(ctx.peer.ip(), &parts.headers, &cfg.server.trusted_proxies);
     let prefix = &cfg.user_api.prefix;
     if cfg.user_api.enabled
@@ -199,7 +200,7 @@ async fn read_body(
     if !route.is_auth() {
         return Ok(ReqBody::Stream(body));
     }
-    let max = st.cfg.server.max_body_bytes;
+    let max = st.cfg().server.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
@@ -237,7 +238,7 @@ fn apply_body_condition<'a>(
 
 /// Phase 3: which tokens the request presents.
 fn credentials(st: &AppState, route: RouteClass, headers: &HeaderMap, json: Option<&Value>) -> Creds {
-    let x = &st.cfg.extract;
+    let x = &st.cfg().extract;
     let access = tokens::bearer(headers)
         .or_else(|| x.access_cookie.as_deref().and_then(|n| tokens::cookie(headers, n)))
         .map(str::to_string);
@@ -311,7 +312,8 @@ async fn check_token(
         Check::Unknown => {
             // A token we never saw may still belong to a tracked backend session (issued by
             // the backend directly). Its claims count only once its signature verifies.
-            if let (true, Some(v), Some(claim)) = (is_access, &st.verifier, st.cfg.extract.session_id_claim.as_deref())
+            if let (true, Some(v), Some(claim)) =
+                (is_access, &st.verifier, st.cfg().extract.session_id_claim.as_deref())
             {
                 if let Some(claims) = v.verify(token) {
                     if let Some(live) = tokens::claim_str(&claims, claim).and_then(|a| st.sessions.by_alias(&a)) {
@@ -377,11 +379,11 @@ fn upstream_request(
     headers::forward_request_headers(
         &mut parts.headers,
         ctx.peer.ip(),
-        &st.cfg.server.trusted_proxies,
+        &st.cfg().server.trusted_proxies,
         ctx.tls,
         host.as_ref(),
     );
-    let upstream_host = if st.cfg.upstream.preserve_host { host } else { None };
+    let upstream_host = if st.cfg().upstream.preserve_host { host } else { None };
     match upstream_host.or_else(|| HeaderValue::from_str(st.upstream.authority().as_str()).ok()) {
         Some(h) => parts.headers.insert(header::HOST, h),
         None => parts.headers.remove(header::HOST),
@@ -434,7 +436,7 @@ async fn observe(
         }
         return Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()));
     }
-    let bytes = http_body_util::Limited::new(body, st.cfg.upstream.max_response_body_bytes)
+    let bytes = http_body_util::Limited::new(body, st.cfg().upstream.max_response_body_bytes)
         .collect()
         .await
         .map_err(|_| GatewayError::BadAuthResponse("response body too large or unreadable"))?
@@ -463,7 +465,7 @@ async fn observe(
 
 /// Access and refresh tokens of a backend response (JSON pointers, then `Set-Cookie`).
 fn issued_from(st: &AppState, headers: &HeaderMap, json: Option<&Value>) -> Option<Issued> {
-    let x = &st.cfg.extract;
+    let x = &st.cfg().extract;
     let access = json
         .and_then(|j| tokens::pointer_str(j, &x.access_token))
         .or_else(|| x.access_cookie.as_deref().and_then(|n| tokens::set_cookie(headers, n)))?;
@@ -486,7 +488,7 @@ async fn create(
     issued: Issued,
     kind: &'static str,
 ) -> Result<Arc<Live>, GatewayError> {
-    let x = &st.cfg.extract;
+    let x = &st.cfg().extract;
     let claims = tokens::response_claims(&issued.access);
     let claim = |name: Option<&str>| name.and_then(|n| claims.as_ref().and_then(|c| tokens::claim_str(c, n)));
     let user_id = x
@@ -569,8 +571,9 @@ async fn create(
         triggers.push(("anonymizer".into(), None));
     }
     st.risk.record_login(&user_id, geo.as_ref(), &device, now);
-    let tenant_id = claim(st.cfg.sessions.tenant_claim.as_deref()).or_else(|| {
-        let h = st.cfg.sessions.tenant_header.as_ref()?;
+    let tenant_id = claim(st.cfg().sessions.tenant_claim.as_deref()).or_else(|| {
+        let cfg = st.cfg();
+        let h = cfg.sessions.tenant_header.as_ref()?;
         req_headers.get(h).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(128).collect())
     });
     let origin = Origin {
@@ -674,7 +677,7 @@ fn deny_login(
     };
     st.alerts.raise("login_refused", &facts);
     st.audit.record(Event::new(d.event).user(user_id).ip(ctx.client_ip).actor("client").details(details));
-    let (up, cfg) = (st.upstream.clone(), st.cfg.clone());
+    let (up, cfg) = (st.upstream.clone(), st.config.load_full());
     tokio::spawn(crate::session::revoke::revoke(
         up,
         cfg,
@@ -693,7 +696,7 @@ async fn learn_refresh(st: &AppState, ctx: &mut RequestCtx, creds: &Creds, issue
             if live.is_ended() {
                 // Ended while the refresh was in flight: the new tokens are indexed under the
                 // ended session (refused), and revoked at the backend.
-                let (up, cfg) = (st.upstream.clone(), st.cfg.clone());
+                let (up, cfg) = (st.upstream.clone(), st.config.load_full());
                 tokio::spawn(crate::session::revoke::revoke(
                     up,
                     cfg,
@@ -736,7 +739,7 @@ async fn learn_credential_change(
     json: Option<&Value>,
     issued: Option<Issued>,
 ) -> Result<(), GatewayError> {
-    let x = &st.cfg.extract;
+    let x = &st.cfg().extract;
     let user = x
         .credential_user_param
         .as_deref()

@@ -18,7 +18,7 @@ use crate::store::SessionRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -75,19 +75,33 @@ fn device_key(d: &Device) -> String {
 }
 
 pub struct Risk {
-    cfg: RiskConfig,
-    fence: GeofenceConfig,
+    /// Scoring rules and fences; swapped whole by a configuration reload.
+    conf: arc_swap::ArcSwap<RiskConf>,
     history: Mutex<HashMap<String, UserHistory>>,
     failures: Mutex<HashMap<IpAddr, VecDeque<i64>>>,
 }
 
+struct RiskConf {
+    cfg: RiskConfig,
+    fence: GeofenceConfig,
+}
+
 impl Risk {
     pub fn new(cfg: RiskConfig, fence: GeofenceConfig) -> Risk {
-        Risk { cfg, fence, history: Mutex::new(HashMap::new()), failures: Mutex::new(HashMap::new()) }
+        Risk {
+            conf: arc_swap::ArcSwap::from_pointee(RiskConf { cfg, fence }),
+            history: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// New rules and fences for the logins that follow; login history and failure counts stay.
+    pub fn reconfigure(&self, cfg: RiskConfig, fence: GeofenceConfig) {
+        self.conf.store(Arc::new(RiskConf { cfg, fence }));
     }
 
     pub fn enabled(&self) -> bool {
-        self.cfg.enabled
+        self.conf.load().cfg.enabled
     }
 
     /// Adds a stored session to the per-user history (at startup).
@@ -141,16 +155,18 @@ impl Risk {
 
     /// Country fencing: `Err(why)` when the login must be refused.
     pub fn check_fence(&self, geo: &GeoInfo, role: Option<&str>, ip: IpAddr) -> Result<(), String> {
-        fence::check(&self.fence, geo, role, ip)
+        fence::check(&self.conf.load().fence, geo, role, ip)
     }
 
     /// Scores a login (signals, then rules in order) and decides alert / deny.
     pub fn assess(&self, f: &LoginFacts<'_>) -> Assessment {
         let mut a = Assessment::default();
-        if !self.cfg.enabled {
+        let conf = self.conf.load();
+        let cfg = &conf.cfg;
+        if !cfg.enabled {
             return a;
         }
-        let w = &self.cfg.weights;
+        let w = &cfg.weights;
         let g = f.geo;
         let mut add = |name: &str, points: u32, on: bool| {
             if on && points > 0 {
@@ -180,7 +196,7 @@ impl Risk {
             (new_country, new_device, travel)
         };
         a.travel_kmh = travel;
-        let impossible = travel.is_some_and(|k| k > self.cfg.impossible_travel_kmh);
+        let impossible = travel.is_some_and(|k| k > cfg.impossible_travel_kmh);
         add("new_country", w.new_country, new_country);
         add("new_device", w.new_device, new_device);
         add("impossible_travel", w.impossible_travel, impossible);
@@ -193,7 +209,7 @@ impl Risk {
         a.new_device = new_device;
         a.impossible_travel = impossible;
         a.failed_logins = failed;
-        for rule in &self.cfg.rules {
+        for rule in &cfg.rules {
             let ctx = context(f, &a, score);
             let holds = match rule.program.execute(&ctx) {
                 Ok(cel::Value::Bool(b)) => b,
@@ -225,10 +241,10 @@ impl Risk {
             }
         }
         a.score = score as u32;
-        if self.cfg.deny_at.is_some_and(|d| a.score >= d) {
+        if cfg.deny_at.is_some_and(|d| a.score >= d) {
             a.deny.get_or_insert_with(|| "score".to_string());
         }
-        a.alert = a.score >= self.cfg.alert_at;
+        a.alert = a.score >= cfg.alert_at;
         a
     }
 }

@@ -89,9 +89,15 @@ impl Gateway {
         Self::start(&backend.url(), "").await
     }
 
+    /// The configuration file the gateway was started from (what a reload re-reads).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.toml")
+    }
+
     async fn boot(&mut self) {
-        let cfg =
-            Config::from_toml_str(&self.toml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{}", self.toml));
+        std::fs::write(self.config_path(), &self.toml).expect("write config");
+        let cfg = Config::from_file(&self.config_path())
+            .unwrap_or_else(|e| panic!("test config invalid: {e}\n{}", self.toml));
         let listeners = sessiongate::Listeners::bind(&cfg).expect("bind");
         let running = sessiongate::start(cfg, listeners).await.expect("gateway starts");
         self.addr = running.public_addr;
@@ -99,11 +105,13 @@ impl Gateway {
         self.running = Some(running);
     }
 
-    /// Deep-merges `extra` into the configuration used from the next (re)start on.
+    /// Deep-merges `extra` into the configuration file, used from the next (re)start or
+    /// reload on.
     pub fn reconfigure(&mut self, extra: &str) {
         let mut base: toml::Table = self.toml.parse().expect("current config");
         merge(&mut base, extra.parse::<toml::Table>().expect("extra TOML"));
         self.toml = toml::to_string(&base).expect("serialise config");
+        std::fs::write(self.config_path(), &self.toml).expect("write config");
     }
 
     /// Stops the gateway (draining) and starts it again on the same data directory.
