@@ -37,6 +37,8 @@ pub struct Metrics {
 
 /// Replication (see `cluster/`). Registered always; zero when running alone.
 pub struct ClusterMetrics {
+    /// 1 when `[cluster]` is configured (so alerts on `connected` skip standalone instances).
+    pub enabled: IntGauge,
     /// 1 while this instance reaches Redis, 0 while it is isolated.
     pub connected: IntGauge,
     /// Events by direction (`published`, `applied`, `skipped`) and kind.
@@ -139,6 +141,7 @@ impl Metrics {
         ));
         must(registry.register(Box::new(apply_delay.clone())));
         let cluster = ClusterMetrics {
+            enabled: gauge("cluster_enabled", "1 when this instance replicates through Redis ([cluster] configured)"),
             connected: gauge("cluster_connected", "1 while Redis is reachable, 0 while this instance is isolated"),
             events: counter("cluster_events_total", "Replication events by direction and kind", &["direction", "kind"]),
             publish_failures: single("cluster_publish_failures_total", "Failed attempts to publish to Redis"),

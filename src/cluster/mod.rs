@@ -135,6 +135,7 @@ impl Cluster {
     /// directory, else `cluster.node_slot`, else a fresh one from Redis (which must then be
     /// reachable: ids must never collide).
     pub async fn new(cfg: &ClusterConfig, store: Store, metrics: Arc<Metrics>) -> Result<Cluster, StartupError> {
+        metrics.cluster.enabled.set(1);
         let url = match &cfg.redis_url {
             None => None,
             Some(ValueSource::Literal(u)) => Some(u.clone()),

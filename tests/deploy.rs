@@ -1,0 +1,146 @@
+//! The deploy kit (deploy/): Prometheus files checked by promtool, metric names used by alerts
+//! and the Grafana dashboard exist, and the shipped gateway configurations validate.
+
+use std::path::Path;
+use std::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const BIN: &str = env!("CARGO_BIN_EXE_sessiongate");
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn promtool(args: &[&str]) {
+    // .ci/test installs promtool (Debian's `prometheus` package); a missing one is a failure.
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(Path::new(ROOT).join("deploy/prometheus"))
+        .output()
+        .expect("promtool is installed by .ci/test");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn prometheus_config_and_alert_rules_pass_promtool_and_their_unit_tests() {
+    promtool(&["check", "config", "prometheus.yml"]);
+    promtool(&["check", "rules", "alerts.yml"]);
+    promtool(&["test", "rules", "alerts_test.yml"]);
+}
+
+/// `sessiongate_*` names in a text, without histogram suffixes.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("sessiongate_") {
+        let tail = &rest[i + "sessiongate_".len()..];
+        let end = tail.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(tail.len());
+        let mut name = &tail[..end];
+        for suffix in ["_bucket", "_sum", "_count"] {
+            name = name.strip_suffix(suffix).unwrap_or(name);
+        }
+        if !name.is_empty() {
+            out.push(name.to_string());
+        }
+        rest = &tail[end..];
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn alerts_and_dashboard_use_only_metrics_the_gateway_exports() {
+    let defined = read("src/metrics.rs");
+    let alerts = read("deploy/prometheus/alerts.yml");
+    let dashboard = read("deploy/grafana/sessiongate-dashboard.json");
+    let d: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let panels = d["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    for p in panels {
+        assert!(p["targets"].as_array().is_some_and(|t| !t.is_empty()), "panel without query: {}", p["title"]);
+    }
+    let used = [metric_names(&alerts), metric_names(&dashboard)].concat();
+    assert!(used.len() > 20, "{used:?}");
+    for name in used {
+        assert!(defined.contains(&format!("\"{name}\"")), "sessiongate_{name} is not a metric of src/metrics.rs");
+    }
+}
+
+fn check_config(toml: &str, what: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, toml).expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .arg(&file)
+        .env("SESSION_ENCRYPTION_KEY", "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=")
+        .env("SESSIONGATE_ADMIN_TOKEN", "an-admin-token-of-some-length")
+        .env("REDIS_URL", "redis://redis:6379")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{what}:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn shipped_gateway_configurations_validate() {
+    check_config(&read("deploy/gateway.toml"), "deploy/gateway.toml");
+    // The ConfigMap's embedded file.
+    let k8s = read("deploy/kubernetes/sessiongate.yaml");
+    let start = k8s.find("gateway.toml: |\n").expect("ConfigMap entry") + "gateway.toml: |\n".len();
+    let embedded: String = k8s[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert!(embedded.contains("[cluster]"), "{embedded}");
+    check_config(&embedded, "ConfigMap gateway.toml");
+    // The Kubernetes probes and the systemd unit name routes and commands that exist.
+    for probe in ["path: /readyz", "path: /healthz", "replicas: 2", "kind: PodDisruptionBudget", "kind: Secret"] {
+        assert!(k8s.contains(probe), "{probe}");
+    }
+    let unit = read("deploy/systemd/sessiongate.service");
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID") && unit.contains("NoNewPrivileges=true"));
+    let docker = read("deploy/Dockerfile");
+    for copied in ["Cargo.toml", "Cargo.lock", "src", "examples", "deploy/gateway.toml"] {
+        assert!(Path::new(ROOT).join(copied).exists(), "Dockerfile copies {copied}, which does not exist");
+        assert!(docker.contains(copied));
+    }
+    assert!(docker.contains("USER 10001"), "the image runs as non-root");
+}
+
+#[test]
+fn systemd_unit_verifies_and_scores_as_well_hardened() {
+    // systemd-analyze (installed by .ci/test) checks the unit's syntax and commands; the
+    // binary path is pointed at the test build.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = dir.path().join("sessiongate.service");
+    std::fs::write(&unit, read("deploy/systemd/sessiongate.service").replace("/usr/local/bin/sessiongate", BIN))
+        .expect("write");
+    let out = Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("systemd-analyze");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Exposure score 0 (best) … 10; the unit scores about 1.4.
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for sessiongate.service: ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
+    assert!(out.status.success() && score <= 2.0, "exposure {score}:\n{text}");
+}
