@@ -3,8 +3,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use support::MockStrapi;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessiongate");
@@ -50,50 +49,8 @@ fn keygen_prints_fresh_32_byte_keys() {
 
 /// Starts the binary; returns the child, its public address and the stderr lines read so far.
 fn spawn(config: &std::path::Path) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .env_remove("SESSION_ENCRYPTION_KEY")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut addr = None;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut early = Vec::new();
-    while addr.is_none() && std::time::Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(a) = v["public"].as_str() {
-                    addr = Some(a.to_string());
-                }
-            }
-            early.push(line);
-        }
-    }
-    let addr = addr.unwrap_or_else(|| panic!("gateway did not report its address:\n{}", early.join("\n")));
-    let (tx2, rx2) = std::sync::mpsc::channel();
-    for l in early {
-        let _ = tx2.send(l);
-    }
-    std::thread::spawn(move || {
-        for l in rx {
-            if tx2.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    (child, addr, rx2)
+    let s = support::process::spawn_binary(config);
+    (s.child, s.public, s.logs)
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod process;
 pub mod receivers;
 pub mod redis;
 pub mod strapi;
@@ -228,12 +229,17 @@ impl Req {
         self
     }
     pub async fn send(self) -> Resp {
+        self.send_result().await.expect("request sent and answered")
+    }
+
+    /// Like `send`, but a connection failure (e.g. the server was killed) is an `Err`.
+    pub async fn send_result(self) -> Result<Resp, String> {
         let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let req = self.req.body(Full::new(self.body)).expect("request");
-        let res = client.request(req).await.expect("request sent");
+        let res = client.request(req).await.map_err(|e| e.to_string())?;
         let (parts, body) = res.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Resp { status: parts.status, headers: parts.headers, body }
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Resp { status: parts.status, headers: parts.headers, body })
     }
 }
 
