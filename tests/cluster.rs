@@ -462,3 +462,107 @@ fn mkdir(p: PathBuf) -> PathBuf {
     std::fs::create_dir_all(&p).expect("mkdir");
     p
 }
+
+/// Redis chaos under traffic: paused (SIGSTOP), killed and restarted while two instances serve
+/// requests, log users in and end sessions. No request waits on Redis beyond the configured
+/// command timeout (in fact none waits on it at all), and both instances end up agreeing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_killed_and_restarted_during_traffic_blocks_no_request_and_instances_converge() {
+    logs();
+    let Setup { mut redis, backend, dir: _dir, key } = Setup::new().await;
+    let command_timeout = Duration::from_secs(1);
+    let a = std::sync::Arc::new(Gateway::start(&backend.url(), &member(&redis, &key, "A", "")).await);
+    let b = std::sync::Arc::new(Gateway::start(&backend.url(), &member(&redis, &key, "B", "")).await);
+    let mut live: Vec<Login> = Vec::new();
+    for i in 0..12 {
+        live.push(a.login(&format!("user{i}")).await);
+    }
+    assert!(until(5, || async { b.state().sessions.counts().0 == 12 }).await);
+
+    // Traffic on both instances until told to stop; the slowest request is kept.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tokens: Vec<String> = live.iter().map(|l| l.jwt.clone()).collect();
+    let mut traffic = Vec::new();
+    for gw in [a.clone(), b.clone()] {
+        let (stop, tokens) = (stop.clone(), tokens.clone());
+        traffic.push(tokio::spawn(async move {
+            let (mut slowest, mut n) = (Duration::ZERO, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t0 = Instant::now();
+                gw.get("/api/articles").bearer(&tokens[n as usize % tokens.len()]).send().await;
+                slowest = slowest.max(t0.elapsed());
+                n += 1;
+            }
+            (slowest, n)
+        }));
+    }
+    let timed = |d: Duration, what: &str| assert!(d < command_timeout, "{what} took {d:?} while Redis was down");
+    let mut ended: Vec<String> = Vec::new();
+    // Session ids of logins made during the chaos (read on the instance that made them).
+    let mut new_logins: Vec<String> = Vec::new();
+
+    // 1. Paused: connections stay open, nothing answers.
+    redis.pause();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for l in &live[0..3] {
+        let t0 = Instant::now();
+        terminate(&b, &sid_of(&b, &l.jwt).await).await;
+        timed(t0.elapsed(), "a termination");
+        ended.push(l.jwt.clone());
+    }
+    let t0 = Instant::now();
+    let l = a.login("user20").await;
+    timed(t0.elapsed(), "a login");
+    new_logins.push(sid_of(&a, &l.jwt).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.resume();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 2. Killed, with changes on both sides, then restarted.
+    redis.kill();
+    for l in &live[3..6] {
+        let t0 = Instant::now();
+        terminate(&a, &sid_of(&a, &l.jwt).await).await;
+        timed(t0.elapsed(), "a termination");
+        ended.push(l.jwt.clone());
+    }
+    let t0 = Instant::now();
+    let l = b.login("user21").await;
+    timed(t0.elapsed(), "a login");
+    new_logins.push(sid_of(&b, &l.jwt).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.restart().await;
+
+    // 3. A short pause again right after the restart.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.pause();
+    terminate(&b, &sid_of(&b, &live[6].jwt).await).await;
+    ended.push(live[6].jwt.clone());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.resume();
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in traffic {
+        let (slowest, n) = t.await.expect("join");
+        assert!(n > 20, "traffic ran ({n} requests)");
+        timed(slowest, "a proxied request");
+    }
+    // Converged: every ending refused everywhere, every login known everywhere.
+    for jwt in &ended {
+        for gw in [&a, &b] {
+            assert!(until(20, || async { refuses(gw, jwt).await }).await, "an ending did not reach every instance");
+        }
+    }
+    for sid in &new_logins {
+        assert!(until(10, || async { knows(&a, sid) && knows(&b, sid) }).await, "a login did not reach every instance");
+    }
+    assert!(
+        until(10, || async { a.state().sessions.counts() == b.state().sessions.counts() }).await,
+        "counts differ: {:?} vs {:?}",
+        a.state().sessions.counts(),
+        b.state().sessions.counts()
+    );
+    for l in &live[7..] {
+        assert_eq!(b.get("/api/articles").bearer(&l.jwt).send().await.status, 200, "untouched sessions stay live");
+    }
+}
