@@ -66,6 +66,15 @@ impl Upstream {
 
 fn classify(e: hyper_util::client::legacy::Error) -> GatewayError {
     use std::error::Error;
+    // A client's request body that breaks while it is streamed upstream (a bad chunk size, a
+    // connection cut mid-upload) is the client's fault, not the backend's.
+    let mut src: Option<&(dyn Error + 'static)> = e.source();
+    while let Some(s) = src {
+        if s.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_user() && h.source().is_some()) {
+            return GatewayError::BadRequest("request body could not be read");
+        }
+        src = s.source();
+    }
     // A connect timeout surfaces as a connect error whose source chain holds a timeout.
     let mut src: Option<&(dyn Error + 'static)> = e.source();
     while let Some(s) = src {
