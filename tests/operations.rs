@@ -6,6 +6,7 @@ mod support;
 use http::Method;
 use serde_json::{json, Value};
 use std::process::Command;
+use std::time::{Duration, Instant};
 use support::{direct, Gateway, MockStrapi, ADMIN_TOKEN, PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessiongate");
@@ -24,6 +25,21 @@ async fn cli(gw: &Gateway, args: &[&str]) -> std::process::Output {
     })
     .await
     .expect("join")
+}
+
+/// Waits (up to 5 s: the audit log is written in the background) until the audit events of
+/// `kind` satisfy `check`.
+async fn audited(gw: &Gateway, kind: &str, check: impl Fn(&[Value]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let audit =
+            gw.admin(Method::GET, &format!("/magic-sessionmanager/audit?type={kind}&format=json")).send().await.json();
+        if check(audit["data"].as_array().map(Vec::as_slice).unwrap_or(&[])) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{kind} not audited as expected: {audit}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn text(o: &std::process::Output) -> String {
@@ -71,8 +87,7 @@ async fn rotate_key_reseals_every_stored_token_online() {
     // Idempotent: a second run finds nothing to do.
     let out = cli(&gw, &["rotate-key"]).await;
     assert!(out.status.success() && text(&out).contains("0 re-sealed"), "{}", text(&out));
-    let audit = gw.admin(Method::GET, "/magic-sessionmanager/audit?type=key_rotation&format=json").send().await.json();
-    assert!(audit["data"].as_array().is_some_and(|a| a.len() >= 2), "{audit}");
+    audited(&gw, "key_rotation", |events| events.iter().filter(|e| e["details"]["state"] == "done").count() >= 2).await;
 
     // The old key can go: sessions and their stored tokens survive.
     gw.reconfigure("[sessions]\nprevious_keys_file = \"\"\n");
@@ -307,10 +322,9 @@ async fn reload_applies_routes_rules_and_limits_keeps_connections_and_refuses_ba
     assert_eq!(res.status, 413, "the previous configuration stays in force");
     assert_eq!(on_connection(&mut conn, "/api/articles", &alice.jwt).await, 200);
 
-    let audit = gw.admin(Method::GET, "/magic-sessionmanager/audit?type=config_reload&format=json").send().await.json();
-    let results: Vec<String> = audit["data"]
-        .as_array()
-        .map(|a| a.iter().map(|e| e["details"]["result"].as_str().unwrap_or("").to_string()).collect())
-        .unwrap_or_default();
-    assert!(results.contains(&"applied".to_string()) && results.contains(&"refused".to_string()), "{audit}");
+    audited(&gw, "config_reload", |events| {
+        let results: Vec<&str> = events.iter().filter_map(|e| e["details"]["result"].as_str()).collect();
+        results.contains(&"applied") && results.contains(&"refused")
+    })
+    .await;
 }
