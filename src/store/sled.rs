@@ -1,7 +1,7 @@
 //! The only module that calls sled.
 //!
-//! Every call runs in `spawn_blocking`: sled's reads may touch the disk and its writes may block
-//! on its log. Durability comes from [`SledStore::flush`], which callers request for every
+//! Every call runs in `spawn_blocking` or on the store's writer thread (transactions, see
+//! [`run_writer`]): sled's reads may touch the disk and its writes may block on its log. Durability comes from [`SledStore::flush`], which callers request for every
 //! change they acknowledge (a session ending must survive a crash). Concurrent flush requests
 //! share one fsync (group commit). sled's own `flush_async` is not used: it parks a thread of
 //! sled's small I/O pool per call, and enough concurrent calls starve the pool of the very
@@ -33,6 +33,106 @@ pub struct SledStore {
     alerts: sled::Tree,
     outbox: sled::Tree,
     sync: std::sync::Arc<FlushSync>,
+    /// The transaction writer (see [`run_writer`]) and the trees its transactions touch.
+    writer: std::sync::mpsc::Sender<Write>,
+    tx_trees: std::sync::Arc<TxTrees>,
+}
+
+/// Changes encoded for the transaction writer.
+struct Encoded {
+    sessions: Vec<(u64, Vec<u8>)>,
+    tokens: Vec<(TokenHash, Vec<u8>)>,
+    delete_tokens: Vec<TokenHash>,
+    delete_sessions: Vec<u64>,
+    max_id: Option<u64>,
+    meta: Vec<(&'static str, Vec<u8>)>,
+    outbox: Vec<Vec<u8>>,
+}
+
+struct Write {
+    changes: Encoded,
+    /// Carried by each write rather than held by the writer thread, so dropping the last store
+    /// handle closes the database at once (a restart can reopen the directory immediately).
+    trees: std::sync::Arc<TxTrees>,
+    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The trees a transaction touches.
+struct TxTrees {
+    db: sled::Db,
+    sessions: sled::Tree,
+    tokens: sled::Tree,
+    touches: sled::Tree,
+    meta: sled::Tree,
+    outbox: sled::Tree,
+}
+
+/// Most change sets merged into one transaction.
+const MAX_BATCH: usize = 256;
+
+/// One thread applies every change set. What queued up while a transaction ran is merged into
+/// the next one — in arrival order, with the same effect as one transaction each — so a burst
+/// of logins costs a few transactions instead of one each (sled transactions over five trees
+/// were the bulk of a login's cost). Ends when the last store handle is dropped.
+fn run_writer(rx: std::sync::mpsc::Receiver<Write>) {
+    while let Ok(first) = rx.recv() {
+        let trees = first.trees.clone();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let result = write_batch(&trees, &batch);
+        drop(trees);
+        for w in batch {
+            let _ = w.done.send(result.as_ref().map(|_| ()).map_err(|e| StoreError::Sled(e.clone())));
+        }
+    }
+}
+
+fn write_batch(t: &TxTrees, batch: &[Write]) -> Result<(), String> {
+    let mut outbox_ids = Vec::new();
+    for w in batch {
+        for _ in &w.changes.outbox {
+            outbox_ids.push(t.db.generate_id().map_err(|e| e.to_string())?);
+        }
+    }
+    (&t.sessions, &t.tokens, &t.touches, &t.meta, &t.outbox)
+        .transaction(|(sessions, tok, touches, meta, out)| {
+            let mut ids = outbox_ids.iter();
+            for c in batch.iter().map(|w| &w.changes) {
+                for (id, v) in &c.sessions {
+                    sessions.insert(&id.to_be_bytes(), v.as_slice())?;
+                }
+                for (h, v) in &c.tokens {
+                    tok.insert(h, v.as_slice())?;
+                }
+                for h in &c.delete_tokens {
+                    tok.remove(h)?;
+                }
+                for id in &c.delete_sessions {
+                    sessions.remove(&id.to_be_bytes())?;
+                    touches.remove(&id.to_be_bytes())?;
+                }
+                if let Some(max) = c.max_id {
+                    let cur = meta.get(MAX_ID)?.map(|v| decode_i64(&v) as u64).unwrap_or(0);
+                    if max > cur {
+                        meta.insert(MAX_ID, &(max as i64).to_be_bytes())?;
+                    }
+                }
+                for (k, v) in &c.meta {
+                    meta.insert(k.as_bytes(), v.as_slice())?;
+                }
+                for e in &c.outbox {
+                    let id = ids.next().copied().unwrap_or_default();
+                    out.insert(&id.to_be_bytes(), e.as_slice())?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))
 }
 
 /// Group commit: each flush request takes a ticket; one fsync covers every ticket taken before
@@ -72,16 +172,34 @@ impl SledStore {
                 .mode(sled::Mode::HighThroughput)
                 .open()
                 .map_err(sled_err)?;
+            let tree = |name: &str| db.open_tree(name).map_err(sled_err);
+            let (sessions, tokens, touches, meta, outbox) =
+                (tree("sessions")?, tree("tokens")?, tree("touches")?, tree("meta")?, tree("outbox")?);
+            let tx_trees = std::sync::Arc::new(TxTrees {
+                db: db.clone(),
+                sessions: sessions.clone(),
+                tokens: tokens.clone(),
+                touches: touches.clone(),
+                meta: meta.clone(),
+                outbox: outbox.clone(),
+            });
+            let (writer, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("sessiongate-store-writer".into())
+                .spawn(move || run_writer(rx))
+                .map_err(|e| StoreError::Sled(format!("cannot start the store writer: {e}")))?;
             Ok(SledStore {
-                sessions: db.open_tree("sessions").map_err(sled_err)?,
-                tokens: db.open_tree("tokens").map_err(sled_err)?,
-                touches: db.open_tree("touches").map_err(sled_err)?,
-                meta: db.open_tree("meta").map_err(sled_err)?,
-                blocks: db.open_tree("blocks").map_err(sled_err)?,
-                audit: db.open_tree("audit").map_err(sled_err)?,
-                alerts: db.open_tree("alerts").map_err(sled_err)?,
-                outbox: db.open_tree("outbox").map_err(sled_err)?,
+                sessions,
+                tokens,
+                touches,
+                meta,
+                blocks: tree("blocks")?,
+                audit: tree("audit")?,
+                alerts: tree("alerts")?,
+                outbox,
                 sync: Default::default(),
+                writer,
+                tx_trees,
                 db,
             })
         })
@@ -118,60 +236,32 @@ impl SledStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let me = self.clone();
-        blocking(move || {
-            let encoded: Vec<(u64, Vec<u8>)> = changes
-                .put_sessions
-                .iter()
-                .map(|r| serde_json::to_vec(r).map(|v| (r.id, v)))
-                .collect::<Result<_, _>>()
-                .map_err(codec_err)?;
-            let tokens: Vec<(TokenHash, Vec<u8>)> = changes
-                .put_tokens
-                .iter()
-                .map(|(h, e)| serde_json::to_vec(e).map(|v| (*h, v)))
-                .collect::<Result<_, _>>()
-                .map_err(codec_err)?;
-            let max_id = changes.put_sessions.iter().map(|r| r.id).max();
-            let outbox: Vec<(u64, &Vec<u8>)> = changes
-                .outbox
-                .iter()
-                .map(|e| me.db.generate_id().map(|id| (id, e)))
-                .collect::<Result<_, _>>()
-                .map_err(sled_err)?;
-            (&me.sessions, &me.tokens, &me.touches, &me.meta, &me.outbox)
-                .transaction(|(sessions, tok, touches, meta, out)| {
-                    for (id, v) in &encoded {
-                        sessions.insert(&id.to_be_bytes(), v.as_slice())?;
-                    }
-                    for (h, v) in &tokens {
-                        tok.insert(h, v.as_slice())?;
-                    }
-                    for h in &changes.delete_tokens {
-                        tok.remove(h)?;
-                    }
-                    for id in &changes.delete_sessions {
-                        sessions.remove(&id.to_be_bytes())?;
-                        touches.remove(&id.to_be_bytes())?;
-                    }
-                    if let Some(max) = max_id {
-                        let cur = meta.get(MAX_ID)?.map(|v| decode_i64(&v) as u64).unwrap_or(0);
-                        if max > cur {
-                            meta.insert(MAX_ID, &(max as i64).to_be_bytes())?;
-                        }
-                    }
-                    for (k, v) in &changes.meta {
-                        meta.insert(k.as_bytes(), v.as_slice())?;
-                    }
-                    for (id, e) in &outbox {
-                        out.insert(&id.to_be_bytes(), e.as_slice())?;
-                    }
-                    Ok(())
-                })
-                .map_err(|e: sled::transaction::TransactionError<()>| sled_err(format!("{e:?}")))?;
-            Ok(())
-        })
-        .await?;
+        let sessions = changes
+            .put_sessions
+            .iter()
+            .map(|r| serde_json::to_vec(r).map(|v| (r.id, v)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(codec_err)?;
+        let tokens = changes
+            .put_tokens
+            .iter()
+            .map(|(h, e)| serde_json::to_vec(e).map(|v| (*h, v)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(codec_err)?;
+        let encoded = Encoded {
+            max_id: changes.put_sessions.iter().map(|r| r.id).max(),
+            sessions,
+            tokens,
+            delete_tokens: changes.delete_tokens,
+            delete_sessions: changes.delete_sessions,
+            meta: changes.meta,
+            outbox: changes.outbox,
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(Write { changes: encoded, trees: self.tx_trees.clone(), done })
+            .map_err(|_| StoreError::Sled("the store writer has stopped".into()))?;
+        wait.await.map_err(|_| StoreError::Sled("the store writer has stopped".into()))??;
         if durable {
             self.flush().await?;
         }
