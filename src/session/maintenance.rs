@@ -76,20 +76,14 @@ impl Sessions {
                 outcomes.push(ImportOutcome::Exists);
                 continue;
             }
-            let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * self.replication.slots
-                + self.replication.slot;
+            let id = self.allocate_id();
             let issued = Issued::new(row.token.clone(), row.refresh_token.clone(), None);
             let dev = device::parse(&row.user_agent);
             let rec = SessionRecord {
-                v: SessionRecord::VERSION,
-                id,
                 sid: format!("sess_{}", random_hex(16)),
                 document_id: super::document_id(),
-                user_id: row.user_id,
                 username: row.username,
                 email: row.email,
-                tenant_id: None,
-                device_id: None,
                 ip: row.ip.to_string(),
                 user_agent: row.user_agent,
                 device_type: dev.device_type,
@@ -100,18 +94,11 @@ impl Sessions {
                 logout_time: row.ended_at,
                 end_reason: row.ended_at.map(|_| "imported_ended".to_string()),
                 origin: "import".to_string(),
-                aliases: vec![],
                 access: Some(self.keyring.seal(&issued.access)),
                 refresh: issued.refresh.as_deref().map(|r| self.keyring.seal(r)),
                 access_exp: issued.access_exp,
                 refresh_exp: issued.refresh_exp,
-                rotation_count: 0,
-                rotations: vec![],
-                geo: None,
-                threat_score: None,
-                risk_signals: vec![],
-                tags: vec![],
-                role: None,
+                ..SessionRecord::blank(id, &row.user_id)
             };
             let e = issued.entries(id);
             lives.push(Arc::new(Live::from_record(&rec, e.iter().map(|(h, _)| *h).collect())));

@@ -456,10 +456,15 @@ impl Sessions {
         }
     }
 
+    /// A new session id, unique across a cluster: `n × slots + slot`.
+    fn allocate_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) * self.replication.slots + self.replication.slot
+    }
+
     /// Creates a session from a successful login (or an adopted refresh).
     pub async fn create(&self, origin: Origin, issued: Issued) -> Result<Arc<Live>, StoreError> {
         let now = now_ms();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) * self.replication.slots + self.replication.slot;
+        let id = self.allocate_id();
         let dev = origin.device;
         let aliases: Vec<String> = issued.backend_session.iter().cloned().collect();
         let rec = SessionRecord {
