@@ -239,7 +239,12 @@ pub fn export(st: &AdminState, q: &BTreeMap<String, String>) -> Result<Response<
             s.after = last.id;
             let mut out = String::new();
             for r in &batch {
-                let row = export_row(r);
+                // The record's last-active time is written lazily; the index has the latest.
+                let mut r = r.clone();
+                if let Some(live) = sessions.live(r.id) {
+                    r.last_active = r.last_active.max(live.last_active());
+                }
+                let row = export_row(&r);
                 if csv {
                     out.push_str(&csv_line(row.iter().map(|v| maintenance::json_text(v).unwrap_or_default())));
                 } else {

@@ -65,6 +65,9 @@ impl Sessions {
     /// reported `exists` and left alone, so re-running an import is harmless. Rows are written
     /// durably in one transaction before this returns.
     pub async fn import(&self, rows: Vec<ImportRow>) -> Result<Vec<ImportOutcome>, StoreError> {
+        // One import at a time, so two concurrent calls cannot both create the same token.
+        static IMPORTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one = IMPORTING.lock().await;
         let mut outcomes = Vec::with_capacity(rows.len());
         let mut records = Vec::new();
         let mut entries = Vec::new();
