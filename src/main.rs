@@ -48,7 +48,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     sessiongate::telemetry::init(&cfg.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match runtime(cfg.server.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -90,5 +90,21 @@ async fn wait_for_signal() {
         Err(_) => {
             let _ = ctrl_c.await;
         }
+    }
+}
+
+/// The async runtime: `threads` workers (0: one per CPU available to the process). With one,
+/// a single-threaded scheduler, which spends less CPU per request than a work-stealing one
+/// with a single worker (BENCHMARKS.md, round 3). Blocking work goes to the blocking pool
+/// either way.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     }
 }

@@ -327,6 +327,10 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_connections: usize,
+    /// Threads serving requests; 0 = one per CPU available to the process. With one, the
+    /// gateway runs on a single-threaded scheduler (measured ~14 % less CPU per request than a
+    /// one-worker work-stealing runtime; BENCHMARKS.md, round 3).
+    pub worker_threads: usize,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_body_bytes: usize,
@@ -571,6 +575,7 @@ pub fn describe(cfg: &Config) -> String {
     let d = |d: Duration| humantime::format_duration(d).to_string();
     let _ = writeln!(o, "server.listen            {}", cfg.server.listen);
     let _ = writeln!(o, "server.tls               {}", if cfg.server.tls.is_some() { "on" } else { "off" });
+    let _ = writeln!(o, "server.worker_threads    {} (0: one per CPU)", cfg.server.worker_threads);
     let _ = writeln!(
         o,
         "server.trusted_proxies   {:?}",
@@ -865,6 +870,7 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
         tls,
         trusted_proxies,
         max_connections: v.positive("server.max_connections", s.max_connections, 10_000),
+        worker_threads: s.worker_threads.unwrap_or(0),
         max_header_bytes: max_header_bytes.max(8192),
         max_headers: v.positive("server.max_headers", s.max_headers, 100),
         max_body_bytes: v.positive("server.max_body_bytes", s.max_body_bytes, 1024 * 1024),
