@@ -134,7 +134,8 @@ async fn handle_inner(
     ctx: &mut RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
-    // One configuration for the whole request, even if a reload lands meanwhile.
+    // The route match borrows from this snapshot, so a reload landing meanwhile cannot free
+    // the rule it points to (later phases read the configuration in force when they run).
     let cfg = st.config.load_full();
     let (parts, body) = req.into_parts();
     let normalized = routes::normalize_path(parts.uri.path());
