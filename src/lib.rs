@@ -360,7 +360,8 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
             jobs: Default::default(),
         });
         servers.push(tokio::spawn(proxy::serve(
-            cfg.server.clone(),
+            // Operators and probes on the admin port are not limited per address.
+            config::ServerConfig { max_connections_per_ip: 0, ..cfg.server.clone() },
             admin::handler(admin_state),
             listener,
             None,

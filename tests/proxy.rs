@@ -201,6 +201,41 @@ async fn connection_limit_closes_excess_connections() {
 }
 
 #[tokio::test]
+async fn per_address_connection_limit_closes_excess_connections_and_frees_slots() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::start(&backend.url(), "[server]\nmax_connections_per_ip = 2\n").await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn served(s: &mut tokio::net::TcpStream) -> bool {
+        if s.write_all(b"GET /api/echo HTTP/1.1\r\nhost: x\r\n\r\n").await.is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 12];
+        matches!(tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await, Ok(Ok(_)))
+            && &buf == b"HTTP/1.1 200"
+    }
+    let mut a = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let mut b = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    assert!(served(&mut a).await && served(&mut b).await, "two connections are within the limit");
+    let mut c = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    assert!(!served(&mut c).await, "a third connection from the same address is closed");
+    // The admin port is not limited per address.
+    for _ in 0..3 {
+        assert_eq!(gw.admin(Method::GET, "/healthz").send().await.status, 200);
+    }
+    drop(a);
+    let mut freed = false;
+    for _ in 0..50 {
+        let mut d = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+        if served(&mut d).await {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "a closed connection frees its slot");
+}
+
+#[tokio::test]
 async fn idle_connections_are_closed_on_both_protocols_but_not_mid_response() {
     let backend = MockStrapi::start().await;
     let gw = Gateway::start(&backend.url(), "[server]\nidle_timeout = \"300ms\"\n").await;

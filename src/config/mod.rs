@@ -327,6 +327,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_connections: usize,
+    /// Concurrent connections from one client address (peers outside `trusted_proxies`); 0: no
+    /// limit.
+    pub max_connections_per_ip: usize,
     /// Threads serving requests; 0 = one per CPU available to the process. With one, the
     /// gateway runs on a single-threaded scheduler (measured ~14 % less CPU per request than a
     /// one-worker work-stealing runtime; BENCHMARKS.md, round 3).
@@ -576,6 +579,7 @@ pub fn describe(cfg: &Config) -> String {
     let _ = writeln!(o, "server.listen            {}", cfg.server.listen);
     let _ = writeln!(o, "server.tls               {}", if cfg.server.tls.is_some() { "on" } else { "off" });
     let _ = writeln!(o, "server.worker_threads    {} (0: one per CPU)", cfg.server.worker_threads);
+    let _ = writeln!(o, "server.max_conns_per_ip  {} (0: no limit)", cfg.server.max_connections_per_ip);
     let _ = writeln!(
         o,
         "server.trusted_proxies   {:?}",
@@ -870,6 +874,7 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
         tls,
         trusted_proxies,
         max_connections: v.positive("server.max_connections", s.max_connections, 10_000),
+        max_connections_per_ip: s.max_connections_per_ip.unwrap_or(0),
         worker_threads: s.worker_threads.unwrap_or(0),
         max_header_bytes: max_header_bytes.max(8192),
         max_headers: v.positive("server.max_headers", s.max_headers, 100),

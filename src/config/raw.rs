@@ -12,6 +12,7 @@ pub struct RawServer {
     pub tls_key: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
     pub worker_threads: Option<usize>,
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,

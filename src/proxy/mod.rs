@@ -45,6 +45,46 @@ fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// Open connections per client address, for `server.max_connections_per_ip`. Peers that are
+/// trusted proxies are not counted: a load balancer carries many clients.
+struct PerIp {
+    max: usize,
+    trusted: Vec<ipnet::IpNet>,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One counted connection; released when the connection task ends.
+struct IpSlot(Arc<PerIp>, std::net::IpAddr);
+
+impl PerIp {
+    /// `Ok(None)`: not counted; `Err(())`: the address is at its limit.
+    fn acquire(self: &Arc<Self>, ip: std::net::IpAddr) -> Result<Option<IpSlot>, ()> {
+        let ip = ip.to_canonical();
+        if self.max == 0 || self.trusted.iter().any(|n| n.contains(&ip)) {
+            return Ok(None);
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return Err(());
+        }
+        *n += 1;
+        Ok(Some(IpSlot(self.clone(), ip)))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Requests in flight on one connection and when the last one finished.
 struct Activity {
     inflight: AtomicUsize,
@@ -148,6 +188,11 @@ pub async fn serve(
 ) {
     let builder = builder(&cfg);
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let per_ip = Arc::new(PerIp {
+        max: cfg.max_connections_per_ip,
+        trusted: cfg.trusted_proxies.clone(),
+        open: Default::default(),
+    });
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -167,11 +212,16 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        let Ok(ip_slot) = per_ip.acquire(peer.ip()) else {
+            tracing::warn!(%peer, max = cfg.max_connections_per_ip, "per-address connection limit reached; closing new connection");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (h, builder, tls, shutdown) = (handler.clone(), builder.clone(), tls.clone(), shutdown.clone());
         let (handshake_timeout, idle) = (cfg.tls_handshake_timeout, cfg.idle_timeout);
         connections.spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, ip_slot);
             match tls {
                 None => serve_connection(h, idle, builder, TokioIo::new(stream), peer, false, shutdown).await,
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
