@@ -449,12 +449,5 @@ async fn cluster(c: &AdminClient, json: bool) -> Result<(), ClientError> {
 async fn audit(c: &AdminClient, op: AuditOp) -> Result<(), ClientError> {
     let AuditOp::Export { since, until, kind, user, format, output } = op;
     let q = query(&[("since", since), ("until", until), ("type", kind), ("user", user), ("format", Some(format))]);
-    let bytes = c.call(Method::GET, &format!("/magic-sessionmanager/audit{q}"), None).await?;
-    match output {
-        Some(path) => std::fs::write(&path, &bytes).map_err(|e| ClientError::Other(format!("{}: {e}", path.display()))),
-        None => {
-            print(&String::from_utf8_lossy(&bytes));
-            Ok(())
-        }
-    }
+    ops::download(c, &format!("/magic-sessionmanager/audit{q}"), output.as_deref()).await
 }

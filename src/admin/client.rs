@@ -45,6 +45,20 @@ impl AdminClient {
 
     /// Sends a request; returns the body of a 2xx answer.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Bytes, ClientError> {
+        let mut out = Vec::new();
+        self.call_into(method, path, body, &mut out).await?;
+        Ok(Bytes::from(out))
+    }
+
+    /// Sends a request and streams the body of a 2xx answer into `out` as it arrives (exports
+    /// of any size in bounded memory).
+    pub async fn call_into(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        out: &mut dyn Write,
+    ) -> Result<(), ClientError> {
         let url = format!("{}{}", self.base, path);
         let req = Request::builder()
             .method(method)
@@ -55,20 +69,25 @@ impl AdminClient {
             .map_err(|e| ClientError::Other(format!("invalid request {url}: {e}")))?;
         let res = self.client.request(req).await.map_err(|e| ClientError::Connect(self.base.clone(), e.to_string()))?;
         let status = res.status().as_u16();
-        let bytes = res
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Connect(self.base.clone(), e.to_string()))?
-            .to_bytes();
-        if !(200..300).contains(&status) {
+        let mut body = res.into_body();
+        if (200..300).contains(&status) {
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| ClientError::Connect(self.base.clone(), e.to_string()))?;
+                if let Some(chunk) = frame.data_ref() {
+                    out.write_all(chunk).map_err(|e| ClientError::Other(format!("writing the answer: {e}")))?;
+                }
+            }
+            return Ok(());
+        }
+        let bytes =
+            body.collect().await.map_err(|e| ClientError::Connect(self.base.clone(), e.to_string()))?.to_bytes();
+        {
             let message = serde_json::from_slice::<Value>(&bytes)
                 .ok()
                 .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).to_string());
-            return Err(ClientError::Api { status, message });
+            Err(ClientError::Api { status, message })
         }
-        Ok(bytes)
     }
 
     pub async fn json(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ClientError> {

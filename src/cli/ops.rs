@@ -172,14 +172,19 @@ pub async fn import(c: &AdminClient, json: bool, format: &str, file: &Path) -> R
 
 /// Writes every stored session (no tokens) as CSV or JSON lines.
 pub async fn export(c: &AdminClient, format: &str, output: Option<&Path>) -> Result<(), ClientError> {
-    let bytes = c
-        .call(Method::GET, &format!("/magic-sessionmanager/export?format={}", crate::admin::client::enc(format)), None)
-        .await?;
+    let path = format!("/magic-sessionmanager/export?format={}", crate::admin::client::enc(format));
+    download(c, &path, output).await
+}
+
+/// Streams a GET answer into `output` (or standard output) as it arrives, in bounded memory.
+pub async fn download(c: &AdminClient, path: &str, output: Option<&Path>) -> Result<(), ClientError> {
     match output {
-        Some(path) => std::fs::write(path, &bytes).map_err(|e| ClientError::Other(format!("{}: {e}", path.display()))),
-        None => {
-            print(&String::from_utf8_lossy(&bytes));
-            Ok(())
+        Some(file) => {
+            let f = std::fs::File::create(file).map_err(|e| ClientError::Other(format!("{}: {e}", file.display())))?;
+            let mut w = std::io::BufWriter::new(f);
+            c.call_into(Method::GET, path, None, &mut w).await?;
+            std::io::Write::flush(&mut w).map_err(|e| ClientError::Other(format!("{}: {e}", file.display())))
         }
+        None => c.call_into(Method::GET, path, None, &mut std::io::stdout()).await,
     }
 }
