@@ -85,22 +85,25 @@ pub fn read_rows(format: &str, text: &str) -> Result<Vec<Result<ImportRow, Vec<S
                 .collect())
         }
         "json" => {
-            let trimmed = text.trim_start();
-            let values: Vec<Value> = if trimmed.starts_with('[') || trimmed.starts_with("{\"data\"") {
-                let v: Value = serde_json::from_str(text).map_err(|e| format!("JSON: {e}"))?;
-                match v {
-                    Value::Array(a) => a,
-                    Value::Object(mut o) => match o.remove("data") {
-                        Some(Value::Array(a)) => a,
-                        _ => return Err("JSON: expected an array or {\"data\": [...]}".into()),
-                    },
-                    _ => return Err("JSON: expected an array or {\"data\": [...]}".into()),
-                }
-            } else {
-                text.lines()
+            // A whole document (an array, or {"data": [...]} however it is laid out), else one
+            // object per line.
+            let values: Vec<Value> = match serde_json::from_str::<Value>(text) {
+                Ok(Value::Array(a)) => a,
+                Ok(Value::Object(mut o)) => match o.remove("data") {
+                    Some(Value::Array(a)) => a,
+                    Some(other) => {
+                        o.insert("data".into(), other);
+                        vec![Value::Object(o)]
+                    }
+                    None => vec![Value::Object(o)],
+                },
+                Ok(_) => return Err("JSON: expected an array, {\"data\": [...]} or one object per line".into()),
+                Err(e) if text.trim_start().starts_with('[') => return Err(format!("JSON: {e}")),
+                Err(_) => text
+                    .lines()
                     .filter(|l| !l.trim().is_empty())
                     .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
-                    .collect()
+                    .collect(),
             };
             Ok(values
                 .iter()
@@ -186,5 +189,27 @@ pub async fn download(c: &AdminClient, path: &str, output: Option<&Path>) -> Res
             std::io::Write::flush(&mut w).map_err(|e| ClientError::Other(format!("{}: {e}", file.display())))
         }
         None => c.call_into(Method::GET, path, None, &mut std::io::stdout()).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_rows;
+
+    const ROW: &str = r#"{"userId": "7", "ip": "203.0.113.7", "token": "a.b.c", "createdAt": "1000"}"#;
+
+    #[test]
+    fn json_imports_read_arrays_data_wrappers_and_lines_however_laid_out() {
+        let pretty = format!("{{\n  \"data\": [\n    {ROW},\n    {ROW}\n  ]\n}}\n");
+        for (text, rows) in
+            [(format!("[{ROW}, {ROW}]"), 2), (pretty, 2), (format!("{ROW}\n\n{ROW}\n{ROW}\n"), 3), (ROW.to_string(), 1)]
+        {
+            let parsed = read_rows("json", &text).expect("readable");
+            assert_eq!(parsed.len(), rows, "{text}");
+            assert!(parsed.iter().all(Result::is_ok), "{text}");
+        }
+        assert!(read_rows("json", "[{\"userId\": ").is_err(), "a broken array is one clear error");
+        let lines = read_rows("json", &format!("{ROW}\nnot json\n")).expect("lines");
+        assert_eq!((lines[0].is_ok(), lines[1].is_err()), (true, true), "a bad line is that row's error");
     }
 }
