@@ -2,6 +2,8 @@
 
 mod support;
 
+use support::process::admin_cli;
+
 use serde_json::{json, Value};
 use std::process::Command;
 use support::MockStrapi;
@@ -121,22 +123,6 @@ fn a_port_in_use_is_exit_1_and_a_bad_tls_file_exit_64() {
     let out = Command::new(BIN).args(["run", "-c"]).arg(&config).output().expect("run");
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.tls_cert"));
-}
-
-/// Runs the binary's admin subcommands against a gateway (blocking call off the runtime).
-async fn admin_cli(gw: &support::Gateway, args: &[&str]) -> std::process::Output {
-    let url = format!("http://{}", gw.admin_addr);
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(&args)
-            .args(["--admin-url", &url])
-            .env("SESSIONGATE_ADMIN_TOKEN", support::ADMIN_TOKEN)
-            .output()
-            .expect("run")
-    })
-    .await
-    .expect("join")
 }
 
 #[tokio::test]

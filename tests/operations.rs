@@ -3,29 +3,12 @@
 
 mod support;
 
+use support::process::admin_cli as cli;
+
 use http::Method;
 use serde_json::{json, Value};
-use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{direct, Gateway, MockStrapi, ADMIN_TOKEN, PASSWORD};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sessiongate");
-
-/// Runs an admin subcommand of the binary against `gw` (off the async threads).
-async fn cli(gw: &Gateway, args: &[&str]) -> std::process::Output {
-    let url = format!("http://{}", gw.admin_addr);
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(&args)
-            .args(["--admin-url", &url])
-            .env("SESSIONGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .output()
-            .expect("run the binary")
-    })
-    .await
-    .expect("join")
-}
+use support::{direct, Gateway, MockStrapi, PASSWORD};
 
 /// Waits (up to 5 s: the audit log is written in the background) until the audit events of
 /// `kind` satisfy `check`.

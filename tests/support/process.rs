@@ -70,3 +70,20 @@ pub fn signal(child: &Child, signal: &str) {
     let ok = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill").success();
     assert!(ok, "kill {signal} failed");
 }
+
+/// Runs an admin subcommand of the binary against `gw`'s admin port with the test token
+/// (a blocking call, off the async threads).
+pub async fn admin_cli(gw: &super::Gateway, args: &[&str]) -> std::process::Output {
+    let url = format!("http://{}", gw.admin_addr);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .args(["--admin-url", &url])
+            .env("SESSIONGATE_ADMIN_TOKEN", super::ADMIN_TOKEN)
+            .output()
+            .expect("run the binary")
+    })
+    .await
+    .expect("join")
+}
