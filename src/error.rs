@@ -55,6 +55,16 @@ pub enum GatewayError {
     BadRequest(&'static str),
     #[error("Request body exceeds the configured limit")]
     BodyTooLarge,
+    /// The request carries credentials that could be read in more than one way (two
+    /// `Authorization` headers, one token cookie with two values): refused, never guessed.
+    #[error("{0}")]
+    AmbiguousCredentials(&'static str),
+    /// An auth-route body the gateway cannot parse unambiguously the way the backend would.
+    #[error("{0}")]
+    MalformedBody(&'static str),
+    /// An auth-route body in a content type or content coding the gateway does not read.
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
     /// The operation is already running (admin maintenance jobs).
     #[error("{0}")]
     Conflict(&'static str),
@@ -81,7 +91,12 @@ impl GatewayError {
             UserBlocked | GeoBlocked | RiskDenied => StatusCode::FORBIDDEN,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             NotFound => StatusCode::NOT_FOUND,
-            CannotTerminateCurrent | BadRequest(_) | InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            CannotTerminateCurrent
+            | BadRequest(_)
+            | InvalidParameter(_)
+            | AmbiguousCredentials(_)
+            | MalformedBody(_) => StatusCode::BAD_REQUEST,
+            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Conflict(_) => StatusCode::CONFLICT,
             UpstreamUnavailable(_) | BadAuthResponse(_) => StatusCode::BAD_GATEWAY,
@@ -102,6 +117,9 @@ impl GatewayError {
             | NotFound
             | CannotTerminateCurrent
             | BadRequest(_)
+            | AmbiguousCredentials(_)
+            | MalformedBody(_)
+            | UnsupportedMediaType(_)
             | BodyTooLarge
             | Conflict(_)
             | UserBlocked
@@ -134,6 +152,9 @@ impl GatewayError {
             CannotTerminateCurrent => "cannot_terminate_current",
             BadRequest(_) => "bad_request",
             BodyTooLarge => "body_too_large",
+            AmbiguousCredentials(_) => "ambiguous_credentials",
+            MalformedBody(_) => "malformed_body",
+            UnsupportedMediaType(_) => "unsupported_media_type",
             Conflict(_) => "conflict",
             UpstreamUnavailable(_) => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
@@ -171,6 +192,7 @@ fn strapi_name(status: StatusCode) -> &'static str {
         403 => "ForbiddenError",
         404 => "NotFoundError",
         413 => "PayloadTooLargeError",
+        415 => "UnsupportedMediaTypeError",
         429 => "RateLimitError",
         502 => "BadGatewayError",
         503 => "ServiceUnavailableError",
@@ -249,6 +271,9 @@ mod tests {
             (GatewayError::CannotTerminateCurrent, 400, Side::Client, "cannot_terminate_current"),
             (GatewayError::BadRequest("x"), 400, Side::Client, "bad_request"),
             (GatewayError::BodyTooLarge, 413, Side::Client, "body_too_large"),
+            (GatewayError::AmbiguousCredentials("x"), 400, Side::Client, "ambiguous_credentials"),
+            (GatewayError::MalformedBody("x"), 400, Side::Client, "malformed_body"),
+            (GatewayError::UnsupportedMediaType("x"), 415, Side::Client, "unsupported_media_type"),
             (GatewayError::Conflict("x"), 409, Side::Client, "conflict"),
             (GatewayError::UserBlocked, 403, Side::Client, "user_blocked"),
             (GatewayError::GeoBlocked, 403, Side::Client, "geo_blocked"),

@@ -264,6 +264,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         ),
         None => None,
     };
+    sessions.set_revocation(cfg.backend.revokes());
     let (audit_log, audit_rx) = audit::AuditLog::new(metrics.clone());
     let audit_log = Arc::new(audit_log);
     let (total, active, tokens) = sessions.counts();
@@ -337,6 +338,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         tokio::spawn(geo::run_reloader(geo, cfg.geo.reload_interval, shutdown_rx.clone())),
         tokio::spawn(alerts::run(alert_worker, alert_rx, shutdown_rx.clone())),
         tokio::spawn(reload::run_on_sighup(state.clone(), shutdown_rx.clone())),
+        tokio::spawn(session::revoke::run(state.clone(), shutdown_rx.clone())),
     ];
     if let Some(cl) = &cluster {
         tracing::info!(node = %cl.name, slot = cl.slot, "cluster: replication through Redis");

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub refreshes: IntCounterVec,
     pub reuse_detected: IntCounter,
     pub terminations: IntCounterVec,
+    /// Backend revocations of ended sessions, by outcome (see `session::revoke`).
+    pub backend_revocations: IntCounterVec,
+    /// Ended sessions whose backend session is still to be revoked.
+    pub backend_revocations_pending: IntGauge,
     pub store_latency: HistogramVec,
     pub store_size: IntGauge,
     pub audit_dropped: IntCounter,
@@ -104,6 +108,19 @@ impl Metrics {
         let reuse_detected = must(IntCounter::new("refresh_reuse_detected_total", "Rotated refresh tokens replayed"));
         must(registry.register(Box::new(reuse_detected.clone())));
         let terminations = counter("terminations_total", "Sessions ended, by reason", &["reason"]);
+        for r in crate::session::EndReason::ALL {
+            terminations.with_label_values(&[r.as_str()]);
+        }
+        let backend_revocations =
+            counter("backend_revocations_total", "Backend revocations of ended sessions, by outcome", &["outcome"]);
+        for o in crate::session::revoke::OUTCOMES {
+            backend_revocations.with_label_values(&[o]);
+        }
+        let backend_revocations_pending = must(IntGauge::new(
+            "backend_revocations_pending",
+            "Ended sessions whose backend session is still to be revoked",
+        ));
+        must(registry.register(Box::new(backend_revocations_pending.clone())));
         let alerts = counter(
             "alerts_total",
             "Alert deliveries by trigger, channel and result",
@@ -179,6 +196,8 @@ impl Metrics {
             refreshes,
             reuse_detected,
             terminations,
+            backend_revocations,
+            backend_revocations_pending,
             store_latency,
             store_size,
             audit_dropped,

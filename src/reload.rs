@@ -149,6 +149,7 @@ async fn apply(st: &AppState) -> Result<Reloaded, ReloadError> {
     merged.log = old.log.clone();
     st.risk.reconfigure(merged.risk.clone(), merged.geofence.clone());
     crate::alerts::reconfigure(&st.alerts, &st.alert_worker, merged.alerts.clone(), sender);
+    st.sessions.set_revocation(merged.backend.revokes());
     st.config.store(Arc::new(merged));
     Ok(out)
 }

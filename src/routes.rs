@@ -17,6 +17,8 @@ pub enum RouteClass {
     Refresh,
     Logout,
     CredentialChange,
+    /// The backend's own "end this session" route (Strapi: `DELETE /api/auth/sessions/:id`).
+    SessionRevoke,
     UserApi,
     Other,
 }
@@ -26,7 +28,7 @@ const _: () = assert!(RouteClass::Other as usize + 1 == RouteClass::COUNT);
 
 impl RouteClass {
     /// Number of classes; `class as usize` is below it (per-class metric series).
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
 
     /// Stable label for logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -35,6 +37,7 @@ impl RouteClass {
             RouteClass::Refresh => "refresh",
             RouteClass::Logout => "logout",
             RouteClass::CredentialChange => "credential_change",
+            RouteClass::SessionRevoke => "session_revoke",
             RouteClass::UserApi => "user_api",
             RouteClass::Other => "other",
         }
@@ -42,7 +45,14 @@ impl RouteClass {
 
     /// Auth routes have their request and response bodies buffered (with a cap) and inspected.
     pub fn is_auth(self) -> bool {
-        matches!(self, RouteClass::Login | RouteClass::Refresh | RouteClass::Logout | RouteClass::CredentialChange)
+        matches!(
+            self,
+            RouteClass::Login
+                | RouteClass::Refresh
+                | RouteClass::Logout
+                | RouteClass::CredentialChange
+                | RouteClass::SessionRevoke
+        )
     }
 }
 
@@ -108,6 +118,17 @@ impl RouteRule {
     /// The path as written in the rule (used when the gateway itself calls the route).
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The names of the rule's `:param` segments, in order.
+    pub fn param_names(&self) -> Vec<&str> {
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Param(p) => Some(p.as_str()),
+                Segment::Literal(_) => None,
+            })
+            .collect()
     }
 
     fn matches(&self, method: &Method, normalized: &str) -> Option<Vec<(String, String)>> {

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::upstream::Upstream;
 use crate::session::tokens::Verifier;
-use crate::session::{now_ms, revoke, Sessions};
+use crate::session::{now_ms, Sessions};
 use crate::store::SessionRecord;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -35,18 +35,6 @@ impl AppState {
     /// The configuration in force (cheap: no lock, no reference count in the common case).
     pub fn cfg(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
-    }
-
-    /// Revokes ended sessions at the backend in background tasks (best effort).
-    pub fn revoke_in_background(&self, records: Vec<SessionRecord>) {
-        if !self.cfg().backend.revoke_on_end {
-            return;
-        }
-        for rec in records {
-            let (access, refresh) = self.sessions.open_tokens(&rec);
-            let (up, cfg) = (self.upstream.clone(), self.config.load_full());
-            tokio::spawn(revoke::revoke(up, cfg, rec.sid, access, refresh));
-        }
     }
 
     /// Raises `trigger` for ended sessions, one alert per user.

@@ -6,6 +6,7 @@
 use http::{HeaderMap, HeaderValue, Method};
 use proptest::prelude::*;
 use sessiongate::config::Config;
+use sessiongate::proxy::credentials::{self, Cookies};
 use sessiongate::proxy::headers;
 use sessiongate::routes::{normalize_path, RouteClass, RouteRule, Router};
 use sessiongate::session::{maintenance, tokens, Issued};
@@ -108,14 +109,14 @@ proptest! {
         let mut h = HeaderMap::new();
         h.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).expect("value"));
         h.insert("cookie", HeaderValue::from_str(&format!("x-pre=1; {name}={token}; x-post=2")).expect("value"));
-        prop_assert_eq!(tokens::bearer(&h), Some(token.as_str()));
-        prop_assert_eq!(tokens::cookie(&h, &name), Some(token.as_str()));
+        prop_assert_eq!(credentials::bearer(&h).ok().flatten().map(|t| t.text), Some(token.clone()));
+        prop_assert_eq!(Cookies::parse(&h).token(&name).ok().flatten().map(|t| t.text), Some(token.clone()));
         let mut junk = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&noise) {
             junk.insert("authorization", v.clone());
             junk.insert("cookie", v);
         }
-        let _ = (tokens::bearer(&junk), tokens::cookie(&junk, &name), tokens::set_cookie(&junk, &name));
+        let _ = (credentials::bearer(&junk), Cookies::parse(&junk).token(&name), tokens::set_cookie(&junk, &name));
     }
 
     #[test]

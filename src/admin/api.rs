@@ -5,7 +5,7 @@ use super::{json, maintenance, not_found, ok, stream_body, AdminState};
 use crate::audit::{self, kind, Event};
 use crate::error::{Body, GatewayError};
 use crate::session::user_api::{iso, session_json};
-use crate::session::{now_ms, sweeper};
+use crate::session::{now_ms, sweeper, EndReason};
 use crate::store::SessionRecord;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -426,28 +426,32 @@ async fn detail(st: &AdminState, id: &str) -> Result<Response<Body>, GatewayErro
     Ok(ok(json!({"data": v})))
 }
 
+/// The end reason an admin's free-text reason maps to: a known reason name as it is, anything
+/// else `admin_terminated` (the text itself goes to the audit log only).
+fn admin_end_reason(reason: &str) -> EndReason {
+    EndReason::parse(reason).unwrap_or(EndReason::AdminTerminated)
+}
+
 async fn terminate(st: &AdminState, id: &str, reason: &str, actor: &str) -> Result<Response<Body>, GatewayError> {
     let app = &st.app;
     let live = app.sessions.find(id).ok_or_else(not_found)?;
-    let ended: Vec<_> = app.sessions.end(live.id, reason).await?.into_iter().collect();
+    let ended: Vec<_> = app.sessions.end(live.id, admin_end_reason(reason)).await?.into_iter().collect();
     app.audit_ended(kind::TERMINATE, &ended, actor, json!({"reason": reason}));
     let already = after_admin_end(app, ended, &format!("terminated by {actor}: {reason}")) == 0;
     tracing::info!(session = %live.sid, %actor, reason, "session terminated by an admin");
     Ok(ok(json!({"success": true, "sessionId": live.sid, "alreadyEnded": already, "message": "Session terminated"})))
 }
 
-/// What follows every admin action that ended sessions: the `admin_termination` alert and the
-/// revocation at the backend. Returns how many sessions were ended.
+/// What follows every admin action that ended sessions: the `admin_termination` alert (the
+/// backend revocation was queued with the ending). Returns how many sessions were ended.
 fn after_admin_end(app: &crate::state::AppState, ended: Vec<SessionRecord>, why: &str) -> usize {
     app.alert_ended("admin_termination", &ended, why);
-    let n = ended.len();
-    app.revoke_in_background(ended);
-    n
+    ended.len()
 }
 
 async fn terminate_all(st: &AdminState, user: &str, reason: &str, actor: &str) -> Result<Response<Body>, GatewayError> {
     let app = &st.app;
-    let ended = app.sessions.end_user(user, reason, None).await?;
+    let ended = app.sessions.end_user(user, admin_end_reason(reason), None).await?;
     app.audit.record(
         Event::new(kind::TERMINATE_ALL)
             .user(user)
@@ -599,11 +603,9 @@ async fn clean_inactive(st: &AdminState, actor: &str) -> Result<Response<Body>, 
         .filter(|l| !l.is_ended() && app.sessions.is_idle(l, now))
         .map(|l| l.id)
         .collect();
-    let ended = app.sessions.end_many(&idle, "inactive").await?;
+    let ended = app.sessions.end_many(&idle, EndReason::Inactive).await?;
     app.audit.record(Event::new(kind::CLEANUP).actor(actor).details(json!({"terminatedInactive": ended.len()})));
-    let n = ended.len();
-    app.revoke_in_background(ended);
-    Ok(ok(json!({"success": true, "terminated": n})))
+    Ok(ok(json!({"success": true, "terminated": ended.len()})))
 }
 
 /// Recent alerts with their delivery status, newest first.

@@ -5,7 +5,7 @@ use crate::audit::{kind, AuditLog, Event};
 use crate::config::Secret;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::session::{now_ms, tokens};
+use crate::session::now_ms;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -63,7 +63,9 @@ impl AdminAuth {
         if self.limited(ip, now) {
             return Err(GatewayError::RateLimited);
         }
-        let presented: [u8; 32] = Sha256::digest(tokens::bearer(headers).unwrap_or("").as_bytes()).into();
+        // Two Authorization headers read as none.
+        let bearer = crate::proxy::credentials::bearer(headers).ok().flatten();
+        let presented: [u8; 32] = Sha256::digest(bearer.as_ref().map_or("", |t| t.text.as_str()).as_bytes()).into();
         let mut found: Option<&str> = None;
         for (name, digest) in &self.tokens {
             if bool::from(digest.ct_eq(&presented)) {
@@ -71,7 +73,7 @@ impl AdminAuth {
             }
         }
         match found {
-            Some(name) if tokens::bearer(headers).is_some() => Ok(name.to_string()),
+            Some(name) if bearer.is_some() => Ok(name.to_string()),
             _ => {
                 metrics.admin_auth_failures.inc();
                 let n = self.fail(ip, now);

@@ -32,6 +32,12 @@ pub mod kind {
     pub const KEY_ROTATION: &str = "key_rotation";
     pub const IMPORT: &str = "import";
     pub const CONFIG_RELOAD: &str = "config_reload";
+    /// The backend's own session route ended a session (Strapi `DELETE /api/auth/sessions/:id`).
+    pub const BACKEND_SESSION_REVOKED: &str = "backend_session_revoked";
+    /// An ended session was revoked at the backend too (details: outcome, attempts).
+    pub const BACKEND_REVOKED: &str = "backend_revoked";
+    /// An ended session could not be revoked at the backend and was given up.
+    pub const BACKEND_REVOKE_FAILED: &str = "backend_revoke_failed";
 }
 
 /// Builder for one event.

@@ -281,9 +281,6 @@ async fn apply(app: &AppState, events: Vec<Event>, meta: Vec<(&'static str, Vec<
     for rec in &applied.new_sessions {
         app.risk.seed(rec);
     }
-    if !applied.ended_by_block.is_empty() {
-        app.revoke_in_background(applied.ended_by_block);
-    }
     Ok(())
 }
 

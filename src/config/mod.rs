@@ -432,6 +432,33 @@ pub struct ExtractConfig {
     /// `(pointer, value)`: a logout body with this value ends every session of the user.
     pub logout_all: Option<(String, String)>,
     pub credential_user_param: Option<String>,
+    /// Which refresh credential the backend reads when a request carries both.
+    pub refresh_precedence: RefreshPrecedence,
+}
+
+/// Where the backend looks first for a refresh token (Strapi: the cookie).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshPrecedence {
+    CookieFirst,
+    BodyFirst,
+}
+
+/// A request body format the backend parses on its auth routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    Urlencoded,
+    Multipart,
+}
+
+impl BodyFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyFormat::Json => "json",
+            BodyFormat::Urlencoded => "urlencoded",
+            BodyFormat::Multipart => "multipart",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -445,9 +472,18 @@ pub enum ErrorShape {
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
     pub error_shape: ErrorShape,
+    /// Body formats read (and re-serialized as JSON) on auth routes; others are refused (415).
+    pub body_formats: Vec<BodyFormat>,
     pub revoke_on_end: bool,
     pub revoke_logout: Option<RouteRule>,
     pub revoke_refresh: Option<RouteRule>,
+}
+
+impl BackendConfig {
+    /// Whether ended sessions are revoked at the backend (the revocation queue is on).
+    pub fn revokes(&self) -> bool {
+        self.revoke_on_end && self.revoke_logout.is_some()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -604,6 +640,21 @@ pub fn describe(cfg: &Config) -> String {
     for r in cfg.routes.rules() {
         let _ = writeln!(o, "route {:<18} {}", r.class.as_str(), r.source);
     }
+    let formats: Vec<&str> = cfg.backend.body_formats.iter().map(|f| f.as_str()).collect();
+    let first = match cfg.extract.refresh_precedence {
+        RefreshPrecedence::CookieFirst => "cookie",
+        RefreshPrecedence::BodyFirst => "body",
+    };
+    let _ = writeln!(
+        o,
+        "auth route bodies        {} (others refused with 415), forwarded as JSON; refresh token read from the {first} first",
+        formats.join(", ")
+    );
+    let _ = writeln!(
+        o,
+        "backend revocation       {}",
+        if cfg.backend.revokes() { "on (durable queue, retried until the tokens expire)" } else { "off" }
+    );
     let _ = writeln!(
         o,
         "user_api                 {} at {}",
@@ -794,10 +845,12 @@ fn apply_preset(raw: &mut RawConfig, v: &mut V<'_>) {
             let r = &mut raw.routes;
             let list = |xs: &[&str]| Some(xs.iter().map(|s| s.to_string()).collect::<Vec<_>>());
             r.login.get_or_insert_with(|| {
-                list(&["POST /api/auth/local", "POST /api/auth/local/register"]).unwrap_or_default()
+                list(&["POST /api/auth/local", "POST /api/auth/local/register", "GET /api/auth/:provider/callback"])
+                    .unwrap_or_default()
             });
             r.refresh.get_or_insert_with(|| list(&["POST /api/auth/refresh"]).unwrap_or_default());
             r.logout.get_or_insert_with(|| list(&["POST /api/auth/logout"]).unwrap_or_default());
+            r.session_revoke.get_or_insert_with(|| list(&["DELETE /api/auth/sessions/:sessionId"]).unwrap_or_default());
             r.credential_change.get_or_insert_with(|| {
                 list(&[
                     "POST /api/auth/change-password",
@@ -824,10 +877,12 @@ fn apply_preset(raw: &mut RawConfig, v: &mut V<'_>) {
             set(&mut raw.upstream.health_path, "/_health");
             set(&mut e.logout_all, "/scope=all");
             set(&mut e.credential_user_param, "id");
+            set(&mut e.refresh_precedence, "cookie");
             let b = &mut raw.backend;
             set(&mut b.error_shape, "strapi");
             set(&mut b.revoke_logout, "POST /api/auth/logout");
             set(&mut b.revoke_refresh, "POST /api/auth/refresh");
+            b.body_formats.get_or_insert_with(|| list(&["json", "urlencoded", "multipart"]).unwrap_or_default());
             b.revoke_on_end.get_or_insert(true);
         }
         other => v.err("preset", format!("unknown preset {other:?} (known: \"strapi-v5\")")),
@@ -1027,6 +1082,16 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
     v.rules("routes.refresh", RouteClass::Refresh, r.refresh, &mut rules);
     v.rules("routes.logout", RouteClass::Logout, r.logout, &mut rules);
     v.rules("routes.credential_change", RouteClass::CredentialChange, r.credential_change, &mut rules);
+    let first_revoke = rules.len();
+    v.rules("routes.session_revoke", RouteClass::SessionRevoke, r.session_revoke, &mut rules);
+    for (i, rule) in rules[first_revoke..].iter().enumerate() {
+        if rule.param_names().len() != 1 {
+            v.err(
+                &format!("routes.session_revoke[{i}]"),
+                format!("{:?} must name the backend session id as its one path parameter (e.g. /api/auth/sessions/:sessionId)", rule.source),
+            );
+        }
+    }
     if !rules.iter().any(|r| r.class == RouteClass::Login) {
         v.err("routes.login", "at least one login route is required (or set preset = \"strapi-v5\")");
     }
@@ -1059,6 +1124,14 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
         request_identifier: v.pointer("extract.request_identifier", e.request_identifier),
         logout_all,
         credential_user_param: e.credential_user_param.filter(|s| !s.is_empty()),
+        refresh_precedence: match e.refresh_precedence.as_deref().unwrap_or("cookie") {
+            "cookie" => RefreshPrecedence::CookieFirst,
+            "body" => RefreshPrecedence::BodyFirst,
+            other => {
+                v.err("extract.refresh_precedence", format!("{other:?}: expected \"cookie\" or \"body\""));
+                RefreshPrecedence::CookieFirst
+            }
+        },
     };
     if extract.user_id.is_none() && extract.user_id_claim.is_none() {
         v.err("extract.user_id", "set extract.user_id (JSON pointer) or extract.user_id_claim (JWT claim)");
@@ -1074,8 +1147,26 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Config {
             ErrorShape::Plain
         }
     };
+    let mut body_formats = Vec::new();
+    for (i, f) in b
+        .body_formats
+        .unwrap_or_else(|| vec!["json".into(), "urlencoded".into(), "multipart".into()])
+        .iter()
+        .enumerate()
+    {
+        match f.as_str() {
+            "json" => body_formats.push(BodyFormat::Json),
+            "urlencoded" => body_formats.push(BodyFormat::Urlencoded),
+            "multipart" => body_formats.push(BodyFormat::Multipart),
+            other => v.err(
+                &format!("backend.body_formats[{i}]"),
+                format!("{other:?}: expected \"json\", \"urlencoded\" or \"multipart\""),
+            ),
+        }
+    }
     let backend = BackendConfig {
         error_shape,
+        body_formats,
         revoke_on_end: b.revoke_on_end.unwrap_or(false),
         revoke_logout: v.one_rule("backend.revoke_logout", RouteClass::Logout, b.revoke_logout),
         revoke_refresh: v.one_rule("backend.revoke_refresh", RouteClass::Refresh, b.revoke_refresh),
@@ -1603,7 +1694,7 @@ mod tests {
     fn example_config_is_valid() {
         let text = include_str!("../../gateway.toml.example");
         let cfg = Config::from_toml_str(text).expect("gateway.toml.example must stay valid");
-        assert_eq!(cfg.routes.rules().len(), 7);
+        assert_eq!(cfg.routes.rules().len(), 9);
         assert_eq!(cfg.backend.error_shape, ErrorShape::Strapi);
     }
 

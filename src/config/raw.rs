@@ -81,6 +81,7 @@ pub struct RawRoutes {
     pub refresh: Option<Vec<String>>,
     pub logout: Option<Vec<String>>,
     pub credential_change: Option<Vec<String>>,
+    pub session_revoke: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +101,7 @@ pub struct RawExtract {
     pub request_identifier: Option<String>,
     pub logout_all: Option<String>,
     pub credential_user_param: Option<String>,
+    pub refresh_precedence: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +111,7 @@ pub struct RawBackend {
     pub revoke_on_end: Option<bool>,
     pub revoke_logout: Option<String>,
     pub revoke_refresh: Option<String>,
+    pub body_formats: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

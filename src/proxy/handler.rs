@@ -1,14 +1,23 @@
 //! The request path. `handle` is the only place errors become responses; `handle_inner` reads
 //! top to bottom as the list of phases every request goes through.
+//!
+//! The rule that keeps enforcement honest (STYLE 13b): the credentials of a request are parsed
+//! here once — at least as leniently as the backend parses them — every one of them is checked,
+//! and the backend receives exactly what was checked, in one canonical form: `Authorization:
+//! Bearer <checked token>` (or none), token cookies once each, auth-route bodies as the JSON the
+//! gateway parsed. A request the gateway cannot read unambiguously is refused, never passed.
 
+use super::body::{self, AuthBody};
+use super::credentials::{self, Cookies, Token};
 use super::headers;
 use crate::audit::{kind, Event};
-use crate::config::{IdlePolicy, UnknownTokens};
+use crate::config::{Config, IdlePolicy, RefreshPrecedence, UnknownTokens};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::risk::LoginFacts;
 use crate::routes::{self, RouteClass, RouteMatch};
-use crate::session::{now_ms, tokens, user_api, Check, Issued, Live, Origin};
+use crate::session::{now_ms, tokens, user_api, Check, EndReason, Issued, Live, Origin};
 use crate::state::AppState;
+use crate::store::{SessionRecord, TokenEntry, TokenKind};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
@@ -22,6 +31,15 @@ use std::time::{Duration, Instant};
 /// Longest user agent stored with a session.
 const MAX_USER_AGENT: usize = 512;
 
+/// Headers that describe a request body's bytes; they go when the body is re-serialized.
+static BODY_HEADERS: [header::HeaderName; 5] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::HeaderName::from_static("content-md5"),
+    header::HeaderName::from_static("digest"),
+    header::HeaderName::from_static("content-digest"),
+];
+
 /// Per-request context, filled in as the phases run.
 pub struct RequestCtx {
     pub peer: SocketAddr,
@@ -34,26 +52,54 @@ pub struct RequestCtx {
     pub session: Option<Arc<Live>>,
     /// `exp` (unix seconds) of the presented access token, when known.
     pub access_exp: Option<i64>,
-    /// Live session of the presented refresh token (refresh and logout routes).
+    /// Live session of the refresh token the backend will read (refresh and logout routes).
     pub refresh_session: Option<Arc<Live>>,
     /// Time spent waiting for the backend's response head.
     pub upstream_elapsed: Option<Duration>,
 }
 
-/// Credentials a request presents.
+/// Where a refresh credential was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum From {
+    Cookie,
+    Body,
+}
+
+/// The credentials a request presents, and what is forwarded of them.
 #[derive(Default)]
 struct Creds {
-    access: Option<String>,
-    refresh: Option<String>,
+    /// Access tokens: the bearer, then the access cookie (when configured). Each is checked;
+    /// the first that belongs to a live session is the request's session.
+    bearer: Option<Token>,
+    access_cookie: Option<Token>,
+    /// Refresh credentials in the backend's precedence order (refresh and logout routes). The
+    /// first one is the one the backend reads — the only one forwarded.
+    refresh: Vec<(From, Token)>,
+    /// Whether the first refresh credential belongs to a live session (as a refresh token).
+    refresh_tracked: bool,
+    /// Only strings count, as in Strapi (`typeof deviceId === 'string'`).
     device_id: Option<String>,
     /// The login identifier (login routes), recorded with failed logins.
     identifier: Option<String>,
     logout_all: bool,
+    cookies: Option<Cookies>,
+}
+
+impl Creds {
+    fn refresh_winner(&self) -> Option<&(From, Token)> {
+        self.refresh.first()
+    }
 }
 
 enum ReqBody {
     Stream(Incoming),
     Buffered(Bytes),
+}
+
+/// Sessions a logout ended before it was forwarded, settled once the backend answered.
+#[derive(Default)]
+struct LogoutEnded {
+    records: Vec<SessionRecord>,
 }
 
 /// Entry point for every public request.
@@ -84,8 +130,8 @@ pub async fn handle(
         upstream_elapsed: None,
     };
     let method = req.method().clone();
-    let mut res = match handle_inner(&st, &mut ctx, req).await {
-        Ok(res) => res,
+    let (mut res, decision) = match handle_inner(&st, &mut ctx, req).await {
+        Ok(res) => (res, "allow"),
         Err(e) => {
             match e.side() {
                 Side::Client => {
@@ -98,13 +144,16 @@ pub async fn handle(
                     tracing::error!(request_id = %ctx.request_id, route = ctx.route.as_str(), reason = e.reason(), "gateway failure: {e}")
                 }
             }
-            e.into_response(st.cfg().backend.error_shape)
+            let reason = e.reason();
+            (e.into_response(st.cfg().backend.error_shape), reason)
         }
     };
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         res.headers_mut().insert("x-request-id", v);
     }
-    record_metrics(&st, &ctx, &res, started.elapsed());
+    // `decision` is "allow" or a reason code of `GatewayError`: a closed set of label values.
+    let added = started.elapsed().saturating_sub(ctx.upstream_elapsed.unwrap_or_default());
+    st.metrics.record_request(ctx.route, res.status().as_u16(), decision, ctx.upstream_elapsed, added);
     tracing::debug!(
         request_id = %ctx.request_id,
         %method,
@@ -116,12 +165,6 @@ pub async fn handle(
         "request"
     );
     Ok(res)
-}
-
-fn record_metrics(st: &AppState, ctx: &RequestCtx, res: &Response<Body>, total: Duration) {
-    let decision = res.headers().get("x-sessiongate-reason").and_then(|v| v.to_str().ok()).unwrap_or("allow");
-    let added = total.saturating_sub(ctx.upstream_elapsed.unwrap_or_default());
-    st.metrics.record_request(ctx.route, res.status().as_u16(), decision, ctx.upstream_elapsed, added);
 }
 
 fn headers_from_trusted(st: &AppState, peer: SocketAddr) -> bool {
@@ -140,30 +183,39 @@ async fn handle_inner(
     let (parts, body) = req.into_parts();
     let normalized = routes::normalize_path(parts.uri.path());
     let matched = classify(&cfg, ctx, &parts, &normalized);
-    let body = read_body(st, ctx.route, &parts.headers, body).await?;
-    let json = body_json(&body);
-    let matched = apply_body_condition(ctx, matched, json.as_ref());
-    let creds = credentials(st, ctx.route, &parts.headers, json.as_ref());
-    enforce(st, ctx, &creds).await?;
+    let body = read_body(&cfg, ctx.route, &parts.headers, body).await?;
+    let auth_body = parse_auth_body(&cfg, ctx.route, &parts, &body)?;
+    let matched = apply_body_condition(ctx, matched, auth_body.json());
+    let mut creds = credentials(&cfg, ctx.route, &parts.headers, auth_body.json())?;
+    enforce(st, ctx, &mut creds).await?;
     if ctx.route == RouteClass::UserApi {
-        let rest = &normalized[st.cfg().user_api.prefix.len()..];
+        let rest = &normalized[cfg.user_api.prefix.len()..];
         // The gateway answers these itself, so it checks the access token's expiry itself.
         let expired = ctx.access_exp.is_some_and(|exp| exp < now_ms() / 1000);
         let current = ctx.session.clone().filter(|_| !expired);
         return user_api::handle(st, &parts.method, rest, parts.uri.query(), current).await;
     }
-    end_before_forward(st, ctx, &creds).await?;
-    let up = upstream_request(st, ctx, parts, body)?;
+    let ended = end_before_forward(st, ctx, &creds).await?;
+    let up = upstream_request(st, &cfg, ctx, parts, body, auth_body, &creds)?;
     let sent = Instant::now();
     let res = st.upstream.send(up).await;
     ctx.upstream_elapsed = Some(sent.elapsed());
-    observe(st, ctx, matched.as_ref(), &creds, res?).await
+    let res = match res {
+        Ok(res) => res,
+        Err(e) => {
+            // No answer proves anything: the logout's revocations go ahead now.
+            settle_logout(st, ctx, &creds, &ended, None).await;
+            return Err(e);
+        }
+    };
+    settle_logout(st, ctx, &creds, &ended, Some(res.status())).await;
+    observe(st, ctx, matched.as_ref(), &creds, res).await
 }
 
 /// Phase 1: decide the route class from method and path alone; note client IP (and agent, on
 /// auth routes).
 fn classify<'a>(
-    cfg: &'a crate::config::Config,
+    cfg: &'a Config,
     ctx: &mut RequestCtx,
     parts: &http::request::Parts,
     normalized: &str,
@@ -193,7 +245,7 @@ fn classify<'a>(
 
 /// Phase 2: auth routes have their body buffered (capped); all others stream.
 async fn read_body(
-    st: &AppState,
+    cfg: &Config,
     route: RouteClass,
     headers: &HeaderMap,
     body: Incoming,
@@ -201,7 +253,7 @@ async fn read_body(
     if !route.is_auth() {
         return Ok(ReqBody::Stream(body));
     }
-    let max = st.cfg().server.max_body_bytes;
+    let max = cfg.server.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
@@ -214,14 +266,22 @@ async fn read_body(
     }
 }
 
-fn body_json(body: &ReqBody) -> Option<Value> {
+/// Phase 3: an auth route's body, parsed in every format the backend reads (see `body`).
+fn parse_auth_body(
+    cfg: &Config,
+    route: RouteClass,
+    parts: &http::request::Parts,
+    body: &ReqBody,
+) -> Result<AuthBody, GatewayError> {
     match body {
-        ReqBody::Buffered(b) if !b.is_empty() => serde_json::from_slice(b).ok(),
-        _ => None,
+        ReqBody::Buffered(b) if route.is_auth() => {
+            body::parse(&parts.method, &parts.headers, b, &cfg.backend.body_formats, cfg.server.max_body_bytes)
+        }
+        _ => Ok(AuthBody::None),
     }
 }
 
-/// A rule with `if /pointer` applies only when the JSON body has that field.
+/// A rule with `if /pointer` applies only when the body has that field.
 fn apply_body_condition<'a>(
     ctx: &mut RequestCtx,
     m: Option<RouteMatch<'a>>,
@@ -237,140 +297,237 @@ fn apply_body_condition<'a>(
     }
 }
 
-/// Phase 3: which tokens the request presents.
-fn credentials(st: &AppState, route: RouteClass, headers: &HeaderMap, json: Option<&Value>) -> Creds {
-    let x = &st.cfg().extract;
-    let access = tokens::bearer(headers)
-        .or_else(|| x.access_cookie.as_deref().and_then(|n| tokens::cookie(headers, n)))
-        .map(str::to_string);
-    let mut c = Creds { access, ..Default::default() };
-    if matches!(route, RouteClass::Refresh | RouteClass::Logout) {
-        c.refresh = x
-            .request_refresh_token
-            .as_deref()
-            .and_then(|p| json.and_then(|j| tokens::pointer_str(j, p)))
-            .or_else(|| x.refresh_cookie.as_deref().and_then(|n| tokens::cookie(headers, n)).map(str::to_string));
+/// Phase 4: every credential the request presents, read as the backend reads it. Several
+/// `Authorization` headers, or one token cookie with two values, are refused.
+fn credentials(
+    cfg: &Config,
+    route: RouteClass,
+    headers: &HeaderMap,
+    json: Option<&Value>,
+) -> Result<Creds, GatewayError> {
+    let x = &cfg.extract;
+    let mut c = Creds { bearer: credentials::bearer(headers)?, ..Default::default() };
+    let reads_refresh = matches!(route, RouteClass::Refresh | RouteClass::Logout);
+    let wants_cookies = x.access_cookie.is_some() || (reads_refresh && x.refresh_cookie.is_some());
+    if wants_cookies && headers.contains_key(header::COOKIE) {
+        let cookies = Cookies::parse(headers);
+        if let Some(name) = x.access_cookie.as_deref() {
+            c.access_cookie = cookies.token(name)?;
+        }
+        if let (true, Some(name)) = (reads_refresh, x.refresh_cookie.as_deref()) {
+            if let Some(t) = cookies.token(name)? {
+                c.refresh.push((From::Cookie, t));
+            }
+        }
+        c.cookies = Some(cookies);
+    }
+    if reads_refresh {
+        let body_token =
+            x.request_refresh_token.as_deref().and_then(|p| json.and_then(|j| tokens::pointer_string(j, p)));
+        if let Some(t) = body_token {
+            let token = Token::from_text(t);
+            match x.refresh_precedence {
+                RefreshPrecedence::CookieFirst => c.refresh.push((From::Body, token)),
+                RefreshPrecedence::BodyFirst => c.refresh.insert(0, (From::Body, token)),
+            }
+        }
     }
     if matches!(route, RouteClass::Login | RouteClass::Logout) {
-        c.device_id = x.request_device_id.as_deref().and_then(|p| json.and_then(|j| tokens::pointer_str(j, p)));
+        c.device_id = x.request_device_id.as_deref().and_then(|p| json.and_then(|j| tokens::pointer_string(j, p)));
     }
     if route == RouteClass::Login {
         c.identifier = x
             .request_identifier
             .as_deref()
-            .and_then(|p| json.and_then(|j| tokens::pointer_str(j, p)))
+            .and_then(|p| json.and_then(|j| tokens::pointer_string(j, p)))
             .map(|s| s.chars().take(256).collect());
     }
     if route == RouteClass::Logout {
         c.logout_all = x
             .logout_all
             .as_ref()
-            .is_some_and(|(p, v)| json.and_then(|j| tokens::pointer_str(j, p)).is_some_and(|got| got == *v));
+            .is_some_and(|(p, v)| json.and_then(|j| tokens::pointer_string(j, p)).is_some_and(|got| got == *v));
     }
-    c
+    Ok(c)
 }
 
-/// Phase 4: refuse tokens of ended sessions, detect refresh-token reuse, apply the idle and
-/// unknown-token policies, and touch live sessions. Login routes are exempt: a stale token
-/// sent along with a fresh login must not stop the user from logging in again.
-async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &Creds) -> Result<(), GatewayError> {
+/// Phase 5: refuse tokens of ended sessions, detect refresh-token reuse, apply the idle and
+/// unknown-token policies, and touch live sessions. Every presented credential is checked, and
+/// any ended one refuses the request. Login routes refuse nothing — a stale token sent along
+/// with a fresh login must not stop the user from logging in again — but drop ended tokens
+/// from what is forwarded.
+async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Result<(), GatewayError> {
+    let now = now_ms();
     if ctx.route == RouteClass::Login {
+        for slot in [&mut creds.bearer, &mut creds.access_cookie] {
+            let ended = slot.as_ref().is_some_and(|t| {
+                matches!(st.sessions.check(&tokens::hash(&t.text), now), Check::Ended(_) | Check::Reuse(_))
+            });
+            if ended {
+                *slot = None;
+            }
+        }
         return Ok(());
     }
-    let now = now_ms();
-    if let Some(t) = &creds.access {
-        if let Some((live, exp)) = check_token(st, t, now, true).await? {
-            ctx.session = Some(live);
-            ctx.access_exp = exp;
+    for t in [creds.bearer.clone(), creds.access_cookie.clone()].into_iter().flatten() {
+        if let Seen::Tracked(live, entry) = check_token(st, &t.text, now, true).await? {
+            // A refresh token presented as a bearer is checked, but it is not an access
+            // credential (Strapi answers 401 for it): it names no session of the request.
+            if entry.kind == TokenKind::Access && ctx.session.is_none() {
+                ctx.session = Some(live_session(st, live, now).await?);
+                ctx.access_exp = entry.exp;
+            }
         }
     }
-    if let Some(t) = &creds.refresh {
-        ctx.refresh_session = check_token(st, t, now, false).await?.map(|(live, _)| live);
+    for (i, (_, t)) in creds.refresh.clone().iter().enumerate() {
+        if let Seen::Tracked(live, entry) = check_token(st, &t.text, now, false).await? {
+            if i == 0 && entry.kind == TokenKind::Refresh {
+                ctx.refresh_session = Some(live_session(st, live, now).await?);
+                creds.refresh_tracked = true;
+            }
+        }
     }
     Ok(())
 }
 
-/// The live session a token belongs to, with the token's `exp`; `Err` is the denial.
-async fn check_token(
-    st: &AppState,
-    token: &str,
-    now: i64,
-    is_access: bool,
-) -> Result<Option<(Arc<Live>, Option<i64>)>, GatewayError> {
+/// What a presented token is to the gateway (a denial is the `Err` of [`check_token`]).
+enum Seen {
+    Unknown,
+    Tracked(Arc<Live>, TokenEntry),
+}
+
+/// Looks a presented token up; `Err` is the denial.
+async fn check_token(st: &AppState, token: &str, now: i64, as_access: bool) -> Result<Seen, GatewayError> {
     let hash = tokens::hash(token);
     match st.sessions.check(&hash, now) {
         Check::Ended(_) => Err(GatewayError::SessionTerminated),
         Check::Reuse(live) => {
             tracing::warn!(session = %live.sid, user = %live.user_id, token = %tokens::log_id(&hash), "refresh token reuse: ending the session");
             st.metrics.reuse_detected.inc();
-            let ended: Vec<_> = st.sessions.end(live.id, "refresh_token_reuse").await?.into_iter().collect();
+            let ended: Vec<_> = st.sessions.end(live.id, EndReason::RefreshTokenReuse).await?.into_iter().collect();
             st.audit_ended(kind::REFRESH_REUSE, &ended, "system", serde_json::json!({"token": tokens::log_id(&hash)}));
             st.alert_ended("refresh_reuse", &ended, "a rotated-out refresh token was presented again");
-            st.revoke_in_background(ended);
             Err(GatewayError::RefreshTokenReuse)
         }
-        Check::Live(live, entry) => Ok(Some((live_session(st, live, now).await?, entry.exp))),
+        Check::Live(live, entry) => Ok(Seen::Tracked(live, entry)),
         Check::Unknown => {
             // A token we never saw may still belong to a tracked backend session (issued by
             // the backend directly). Its claims count only once its signature verifies.
             if let (true, Some(v), Some(claim)) =
-                (is_access, &st.verifier, st.cfg().extract.session_id_claim.as_deref())
+                (as_access, &st.verifier, st.cfg().extract.session_id_claim.as_deref())
             {
                 if let Some(claims) = v.verify(token) {
                     if let Some(live) = tokens::claim_str(&claims, claim).and_then(|a| st.sessions.by_alias(&a)) {
                         if live.is_ended() {
                             return Err(GatewayError::SessionTerminated);
                         }
-                        return Ok(Some((live_session(st, live, now).await?, tokens::claim_exp(&claims))));
+                        let refresh = claims.get("type").and_then(Value::as_str) == Some("refresh");
+                        let kind = if refresh { TokenKind::Refresh } else { TokenKind::Access };
+                        let entry =
+                            TokenEntry { session: live.id, kind, exp: tokens::claim_exp(&claims), rotated_at: None };
+                        return Ok(Seen::Tracked(live, entry));
                     }
                 }
             }
             if st.sessions.config().unknown_tokens == UnknownTokens::Reject && tokens::is_jwt_shaped(token) {
                 return Err(GatewayError::UnknownToken);
             }
-            Ok(None)
+            Ok(Seen::Unknown)
         }
     }
 }
 
 async fn live_session(st: &AppState, live: Arc<Live>, now: i64) -> Result<Arc<Live>, GatewayError> {
     if st.sessions.config().idle_policy == IdlePolicy::Terminate && st.sessions.is_idle(&live, now) {
-        let ended: Vec<_> = st.sessions.end(live.id, "idle_timeout").await?.into_iter().collect();
+        let ended: Vec<_> = st.sessions.end(live.id, EndReason::IdleTimeout).await?.into_iter().collect();
         st.audit_ended(kind::IDLE_TERMINATED, &ended, "system", serde_json::Value::Null);
-        st.revoke_in_background(ended);
         return Err(GatewayError::SessionInactive);
     }
     st.sessions.touch(&live, now);
     Ok(live)
 }
 
-/// Phase 5 (logout routes): end the session(s) locally and durably *before* forwarding, so
-/// the logout holds whatever the backend answers.
-async fn end_before_forward(st: &AppState, ctx: &RequestCtx, creds: &Creds) -> Result<(), GatewayError> {
+/// Phase 6 (logout routes): end the session(s) locally and durably *before* forwarding, so the
+/// logout holds whatever the backend answers. Which sessions follows the backend's own rules
+/// (Strapi `revokeLogoutSessions`): `scope: "all"` ends every session of the user; else a
+/// string `deviceId` that device's sessions; else the session of the refresh token the backend
+/// reads; else the bearer's session. Their backend revocations are held until the answer shows
+/// whether the backend itself revoked them (see [`settle_logout`]).
+async fn end_before_forward(st: &AppState, ctx: &RequestCtx, creds: &Creds) -> Result<LogoutEnded, GatewayError> {
     if ctx.route != RouteClass::Logout {
-        return Ok(());
+        return Ok(LogoutEnded::default());
     }
-    let Some(target) = ctx.refresh_session.clone().or_else(|| ctx.session.clone()) else { return Ok(()) };
-    let (ended, what) = if creds.logout_all {
-        (st.sessions.end_user(&target.user_id, "logout_all", None).await?, kind::LOGOUT_ALL)
-    } else if let Some(dev) = &creds.device_id {
-        (st.sessions.end_many(&st.sessions.user_device_sessions(&target.user_id, dev), "logout").await?, kind::LOGOUT)
-    } else {
-        (st.sessions.end(target.id, "logout").await?.into_iter().collect(), kind::LOGOUT)
+    let Some(user) = ctx.session.as_ref().or(ctx.refresh_session.as_ref()).map(|s| s.user_id.clone()) else {
+        return Ok(LogoutEnded::default());
     };
-    for r in &ended {
+    let (ids, reason, what) = if creds.logout_all {
+        (st.sessions.user_session_ids(&user), EndReason::LogoutAll, kind::LOGOUT_ALL)
+    } else if let Some(dev) = &creds.device_id {
+        (st.sessions.user_device_sessions(&user, dev), EndReason::Logout, kind::LOGOUT)
+    } else if let Some(s) = ctx.refresh_session.as_ref().filter(|_| creds.refresh_tracked) {
+        (vec![s.id], EndReason::Logout, kind::LOGOUT)
+    } else {
+        (ctx.session.iter().map(|s| s.id).collect(), EndReason::Logout, kind::LOGOUT)
+    };
+    let hold = st.cfg().upstream.response_timeout + Duration::from_secs(5);
+    let records = st.sessions.end_pending_proof(&ids, reason, hold).await?;
+    for r in &records {
         st.audit.record(Event::new(what).user(&r.user_id).session(&r.sid).ip(ctx.client_ip).actor("user"));
     }
-    tracing::info!(request_id = %ctx.request_id, user = %target.user_id, sessions = ended.len(), "logout");
-    Ok(())
+    tracing::info!(request_id = %ctx.request_id, user = %user, sessions = records.len(), "logout");
+    Ok(LogoutEnded { records })
 }
 
-/// Phase 6: the request as the backend gets it.
+/// After a logout's backend answer: a revocation is *proven* when the backend answered 2xx to a
+/// logout that, by its own rules, revoked exactly that session's current backend session — all
+/// sessions (`scope: "all"`), or the session of the refresh token it read, or the bearer's
+/// session when no refresh token was sent, each naming the session's latest backend session id.
+/// Every other ended session is revoked by the gateway with its stored tokens (a rotated-out
+/// access jwt, an expired one the backend answered 401, a device id the backend ignored …).
+async fn settle_logout(
+    st: &AppState,
+    ctx: &RequestCtx,
+    creds: &Creds,
+    ended: &LogoutEnded,
+    status: Option<http::StatusCode>,
+) {
+    if ended.records.is_empty() {
+        return;
+    }
+    let success = status.is_some_and(|s| s.is_success());
+    let claim = st.cfg().extract.session_id_claim.clone();
+    let backend_session = |t: &Token| {
+        claim.as_deref().and_then(|c| tokens::response_claims(&t.text).and_then(|m| tokens::claim_str(&m, c)))
+    };
+    let named = match (creds.refresh_winner(), &creds.bearer) {
+        (Some((_, t)), _) if creds.refresh_tracked => backend_session(t),
+        (None, Some(b)) if ctx.session.is_some() => backend_session(b),
+        _ => None,
+    };
+    let (mut proven, mut due) = (Vec::new(), Vec::new());
+    for r in &ended.records {
+        let exact = creds.device_id.is_none() && named.is_some() && named.as_ref() == r.aliases.last();
+        if success && (creds.logout_all || exact) {
+            proven.push(r.id);
+        } else {
+            due.push(r.id);
+        }
+    }
+    if let Err(e) = st.sessions.settle_revocations(&proven, &due).await {
+        tracing::warn!(request_id = %ctx.request_id, error = %e, "could not settle logout revocations (they run when their hold expires)");
+    }
+}
+
+/// Phase 7: the request as the backend gets it — hop-by-hop and forwarding headers, and the
+/// credentials exactly as they were checked.
 fn upstream_request(
     st: &AppState,
+    cfg: &Config,
     ctx: &RequestCtx,
     mut parts: http::request::Parts,
     body: ReqBody,
+    auth_body: AuthBody,
+    creds: &Creds,
 ) -> Result<Request<Body>, GatewayError> {
     let host = parts
         .headers
@@ -380,15 +537,17 @@ fn upstream_request(
     headers::forward_request_headers(
         &mut parts.headers,
         ctx.peer.ip(),
-        &st.cfg().server.trusted_proxies,
+        &cfg.server.trusted_proxies,
         ctx.tls,
         host.as_ref(),
     );
-    let upstream_host = if st.cfg().upstream.preserve_host { host } else { None };
+    let upstream_host = if cfg.upstream.preserve_host { host } else { None };
     match upstream_host.or_else(|| HeaderValue::from_str(st.upstream.authority().as_str()).ok()) {
         Some(h) => parts.headers.insert(header::HOST, h),
         None => parts.headers.remove(header::HOST),
     };
+    credentials::set_bearer(&mut parts.headers, creds.bearer.as_ref());
+    forward_cookies(cfg, ctx.route, &mut parts.headers, creds);
     if ctx.route.is_auth() {
         // The gateway reads these responses; ask for them uncompressed.
         parts.headers.remove(header::ACCEPT_ENCODING);
@@ -399,15 +558,74 @@ fn upstream_request(
     let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     parts.uri = st.upstream.uri(pq)?;
     parts.version = http::Version::HTTP_11;
-    let body = match body {
-        ReqBody::Stream(b) => b.map_err(|e| Box::new(e) as BoxError).boxed(),
-        ReqBody::Buffered(b) => full(b),
+    let body = match (body, auth_body) {
+        (ReqBody::Stream(b), _) => b.map_err(|e| Box::new(e) as BoxError).boxed(),
+        (ReqBody::Buffered(_), AuthBody::Json(mut json)) => {
+            // Only the refresh credential the backend reads is forwarded.
+            if let (Some((From::Cookie, _)), Some(ptr)) =
+                (creds.refresh_winner(), cfg.extract.request_refresh_token.as_deref())
+            {
+                remove_pointer(&mut json, ptr);
+            }
+            let bytes =
+                serde_json::to_vec(&json).map_err(|e| GatewayError::Internal(format!("re-serializing a body: {e}")))?;
+            for h in &BODY_HEADERS {
+                parts.headers.remove(h);
+            }
+            parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            full(bytes)
+        }
+        (ReqBody::Buffered(raw), AuthBody::None) => {
+            if !raw.is_empty() {
+                // A body the backend does not read on this method: not forwarded.
+                for h in &BODY_HEADERS {
+                    parts.headers.remove(h);
+                }
+                parts.headers.remove(header::CONTENT_TYPE);
+            }
+            full(Bytes::new())
+        }
     };
     Ok(Request::from_parts(parts, body))
 }
 
-/// Phase 7: learn sessions from successful login, refresh and credential-change responses.
-/// Every other response streams back untouched (minus hop-by-hop headers).
+/// Token cookies go out once each, exactly as checked; the refresh cookie only when it is the
+/// refresh credential the backend reads.
+fn forward_cookies(cfg: &Config, route: RouteClass, headers: &mut HeaderMap, creds: &Creds) {
+    let Some(cookies) = &creds.cookies else { return };
+    let x = &cfg.extract;
+    let mut names: Vec<&str> = Vec::new();
+    let mut keep: Vec<(&str, &Token)> = Vec::new();
+    if let Some(name) = x.access_cookie.as_deref() {
+        names.push(name);
+        if let Some(t) = &creds.access_cookie {
+            keep.push((name, t));
+        }
+    }
+    if let (true, Some(name)) = (matches!(route, RouteClass::Refresh | RouteClass::Logout), x.refresh_cookie.as_deref())
+    {
+        names.push(name);
+        if let Some((From::Cookie, t)) = creds.refresh_winner() {
+            keep.push((name, t));
+        }
+    }
+    cookies.rewrite(headers, &names, &keep);
+}
+
+/// Removes the value at a JSON pointer, if there is one.
+fn remove_pointer(json: &mut Value, pointer: &str) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else { return };
+    let key = last.replace("~1", "/").replace("~0", "~");
+    let target = if parent.is_empty() { Some(json) } else { json.pointer_mut(parent) };
+    if let Some(Value::Object(m)) = target {
+        m.remove(&key);
+    }
+}
+
+/// Phase 8: learn sessions from successful login, refresh and credential-change responses,
+/// and end the session a backend-native session route revoked. Every other response streams
+/// back untouched (minus hop-by-hop and `x-sessiongate-*` headers).
 async fn observe(
     st: &AppState,
     ctx: &mut RequestCtx,
@@ -417,6 +635,10 @@ async fn observe(
 ) -> Result<Response<Body>, GatewayError> {
     let (mut parts, body) = res.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    headers::strip_gateway_headers(&mut parts.headers);
+    if ctx.route == RouteClass::SessionRevoke && parts.status.is_success() {
+        backend_session_revoked(st, ctx, matched).await?;
+    }
     let learns = matches!(ctx.route, RouteClass::Login | RouteClass::Refresh | RouteClass::CredentialChange);
     if !learns || !parts.status.is_success() {
         match ctx.route {
@@ -462,6 +684,35 @@ async fn observe(
         _ => {}
     }
     Ok(Response::from_parts(parts, full(bytes)))
+}
+
+/// The backend's own session route answered 2xx: the gateway session carrying that backend
+/// session id ends too (the backend revoked its refresh token; its access jwt would otherwise
+/// stay valid until `exp`).
+async fn backend_session_revoked(
+    st: &AppState,
+    ctx: &RequestCtx,
+    matched: Option<&RouteMatch<'_>>,
+) -> Result<(), GatewayError> {
+    let Some(m) = matched else { return Ok(()) };
+    let Some(alias) = m.rule.param_names().first().and_then(|n| m.param(n)).map(str::to_string) else { return Ok(()) };
+    let Some(live) = st.sessions.by_alias(&alias) else { return Ok(()) };
+    let hold = st.cfg().upstream.response_timeout;
+    let ended = st.sessions.end_pending_proof(&[live.id], EndReason::BackendRevoked, hold).await?;
+    // Proven when the backend revoked the session's current backend session; an older id of a
+    // rotated session leaves the current one to the gateway's revocation.
+    let (proven, due): (Vec<u64>, Vec<u64>) = (
+        ended.iter().filter(|r| r.aliases.last() == Some(&alias)).map(|r| r.id).collect(),
+        ended.iter().filter(|r| r.aliases.last() != Some(&alias)).map(|r| r.id).collect(),
+    );
+    st.sessions.settle_revocations(&proven, &due).await?;
+    for r in &ended {
+        st.audit.record(
+            Event::new(kind::BACKEND_SESSION_REVOKED).user(&r.user_id).session(&r.sid).ip(ctx.client_ip).actor("user"),
+        );
+    }
+    tracing::info!(request_id = %ctx.request_id, session = %live.sid, "backend session route ended a session");
+    Ok(())
 }
 
 /// Access and refresh tokens of a backend response (JSON pointers, then `Set-Cookie`).
@@ -678,33 +929,18 @@ fn deny_login(
     };
     st.alerts.raise("login_refused", &facts);
     st.audit.record(Event::new(d.event).user(user_id).ip(ctx.client_ip).actor("client").details(details));
-    let (up, cfg) = (st.upstream.clone(), st.config.load_full());
-    tokio::spawn(crate::session::revoke::revoke(
-        up,
-        cfg,
-        format!("refused-login:{}", d.result),
-        Some(issued.access),
-        issued.refresh,
-    ));
+    crate::session::revoke::revoke_unowned(st, format!("refused-login:{}", d.result), issued.access, issued.refresh);
     d.error
 }
 
 async fn learn_refresh(st: &AppState, ctx: &mut RequestCtx, creds: &Creds, issued: Issued) -> Result<(), GatewayError> {
     match ctx.refresh_session.clone() {
         Some(live) => {
-            let old = creds.refresh.as_deref().map(tokens::hash);
-            st.sessions.rotate(&live, old, issued.clone()).await?;
+            let old = creds.refresh_winner().map(|(_, t)| tokens::hash(&t.text));
+            st.sessions.rotate(&live, old, issued).await?;
             if live.is_ended() {
                 // Ended while the refresh was in flight: the new tokens are indexed under the
-                // ended session (refused), and revoked at the backend.
-                let (up, cfg) = (st.upstream.clone(), st.config.load_full());
-                tokio::spawn(crate::session::revoke::revoke(
-                    up,
-                    cfg,
-                    live.sid.clone(),
-                    Some(issued.access),
-                    issued.refresh,
-                ));
+                // ended session (refused), and its backend revocation starts over with them.
                 return Err(GatewayError::SessionTerminated);
             }
             tracing::debug!(request_id = %ctx.request_id, session = %live.sid, "tokens rotated");
@@ -752,7 +988,7 @@ async fn learn_credential_change(
         tracing::warn!(request_id = %ctx.request_id, "credential change succeeded but names no user; no session ended");
         return Ok(());
     };
-    let ended = st.sessions.end_user(&user, "password_change", None).await?;
+    let ended = st.sessions.end_user(&user, EndReason::PasswordChange, None).await?;
     tracing::info!(request_id = %ctx.request_id, user = %user, sessions = ended.len(), "credentials changed: sessions ended");
     st.audit.record(
         Event::new(kind::PASSWORD_CHANGE)

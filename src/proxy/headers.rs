@@ -53,6 +53,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes every `x-sessiongate-*` header. Only the gateway speaks in that namespace: a client
+/// cannot send one to the backend (where `x-sessiongate-internal` marks the gateway's own
+/// calls), and a backend cannot send one to a client (a forged `x-sessiongate-reason` denial).
+pub fn strip_gateway_headers(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().starts_with("x-sessiongate-")) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-sessiongate-")).cloned().collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
 fn trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
     let ip = canonical(ip);
     nets.iter().any(|n| n.contains(&ip))
@@ -99,10 +112,7 @@ pub fn forward_request_headers(
     strip_hop_by_hop(headers);
     let peer = canonical(peer);
     let from_trusted = trusted(peer, trusted_proxies);
-    let names: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-sessiongate-")).cloned().collect();
-    for n in names {
-        headers.remove(n);
-    }
+    strip_gateway_headers(headers);
     let prior_xff = if from_trusted {
         let joined: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
         (!joined.is_empty()).then(|| joined.join(", "))
@@ -164,6 +174,20 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["authorization", "content-type"]);
+    }
+
+    #[test]
+    fn gateway_headers_are_stripped_either_way() {
+        let mut h = hm(&[
+            ("x-sessiongate-reason", "session_terminated"),
+            ("X-Sessiongate-Internal", "revocation"),
+            ("x-sessiongate", "kept: not the namespace"),
+            ("content-type", "application/json"),
+        ]);
+        strip_gateway_headers(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["content-type", "x-sessiongate"]);
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! drain, shared by the public port and the admin port. The accept loop never dies: accept
 //! errors are logged and followed by a short pause.
 
+pub mod body;
+pub mod credentials;
+pub mod form;
 pub mod handler;
 pub mod headers;
 pub mod tls;

@@ -8,6 +8,7 @@
 
 pub mod crypto;
 pub mod device;
+pub mod ending;
 pub mod maintenance;
 pub mod replica;
 pub mod revoke;
@@ -18,8 +19,11 @@ pub mod user_api;
 use crate::cluster::event::Event;
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
-use crate::store::{BlockRecord, Changes, SessionRecord, Store, StoreError, TokenEntry, TokenHash, TokenKind};
+use crate::store::{
+    BlockRecord, Changes, RevocationRecord, SessionRecord, Store, StoreError, TokenEntry, TokenHash, TokenKind,
+};
 use crypto::Keyring;
+pub use ending::EndReason;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -52,6 +56,9 @@ pub struct Live {
     pub username: Option<String>,
     pub email: Option<String>,
     ended: AtomicBool,
+    /// When this instance learnt of the ending (unix ms; 0 while live): for diagnostics and the
+    /// test harness's "nothing of an ended session reached the backend" check.
+    ended_at: AtomicI64,
     last_active: AtomicI64,
     persisted_active: AtomicI64,
     tokens: Mutex<Vec<TokenHash>>,
@@ -73,6 +80,7 @@ impl Live {
             username: rec.username.clone(),
             email: rec.email.clone(),
             ended: AtomicBool::new(!rec.is_active()),
+            ended_at: AtomicI64::new(rec.logout_time.unwrap_or(0)),
             last_active: AtomicI64::new(rec.last_active),
             persisted_active: AtomicI64::new(rec.last_active),
             tokens: Mutex::new(tokens),
@@ -81,6 +89,14 @@ impl Live {
 
     pub fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
+    }
+    /// Marks the session ended; `false` if it already was.
+    fn mark_ended(&self, now: i64) -> bool {
+        let newly = !self.ended.swap(true, Ordering::AcqRel);
+        if newly {
+            self.ended_at.store(now.max(1), Ordering::Release);
+        }
+        newly
     }
     pub fn last_active(&self) -> i64 {
         self.last_active.load(Ordering::Relaxed)
@@ -248,8 +264,17 @@ impl Replication {
     }
 }
 
+/// The durable queue of backend revocations (see `revoke`): on when the configuration says how
+/// to revoke a session at the backend.
+struct RevocationQueue {
+    enabled: AtomicBool,
+    /// Woken when an entry became due.
+    notify: Arc<tokio::sync::Notify>,
+}
+
 pub struct Sessions {
     cfg: SessionConfig,
+    revocation: RevocationQueue,
     store: Store,
     keyring: Keyring,
     index: RwLock<Index>,
@@ -306,6 +331,10 @@ impl Sessions {
         let (touch_tx, touch_rx) = mpsc::channel(65_536);
         let me = Sessions {
             cfg,
+            revocation: RevocationQueue {
+                enabled: AtomicBool::new(false),
+                notify: Arc::new(tokio::sync::Notify::new()),
+            },
             store,
             keyring,
             index: RwLock::new(index),
@@ -558,8 +587,17 @@ impl Sessions {
             all.extend(entries.iter().copied());
             vec![Event::session(rec.clone(), all)]
         });
-        let changes = Changes { put_sessions: vec![rec], put_tokens: entries.clone(), outbox, ..Default::default() };
+        let mut changes =
+            Changes { put_sessions: vec![rec], put_tokens: entries.clone(), outbox, ..Default::default() };
+        if live.is_ended() {
+            // Ended while this refresh was in flight: the backend just minted tokens for it, so
+            // its revocation starts over with them.
+            changes.put_revocations = self.revocation_entries(&[live.id], EndReason::Logout, now, now);
+        }
         self.timed("rotate", self.store.apply(changes, true)).await?;
+        if live.is_ended() {
+            self.revocation.notify.notify_one();
+        }
         live.add_tokens(&entries.iter().map(|(h, _)| *h).collect::<Vec<_>>());
         live.last_active.fetch_max(now, Ordering::Relaxed);
         {
@@ -575,25 +613,48 @@ impl Sessions {
     }
 
     /// Ends sessions durably: they are refused in memory at once, and the call returns only
-    /// after the endings reached the disk. Returns the records that were live until now.
-    pub async fn end_many(&self, ids: &[u64], reason: &str) -> Result<Vec<SessionRecord>, StoreError> {
+    /// after the endings reached the disk — together with their backend revocations (unless
+    /// `reason` needs none), which the revocation worker then carries out. Returns the records
+    /// that were live until now.
+    pub async fn end_many(&self, ids: &[u64], reason: EndReason) -> Result<Vec<SessionRecord>, StoreError> {
+        self.end_inner(ids, reason, None).await
+    }
+
+    /// Like [`Sessions::end_many`], but the backend revocations wait `hold` for the caller to
+    /// settle them with [`Sessions::settle_revocations`]: used by logouts, whose own backend
+    /// answer may prove the revocation done. A crash meanwhile leaves them queued.
+    pub async fn end_pending_proof(
+        &self,
+        ids: &[u64],
+        reason: EndReason,
+        hold: std::time::Duration,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.end_inner(ids, reason, Some(hold)).await
+    }
+
+    async fn end_inner(
+        &self,
+        ids: &[u64],
+        reason: EndReason,
+        hold: Option<std::time::Duration>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
         if ids.is_empty() {
             return Ok(vec![]);
         }
         let _g = self.lock_many(ids).await;
+        let now = now_ms();
         let mut newly = Vec::new();
         for id in ids {
             if let Some(live) = self.live(*id) {
-                if !live.ended.swap(true, Ordering::AcqRel) {
+                if live.mark_ended(now) {
                     newly.push(*id);
                 }
             }
         }
-        let now = now_ms();
         let mut records = self.timed("read", self.store.get_many(newly)).await?;
         for rec in &mut records {
             rec.logout_time = Some(now);
-            rec.end_reason = Some(reason.to_string());
+            rec.end_reason = Some(reason.as_str().to_string());
         }
         let outbox = self.events(|| {
             records
@@ -604,19 +665,105 @@ impl Sessions {
                 })
                 .collect()
         });
+        let due = now + hold.map_or(0, |h| h.as_millis() as i64);
+        let ended_ids: Vec<u64> = records.iter().map(|r| r.id).collect();
+        let put_revocations = self.revocation_entries(&ended_ids, reason, now, due);
+        let queued = !put_revocations.is_empty();
         self.timed(
             "end",
-            self.store.apply(Changes { put_sessions: records.clone(), outbox, ..Default::default() }, true),
+            self.store
+                .apply(Changes { put_sessions: records.clone(), outbox, put_revocations, ..Default::default() }, true),
         )
         .await?;
         self.published();
+        if queued && hold.is_none() {
+            self.revocation.notify.notify_one();
+        }
         for r in &records {
             self.notify_session("ended", r.id, &r.sid, &r.user_id);
         }
         if !records.is_empty() {
-            self.metrics.terminations.with_label_values(&[reason]).inc_by(records.len() as u64);
+            self.metrics.terminations.with_label_values(&[reason.as_str()]).inc_by(records.len() as u64);
         }
         Ok(records)
+    }
+
+    /// Queue entries for backend revocations of `ids` (none when revocation is off or the
+    /// reason needs none).
+    fn revocation_entries(&self, ids: &[u64], reason: EndReason, now: i64, due: i64) -> Vec<RevocationRecord> {
+        if !reason.revokes_backend() || !self.revocation.enabled.load(Ordering::Relaxed) {
+            return vec![];
+        }
+        ids.iter()
+            .map(|id| RevocationRecord {
+                session: *id,
+                reason: reason.as_str().to_string(),
+                queued_at: now,
+                due,
+                attempts: 0,
+                last_error: None,
+            })
+            .collect()
+    }
+
+    /// Settles revocations held by [`Sessions::end_pending_proof`]: `proven` ones are dropped
+    /// (the backend's own answer showed them done), `due_now` ones are handed to the worker.
+    pub async fn settle_revocations(&self, proven: &[u64], due_now: &[u64]) -> Result<(), StoreError> {
+        if !proven.is_empty() {
+            self.store.delete_revocations(proven.to_vec()).await?;
+            self.metrics.backend_revocations.with_label_values(&["proven"]).inc_by(proven.len() as u64);
+        }
+        if !due_now.is_empty() {
+            let now = now_ms();
+            let mut recs: Vec<RevocationRecord> =
+                self.store.revocations().await?.into_iter().filter(|r| due_now.contains(&r.session)).collect();
+            for r in &mut recs {
+                r.due = now;
+            }
+            self.store.put_revocations(recs).await?;
+            self.revocation.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Turns the revocation queue on or off (startup and reload: on when the configuration
+    /// says how to revoke a backend session).
+    pub fn set_revocation(&self, enabled: bool) {
+        self.revocation.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    pub fn revocation_enabled(&self) -> bool {
+        self.revocation.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Woken whenever a revocation became due.
+    pub fn revocation_notify(&self) -> Arc<tokio::sync::Notify> {
+        self.revocation.notify.clone()
+    }
+
+    /// Replaces the sealed tokens of an ended session (the revocation worker, after it had to
+    /// refresh to revoke: a retry must use the new tokens, since the old refresh token is spent).
+    pub async fn replace_sealed_tokens(&self, id: u64, access: &str, refresh: Option<&str>) -> Result<(), StoreError> {
+        let _g = self.lock_many(&[id]).await;
+        let Some(mut rec) = self.store.get(id).await? else { return Ok(()) };
+        rec.access = Some(self.keyring.seal(access));
+        if let Some(r) = refresh {
+            rec.refresh = Some(self.keyring.seal(r));
+        }
+        self.store.apply(Changes { put_sessions: vec![rec], ..Default::default() }, true).await
+    }
+
+    /// The tokens of every ended session with the time this instance learnt of the ending
+    /// (unix ms).
+    pub fn ended_tokens(&self) -> Vec<(TokenHash, i64)> {
+        let idx = self.read();
+        idx.tokens
+            .iter()
+            .filter_map(|(h, e)| {
+                let live = idx.sessions.get(&e.session)?;
+                live.is_ended().then(|| (*h, live.ended_at.load(Ordering::Acquire)))
+            })
+            .collect()
     }
 
     /// Runs a store operation, recording its latency as `store_operation_seconds{op}`.
@@ -654,7 +801,7 @@ impl Sessions {
         }
         self.published();
         self.notify_user("blocked", user_id);
-        self.end_user(user_id, "user_blocked", None).await
+        self.end_user(user_id, EndReason::UserBlocked, None).await
     }
 
     pub async fn unblock(&self, user_id: &str) -> Result<(), StoreError> {
@@ -700,7 +847,7 @@ impl Sessions {
         idx.sessions.get(&id).cloned()
     }
 
-    pub async fn end(&self, id: u64, reason: &str) -> Result<Option<SessionRecord>, StoreError> {
+    pub async fn end(&self, id: u64, reason: EndReason) -> Result<Option<SessionRecord>, StoreError> {
         Ok(self.end_many(&[id], reason).await?.pop())
     }
 
@@ -708,7 +855,7 @@ impl Sessions {
     pub async fn end_user(
         &self,
         user_id: &str,
-        reason: &str,
+        reason: EndReason,
         keep: Option<u64>,
     ) -> Result<Vec<SessionRecord>, StoreError> {
         let ids: Vec<u64> = self.user_session_ids(user_id).into_iter().filter(|id| Some(*id) != keep).collect();

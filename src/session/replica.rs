@@ -67,9 +67,6 @@ pub struct Applied {
     pub new_sessions: Vec<SessionRecord>,
     /// Sessions that were live here and are ended now.
     pub ended: usize,
-    /// Sessions this instance ended itself because a block arrived (the blocking instance may
-    /// not have known them yet); the caller revokes them at the backend.
-    pub ended_by_block: Vec<SessionRecord>,
     pub events: usize,
 }
 
@@ -107,7 +104,9 @@ impl Sessions {
                 }
                 Event::Block { rec } => {
                     if self.apply_block(rec.clone()).await? {
-                        applied.ended_by_block.extend(self.end_user(&rec.user_id, "user_blocked", None).await?);
+                        // The blocking instance may not have known every session of the user;
+                        // ending them here also queues their backend revocation.
+                        self.end_user(&rec.user_id, super::EndReason::UserBlocked, None).await?;
                     }
                 }
                 Event::Unblock { user_id, at } => self.apply_unblock(&user_id, at).await?,
@@ -169,7 +168,7 @@ impl Sessions {
             let hashes: Vec<TokenHash> = tokens.iter().map(|(h, _)| *h).collect();
             match idx.sessions.get(&rec.id).cloned() {
                 Some(live) => {
-                    if !rec.is_active() && !live.ended.swap(true, Ordering::AcqRel) {
+                    if !rec.is_active() && live.mark_ended(super::now_ms()) {
                         applied.ended += 1;
                         self.notify_session("ended", rec.id, &rec.sid, &rec.user_id);
                     }
@@ -183,6 +182,10 @@ impl Sessions {
                 }
                 None => {
                     let live = Arc::new(Live::from_record(&rec, hashes));
+                    if !rec.is_active() {
+                        // This instance learns of the ending now, not at the remote ending time.
+                        live.ended_at.store(super::now_ms(), Ordering::Release);
+                    }
                     idx.insert_session(live, &rec.aliases);
                     self.notify_session(
                         if rec.is_active() { "created" } else { "ended" },

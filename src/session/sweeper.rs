@@ -78,7 +78,7 @@ pub async fn sweep_once(
             }
         }
         if !expired.is_empty() {
-            match sessions.end_many(&expired, "expired").await {
+            match sessions.end_many(&expired, super::EndReason::Expired).await {
                 Ok(r) => {
                     report.expired_sessions += r.len();
                     for rec in &r {

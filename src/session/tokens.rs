@@ -1,8 +1,8 @@
 //! Token extraction, hashing and verification.
 //!
-//! The gateway never mints session secrets; it recognises the backend's. Tokens come from the
-//! `Authorization: Bearer` header, configured cookies, JSON bodies (by JSON pointer) and
-//! `Set-Cookie` headers of backend responses. They are looked up only by their SHA-256.
+//! The gateway never mints session secrets; it recognises the backend's. Tokens come from
+//! requests (read in `proxy::credentials` and `proxy::body`: the bearer header, configured
+//! cookies, auth-route bodies) and from backend responses (JSON pointers, `Set-Cookie`, here). They are looked up only by their SHA-256.
 //! Claims of a token taken from a *backend response* are trusted (the backend just issued it);
 //! claims of a token presented by a *client* are trusted only after signature verification.
 
@@ -19,26 +19,6 @@ pub fn hash(token: &str) -> TokenHash {
 /// Short, non-reversible label for logs: the first 6 bytes of the token hash.
 pub fn log_id(hash: &TokenHash) -> String {
     hash[..6].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The bearer token of an `Authorization` header (scheme matched case-insensitively, RFC 9110 §11.1).
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 §5.4).
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, v)| *k == name && !v.is_empty())
-        .map(|(_, v)| v.trim_matches('"'))
 }
 
 /// The value a response sets for cookie `name` (`Set-Cookie`, RFC 6265 §4.1). An emptied cookie
@@ -59,6 +39,15 @@ pub fn pointer_str(json: &Value, pointer: &str) -> Option<String> {
     match json.pointer(pointer)? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A string at a JSON pointer; nothing else counts. For request fields, which Strapi reads only
+/// as strings (`typeof deviceId === 'string'`): `{"deviceId": 123}` names no device.
+pub fn pointer_string(json: &Value, pointer: &str) -> Option<String> {
+    match json.pointer(pointer)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
         _ => None,
     }
 }
@@ -124,35 +113,6 @@ mod tests {
     use super::*;
     use http::HeaderValue;
     use std::time::Duration;
-
-    #[test]
-    fn bearer_extraction() {
-        let cases: &[(&str, Option<&str>)] = &[
-            ("Bearer abc", Some("abc")),
-            ("bearer abc", Some("abc")),
-            ("BEARER   abc  ", Some("abc")),
-            ("Basic abc", None),
-            ("Bearer", None),
-            ("Bearer ", None),
-        ];
-        for (value, want) in cases {
-            let mut h = HeaderMap::new();
-            h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(value).expect("hv"));
-            assert_eq!(bearer(&h), *want, "{value:?}");
-        }
-        assert_eq!(bearer(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn cookie_extraction() {
-        let mut h = HeaderMap::new();
-        h.append(http::header::COOKIE, HeaderValue::from_static("a=1; strapi_up_refresh=tok; b=2"));
-        h.append(http::header::COOKIE, HeaderValue::from_static("c=3"));
-        assert_eq!(cookie(&h, "strapi_up_refresh"), Some("tok"));
-        assert_eq!(cookie(&h, "c"), Some("3"));
-        assert_eq!(cookie(&h, "strapi_up_refresh.sig"), None);
-        assert_eq!(cookie(&h, "d"), None);
-    }
 
     #[test]
     fn set_cookie_extraction() {

@@ -3,7 +3,7 @@
 //! request's own tracked token. Another user's session is answered 404, never 403, so ids
 //! cannot be probed.
 
-use super::{now_ms, Live};
+use super::{now_ms, EndReason, Live};
 use crate::audit::kind;
 use crate::error::{full, Body, GatewayError};
 use crate::state::AppState;
@@ -100,15 +100,13 @@ pub async fn handle(
             Ok(ok(json!({ "data": session_json(&rec, Some(current.id), now_ms(), inactivity) })))
         }
         (&Method::POST, ["logout"]) => {
-            let ended: Vec<_> = sessions.end(current.id, "logout").await?.into_iter().collect();
+            let ended: Vec<_> = sessions.end(current.id, EndReason::Logout).await?.into_iter().collect();
             st.audit_ended(kind::LOGOUT, &ended, "user", Value::Null);
-            st.revoke_in_background(ended);
             Ok(ok(json!({ "message": "Logged out successfully" })))
         }
         (&Method::POST, ["logout-all"]) => {
-            let ended = sessions.end_user(&current.user_id, "logout_all", None).await?;
+            let ended = sessions.end_user(&current.user_id, EndReason::LogoutAll, None).await?;
             st.audit_ended(kind::LOGOUT_ALL, &ended, "user", Value::Null);
-            st.revoke_in_background(ended);
             Ok(ok(json!({ "message": "Logged out from all devices successfully" })))
         }
         (&Method::DELETE, ["my-sessions", id]) => {
@@ -116,9 +114,8 @@ pub async fn handle(
             if target.id == current.id {
                 return Err(GatewayError::CannotTerminateCurrent);
             }
-            let ended: Vec<_> = sessions.end(target.id, "user_terminated").await?.into_iter().collect();
+            let ended: Vec<_> = sessions.end(target.id, EndReason::UserTerminated).await?.into_iter().collect();
             st.audit_ended(kind::TERMINATE, &ended, "user", Value::Null);
-            st.revoke_in_background(ended);
             Ok(ok(json!({ "message": format!("Session {id} terminated successfully"), "success": true })))
         }
         _ => Err(GatewayError::NotFound),

@@ -216,6 +216,21 @@ pub struct BlockRecord {
     pub reason: Option<String>,
 }
 
+/// A session whose backend session is still to be revoked: one entry of the durable
+/// revocation queue. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    pub session: u64,
+    /// The end reason (`EndReason::as_str`).
+    pub reason: String,
+    pub queued_at: i64,
+    /// Not before this time.
+    pub due: i64,
+    pub attempts: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
 /// Everything one logical change writes, applied atomically.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -228,6 +243,9 @@ pub struct Changes {
     pub outbox: Vec<Vec<u8>>,
     /// Small bookkeeping values (e.g. the replication cursor), written in the same transaction.
     pub meta: Vec<(&'static str, Vec<u8>)>,
+    /// Backend revocations to queue (with the ending they follow) or to drop.
+    pub put_revocations: Vec<RevocationRecord>,
+    pub delete_revocations: Vec<u64>,
 }
 
 impl Changes {
@@ -238,6 +256,8 @@ impl Changes {
             && self.delete_sessions.is_empty()
             && self.outbox.is_empty()
             && self.meta.is_empty()
+            && self.put_revocations.is_empty()
+            && self.delete_revocations.is_empty()
     }
 }
 
@@ -315,5 +335,30 @@ pub(crate) mod contract {
         assert_eq!(store.meta_get("cursor").await.expect("meta"), Some(b"1-0".to_vec()));
         store.meta_set(vec![("cursor", b"2-0".to_vec())]).await.expect("meta set");
         assert_eq!(store.meta_get("cursor").await.expect("meta"), Some(b"2-0".to_vec()));
+
+        // Revocations are queued atomically with the ending, updated and removed on their own.
+        let queued = RevocationRecord {
+            session: 9,
+            reason: "logout".into(),
+            queued_at: 1,
+            due: 2,
+            attempts: 0,
+            last_error: None,
+        };
+        let mut ended = record(9, "u2");
+        ended.logout_time = Some(5);
+        store
+            .apply(
+                Changes { put_sessions: vec![ended], put_revocations: vec![queued.clone()], ..Default::default() },
+                true,
+            )
+            .await
+            .expect("end with a queued revocation");
+        assert_eq!(store.revocations().await.expect("queue"), vec![queued.clone()]);
+        let retried = RevocationRecord { attempts: 1, due: 10, last_error: Some("503".into()), ..queued };
+        store.put_revocations(vec![retried.clone()]).await.expect("update");
+        assert_eq!(store.revocations().await.expect("queue"), vec![retried]);
+        store.delete_revocations(vec![9]).await.expect("delete");
+        assert!(store.revocations().await.expect("queue").is_empty());
     }
 }

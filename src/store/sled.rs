@@ -13,10 +13,12 @@
 //! `meta` (`max_id`), `blocks` (user id → JSON block record), `audit` (time ms ++ sequence, both
 //! big-endian → JSON event; append-only, ordered by time), `alerts` (id → JSON alert record: the
 //! durable delivery queue), `outbox` (sled-generated id → replication event not yet published
-//! to Redis; FIFO).
+//! to Redis; FIFO), `revocations` (session id → JSON revocation record: the durable queue of
+//! backend sessions still to be revoked, written in the same transaction as the ending).
 
 use super::{
-    AlertRecord, AuditRecord, BlockRecord, Changes, SessionRecord, Snapshot, StoreError, TokenEntry, TokenHash,
+    AlertRecord, AuditRecord, BlockRecord, Changes, RevocationRecord, SessionRecord, Snapshot, StoreError, TokenEntry,
+    TokenHash,
 };
 use sled::Transactional;
 use std::path::Path;
@@ -32,6 +34,7 @@ pub struct SledStore {
     audit: sled::Tree,
     alerts: sled::Tree,
     outbox: sled::Tree,
+    revocations: sled::Tree,
     sync: std::sync::Arc<FlushSync>,
     /// The transaction writer (see [`run_writer`]) and the trees its transactions touch.
     writer: std::sync::mpsc::Sender<Write>,
@@ -47,6 +50,8 @@ struct Encoded {
     max_id: Option<u64>,
     meta: Vec<(&'static str, Vec<u8>)>,
     outbox: Vec<Vec<u8>>,
+    revocations: Vec<(u64, Vec<u8>)>,
+    delete_revocations: Vec<u64>,
 }
 
 struct Write {
@@ -65,6 +70,7 @@ struct TxTrees {
     touches: sled::Tree,
     meta: sled::Tree,
     outbox: sled::Tree,
+    revocations: sled::Tree,
 }
 
 /// Most change sets merged into one transaction.
@@ -99,8 +105,8 @@ fn write_batch(t: &TxTrees, batch: &[Write]) -> Result<(), String> {
             outbox_ids.push(t.db.generate_id().map_err(|e| e.to_string())?);
         }
     }
-    (&t.sessions, &t.tokens, &t.touches, &t.meta, &t.outbox)
-        .transaction(|(sessions, tok, touches, meta, out)| {
+    (&t.sessions, &t.tokens, &t.touches, &t.meta, &t.outbox, &t.revocations)
+        .transaction(|(sessions, tok, touches, meta, out, revocations)| {
             let mut ids = outbox_ids.iter();
             for c in batch.iter().map(|w| &w.changes) {
                 for (id, v) in &c.sessions {
@@ -128,6 +134,12 @@ fn write_batch(t: &TxTrees, batch: &[Write]) -> Result<(), String> {
                 for e in &c.outbox {
                     let id = ids.next().copied().unwrap_or_default();
                     out.insert(&id.to_be_bytes(), e.as_slice())?;
+                }
+                for (id, v) in &c.revocations {
+                    revocations.insert(&id.to_be_bytes(), v.as_slice())?;
+                }
+                for id in &c.delete_revocations {
+                    revocations.remove(&id.to_be_bytes())?;
                 }
             }
             Ok(())
@@ -173,8 +185,14 @@ impl SledStore {
                 .open()
                 .map_err(sled_err)?;
             let tree = |name: &str| db.open_tree(name).map_err(sled_err);
-            let (sessions, tokens, touches, meta, outbox) =
-                (tree("sessions")?, tree("tokens")?, tree("touches")?, tree("meta")?, tree("outbox")?);
+            let (sessions, tokens, touches, meta, outbox, revocations) = (
+                tree("sessions")?,
+                tree("tokens")?,
+                tree("touches")?,
+                tree("meta")?,
+                tree("outbox")?,
+                tree("revocations")?,
+            );
             let tx_trees = std::sync::Arc::new(TxTrees {
                 db: db.clone(),
                 sessions: sessions.clone(),
@@ -182,6 +200,7 @@ impl SledStore {
                 touches: touches.clone(),
                 meta: meta.clone(),
                 outbox: outbox.clone(),
+                revocations: revocations.clone(),
             });
             let (writer, rx) = std::sync::mpsc::channel();
             std::thread::Builder::new()
@@ -197,6 +216,7 @@ impl SledStore {
                 audit: tree("audit")?,
                 alerts: tree("alerts")?,
                 outbox,
+                revocations,
                 sync: Default::default(),
                 writer,
                 tx_trees,
@@ -248,7 +268,15 @@ impl SledStore {
             .map(|(h, e)| serde_json::to_vec(e).map(|v| (*h, v)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(codec_err)?;
+        let revocations = changes
+            .put_revocations
+            .iter()
+            .map(|r| serde_json::to_vec(r).map(|v| (r.session, v)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(codec_err)?;
         let encoded = Encoded {
+            revocations,
+            delete_revocations: changes.delete_revocations,
             max_id: changes.put_sessions.iter().map(|r| r.id).max(),
             sessions,
             tokens,
@@ -402,6 +430,40 @@ impl SledStore {
         })
         .await?;
         self.flush().await
+    }
+
+    /// The whole revocation queue (it holds only sessions whose backend revocation is pending,
+    /// so it stays small).
+    pub async fn revocations(&self) -> Result<Vec<RevocationRecord>, StoreError> {
+        read_all(self.revocations.clone()).await
+    }
+
+    /// Updates queue entries (attempts, next try). Not flushed: a lost update only repeats an
+    /// attempt.
+    pub async fn put_revocations(&self, recs: Vec<RevocationRecord>) -> Result<(), StoreError> {
+        let tree = self.revocations.clone();
+        blocking(move || {
+            let mut batch = sled::Batch::default();
+            for r in recs {
+                batch.insert(&r.session.to_be_bytes(), serde_json::to_vec(&r).map_err(codec_err)?);
+            }
+            tree.apply_batch(batch).map_err(sled_err)
+        })
+        .await
+    }
+
+    /// Removes settled entries. Not flushed: a lost removal only repeats a revocation, which the
+    /// backend answers as already done.
+    pub async fn delete_revocations(&self, ids: Vec<u64>) -> Result<(), StoreError> {
+        let tree = self.revocations.clone();
+        blocking(move || {
+            let mut batch = sled::Batch::default();
+            for id in ids {
+                batch.remove(&id.to_be_bytes());
+            }
+            tree.apply_batch(batch).map_err(sled_err)
+        })
+        .await
     }
 
     /// The oldest `limit` queued replication events, with their queue keys.
