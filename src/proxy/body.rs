@@ -333,7 +333,12 @@ mod tests {
 
     fn brotli(b: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        brotli::BrotliCompress(&mut &b[..], &mut out, &Default::default()).expect("br");
+        brotli::BrotliCompress(
+            &mut &b[..],
+            &mut out,
+            &brotli::enc::BrotliEncoderParams { quality: 4, lgwin: 16, ..Default::default() },
+        )
+        .expect("br");
         out
     }
 

@@ -5,10 +5,12 @@
 //! formidable's `multiples`, without): `a[b]=c` nests, `a.b=c` nests in urlencoded bodies,
 //! `a[]=x` appends, `a[0]=x` indexes, depth stops at 5 bracket groups, keys named after
 //! `Object.prototype` members are dropped, `+` is a space. This module gives the same object for
-//! every input where the result is unambiguous, and refuses (`Err`) where `qs` would have to
-//! merge conflicting shapes (`a=1&a[b]=2`), combine different values under one key
-//! (`a=1&a=2`, which other parsers read as first or last), exceed its array limit, or decode an
-//! invalid percent-escape (which `qs` keeps undecoded). The caller forwards the result as JSON,
+//! every input where the result is unambiguous (repeating a field with the same value gives
+//! qs's array, `a=x&a=x` → `["x","x"]`), and refuses (`Err`) where `qs` would have to merge
+//! conflicting shapes (`a=1&a[b]=2`), combine different values under one key (`a=1&a=2`, which
+//! other parsers read as first or last), exceed its array limit, or decode an invalid
+//! percent-escape (which `qs` keeps undecoded). `tests/strapi_e2e.rs` checks it against the
+//! real qs. The caller forwards the result as JSON,
 //! so the backend never parses a form itself.
 
 use serde_json::{Map, Value};
@@ -63,12 +65,20 @@ pub fn from_pairs(pairs: Vec<(String, String)>, allow_dots: bool) -> Result<Valu
         return Err("form body has too many fields");
     }
     let mut root = Node::Obj(Vec::new());
+    let mut spellings: Vec<String> = Vec::new();
     for (key, value) in pairs {
         if key.is_empty() {
             continue;
         }
         let Some(path) = segments(&key, allow_dots) else { continue };
-        root.insert(&path, value)?;
+        let spelling = match spellings.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                spellings.push(key.clone());
+                spellings.len() - 1
+            }
+        };
+        root.insert(&path, value, spelling)?;
     }
     Ok(root.into_value())
 }
@@ -205,7 +215,9 @@ fn dots_to_brackets(key: &str) -> String {
 
 #[derive(Debug)]
 enum Node {
-    Leaf(String),
+    /// A value, how many times it was given (qs combines repeats into an array), and which
+    /// spelling of the key gave it.
+    Leaf(String, usize, usize),
     Obj(Vec<(String, Node)>),
     /// Built by `[n]` indices (sparse, compacted in index order).
     Indexed(std::collections::BTreeMap<usize, Node>),
@@ -223,7 +235,7 @@ impl Node {
     }
 
     /// Sets `value` at `path` below this node.
-    fn insert(&mut self, path: &[Seg], value: String) -> Result<(), &'static str> {
+    fn insert(&mut self, path: &[Seg], value: String, spelling: usize) -> Result<(), &'static str> {
         let Some((seg, rest)) = path.split_first() else { return Err("form field without a name") };
         if *seg == Seg::Push && !rest.is_empty() {
             // qs merges `a[][b]=1&a[][b]=2` element by element; other parsers append.
@@ -246,20 +258,31 @@ impl Node {
             None => {
                 return match rest.first() {
                     None => {
-                        self.add_child(seg, Node::Leaf(value));
+                        self.add_child(seg, Node::Leaf(value, 1, spelling));
                         Ok(())
                     }
-                    Some(next) => self.add_child(seg, Node::empty_for(next)).insert(rest, value),
+                    Some(next) => self.add_child(seg, Node::empty_for(next)).insert(rest, value, spelling),
                 };
             }
         };
         match (child, rest.is_empty()) {
-            (Node::Leaf(v), true) if *v == value => Ok(()),
-            (Node::Leaf(_), true) => Err("form body gives one field two different values"),
-            (_, true) | (Node::Leaf(_), false) => {
+            // qs combines repeats of one key but merges two spellings of a path (`a.b`, `a[b]`)
+            // by other rules; no client needs the second.
+            (Node::Leaf(_, _, first), true) if *first != spelling => {
+                Err("form body gives one field under two spellings of its name")
+            }
+            (Node::Leaf(_, n, _), true) if *n >= ARRAY_LIMIT => {
+                Err("form body repeats a field more than qs's limit of 20")
+            }
+            (Node::Leaf(v, n, _), true) if *v == value => {
+                *n += 1;
+                Ok(())
+            }
+            (Node::Leaf(..), true) => Err("form body gives one field two different values"),
+            (_, true) | (Node::Leaf(..), false) => {
                 Err("form body uses one field both as a value and as a list or object")
             }
-            (child, false) => child.insert(rest, value),
+            (child, false) => child.insert(rest, value, spelling),
         }
     }
 
@@ -268,7 +291,7 @@ impl Node {
             Node::Obj(fields) => &mut fields[at].1,
             Node::Indexed(items) => items.entry(at).or_insert_with(|| Node::Obj(Vec::new())),
             Node::Pushed(items) => &mut items[at],
-            Node::Leaf(_) => self,
+            Node::Leaf(..) => self,
         }
     }
 
@@ -292,7 +315,9 @@ impl Node {
 
     fn into_value(self) -> Value {
         match self {
-            Node::Leaf(v) => Value::String(v),
+            Node::Leaf(v, 1, _) => Value::String(v),
+            // qs: `a=x&a=x` is `["x", "x"]`.
+            Node::Leaf(v, n, _) => Value::Array(vec![Value::String(v); n]),
             Node::Obj(fields) => {
                 Value::Object(fields.into_iter().map(|(k, v)| (k, v.into_value())).collect::<Map<_, _>>())
             }
@@ -328,7 +353,7 @@ mod tests {
             ("a", json!({"a": ""})),
             ("a=", json!({"a": ""})),
             ("=x&&b=1&", json!({"b": "1"})),
-            ("a=1&a=1", json!({"a": "1"})),
+            ("a=1&a=1", json!({"a": ["1", "1"]})),
             ("__proto__[x]=1&b=2", json!({"b": "2"})),
             ("a[constructor]=1&b=2", json!({"b": "2"})),
             ("a[b][c][d][e][f][g]=1", json!({"a": {"b": {"c": {"d": {"e": {"f": {"[g]": "1"}}}}}}})),
@@ -354,6 +379,8 @@ mod tests {
             "a[]=x&a[0]=y",
             "a[0]=x&a[0]=y",
             "a.b=1&a[b]=2",
+            "a.b=1&a[b]=1",
+            "a.b&a[b]=",
             "a[20]=x",
             "x=%FF",
             "x=%E2%82",

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod process;
+pub mod real_strapi;
 pub mod receivers;
 pub mod redis;
 pub mod strapi;
@@ -20,12 +21,34 @@ use std::path::PathBuf;
 pub use strapi::{MockStrapi, PASSWORD};
 
 /// A running gateway plus the directory its state lives in.
+///
+/// When it runs in front of a [`MockStrapi`], dropping it asserts the product's promise on
+/// everything the test did: no token of a session this gateway had ended was accepted by the
+/// backend, through this gateway, after the ending (see [`Gateway::assert_nothing_ended_got_through`]).
 pub struct Gateway {
     pub running: Option<sessiongate::Running>,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     toml: String,
+    /// The test backend behind this gateway, when it is a [`MockStrapi`].
+    backend: Option<std::sync::Arc<std::sync::Mutex<strapi::MockState>>>,
+    /// Every public address this gateway had (a restart binds a new port).
+    addrs: Vec<SocketAddr>,
+    /// Ended sessions' tokens seen by earlier runs of this gateway, with when they ended.
+    ended: std::collections::HashMap<[u8; 32], i64>,
+}
+
+/// How late a request may reach the backend after the ending it raced with: it was checked
+/// before the ending and was still on its way (forwarding takes well under this).
+const IN_FLIGHT_SLACK_MS: i64 = 200;
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_nothing_ended_got_through();
+        }
+    }
 }
 
 /// Writes a fresh encryption key file into `dir` (a file, not the environment, so parallel
@@ -81,7 +104,20 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let toml = config_text(upstream, dir.path(), extra);
         let zero = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut gw = Gateway { running: None, addr: zero, admin_addr: zero, dir, toml };
+        let backend = upstream
+            .strip_prefix("http://")
+            .and_then(|a| a.trim_end_matches('/').parse::<SocketAddr>().ok())
+            .and_then(strapi::lookup);
+        let mut gw = Gateway {
+            running: None,
+            addr: zero,
+            admin_addr: zero,
+            dir,
+            toml,
+            backend,
+            addrs: Vec::new(),
+            ended: Default::default(),
+        };
         gw.boot().await;
         gw
     }
@@ -102,8 +138,47 @@ impl Gateway {
         let listeners = sessiongate::Listeners::bind(&cfg).expect("bind");
         let running = sessiongate::start(cfg, listeners).await.expect("gateway starts");
         self.addr = running.public_addr;
+        self.addrs.push(running.public_addr);
         self.admin_addr = running.admin_addr.unwrap_or(self.admin_addr);
         self.running = Some(running);
+    }
+
+    /// Keeps what the running instance knows of ended sessions (before it stops).
+    fn remember_endings(&mut self) {
+        if let Some(r) = &self.running {
+            for (h, at) in r.state.sessions.ended_tokens() {
+                let e = self.ended.entry(h).or_insert(at);
+                *e = (*e).min(at);
+            }
+        }
+    }
+
+    /// The invariant every test checks at its end: the backend never accepted a token of a
+    /// session this gateway had ended, in a request this gateway forwarded after the ending
+    /// (the gateway's own revocation calls excepted: they use the session's tokens to end it at
+    /// the backend).
+    pub fn assert_nothing_ended_got_through(&mut self) {
+        self.remember_endings();
+        let Some(backend) = &self.backend else { return };
+        let hosts: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
+        let state = backend.lock().unwrap_or_else(|p| p.into_inner());
+        let bad: Vec<String> = state
+            .accepted
+            .iter()
+            .filter(|a| matches!(&a.via, strapi::Via::Gateway(h) if hosts.contains(h)))
+            .filter_map(|a| {
+                let ended = self.ended.get(&a.hash)?;
+                (a.at_ms > ended + IN_FLIGHT_SLACK_MS).then(|| {
+                    format!("{} token accepted on {} {} ms after its session ended", a.kind, a.route, a.at_ms - ended)
+                })
+            })
+            .collect();
+        drop(state);
+        assert!(
+            bad.is_empty(),
+            "a token of an ended session reached the backend through the gateway:\n{}",
+            bad.join("\n")
+        );
     }
 
     /// Deep-merges `extra` into the configuration file, used from the next (re)start or
@@ -117,6 +192,7 @@ impl Gateway {
 
     /// Stops the gateway (draining) and starts it again on the same data directory.
     pub async fn restart(&mut self) {
+        self.remember_endings();
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
@@ -124,6 +200,7 @@ impl Gateway {
     }
 
     pub async fn stop(&mut self) {
+        self.remember_endings();
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
@@ -206,14 +283,25 @@ pub struct Login {
 pub struct Req {
     req: http::request::Builder,
     body: Bytes,
+    http2: bool,
 }
 
 impl Req {
     pub fn new(method: Method, url: &str) -> Req {
-        Req { req: Request::builder().method(method).uri(url), body: Bytes::new() }
+        Req { req: Request::builder().method(method).uri(url), body: Bytes::new(), http2: false }
     }
     pub fn header(mut self, k: &str, v: &str) -> Req {
         self.req = self.req.header(k, v);
+        self
+    }
+    /// A header with arbitrary bytes (e.g. a raw 0xA0, which `header` cannot carry).
+    pub fn header_bytes(mut self, k: &str, v: &[u8]) -> Req {
+        self.req = self.req.header(k, http::HeaderValue::from_bytes(v).expect("valid header bytes"));
+        self
+    }
+    /// Sends over HTTP/2 (prior knowledge, cleartext) instead of HTTP/1.1.
+    pub fn http2(mut self) -> Req {
+        self.http2 = true;
         self
     }
     pub fn bearer(self, token: &str) -> Req {
@@ -234,7 +322,12 @@ impl Req {
 
     /// Like `send`, but a connection failure (e.g. the server was killed) is an `Err`.
     pub async fn send_result(self) -> Result<Resp, String> {
-        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        // Without TCP_NODELAY an HTTP/2 body waits ~40 ms behind its HEADERS frame (Nagle and
+        // delayed ACKs).
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).http2_only(self.http2).build(connector);
         let req = self.req.body(Full::new(self.body)).expect("request");
         let res = client.request(req).await.map_err(|e| e.to_string())?;
         let (parts, body) = res.into_parts();
@@ -310,4 +403,9 @@ pub fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::Pat
 /// A port that was free a moment ago (for child processes that cannot take port 0).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Unix milliseconds now (the clock the test backend stamps its records with).
+pub fn strapi_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -1,10 +1,23 @@
 //! A Strapi v5 (users-permissions, `jwtManagement: 'refresh'`) look-alike for tests and for
 //! trying the gateway by hand (`cargo run --example mock-backend`). It follows
-//! `shared/strapi-v5.md`: the same routes, status codes, JSON shapes, HS256 claims, refresh
-//! rotation, httpOnly cookie mode, and — the gap sessiongate closes — access tokens that stay
-//! valid after logout until they expire.
+//! `shared/strapi-v5.md` and the 5.54 sources: the same routes, status codes, JSON shapes,
+//! HS256 claims, refresh rotation, httpOnly cookie mode, logout rules, its own session routes,
+//! provider callbacks — and, the gap sessiongate closes, access tokens that stay valid after
+//! logout until they expire.
 //!
-//! It records every request it receives so tests can prove what never reached the backend.
+//! It **reads requests exactly as Strapi does**, not as the gateway would like: the bearer is
+//! `authorization.split(/\s+/)` over latin-1 header bytes (first `Authorization` header only, as
+//! Node keeps it); POST/PUT/PATCH bodies go through koa-body's rules (JSON types, strict mode,
+//! BOM, lossy UTF-8, `__proto__` refused; urlencoded through qs with `allowDots`; multipart
+//! fields through qs; `text/*` as a string) after `Content-Encoding` gzip/deflate/br; the
+//! refresh cookie is read with the `cookies` package's pattern, before the body; request fields
+//! count only as strings. A test that passes against this backend has been read the way the
+//! real one reads.
+//!
+//! It records every request, every token it **accepts** (a valid access jwt, a refresh token it
+//! validated) and every token it **mints**, with the time and whether the request came through a
+//! gateway (`x-forwarded-host` names which) or was the gateway's own revocation call. The test
+//! harness uses that to assert that no token of an ended session was accepted after its ending.
 #![allow(dead_code)]
 
 use bytes::Bytes;
@@ -13,17 +26,29 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[path = "qs.rs"]
+pub mod qs;
 
 pub const JWT_SECRET: &[u8] = b"mock-strapi-jwt-secret";
 pub const PASSWORD: &str = "Password1!";
 pub const REFRESH_COOKIE: &str = "strapi_up_refresh";
 /// A Strapi API token with read access to users (for role look-ups).
 pub const API_TOKEN: &str = "mock-api-token-read-users-0123456789";
+/// The OAuth provider the mock enables (`GET /api/auth/github/callback?access_token=…`).
+pub const PROVIDER: &str = "github";
+
+/// The provider access token that logs `username` in through [`PROVIDER`].
+pub fn provider_token(username: &str) -> String {
+    format!("gho_{username}")
+}
 
 #[derive(Debug, Clone)]
 pub struct User {
@@ -33,12 +58,14 @@ pub struct User {
     pub email: String,
     pub password: String,
     pub role: String,
+    pub blocked: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Active,
     Rotated,
+    /// Strapi deletes revoked session rows; the mock keeps them, marked, for tests to look at.
     Revoked,
 }
 
@@ -59,6 +86,38 @@ pub struct Seen {
     pub body: Bytes,
 }
 
+/// Where a request came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// Sent to the backend directly (a test showing what the backend itself accepts).
+    Direct,
+    /// Forwarded by a gateway for a client; the gateway's public address (`x-forwarded-host`).
+    Gateway(String),
+    /// The gateway's own call (`x-sessiongate-internal`, e.g. revoking an ended session).
+    Internal,
+}
+
+/// A token the backend accepted as a credential.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub hash: [u8; 32],
+    pub kind: &'static str,
+    pub at_ms: i64,
+    pub via: Via,
+    pub route: String,
+}
+
+/// Tokens the backend issued.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    pub access: String,
+    pub refresh: String,
+    /// The refresh token that was exchanged for them (refresh), if any.
+    pub parent: Option<String>,
+    pub at_ms: i64,
+    pub via: Via,
+}
+
 /// How the login route misbehaves, for bad-input tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginMode {
@@ -76,6 +135,8 @@ pub struct MockState {
     pub refresh_lifespan: u64,
     pub http_only: bool,
     pub seen: Vec<Seen>,
+    pub accepted: Vec<Accepted>,
+    pub minted: Vec<Minted>,
     pub login_mode: LoginMode,
     pub delay: Option<Duration>,
 }
@@ -84,12 +145,20 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 fn iso_now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 fn hex32() -> String {
     (0..16).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+}
+
+pub fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 fn sign(claims: &Value) -> String {
@@ -110,17 +179,47 @@ pub fn verify(token: &str, kind: &str) -> Option<(u64, String)> {
     Some((c["userId"].as_str()?.parse().ok()?, c["sessionId"].as_str()?.to_string()))
 }
 
+/// What the request is, as Strapi reads it.
+struct StrapiRequest {
+    method: Method,
+    path: String,
+    uri: http::Uri,
+    headers: HeaderMap,
+    /// `ctx.request.body` (an object, a string for text bodies, or `{}`).
+    body: Value,
+    /// Size of the body as received.
+    raw_len: usize,
+    via: Via,
+}
+
+impl StrapiRequest {
+    /// `body[key]` if it is a string (Strapi's `typeof x === 'string'` checks).
+    fn string(&self, key: &str) -> Option<String> {
+        self.body.get(key).and_then(Value::as_str).map(str::to_string)
+    }
+    /// `body[key]` if it is a non-empty string.
+    fn nonempty(&self, key: &str) -> Option<String> {
+        self.string(key).filter(|s| !s.is_empty())
+    }
+}
+
 impl MockState {
     fn user_json(u: &User) -> Value {
         json!({
             "id": u.id, "documentId": u.document_id, "username": u.username, "email": u.email,
-            "provider": "local", "confirmed": true, "blocked": false,
+            "provider": "local", "confirmed": true, "blocked": u.blocked,
             "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z", "publishedAt": "2026-01-01T00:00:00.000Z",
         })
     }
 
     /// Creates a backend session and its (access, refresh) tokens.
-    fn issue(&mut self, user_id: u64, device_id: Option<String>) -> (String, String, String) {
+    fn issue(
+        &mut self,
+        user_id: u64,
+        device_id: Option<String>,
+        parent: Option<&str>,
+        via: &Via,
+    ) -> (String, String, String) {
         let sid = hex32();
         self.sessions
             .insert(sid.clone(), BackendSession { user_id, status: Status::Active, device_id, login_at: now() });
@@ -129,19 +228,61 @@ impl MockState {
             &json!({"userId": user_id.to_string(), "sessionId": sid, "type": "access", "iat": t, "exp": t + self.access_lifespan}),
         );
         let refresh = sign(
-            &json!({"userId": user_id.to_string(), "sessionId": sid, "type": "refresh", "exp": t + self.refresh_lifespan}),
+            &json!({"userId": user_id.to_string(), "sessionId": sid, "type": "refresh", "iat": t, "exp": t + self.refresh_lifespan}),
         );
+        self.minted.push(Minted {
+            access: access.clone(),
+            refresh: refresh.clone(),
+            parent: parent.map(str::to_string),
+            at_ms: now_ms(),
+            via: via.clone(),
+        });
         (sid, access, refresh)
+    }
+
+    fn accept(&mut self, token: &str, kind: &'static str, req: &StrapiRequest) {
+        self.accepted.push(Accepted {
+            hash: hash(token),
+            kind,
+            at_ms: now_ms(),
+            via: req.via.clone(),
+            route: req.path.clone(),
+        });
     }
 
     fn user(&self, id: u64) -> Option<&User> {
         self.users.iter().find(|u| u.id == id)
     }
 
-    fn revoke_user(&mut self, user_id: u64) {
-        for s in self.sessions.values_mut().filter(|s| s.user_id == user_id && s.status == Status::Active) {
+    /// `invalidateRefreshToken(userId, deviceId?)`.
+    fn revoke_user(&mut self, user_id: u64, device: Option<&str>) {
+        for s in self.sessions.values_mut().filter(|s| {
+            s.user_id == user_id
+                && s.status == Status::Active
+                && device.is_none_or(|d| s.device_id.as_deref() == Some(d))
+        }) {
             s.status = Status::Revoked;
         }
+    }
+
+    /// `validateRefreshToken`: signature, type, an active session of that user.
+    fn valid_refresh(&self, token: &str) -> Option<(u64, String)> {
+        let (user, sid) = verify(token, "refresh")?;
+        let s = self.sessions.get(&sid)?;
+        (s.status == Status::Active && s.user_id == user).then_some((user, sid))
+    }
+
+    /// The users-permissions strategy: a valid access jwt of an existing, unblocked user.
+    /// `Err` is the response (no token: 403 from the public role; a bad one: 401).
+    #[allow(clippy::result_large_err)] // a test double; the response is the natural error here
+    fn authenticate(&mut self, req: &StrapiRequest) -> Result<(u64, String), Response<Full<Bytes>>> {
+        let Some(token) = strapi_bearer(&req.headers) else { return Err(forbidden()) };
+        let (user, sid) = verify(&token, "access").ok_or_else(unauthorized)?;
+        if self.user(user).is_none_or(|u| u.blocked) {
+            return Err(unauthorized());
+        }
+        self.accept(&token, "access", req);
+        Ok((user, sid))
     }
 }
 
@@ -167,30 +308,187 @@ fn forbidden() -> Response<Full<Bytes>> {
     error(403, "ForbiddenError", "Forbidden")
 }
 
-fn bearer(h: &HeaderMap) -> Option<String> {
-    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, tok) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| tok.trim().to_string())
+/// JavaScript's `\s`.
+fn js_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r' | ' ' | '\u{A0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200A}' | '\u{2028}' | '\u{2029}' | '\u{202F}' | '\u{205F}' | '\u{3000}' | '\u{FEFF}'
+    )
 }
 
-fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
-/// Access-token authentication as Strapi does it: signature, `exp` and `type` only — stateless.
-/// `Err` is the response to send.
-#[allow(clippy::result_large_err)] // a test double; the response is the natural error here
-fn authenticate(h: &HeaderMap) -> Result<(u64, String), Response<Full<Bytes>>> {
-    match bearer(h) {
-        None => Err(forbidden()),
-        Some(t) => verify(&t, "access").ok_or_else(unauthorized),
+/// `String.prototype.split(/\s+/)`.
+pub fn js_split_ws(s: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut in_space = false;
+    for c in s.chars() {
+        if js_space(c) {
+            if !in_space {
+                parts.push(String::new());
+            }
+            in_space = true;
+        } else {
+            in_space = false;
+            if let Some(p) = parts.last_mut() {
+                p.push(c);
+            }
+        }
     }
+    parts
+}
+
+/// Node's view of a header: the first one (Node discards duplicate `authorization`), its bytes
+/// as latin-1, spaces and tabs around it trimmed.
+fn node_header(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    let v = h.get(name)?;
+    let s: String = v.as_bytes().iter().map(|&b| b as char).collect();
+    Some(s.trim_matches([' ', '\t']).to_string())
+}
+
+/// users-permissions `getToken`: `split(/\s+/)`, two parts, the first `bearer` in any case.
+pub fn strapi_bearer(h: &HeaderMap) -> Option<String> {
+    let v = node_header(h, header::AUTHORIZATION).filter(|v| !v.is_empty())?;
+    let parts = js_split_ws(&v);
+    (parts.len() == 2 && parts[0].to_lowercase() == "bearer").then(|| parts[1].clone())
+}
+
+/// koa's `ctx.cookies.get(name)` (cookies 0.9, no signature check without options): the first
+/// match of `(?:^|;) *name=([^;]*)` in the joined `Cookie` header, one pair of quotes off.
+pub fn strapi_cookie(h: &HeaderMap, name: &str) -> Option<String> {
+    let joined: Vec<String> =
+        h.get_all(header::COOKIE).iter().map(|v| v.as_bytes().iter().map(|&b| b as char).collect()).collect();
+    let header = joined.join("; ");
+    let mut start = 0;
+    while start <= header.len() {
+        let at_boundary = start == 0 || header[..start].ends_with(';');
+        if at_boundary {
+            let rest = header[start..].trim_start_matches(' ');
+            if let Some(after) = rest.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+                let value = after.split(';').next().unwrap_or("");
+                let value = if value.starts_with('"') && value.len() >= 2 { &value[1..value.len() - 1] } else { value };
+                return Some(value.to_string()).filter(|v| !v.is_empty());
+            }
+        }
+        match header[start..].find(';') {
+            Some(i) => start += i + 1,
+            None => break,
+        }
+    }
+    None
+}
+
+/// Strapi's body middleware (koa-body 6, co-body, inflation, qs, formidable). `Err` is the
+/// response it answers (400 / 415).
+#[allow(clippy::result_large_err)]
+fn strapi_body(method: &Method, headers: &HeaderMap, raw: &Bytes) -> Result<Value, Response<Full<Bytes>>> {
+    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        return Ok(Value::Object(Map::new()));
+    }
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim().to_string();
+    let json_type = [
+        "application/json",
+        "application/json-patch+json",
+        "application/vnd.api+json",
+        "application/csp-report",
+        "application/reports+json",
+    ]
+    .contains(&essence.as_str());
+    let form = essence == "application/x-www-form-urlencoded";
+    let text = essence.starts_with("text/");
+    let multipart = essence.starts_with("multipart/");
+    if !(json_type || form || text || multipart) {
+        return Ok(Value::Object(Map::new()));
+    }
+    if multipart {
+        // formidable reads the raw request: no Content-Encoding handling.
+        return Ok(multipart_fields(&ct, raw.clone()));
+    }
+    // inflation: exactly one of these codings, compared as sent.
+    let coding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let decoded: Vec<u8> = match coding {
+        "identity" => raw.to_vec(),
+        "gzip" | "deflate" => {
+            let mut out = Vec::new();
+            let ok = if raw.starts_with(&[0x1f, 0x8b]) {
+                flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).is_ok()
+            } else {
+                flate2::read::ZlibDecoder::new(&raw[..]).read_to_end(&mut out).is_ok()
+            };
+            if !ok {
+                return Err(error(400, "BadRequestError", "incorrect header check"));
+            }
+            out
+        }
+        "br" => {
+            let mut out = Vec::new();
+            if brotli_decompressor::Decompressor::new(&raw[..], 4096).read_to_end(&mut out).is_err() {
+                return Err(error(400, "BadRequestError", "Decompression failed"));
+            }
+            out
+        }
+        other => {
+            return Err(error(415, "UnsupportedMediaTypeError", &format!("Unsupported Content-Encoding: {other}")))
+        }
+    };
+    // raw-body + iconv-lite: UTF-8, BOM stripped, invalid bytes replaced.
+    let s = String::from_utf8_lossy(decoded.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&decoded)).into_owned();
+    if json_type {
+        if s.is_empty() {
+            return Ok(Value::Object(Map::new()));
+        }
+        let strict = s.trim_start_matches([' ', '\t', '\n', '\r']).starts_with(['{', '[']);
+        let bad = || error(400, "BadRequestError", "Invalid JSON");
+        if !strict {
+            return Err(bad());
+        }
+        // JSON.parse: duplicate keys, the last wins (serde_json's Map does the same).
+        let v: Value = serde_json::from_str(&s).map_err(|_| bad())?;
+        if has_proto(&v) {
+            return Err(error(400, "BadRequestError", "Object contains forbidden prototype property"));
+        }
+        return Ok(v);
+    }
+    if form {
+        return Ok(qs::parse(&s, true));
+    }
+    Ok(Value::String(s))
+}
+
+fn has_proto(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key("__proto__") || m.values().any(has_proto),
+        Value::Array(a) => a.iter().any(has_proto),
+        _ => false,
+    }
+}
+
+/// formidable with `multiples`: parts without a `Content-Type` are fields, named like qs keys.
+fn multipart_fields(ct: &str, body: Bytes) -> Value {
+    let Ok(boundary) = multer::parse_boundary(ct) else { return Value::Object(Map::new()) };
+    let stream = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(body)]);
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let fut = async move {
+        let mut pairs = Vec::new();
+        while let Ok(Some(field)) = parts.next_field().await {
+            if field.content_type().is_some() {
+                continue;
+            }
+            let name = field.name().unwrap_or_default().to_string();
+            if let Ok(b) = field.bytes().await {
+                pairs.push((name, String::from_utf8_lossy(&b).into_owned()));
+            }
+        }
+        pairs
+    };
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let pairs = loop {
+        if let std::task::Poll::Ready(p) = std::future::Future::poll(fut.as_mut(), &mut cx) {
+            break p;
+        }
+    };
+    qs::parse_pairs(&pairs, false)
 }
 
 /// Strapi's router: case-insensitive, one trailing slash ignored, query ignored. No other
@@ -222,18 +520,11 @@ fn with_refresh(state: &MockState, headers: &HeaderMap, mut body: Value, refresh
     }
 }
 
-fn handle(
-    state: &Mutex<MockState>,
-    method: &Method,
-    uri: &http::Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Response<Full<Bytes>> {
+fn handle(state: &Mutex<MockState>, req: &StrapiRequest) -> Response<Full<Bytes>> {
     let mut st = state.lock().expect("mock state");
-    let path = route_path(uri);
-    let input: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let s = |k: &str| input.get(k).and_then(Value::as_str).map(str::to_string);
-    match (method.clone(), path.as_str()) {
+    let headers = &req.headers;
+    let s = |k: &str| req.string(k);
+    match (req.method.clone(), req.path.as_str()) {
         (Method::GET, "/_health") => {
             let mut r = Response::new(Full::new(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
@@ -249,8 +540,10 @@ fn handle(
                 LoginMode::NoToken => return json_res(200, json!({"user": {"id": 1}})),
                 LoginMode::Normal => {}
             }
-            let ident = s("identifier").unwrap_or_default().to_lowercase();
-            let pass = s("password").unwrap_or_default();
+            let (Some(ident), Some(pass)) = (s("identifier"), s("password")) else {
+                return error(400, "ValidationError", "identifier and password are required");
+            };
+            let ident = ident.to_lowercase();
             let Some(u) = st
                 .users
                 .iter()
@@ -259,7 +552,10 @@ fn handle(
             else {
                 return error(400, "ValidationError", "Invalid identifier or password");
             };
-            let (_, access, refresh) = st.issue(u.id, s("deviceId"));
+            if u.blocked {
+                return error(400, "ApplicationError", "Your account has been blocked by an administrator");
+            }
+            let (_, access, refresh) = st.issue(u.id, req.nonempty("deviceId"), None, &req.via);
             let body = json!({"jwt": access, "user": MockState::user_json(&u)});
             with_refresh(&st, headers, body, &refresh)
         }
@@ -278,52 +574,77 @@ fn handle(
                 email,
                 password,
                 role: "Authenticated".into(),
+                blocked: false,
             };
             st.users.push(u.clone());
-            let (_, access, refresh) = st.issue(u.id, None);
+            let (_, access, refresh) = st.issue(u.id, req.nonempty("deviceId"), None, &req.via);
             let body = json!({"jwt": access, "user": MockState::user_json(&u)});
             with_refresh(&st, headers, body, &refresh)
         }
+        (Method::GET, p) if p.starts_with("/api/auth/") && p.ends_with("/callback") => {
+            // A provider login: the provider's access token names the user (no network here).
+            let provider = &p["/api/auth/".len()..p.len() - "/callback".len()];
+            if provider != PROVIDER {
+                return error(400, "ApplicationError", "This provider is disabled");
+            }
+            let token = req
+                .uri
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")))
+                .unwrap_or("")
+                .to_string();
+            let Some(u) = st.users.iter().find(|u| provider_token(&u.username) == token).cloned() else {
+                return error(400, "ApplicationError", "Invalid provider token");
+            };
+            let (_, access, refresh) = st.issue(u.id, None, None, &req.via);
+            with_refresh(&st, headers, json!({"jwt": access, "user": MockState::user_json(&u)}), &refresh)
+        }
         (Method::POST, "/api/auth/refresh") => {
-            let Some(token) = cookie(headers, REFRESH_COOKIE).or_else(|| s("refreshToken")) else {
+            // Cookie first, then the body; only a string counts.
+            let token = strapi_cookie(headers, REFRESH_COOKIE).or_else(|| s("refreshToken"));
+            let Some(token) = token.filter(|t| !t.is_empty()) else {
                 return error(400, "BadRequestError", "Missing refresh token");
             };
             let invalid = || error(401, "UnauthorizedError", "Invalid refresh token");
-            let Some((user_id, sid)) = verify(&token, "refresh") else { return invalid() };
+            let Some((user_id, sid)) = st.valid_refresh(&token) else { return invalid() };
+            st.accept(&token, "refresh", req);
             let device = match st.sessions.get_mut(&sid) {
-                Some(sess) if sess.status == Status::Active => {
+                Some(sess) => {
                     sess.status = Status::Rotated;
                     sess.device_id.clone()
                 }
-                _ => return invalid(),
+                None => return invalid(),
             };
-            let (_, access, refresh) = st.issue(user_id, device);
+            let (_, access, refresh) = st.issue(user_id, device, Some(&token), &req.via);
             with_refresh(&st, headers, json!({"jwt": access}), &refresh)
         }
         (Method::POST, "/api/auth/logout") => {
-            let (user_id, bearer_sid) = match authenticate(headers) {
+            let (user_id, bearer_sid) = match st.authenticate(req) {
                 Ok(x) => x,
                 Err(r) => return r,
             };
+            // revokeLogoutSessions, in its order.
             if s("scope").as_deref() == Some("all") {
-                st.revoke_user(user_id);
-            } else if let Some(dev) = s("deviceId") {
-                for sess in st
-                    .sessions
-                    .values_mut()
-                    .filter(|x| x.user_id == user_id && x.device_id.as_deref() == Some(dev.as_str()))
-                {
-                    sess.status = Status::Revoked;
-                }
+                st.revoke_user(user_id, None);
+            } else if let Some(dev) = req.nonempty("deviceId") {
+                st.revoke_user(user_id, Some(&dev));
             } else {
-                let target = s("refreshToken")
-                    .or_else(|| cookie(headers, REFRESH_COOKIE))
-                    .and_then(|t| verify(&t, "refresh"))
-                    .filter(|(u, _)| *u == user_id)
-                    .map(|(_, sid)| sid)
-                    .unwrap_or(bearer_sid);
-                if let Some(sess) = st.sessions.get_mut(&target) {
-                    sess.status = Status::Revoked;
+                let mut current = Some(bearer_sid);
+                let refresh = strapi_cookie(headers, REFRESH_COOKIE).or_else(|| s("refreshToken"));
+                if let Some(t) = refresh.filter(|t| !t.is_empty()) {
+                    if let Some((_, sid)) = st.valid_refresh(&t) {
+                        st.accept(&t, "refresh", req);
+                        current = Some(sid);
+                    }
+                }
+                match current {
+                    // revokeSessionById: only the user's own session.
+                    Some(sid) => {
+                        if let Some(sess) = st.sessions.get_mut(&sid).filter(|x| x.user_id == user_id) {
+                            sess.status = Status::Revoked;
+                        }
+                    }
+                    None => st.revoke_user(user_id, None),
                 }
             }
             let mut r = json_res(200, json!({"ok": true}));
@@ -334,7 +655,7 @@ fn handle(
             r
         }
         (Method::GET, "/api/auth/sessions") => {
-            let (user_id, current) = match authenticate(headers) {
+            let (user_id, current) = match st.authenticate(req) {
                 Ok(x) => x,
                 Err(r) => return r,
             };
@@ -346,8 +667,24 @@ fn handle(
                 .collect();
             json_res(200, json!({"data": data}))
         }
+        (Method::DELETE, p) if p.starts_with("/api/auth/sessions/") => {
+            let (user_id, _) = match st.authenticate(req) {
+                Ok(x) => x,
+                Err(r) => return r,
+            };
+            // The route parameter as Strapi's router decodes it.
+            let raw = &req.uri.path()["/api/auth/sessions/".len()..];
+            let sid = percent_encoding::percent_decode_str(raw.trim_end_matches('/')).decode_utf8_lossy().into_owned();
+            match st.sessions.get_mut(&sid).filter(|x| x.user_id == user_id && x.status != Status::Revoked) {
+                Some(sess) => {
+                    sess.status = Status::Revoked;
+                    json_res(200, json!({"data": {}}))
+                }
+                None => error(404, "NotFoundError", "Session not found"),
+            }
+        }
         (Method::POST, "/api/auth/change-password") => {
-            let (user_id, _) = match authenticate(headers) {
+            let (user_id, _) = match st.authenticate(req) {
                 Ok(x) => x,
                 Err(r) => return r,
             };
@@ -366,16 +703,20 @@ fn handle(
             if u.password != cur {
                 return error(400, "ValidationError", "The provided current password is invalid");
             }
+            if cur == new {
+                return error(400, "ValidationError", "Your new password must be different than your current password");
+            }
             u.password = new;
             let u = u.clone();
-            st.revoke_user(user_id);
-            let (_, access, refresh) = st.issue(user_id, None);
-            with_refresh(&st, headers, json!({"jwt": access, "user": MockState::user_json(&u)}), &refresh)
+            // reissueTokensAfterPasswordChange: every session of the user goes, a new one opens.
+            st.revoke_user(user_id, None);
+            let device = req.nonempty("deviceId").unwrap_or_else(hex32);
+            let (_, access, refresh) = st.issue(user_id, Some(device), None, &req.via);
+            json_res(200, json!({"jwt": access, "refreshToken": refresh, "user": MockState::user_json(&u)}))
         }
         (Method::POST, "/api/auth/reset-password") => {
-            let code = s("code").unwrap_or_default();
-            let (Some(new), Some(conf)) = (s("password"), s("passwordConfirmation")) else {
-                return error(400, "ValidationError", "password and passwordConfirmation are required");
+            let (Some(code), Some(new), Some(conf)) = (s("code"), s("password"), s("passwordConfirmation")) else {
+                return error(400, "ValidationError", "code, password and passwordConfirmation are required");
             };
             if new != conf {
                 return error(400, "ValidationError", "Passwords do not match");
@@ -385,11 +726,12 @@ fn handle(
             };
             u.password = new;
             let u = u.clone();
-            st.revoke_user(u.id);
-            let (_, access, refresh) = st.issue(u.id, None);
-            with_refresh(&st, headers, json!({"jwt": access, "user": MockState::user_json(&u)}), &refresh)
+            st.revoke_user(u.id, None);
+            let device = req.nonempty("deviceId").unwrap_or_else(hex32);
+            let (_, access, refresh) = st.issue(u.id, Some(device), None, &req.via);
+            json_res(200, json!({"jwt": access, "refreshToken": refresh, "user": MockState::user_json(&u)}))
         }
-        (Method::GET, "/api/users/me") => match authenticate(headers) {
+        (Method::GET, "/api/users/me") => match st.authenticate(req) {
             Ok((user_id, _)) => match st.user(user_id) {
                 Some(u) => json_res(200, MockState::user_json(u)),
                 None => unauthorized(),
@@ -398,46 +740,55 @@ fn handle(
         },
         (Method::GET, p) if p.starts_with("/api/users/") && p["/api/users/".len()..].parse::<u64>().is_ok() => {
             // Only an API token may read other users (as a Strapi API token with users read).
-            if bearer(headers).as_deref() != Some(API_TOKEN) {
+            if strapi_bearer(headers).as_deref() != Some(API_TOKEN) {
                 return forbidden();
             }
             let id: u64 = p["/api/users/".len()..].parse().unwrap_or(0);
             let Some(u) = st.user(id) else { return error(404, "NotFoundError", "Not Found") };
             let mut v = MockState::user_json(u);
-            if uri.query().is_some_and(|q| q.contains("populate=role")) {
+            if req.uri.query().is_some_and(|q| q.contains("populate=role")) {
                 v["role"] = json!({"id": 1, "name": u.role, "type": u.role.to_lowercase()});
             }
             json_res(200, v)
         }
         (Method::PUT, p) if p.starts_with("/api/users/") => {
-            if let Err(r) = authenticate(headers) {
+            if let Err(r) = st.authenticate(req) {
                 return r;
             }
             let Ok(id) = p["/api/users/".len()..].parse::<u64>() else {
                 return error(404, "NotFoundError", "Not Found");
             };
+            let password = s("password");
             let Some(u) = st.users.iter_mut().find(|u| u.id == id) else {
                 return error(404, "NotFoundError", "Not Found");
             };
-            if let Some(pw) = s("password") {
+            if let Some(pw) = password {
                 u.password = pw;
             }
             let u = u.clone();
             json_res(200, MockState::user_json(&u))
         }
-        (Method::POST, "/api/upload") => match authenticate(headers) {
-            Ok(_) => json_res(200, json!({"received": body.len()})),
+        (Method::POST, "/api/upload") => match st.authenticate(req) {
+            Ok(_) => json_res(200, json!({"received": req.raw_len})),
             Err(r) => r,
         },
+        (Method::GET, "/api/test-hooks/forged-denial") => {
+            // Not Strapi: a backend that answers in the gateway's header namespace, to show the
+            // gateway never lets a backend speak for it.
+            let mut r = error(401, "UnauthorizedError", "forged");
+            r.headers_mut().insert("x-sessiongate-reason", "session_terminated".parse().expect("hv"));
+            r.headers_mut().insert("x-sessiongate-internal", "revocation".parse().expect("hv"));
+            r
+        }
         (Method::GET, "/api/echo") => {
             // Shows the backend's view of the request: headers as received.
             let h: serde_json::Map<String, Value> = headers
                 .iter()
                 .map(|(k, v)| (k.as_str().to_string(), Value::String(v.to_str().unwrap_or("").to_string())))
                 .collect();
-            json_res(200, json!({"headers": h, "query": uri.query()}))
+            json_res(200, json!({"headers": h, "query": req.uri.query()}))
         }
-        (Method::GET, p) if p.starts_with("/api/") && p != "/api/" => match authenticate(headers) {
+        (Method::GET, p) if p.starts_with("/api/") && p != "/api/" => match st.authenticate(req) {
             Ok(_) => json_res(
                 200,
                 json!({"data": [{"id": 1, "documentId": "art1", "title": "Hello"}], "meta": {"pagination": {"page": 1, "pageSize": 25, "pageCount": 1, "total": 1}}}),
@@ -446,6 +797,27 @@ fn handle(
         },
         _ => error(404, "NotFoundError", "Not Found"),
     }
+}
+
+fn via(h: &HeaderMap) -> Via {
+    if h.contains_key("x-sessiongate-internal") {
+        Via::Internal
+    } else if let Some(host) = h.get("x-forwarded-host").and_then(|v| v.to_str().ok()) {
+        Via::Gateway(host.to_string())
+    } else if h.contains_key("x-forwarded-for") {
+        Via::Gateway(String::new())
+    } else {
+        Via::Direct
+    }
+}
+
+/// Every running mock, by address (the test harness finds a gateway's backend here).
+static REGISTRY: Mutex<Vec<(SocketAddr, Weak<Mutex<MockState>>)>> = Mutex::new(Vec::new());
+
+/// The state of the mock listening on `addr`, if one runs.
+pub fn lookup(addr: SocketAddr) -> Option<Arc<Mutex<MockState>>> {
+    let reg = REGISTRY.lock().ok()?;
+    reg.iter().rev().find(|(a, _)| *a == addr).and_then(|(_, w)| w.upgrade())
 }
 
 /// A running mock backend.
@@ -465,7 +837,7 @@ impl Drop for MockStrapi {
 }
 
 impl MockStrapi {
-    /// Starts on `addr` (port 0 for an ephemeral port) with users alice and bob.
+    /// Starts on `addr` (port 0 for an ephemeral port) with users alice, bob and carol.
     pub async fn start_on(addr: SocketAddr) -> MockStrapi {
         let users = ["alice", "bob", "carol"]
             .iter()
@@ -477,6 +849,7 @@ impl MockStrapi {
                 email: format!("{n}@example.com"),
                 password: PASSWORD.to_string(),
                 role: if *n == "carol" { "Editor".into() } else { "Authenticated".into() },
+                blocked: false,
             })
             .collect();
         let state = Arc::new(Mutex::new(MockState {
@@ -486,11 +859,17 @@ impl MockStrapi {
             refresh_lifespan: 1_209_600,
             http_only: false,
             seen: Vec::new(),
+            accepted: Vec::new(),
+            minted: Vec::new(),
             login_mode: LoginMode::Normal,
             delay: None,
         }));
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind mock backend");
         let addr = listener.local_addr().expect("addr");
+        if let Ok(mut reg) = REGISTRY.lock() {
+            reg.retain(|(_, w)| w.strong_count() > 0);
+            reg.push((addr, Arc::downgrade(&state)));
+        }
         let st = state.clone();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
@@ -517,13 +896,22 @@ impl MockStrapi {
                             if let Some(d) = delay {
                                 tokio::time::sleep(d).await;
                             }
-                            Ok::<_, std::convert::Infallible>(handle(
-                                &st,
-                                &parts.method,
-                                &parts.uri,
-                                &parts.headers,
-                                &body,
-                            ))
+                            let res = match strapi_body(&parts.method, &parts.headers, &body) {
+                                Err(r) => r,
+                                Ok(parsed) => {
+                                    let req = StrapiRequest {
+                                        method: parts.method.clone(),
+                                        path: route_path(&parts.uri),
+                                        uri: parts.uri.clone(),
+                                        via: via(&parts.headers),
+                                        headers: parts.headers,
+                                        body: parsed,
+                                        raw_len: body.len(),
+                                    };
+                                    handle(&st, &req)
+                                }
+                            };
+                            Ok::<_, std::convert::Infallible>(res)
                         }
                     });
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -555,6 +943,7 @@ impl MockStrapi {
                     email: format!("{n}@example.com"),
                     password: PASSWORD.to_string(),
                     role: "Authenticated".into(),
+                    blocked: false,
                 });
             }
         })
@@ -573,6 +962,17 @@ impl MockStrapi {
         self.with(|s| s.seen.iter().filter(|r| r.method == *method && r.path.split('?').next() == Some(path)).count())
     }
 
+    /// Like [`MockStrapi::count`], without the gateway's own calls (revocations).
+    pub fn count_from_clients(&self, method: &Method, path: &str) -> usize {
+        self.with(|s| {
+            s.seen
+                .iter()
+                .filter(|r| r.method == *method && r.path.split('?').next() == Some(path))
+                .filter(|r| via(&r.headers) != Via::Internal)
+                .count()
+        })
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.with(|s| s.seen.clone())
     }
@@ -581,10 +981,27 @@ impl MockStrapi {
         self.with(|s| s.sessions.get(sid).map(|x| x.status))
     }
 
+    /// Whether the backend accepted `token` (as any credential) at or after `since_ms`.
+    pub fn accepted_since(&self, token: &str, since_ms: i64) -> bool {
+        let h = hash(token);
+        self.with(|s| s.accepted.iter().any(|a| a.hash == h && a.at_ms >= since_ms && a.via != Via::Internal))
+    }
+
+    /// Tokens minted at or after `since_ms` from refreshing one of `parents`.
+    pub fn minted_from(&self, parents: &[String], since_ms: i64) -> usize {
+        self.with(|s| {
+            s.minted
+                .iter()
+                .filter(|m| m.at_ms >= since_ms && m.via != Via::Internal)
+                .filter(|m| m.parent.as_ref().is_some_and(|p| parents.contains(p)))
+                .count()
+        })
+    }
+
     /// Logs in directly at the backend (bypassing the gateway): (jwt, refreshToken).
     pub fn issue_direct(&self, user_id: u64) -> (String, String) {
         self.with(|s| {
-            let (_, a, r) = s.issue(user_id, None);
+            let (_, a, r) = s.issue(user_id, None, None, &Via::Direct);
             (a, r)
         })
     }
