@@ -714,6 +714,9 @@ async fn backend_revocations_survive_a_backend_outage_and_a_restart() {
     assert_eq!(r.status, 200);
     assert!(eventually(5, || metric(&gw, "sessiongate_backend_revocations_total{outcome=\"retry\"}") >= 1.0).await);
     assert!(eventually(5, || metric(&gw, "sessiongate_backend_revocations_pending") >= 1.0).await);
+    let detail = gw.admin(Method::GET, &format!("{ADMIN}/sessions/{sid}")).send().await.json();
+    assert_eq!(detail["data"]["backendRevocation"]["pending"], true, "{detail}");
+    assert!(detail["data"]["backendRevocation"]["lastError"].is_string());
     gw.restart().await;
     // The backend comes back (a fresh process on the same address, same signing secret).
     let backend = MockStrapi::start_on(addr).await;
@@ -722,6 +725,8 @@ async fn backend_revocations_survive_a_backend_outage_and_a_restart() {
         "the queued revocation is carried out after the restart"
     );
     assert!(eventually(10, || metric(&gw, "sessiongate_backend_revocations_pending") == 0.0).await);
+    let detail = gw.admin(Method::GET, &format!("{ADMIN}/sessions/{sid}")).send().await.json();
+    assert_eq!(detail["data"]["backendRevocation"], Value::Null);
     let audit = gw.admin(Method::GET, "/magic-sessionmanager/audit?type=backend_revoked").send().await.json();
     assert_eq!(audit["data"][0]["details"]["outcome"], "revoked", "{audit}");
     let _ = ADMIN_TOKEN;

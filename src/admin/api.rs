@@ -422,6 +422,14 @@ async fn detail(st: &AdminState, id: &str) -> Result<Response<Body>, GatewayErro
             }),
         );
         m.insert("audit".into(), serde_json::to_value(&events).unwrap_or(Value::Null));
+        // The backend revocation still to be done for this session, if any.
+        let pending = st.app.sessions.store().revocations_of(vec![rec.id]).await?.pop();
+        m.insert(
+            "backendRevocation".into(),
+            pending.map_or(Value::Null, |r| {
+                json!({"pending": true, "attempts": r.attempts, "nextAttempt": iso(r.due), "lastError": r.last_error})
+            }),
+        );
     }
     Ok(ok(json!({"data": v})))
 }

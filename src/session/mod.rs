@@ -592,7 +592,9 @@ impl Sessions {
         if live.is_ended() {
             // Ended while this refresh was in flight: the backend just minted tokens for it, so
             // its revocation starts over with them.
-            changes.put_revocations = self.revocation_entries(&[live.id], EndReason::Logout, now, now);
+            let reason = changes.put_sessions[0].end_reason.as_deref().and_then(EndReason::parse);
+            changes.put_revocations =
+                self.revocation_entries(&[live.id], reason.unwrap_or(EndReason::Logout), now, now);
         }
         self.timed("rotate", self.store.apply(changes, true)).await?;
         if live.is_ended() {
@@ -715,8 +717,7 @@ impl Sessions {
         }
         if !due_now.is_empty() {
             let now = now_ms();
-            let mut recs: Vec<RevocationRecord> =
-                self.store.revocations().await?.into_iter().filter(|r| due_now.contains(&r.session)).collect();
+            let mut recs = self.store.revocations_of(due_now.to_vec()).await?;
             for r in &mut recs {
                 r.due = now;
             }

@@ -357,7 +357,8 @@ pub(crate) mod contract {
         assert_eq!(store.revocations().await.expect("queue"), vec![queued.clone()]);
         let retried = RevocationRecord { attempts: 1, due: 10, last_error: Some("503".into()), ..queued };
         store.put_revocations(vec![retried.clone()]).await.expect("update");
-        assert_eq!(store.revocations().await.expect("queue"), vec![retried]);
+        assert_eq!(store.revocations().await.expect("queue"), vec![retried.clone()]);
+        assert_eq!(store.revocations_of(vec![8, 9]).await.expect("lookup"), vec![retried]);
         store.delete_revocations(vec![9]).await.expect("delete");
         assert!(store.revocations().await.expect("queue").is_empty());
     }

@@ -438,6 +438,21 @@ impl SledStore {
         read_all(self.revocations.clone()).await
     }
 
+    /// The queue entries of `ids` that exist.
+    pub async fn revocations_of(&self, ids: Vec<u64>) -> Result<Vec<RevocationRecord>, StoreError> {
+        let tree = self.revocations.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(v) = tree.get(id.to_be_bytes()).map_err(sled_err)? {
+                    out.push(serde_json::from_slice(&v).map_err(codec_err)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Updates queue entries (attempts, next try). Not flushed: a lost update only repeats an
     /// attempt.
     pub async fn put_revocations(&self, recs: Vec<RevocationRecord>) -> Result<(), StoreError> {
