@@ -15,13 +15,15 @@
 
 use serde_json::{Map, Value};
 
-/// `qs`'s defaults: nesting depth, largest array index, most parameters.
-const DEPTH: usize = 5;
-const ARRAY_LIMIT: usize = 20;
-const PARAMETER_LIMIT: usize = 1000;
+/// `qs`'s defaults: nesting depth, largest array index, most parameters. (These facts about qs,
+/// [`PROTOTYPE_KEYS`], [`unescape_brackets`] and [`dots_to_brackets`] are shared with the test
+/// backend's qs port; `tests/strapi_e2e.rs` checks both against the real qs.)
+pub const DEPTH: usize = 5;
+pub const ARRAY_LIMIT: usize = 20;
+pub const PARAMETER_LIMIT: usize = 1000;
 
 /// Names on `Object.prototype`; `qs` drops a key whose parent or any bracket group is one.
-const PROTOTYPE_KEYS: &[&str] = &[
+pub const PROTOTYPE_KEYS: &[&str] = &[
     "__proto__",
     "__defineGetter__",
     "__defineSetter__",
@@ -38,8 +40,7 @@ const PROTOTYPE_KEYS: &[&str] = &[
 
 /// Parses an urlencoded body (already UTF-8) with co-body's options (`allowDots`).
 pub fn parse_urlencoded(text: &str) -> Result<Value, &'static str> {
-    // qs decodes bracket escapes in the whole string before splitting.
-    let text = replace_ci(&replace_ci(text, "%5b", "["), "%5d", "]");
+    let text = unescape_brackets(text);
     let parts: Vec<&str> = text.split('&').collect();
     if parts.len() > PARAMETER_LIMIT {
         return Err("form body has too many fields");
@@ -105,6 +106,11 @@ fn decode(s: &str) -> Result<String, &'static str> {
         .map_err(|_| "form body is not valid UTF-8")
 }
 
+/// qs decodes `%5B` and `%5D` (any case) in the whole string before splitting it.
+pub fn unescape_brackets(s: &str) -> String {
+    replace_ci(&replace_ci(s, "%5b", "["), "%5d", "]")
+}
+
 fn replace_ci(s: &str, from: &str, to: &str) -> String {
     let lower = s.to_ascii_lowercase();
     let mut out = String::with_capacity(s.len());
@@ -125,8 +131,24 @@ enum Seg {
     Push,
 }
 
-/// qs's `splitKeyIntoSegments` and `parseObject` root rules. `None`: the key is dropped.
+/// qs's `parseObject` root rules over [`split_key`]. `None`: the key is dropped.
 fn segments(key: &str, allow_dots: bool) -> Option<Vec<Seg>> {
+    Some(
+        split_key(key, allow_dots)?
+            .into_iter()
+            .map(|(text, bracketed)| match text.as_str() {
+                "" if bracketed => Seg::Push,
+                t if bracketed && is_index(t) => t.parse().map(Seg::Index).unwrap_or(Seg::Key(text)),
+                _ => Seg::Key(text),
+            })
+            .collect(),
+    )
+}
+
+/// qs's `splitKeyIntoSegments`: the parent before the first `[`, then the contents of up to
+/// [`DEPTH`] balanced bracket groups, then the rest as one literal; each as `(text, bracketed)`.
+/// `None` when qs drops the key (a parent or group named after an `Object.prototype` member).
+pub fn split_key(key: &str, allow_dots: bool) -> Option<Vec<(String, bool)>> {
     let key = if allow_dots { dots_to_brackets(key) } else { key.to_string() };
     let mut raw: Vec<(String, bool)> = Vec::new(); // (text, was bracketed)
     let first = key.find('[');
@@ -175,15 +197,7 @@ fn segments(key: &str, allow_dots: bool) -> Option<Vec<Seg>> {
         // Past the depth limit, the remainder is one literal key.
         raw.push((key[o..].to_string(), true));
     }
-    Some(
-        raw.into_iter()
-            .map(|(text, bracketed)| match text.as_str() {
-                "" if bracketed => Seg::Push,
-                t if bracketed && is_index(t) => t.parse().map(Seg::Index).unwrap_or(Seg::Key(text)),
-                _ => Seg::Key(text),
-            })
-            .collect(),
-    )
+    Some(raw)
 }
 
 /// `String(parseInt(s)) === s`, non-negative.
@@ -191,8 +205,8 @@ fn is_index(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0')) && s.len() < 10
 }
 
-/// `key.replace(/\.([^.[]+)/g, '[$1]')`.
-fn dots_to_brackets(key: &str) -> String {
+/// `key.replace(/\.([^.[]+)/g, '[$1]')` (qs's `allowDots`).
+pub fn dots_to_brackets(key: &str) -> String {
     let mut out = String::with_capacity(key.len() + 4);
     let mut rest = key;
     while let Some(i) = rest.find('.') {

@@ -376,6 +376,18 @@ impl SledStore {
 }
 
 /// Every value of a tree, decoded, in key order.
+/// Removes the entries keyed by big-endian `ids`, in one batch.
+async fn remove_ids(tree: sled::Tree, ids: Vec<u64>) -> Result<(), StoreError> {
+    blocking(move || {
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            batch.remove(&id.to_be_bytes());
+        }
+        tree.apply_batch(batch).map_err(sled_err)
+    })
+    .await
+}
+
 async fn read_all<T: serde::de::DeserializeOwned + Send + 'static>(tree: sled::Tree) -> Result<Vec<T>, StoreError> {
     blocking(move || {
         tree.iter()
@@ -470,15 +482,7 @@ impl SledStore {
     /// Removes settled entries. Not flushed: a lost removal only repeats a revocation, which the
     /// backend answers as already done.
     pub async fn delete_revocations(&self, ids: Vec<u64>) -> Result<(), StoreError> {
-        let tree = self.revocations.clone();
-        blocking(move || {
-            let mut batch = sled::Batch::default();
-            for id in ids {
-                batch.remove(&id.to_be_bytes());
-            }
-            tree.apply_batch(batch).map_err(sled_err)
-        })
-        .await
+        remove_ids(self.revocations.clone(), ids).await
     }
 
     /// The oldest `limit` queued replication events, with their queue keys.
@@ -498,15 +502,7 @@ impl SledStore {
 
     /// Removes published events from the queue.
     pub async fn outbox_delete(&self, keys: Vec<u64>) -> Result<(), StoreError> {
-        let tree = self.outbox.clone();
-        blocking(move || {
-            let mut batch = sled::Batch::default();
-            for k in keys {
-                batch.remove(&k.to_be_bytes());
-            }
-            tree.apply_batch(batch).map_err(sled_err)
-        })
-        .await
+        remove_ids(self.outbox.clone(), keys).await
     }
 
     /// Events waiting to be published (a scan: for metrics, not for hot paths).
@@ -623,15 +619,7 @@ impl SledStore {
     }
 
     pub async fn delete_alerts(&self, ids: Vec<u64>) -> Result<(), StoreError> {
-        let tree = self.alerts.clone();
-        blocking(move || {
-            let mut batch = sled::Batch::default();
-            for id in ids {
-                batch.remove(&id.to_be_bytes());
-            }
-            tree.apply_batch(batch).map_err(sled_err)
-        })
-        .await
+        remove_ids(self.alerts.clone(), ids).await
     }
 }
 

@@ -9,23 +9,7 @@
 
 use serde_json::{Map, Value};
 
-const DEPTH: usize = 5;
-const ARRAY_LIMIT: usize = 20;
-const PARAMETER_LIMIT: usize = 1000;
-const PROTOTYPE_KEYS: &[&str] = &[
-    "__proto__",
-    "__defineGetter__",
-    "__defineSetter__",
-    "__lookupGetter__",
-    "__lookupSetter__",
-    "constructor",
-    "hasOwnProperty",
-    "isPrototypeOf",
-    "propertyIsEnumerable",
-    "toLocaleString",
-    "toString",
-    "valueOf",
-];
+use sessiongate::proxy::form::{split_key, unescape_brackets, ARRAY_LIMIT, PARAMETER_LIMIT};
 
 /// A JavaScript value as qs builds it: strings, sparse arrays, objects.
 #[derive(Debug, Clone)]
@@ -100,7 +84,7 @@ fn decode(s: &str) -> String {
 
 /// `parseValues`.
 fn values(text: &str) -> Vec<(String, Js)> {
-    let clean = replace_ci(&replace_ci(text, "%5b", "["), "%5d", "]");
+    let clean = unescape_brackets(text);
     let mut out = Vec::new();
     for part in clean.split('&').take(PARAMETER_LIMIT) {
         let pos = match part.find("]=") {
@@ -113,19 +97,6 @@ fn values(text: &str) -> Vec<(String, Js)> {
         };
         out.push((key, Js::Str(val)));
     }
-    out
-}
-
-fn replace_ci(s: &str, from: &str, to: &str) -> String {
-    let lower = s.to_ascii_lowercase();
-    let mut out = String::with_capacity(s.len());
-    let mut last = 0;
-    for (i, _) in lower.match_indices(from) {
-        out.push_str(&s[last..i]);
-        out.push_str(to);
-        last = i + from.len();
-    }
-    out.push_str(&s[last..]);
     out
 }
 
@@ -148,74 +119,16 @@ fn array_to_object(items: Vec<Option<Js>>) -> Js {
     Js::Obj(items.into_iter().enumerate().filter_map(|(i, v)| v.map(|v| (i.to_string(), v))).collect())
 }
 
-/// `splitKeyIntoSegments` + `parseObject`.
+/// `splitKeyIntoSegments` (shared with the gateway) + `parseObject`.
 fn parse_keys(key: &str, val: Js, allow_dots: bool) -> Option<Js> {
     if key.is_empty() {
         return None;
     }
-    let key = if allow_dots { dots(key) } else { key.to_string() };
-    let mut segs: Vec<String> = Vec::new();
-    let first = key.find('[');
-    let parent = first.map_or(key.as_str(), |i| &key[..i]);
-    if !parent.is_empty() {
-        if PROTOTYPE_KEYS.contains(&parent) {
-            return None;
-        }
-        segs.push(parent.to_string());
-    }
-    let b = key.as_bytes();
-    let mut open = first;
-    let mut collected = 0;
-    while let Some(o) = open.filter(|_| collected < DEPTH) {
-        let (mut level, mut i, mut close) = (1, o + 1, None);
-        while i < b.len() && close.is_none() {
-            match b[i] {
-                b'[' => level += 1,
-                b']' => {
-                    level -= 1;
-                    if level == 0 {
-                        close = Some(i);
-                    }
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-        let Some(c) = close else {
-            segs.push(format!("[{}]", &key[o..]));
-            return Some(build(&segs, val));
-        };
-        let seg = &key[o..=c];
-        if PROTOTYPE_KEYS.contains(&&seg[1..seg.len() - 1]) {
-            return None;
-        }
-        segs.push(seg.to_string());
-        collected += 1;
-        open = key[c + 1..].find('[').map(|j| j + c + 1);
-    }
-    if let Some(o) = open {
-        segs.push(format!("[{}]", &key[o..]));
-    }
+    let segs: Vec<String> = split_key(key, allow_dots)?
+        .into_iter()
+        .map(|(text, bracketed)| if bracketed { format!("[{text}]") } else { text })
+        .collect();
     Some(build(&segs, val))
-}
-
-fn dots(key: &str) -> String {
-    let mut out = String::new();
-    let mut rest = key;
-    while let Some(i) = rest.find('.') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        let n = after.find(['.', '[']).unwrap_or(after.len());
-        if n == 0 {
-            out.push('.');
-            rest = after;
-        } else {
-            out.push_str(&format!("[{}]", &after[..n]));
-            rest = &after[n..];
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// `parseObject`: wraps the leaf from the innermost segment outwards.
