@@ -261,7 +261,7 @@ fn multipart(headers: &HeaderMap, body: Bytes) -> Result<Value, GatewayError> {
     let stream = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(body)]);
     let mut parts = multer::Multipart::new(stream, boundary);
     // The body is in memory, so the parser never waits: poll it to completion here.
-    let pairs = futures_executor_block(async move {
+    let pairs = poll_in_memory(async move {
         let mut pairs = Vec::new();
         while let Some(field) = parts.next_field().await.map_err(|_| "Multipart body is malformed")? {
             if field.content_type().is_some() {
@@ -274,6 +274,7 @@ fn multipart(headers: &HeaderMap, body: Bytes) -> Result<Value, GatewayError> {
         }
         Ok(pairs)
     })
+    .unwrap_or(Err("Multipart body could not be parsed"))
     .map_err(|why| {
         if why.contains("file parts") {
             GatewayError::UnsupportedMediaType(why)
@@ -284,15 +285,16 @@ fn multipart(headers: &HeaderMap, body: Bytes) -> Result<Value, GatewayError> {
     super::form::from_pairs(pairs, false).map_err(GatewayError::MalformedBody)
 }
 
-/// Runs a future that never waits on I/O (a parser over an in-memory stream) to completion.
-fn futures_executor_block<T>(fut: impl std::future::Future<Output = T>) -> T {
+/// Runs a future that never waits on I/O (a parser over an in-memory stream): it completes in
+/// the first poll. `None` if it still waits after a few (it never should; a request path must
+/// not spin).
+fn poll_in_memory<T>(fut: impl std::future::Future<Output = T>) -> Option<T> {
     let mut fut = std::pin::pin!(fut);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
+    (0..16).find_map(|_| match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    })
 }
 
 #[cfg(test)]

@@ -369,7 +369,7 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Resu
         }
         return Ok(());
     }
-    for t in [creds.bearer.clone(), creds.access_cookie.clone()].into_iter().flatten() {
+    for t in [creds.bearer.as_ref(), creds.access_cookie.as_ref()].into_iter().flatten() {
         if let Seen::Tracked(live, entry) = check_token(st, &t.text, now, true).await? {
             // A refresh token presented as a bearer is checked, but it is not an access
             // credential (Strapi answers 401 for it): it names no session of the request.
@@ -379,14 +379,16 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Resu
             }
         }
     }
-    for (i, (_, t)) in creds.refresh.clone().iter().enumerate() {
+    let mut tracked = false;
+    for (i, (_, t)) in creds.refresh.iter().enumerate() {
         if let Seen::Tracked(live, entry) = check_token(st, &t.text, now, false).await? {
             if i == 0 && entry.kind == TokenKind::Refresh {
                 ctx.refresh_session = Some(live_session(st, live, now).await?);
-                creds.refresh_tracked = true;
+                tracked = true;
             }
         }
     }
+    creds.refresh_tracked = tracked;
     Ok(())
 }
 
