@@ -14,7 +14,7 @@ use http::Method;
 use serde_json::{json, Value};
 use std::io::Write;
 use support::strapi::{self, backend_sid, MockStrapi, Status};
-use support::{eventually, Gateway, Login, Req, ADMIN_TOKEN};
+use support::{eventually, Gateway, Login, Req};
 
 const ADMIN: &str = "/magic-sessionmanager";
 
@@ -727,9 +727,17 @@ async fn backend_revocations_survive_a_backend_outage_and_a_restart() {
     assert!(eventually(10, || metric(&gw, "sessiongate_backend_revocations_pending") == 0.0).await);
     let detail = gw.admin(Method::GET, &format!("{ADMIN}/sessions/{sid}")).send().await.json();
     assert_eq!(detail["data"]["backendRevocation"], Value::Null);
-    let audit = gw.admin(Method::GET, "/magic-sessionmanager/audit?type=backend_revoked").send().await.json();
-    assert_eq!(audit["data"][0]["details"]["outcome"], "revoked", "{audit}");
-    let _ = ADMIN_TOKEN;
+    // The audit writer is asynchronous: wait for the event.
+    let mut outcome = Value::Null;
+    for _ in 0..100 {
+        let audit = gw.admin(Method::GET, &format!("{ADMIN}/audit?type=backend_revoked")).send().await.json();
+        outcome = audit["data"][0]["details"]["outcome"].clone();
+        if !outcome.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(outcome, "revoked");
 }
 
 /// A metric's current value from the admin port's exposition (0 when absent).
