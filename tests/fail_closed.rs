@@ -575,6 +575,23 @@ async fn a_device_id_of_another_type_is_ignored_like_strapi() {
     assert_eq!(backend.session_status(&backend_sid(&other.jwt)), Some(Status::Revoked));
 }
 
+/// Strapi's logout revokes every session of the user when it finds no session of its own (the
+/// bearer names none); the gateway follows.
+#[tokio::test]
+async fn a_logout_that_names_no_backend_session_ends_every_session_of_the_user() {
+    let backend = MockStrapi::start().await;
+    backend.with(|s| s.login_mode = support::strapi::LoginMode::NoSessionId);
+    let gw = Gateway::with_defaults(&backend).await;
+    let a = gw.login("alice").await;
+    let b = gw.login("alice").await;
+    let bob = gw.login("bob").await;
+    gw.post("/api/auth/logout").bearer(&a.jwt).send().await;
+    for t in [&a.jwt, &b.jwt] {
+        assert_eq!(gw.get("/api/magic-sessionmanager/my-sessions").bearer(t).send().await.status, 401);
+    }
+    assert_eq!(gw.get("/api/magic-sessionmanager/my-sessions").bearer(&bob.jwt).send().await.status, 200);
+}
+
 /// A logout sent with the access jwt of before a refresh makes Strapi revoke the rotated-out
 /// row and leave the live one; the gateway revokes the live one itself.
 #[tokio::test]

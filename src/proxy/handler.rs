@@ -468,6 +468,9 @@ async fn end_before_forward(st: &AppState, ctx: &RequestCtx, creds: &Creds) -> R
         (st.sessions.user_device_sessions(&user, dev), EndReason::Logout, kind::LOGOUT)
     } else if let Some(s) = ctx.refresh_session.as_ref().filter(|_| creds.refresh_tracked) {
         (vec![s.id], EndReason::Logout, kind::LOGOUT)
+    } else if ctx.session.is_some() && bearer_names_no_backend_session(st, creds) {
+        // Strapi: a logout that finds no session of its own revokes every session of the user.
+        (st.sessions.user_session_ids(&user), EndReason::LogoutAll, kind::LOGOUT_ALL)
     } else {
         (ctx.session.iter().map(|s| s.id).collect(), EndReason::Logout, kind::LOGOUT)
     };
@@ -478,6 +481,17 @@ async fn end_before_forward(st: &AppState, ctx: &RequestCtx, creds: &Creds) -> R
     }
     tracing::info!(request_id = %ctx.request_id, user = %user, sessions = records.len(), "logout");
     Ok(LogoutEnded { records })
+}
+
+/// Whether the bearer (a tracked access token: its claims are the backend's) lacks the backend
+/// session id claim, so the backend's logout finds no session for it.
+fn bearer_names_no_backend_session(st: &AppState, creds: &Creds) -> bool {
+    let Some(claim) = st.cfg().extract.session_id_claim.clone() else { return false };
+    creds
+        .bearer
+        .as_ref()
+        .and_then(|b| tokens::response_claims(&b.text))
+        .is_some_and(|c| tokens::claim_str(&c, &claim).is_none())
 }
 
 /// After a logout's backend answer: a revocation is *proven* when the backend answered 2xx to a

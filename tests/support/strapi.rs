@@ -126,6 +126,8 @@ pub enum LoginMode {
     NonJson,
     /// 200 JSON without a jwt.
     NoToken,
+    /// Tokens without a `sessionId` claim (as a backend without sessions of its own issues).
+    NoSessionId,
 }
 
 pub struct MockState {
@@ -224,9 +226,11 @@ impl MockState {
         self.sessions
             .insert(sid.clone(), BackendSession { user_id, status: Status::Active, device_id, login_at: now() });
         let t = now();
-        let access = sign(
-            &json!({"userId": user_id.to_string(), "sessionId": sid, "type": "access", "iat": t, "exp": t + self.access_lifespan}),
-        );
+        let mut access_claims = json!({"userId": user_id.to_string(), "sessionId": sid, "type": "access", "iat": t, "exp": t + self.access_lifespan});
+        if self.login_mode == LoginMode::NoSessionId {
+            access_claims.as_object_mut().map(|c| c.remove("sessionId"));
+        }
+        let access = sign(&access_claims);
         let refresh = sign(
             &json!({"userId": user_id.to_string(), "sessionId": sid, "type": "refresh", "iat": t, "exp": t + self.refresh_lifespan}),
         );
@@ -538,7 +542,7 @@ fn handle(state: &Mutex<MockState>, req: &StrapiRequest) -> Response<Full<Bytes>
                     return r;
                 }
                 LoginMode::NoToken => return json_res(200, json!({"user": {"id": 1}})),
-                LoginMode::Normal => {}
+                LoginMode::Normal | LoginMode::NoSessionId => {}
             }
             let (Some(ident), Some(pass)) = (s("identifier"), s("password")) else {
                 return error(400, "ValidationError", "identifier and password are required");
