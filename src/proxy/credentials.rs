@@ -28,18 +28,24 @@ pub fn is_js_space(c: char) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
     pub text: String,
-    raw: Vec<u8>,
+    /// The bytes as sent, when they differ from `text`'s UTF-8 (a latin-1 byte above 0x7F).
+    raw: Option<Vec<u8>>,
 }
 
 impl Token {
     fn new(text: String, raw: &[u8]) -> Token {
-        Token { text, raw: raw.to_vec() }
+        let raw = (raw != text.as_bytes()).then(|| raw.to_vec());
+        Token { text, raw }
     }
 
-    /// A token read from somewhere else than a header (a body field).
+    /// A token read from somewhere else than a header (a body field, a cookie value).
     pub fn from_text(text: String) -> Token {
-        let raw = text.as_bytes().to_vec();
-        Token { text, raw }
+        Token { text, raw: None }
+    }
+
+    /// The bytes to forward.
+    fn raw(&self) -> &[u8] {
+        self.raw.as_deref().unwrap_or(self.text.as_bytes())
     }
 }
 
@@ -61,11 +67,10 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<Token>, GatewayError> {
 
 fn read_bearer(bytes: &[u8]) -> Option<Token> {
     let bytes = trim_ows(bytes);
-    // Fast path: `Bearer <token>` with one ASCII space and no other whitespace.
+    // Fast path (every JWT): `Bearer <token>` with one space and only visible ASCII after it.
     if let Some(rest) = bytes.get(7..).filter(|_| bytes[..7].eq_ignore_ascii_case(b"bearer ")) {
-        if !rest.is_empty() && rest.is_ascii() && !rest.iter().any(|b| is_js_space(*b as char)) {
-            // `rest` is ASCII, so this is lossless.
-            return Some(Token::new(String::from_utf8_lossy(rest).into_owned(), rest));
+        if !rest.is_empty() && rest.iter().all(|b| (0x21..0x7f).contains(b)) {
+            return std::str::from_utf8(rest).ok().map(|t| Token::from_text(t.to_string()));
         }
     }
     let latin1: String = bytes.iter().map(|&b| b as char).collect();
@@ -115,15 +120,16 @@ pub fn set_bearer(headers: &mut HeaderMap, token: Option<&Token>) {
         headers.remove(header::AUTHORIZATION);
         return;
     };
+    let raw = t.raw();
     let already = headers.get(header::AUTHORIZATION).is_some_and(|v| {
         let b = v.as_bytes();
-        b.len() == t.raw.len() + 7 && b.starts_with(b"Bearer ") && b[7..] == t.raw[..]
+        b.len() == raw.len() + 7 && b.starts_with(b"Bearer ") && b[7..] == *raw
     });
     if already {
         return;
     }
     let mut value = b"Bearer ".to_vec();
-    value.extend_from_slice(&t.raw);
+    value.extend_from_slice(raw);
     match HeaderValue::from_bytes(&value) {
         Ok(v) => {
             headers.insert(header::AUTHORIZATION, v);
@@ -184,10 +190,7 @@ impl Cookies {
                 None => found = Some(value),
             }
         }
-        Ok(found.map(|t| {
-            let raw = t.as_bytes().to_vec();
-            Token { text: t, raw }
-        }))
+        Ok(found.map(Token::from_text))
     }
 
     /// Rewrites the `Cookie` header: every cookie named in `names` (any case) is dropped, then
@@ -213,7 +216,7 @@ impl Cookies {
         for (name, token) in keep {
             let mut pair = name.as_bytes().to_vec();
             pair.push(b'=');
-            pair.extend_from_slice(&token.raw);
+            pair.extend_from_slice(token.raw());
             push(&pair);
         }
         headers.remove(header::COOKIE);
