@@ -77,6 +77,8 @@ struct Creds {
     refresh: Vec<(From, Token)>,
     /// Whether the first refresh credential belongs to a live session (as a refresh token).
     refresh_tracked: bool,
+    /// Whether the bearer is a tracked access token (its claims were seen in a backend answer).
+    bearer_tracked: bool,
     /// Only strings count, as in Strapi (`typeof deviceId === 'string'`).
     device_id: Option<String>,
     /// The login identifier (login routes), recorded with failed logins.
@@ -369,16 +371,22 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Resu
         }
         return Ok(());
     }
-    for t in [creds.bearer.as_ref(), creds.access_cookie.as_ref()].into_iter().flatten() {
+    let mut bearer_tracked = false;
+    for (i, t) in [creds.bearer.as_ref(), creds.access_cookie.as_ref()].into_iter().enumerate() {
+        let Some(t) = t else { continue };
         if let Seen::Tracked(live, entry) = check_token(st, &t.text, now, true).await? {
             // A refresh token presented as a bearer is checked, but it is not an access
             // credential (Strapi answers 401 for it): it names no session of the request.
-            if entry.kind == TokenKind::Access && ctx.session.is_none() {
-                ctx.session = Some(live_session(st, live, now).await?);
-                ctx.access_exp = entry.exp;
+            if entry.kind == TokenKind::Access {
+                bearer_tracked |= i == 0;
+                if ctx.session.is_none() {
+                    ctx.session = Some(live_session(st, live, now).await?);
+                    ctx.access_exp = entry.exp;
+                }
             }
         }
     }
+    creds.bearer_tracked = bearer_tracked;
     let mut tracked = false;
     for (i, (_, t)) in creds.refresh.iter().enumerate() {
         if let Seen::Tracked(live, entry) = check_token(st, &t.text, now, false).await? {
@@ -468,7 +476,7 @@ async fn end_before_forward(st: &AppState, ctx: &RequestCtx, creds: &Creds) -> R
         (st.sessions.user_device_sessions(&user, dev), EndReason::Logout, kind::LOGOUT)
     } else if let Some(s) = ctx.refresh_session.as_ref().filter(|_| creds.refresh_tracked) {
         (vec![s.id], EndReason::Logout, kind::LOGOUT)
-    } else if ctx.session.is_some() && bearer_names_no_backend_session(st, creds) {
+    } else if creds.bearer_tracked && bearer_names_no_backend_session(st, creds) {
         // Strapi: a logout that finds no session of its own revokes every session of the user.
         (st.sessions.user_session_ids(&user), EndReason::LogoutAll, kind::LOGOUT_ALL)
     } else {
@@ -517,7 +525,7 @@ async fn settle_logout(
     };
     let named = match (creds.refresh_winner(), &creds.bearer) {
         (Some((_, t)), _) if creds.refresh_tracked => backend_session(t),
-        (None, Some(b)) if ctx.session.is_some() => backend_session(b),
+        (None, Some(b)) if creds.bearer_tracked => backend_session(b),
         _ => None,
     };
     let (mut proven, mut due) = (Vec::new(), Vec::new());
