@@ -528,18 +528,25 @@ async fn settle_logout(
         (None, Some(b)) if creds.bearer_tracked => backend_session(b),
         _ => None,
     };
-    let (mut proven, mut due) = (Vec::new(), Vec::new());
-    for r in &ended.records {
-        let exact = creds.device_id.is_none() && named.is_some() && named.as_ref() == r.aliases.last();
-        if success && (creds.logout_all || exact) {
-            proven.push(r.id);
-        } else {
-            due.push(r.id);
-        }
-    }
+    let named = named.filter(|_| creds.device_id.is_none());
+    let (proven, due) = split_proven(&ended.records, |r| {
+        success && (creds.logout_all || names_current_backend_session(r, named.as_deref()))
+    });
     if let Err(e) = st.sessions.settle_revocations(&proven, &due).await {
         tracing::warn!(request_id = %ctx.request_id, error = %e, "could not settle logout revocations (they run when their hold expires)");
     }
+}
+
+/// Whether `named` (a backend session id the backend's answer acted on) is the session's
+/// current backend session (its latest alias).
+fn names_current_backend_session(rec: &SessionRecord, named: Option<&str>) -> bool {
+    named.is_some() && named == rec.aliases.last().map(String::as_str)
+}
+
+/// The ids of `records`, split into those the backend's answer proves revoked and the others.
+fn split_proven(records: &[SessionRecord], proves: impl Fn(&SessionRecord) -> bool) -> (Vec<u64>, Vec<u64>) {
+    let (proven, due): (Vec<&SessionRecord>, Vec<&SessionRecord>) = records.iter().partition(|r| proves(r));
+    (proven.iter().map(|r| r.id).collect(), due.iter().map(|r| r.id).collect())
 }
 
 /// Phase 7: the request as the backend gets it — hop-by-hop and forwarding headers, and the
@@ -593,9 +600,7 @@ fn upstream_request(
             }
             let bytes =
                 serde_json::to_vec(&json).map_err(|e| GatewayError::Internal(format!("re-serializing a body: {e}")))?;
-            for h in &BODY_HEADERS {
-                parts.headers.remove(h);
-            }
+            strip_body_headers(&mut parts.headers);
             parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             full(bytes)
@@ -603,9 +608,7 @@ fn upstream_request(
         (ReqBody::Buffered(raw), AuthBody::None) => {
             if !raw.is_empty() {
                 // A body the backend does not read on this method: not forwarded.
-                for h in &BODY_HEADERS {
-                    parts.headers.remove(h);
-                }
+                strip_body_headers(&mut parts.headers);
                 parts.headers.remove(header::CONTENT_TYPE);
             }
             full(Bytes::new())
@@ -635,6 +638,13 @@ fn forward_cookies(cfg: &Config, route: RouteClass, headers: &mut HeaderMap, cre
         }
     }
     cookies.rewrite(headers, &names, &keep);
+}
+
+/// Removes the headers that describe the client's body bytes (replaced or dropped).
+fn strip_body_headers(headers: &mut HeaderMap) {
+    for h in &BODY_HEADERS {
+        headers.remove(h);
+    }
 }
 
 /// Removes the value at a JSON pointer, if there is one.
@@ -725,10 +735,7 @@ async fn backend_session_revoked(
     let ended = st.sessions.end_pending_proof(&[live.id], EndReason::BackendRevoked, hold).await?;
     // Proven when the backend revoked the session's current backend session; an older id of a
     // rotated session leaves the current one to the gateway's revocation.
-    let (proven, due): (Vec<u64>, Vec<u64>) = (
-        ended.iter().filter(|r| r.aliases.last() == Some(&alias)).map(|r| r.id).collect(),
-        ended.iter().filter(|r| r.aliases.last() != Some(&alias)).map(|r| r.id).collect(),
-    );
+    let (proven, due) = split_proven(&ended, |r| names_current_backend_session(r, Some(&alias)));
     st.sessions.settle_revocations(&proven, &due).await?;
     for r in &ended {
         st.audit.record(

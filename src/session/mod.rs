@@ -587,17 +587,24 @@ impl Sessions {
             all.extend(entries.iter().copied());
             vec![Event::session(rec.clone(), all)]
         });
-        let mut changes =
-            Changes { put_sessions: vec![rec], put_tokens: entries.clone(), outbox, ..Default::default() };
-        if live.is_ended() {
-            // Ended while this refresh was in flight: the backend just minted tokens for it, so
-            // its revocation starts over with them.
-            let reason = changes.put_sessions[0].end_reason.as_deref().and_then(EndReason::parse);
-            changes.put_revocations =
-                self.revocation_entries(&[live.id], reason.unwrap_or(EndReason::Logout), now, now);
-        }
+        // Ended while this refresh was in flight (the stripe lock keeps this stable until the
+        // write): the backend just minted tokens for it, so its revocation starts over with them.
+        let put_revocations = if live.is_ended() {
+            let reason = rec.end_reason.as_deref().and_then(EndReason::parse).unwrap_or(EndReason::Logout);
+            self.revocation_entries(&[live.id], reason, now, now)
+        } else {
+            vec![]
+        };
+        let requeued = !put_revocations.is_empty();
+        let changes = Changes {
+            put_sessions: vec![rec],
+            put_tokens: entries.clone(),
+            outbox,
+            put_revocations,
+            ..Default::default()
+        };
         self.timed("rotate", self.store.apply(changes, true)).await?;
-        if live.is_ended() {
+        if requeued {
             self.revocation.notify.notify_one();
         }
         live.add_tokens(&entries.iter().map(|(h, _)| *h).collect::<Vec<_>>());

@@ -210,7 +210,6 @@ pub async fn run(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>
 async fn pass(st: &AppState) -> Result<Duration, crate::store::StoreError> {
     let store = st.sessions.store();
     let queue = store.revocations().await?;
-    st.metrics.backend_revocations_pending.set(queue.len() as i64);
     let now = now_ms();
     let mut due: Vec<RevocationRecord> = queue.iter().filter(|r| r.due <= now).cloned().collect();
     due.sort_by_key(|r| r.due);
@@ -224,13 +223,20 @@ async fn pass(st: &AppState) -> Result<Duration, crate::store::StoreError> {
             Settled::Again(rec) => retry.push(rec),
         }
     }
+    // What is left: the queue as read, less what settled, with the retries' new times. An entry
+    // queued meanwhile has woken the worker already, so the next pass sees it.
+    let left: Vec<i64> = queue
+        .iter()
+        .filter(|r| !delete.contains(&r.session))
+        .map(|r| retry.iter().find(|x| x.session == r.session).map_or(r.due, |x| x.due))
+        .collect();
     store.delete_revocations(delete).await?;
     store.put_revocations(retry).await?;
+    st.metrics.backend_revocations_pending.set(left.len() as i64);
     if more {
         return Ok(Duration::ZERO);
     }
-    let next = store.revocations().await?.iter().map(|r| r.due).min();
-    st.metrics.backend_revocations_pending.set(store.revocations().await?.len() as i64);
+    let next = left.iter().min().copied();
     Ok(next.map_or(Duration::from_secs(60), |d| Duration::from_millis((d - now_ms()).clamp(0, 60_000) as u64)))
 }
 

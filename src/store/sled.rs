@@ -256,24 +256,9 @@ impl SledStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let sessions = changes
-            .put_sessions
-            .iter()
-            .map(|r| serde_json::to_vec(r).map(|v| (r.id, v)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(codec_err)?;
-        let tokens = changes
-            .put_tokens
-            .iter()
-            .map(|(h, e)| serde_json::to_vec(e).map(|v| (*h, v)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(codec_err)?;
-        let revocations = changes
-            .put_revocations
-            .iter()
-            .map(|r| serde_json::to_vec(r).map(|v| (r.session, v)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(codec_err)?;
+        let sessions = encode_keyed(&changes.put_sessions, |r| (r.id, r))?;
+        let tokens = encode_keyed(&changes.put_tokens, |(h, e)| (*h, e))?;
+        let revocations = encode_keyed(&changes.put_revocations, |r| (r.session, r))?;
         let encoded = Encoded {
             revocations,
             delete_revocations: changes.delete_revocations,
@@ -376,6 +361,20 @@ impl SledStore {
 }
 
 /// Every value of a tree, decoded, in key order.
+/// Encodes each item's value (as JSON) next to its key.
+fn encode_keyed<T, K, V: serde::Serialize>(
+    items: &[T],
+    kv: impl Fn(&T) -> (K, &V),
+) -> Result<Vec<(K, Vec<u8>)>, StoreError> {
+    items
+        .iter()
+        .map(|item| {
+            let (k, v) = kv(item);
+            serde_json::to_vec(v).map(|bytes| (k, bytes)).map_err(codec_err)
+        })
+        .collect()
+}
+
 /// Removes the entries keyed by big-endian `ids`, in one batch.
 async fn remove_ids(tree: sled::Tree, ids: Vec<u64>) -> Result<(), StoreError> {
     blocking(move || {

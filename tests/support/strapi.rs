@@ -384,7 +384,7 @@ pub fn strapi_cookie(h: &HeaderMap, name: &str) -> Option<String> {
 /// Strapi's body middleware (koa-body 6, co-body, inflation, qs, formidable). `Err` is the
 /// response it answers (400 / 415).
 #[allow(clippy::result_large_err)]
-fn strapi_body(method: &Method, headers: &HeaderMap, raw: &Bytes) -> Result<Value, Response<Full<Bytes>>> {
+async fn strapi_body(method: &Method, headers: &HeaderMap, raw: &Bytes) -> Result<Value, Response<Full<Bytes>>> {
     if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
         return Ok(Value::Object(Map::new()));
     }
@@ -406,7 +406,7 @@ fn strapi_body(method: &Method, headers: &HeaderMap, raw: &Bytes) -> Result<Valu
     }
     if multipart {
         // formidable reads the raw request: no Content-Encoding handling.
-        return Ok(multipart_fields(&ct, raw.clone()));
+        return Ok(multipart_fields(&ct, raw.clone()).await);
     }
     // inflation: exactly one of these codings, compared as sent.
     let coding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
@@ -468,30 +468,20 @@ fn has_proto(v: &Value) -> bool {
 }
 
 /// formidable with `multiples`: parts without a `Content-Type` are fields, named like qs keys.
-fn multipart_fields(ct: &str, body: Bytes) -> Value {
+async fn multipart_fields(ct: &str, body: Bytes) -> Value {
     let Ok(boundary) = multer::parse_boundary(ct) else { return Value::Object(Map::new()) };
     let stream = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(body)]);
     let mut parts = multer::Multipart::new(stream, boundary);
-    let fut = async move {
-        let mut pairs = Vec::new();
-        while let Ok(Some(field)) = parts.next_field().await {
-            if field.content_type().is_some() {
-                continue;
-            }
-            let name = field.name().unwrap_or_default().to_string();
-            if let Ok(b) = field.bytes().await {
-                pairs.push((name, String::from_utf8_lossy(&b).into_owned()));
-            }
+    let mut pairs = Vec::new();
+    while let Ok(Some(field)) = parts.next_field().await {
+        if field.content_type().is_some() {
+            continue;
         }
-        pairs
-    };
-    let mut fut = std::pin::pin!(fut);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let pairs = loop {
-        if let std::task::Poll::Ready(p) = std::future::Future::poll(fut.as_mut(), &mut cx) {
-            break p;
+        let name = field.name().unwrap_or_default().to_string();
+        if let Ok(b) = field.bytes().await {
+            pairs.push((name, String::from_utf8_lossy(&b).into_owned()));
         }
-    };
+    }
     qs::parse_pairs(&pairs, false)
 }
 
@@ -900,7 +890,7 @@ impl MockStrapi {
                             if let Some(d) = delay {
                                 tokio::time::sleep(d).await;
                             }
-                            let res = match strapi_body(&parts.method, &parts.headers, &body) {
+                            let res = match strapi_body(&parts.method, &parts.headers, &body).await {
                                 Err(r) => r,
                                 Ok(parsed) => {
                                     let req = StrapiRequest {
@@ -963,17 +953,17 @@ impl MockStrapi {
 
     /// How many requests whose path (without query) matches `path` exactly reached the backend.
     pub fn count(&self, method: &Method, path: &str) -> usize {
-        self.with(|s| s.seen.iter().filter(|r| r.method == *method && r.path.split('?').next() == Some(path)).count())
+        self.count_where(method, path, |_| true)
     }
 
     /// Like [`MockStrapi::count`], without the gateway's own calls (revocations).
     pub fn count_from_clients(&self, method: &Method, path: &str) -> usize {
+        self.count_where(method, path, |r| via(&r.headers) != Via::Internal)
+    }
+
+    fn count_where(&self, method: &Method, path: &str, keep: impl Fn(&Seen) -> bool) -> usize {
         self.with(|s| {
-            s.seen
-                .iter()
-                .filter(|r| r.method == *method && r.path.split('?').next() == Some(path))
-                .filter(|r| via(&r.headers) != Via::Internal)
-                .count()
+            s.seen.iter().filter(|r| r.method == *method && r.path.split('?').next() == Some(path) && keep(r)).count()
         })
     }
 
