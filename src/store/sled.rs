@@ -172,9 +172,39 @@ async fn blocking<T: Send + 'static>(
 
 const MAX_ID: &[u8] = b"max_id";
 
+/// How long [`SledStore::open`] waits for a held directory lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Waits (at most [`LOCK_WAIT`]) while the lock sled takes on `db` is held. After an in-process
+/// shutdown (a restart in the tests) sled's own background threads can keep that lock for a
+/// moment after the last handle is dropped; a process exit would release it at once. If it is
+/// still held afterwards (another live instance), sled's own open fails with its lock error.
+async fn wait_for_lock(db: std::path::PathBuf) -> Result<(), StoreError> {
+    use fs2::FileExt;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let path = db.clone();
+        let held = blocking(move || {
+            // A new directory, or a file sled will report on: nothing to wait for.
+            let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(&path) else { return Ok(false) };
+            Ok(match file.try_lock_exclusive() {
+                Err(e) => e.kind() == fs2::lock_contended_error().kind(),
+                // Released with `file` at the end of this closure.
+                Ok(()) => false,
+            })
+        })
+        .await?;
+        if !held || std::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the database in `dir`.
     pub async fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<SledStore, StoreError> {
+        wait_for_lock(dir.join("sled").join("db")).await?;
         let dir = dir.to_path_buf();
         blocking(move || {
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::Sled(format!("create {}: {e}", dir.display())))?;
@@ -658,6 +688,20 @@ mod tests {
         assert_eq!((page1.len(), page2.len()), (1, 1), "since inclusive, until exclusive, cursor continues");
         assert_eq!(store.purge_audit(25, 100).await.expect("purge"), 3);
         assert_eq!(store.scan_audit(0, i64::MAX, None, 100).await.expect("scan").len(), 1);
+    }
+
+    /// A directory in use stays refused (after the short wait for a lock being released); once
+    /// the store is dropped, it opens.
+    #[tokio::test]
+    async fn a_locked_directory_is_refused_and_a_released_one_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = SledStore::open(dir.path(), 1 << 20).await.expect("open");
+        let started = std::time::Instant::now();
+        let second = SledStore::open(dir.path(), 1 << 20).await;
+        assert!(matches!(&second, Err(StoreError::Sled(e)) if e.contains("lock")), "{:?}", second.err());
+        assert!(started.elapsed() >= LOCK_WAIT, "it waited for the lock first");
+        drop(first);
+        SledStore::open(dir.path(), 1 << 20).await.expect("reopens once released");
     }
 
     #[tokio::test]
