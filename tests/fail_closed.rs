@@ -466,6 +466,43 @@ async fn the_backend_receives_the_canonical_credentials() {
     assert_eq!(again.status, 401);
 }
 
+/// A refresh carrying a token in both the cookie and the body reaches the backend with only the
+/// one the backend reads (`extract.refresh_precedence`): the cookie for Strapi, the body when
+/// configured so.
+#[tokio::test]
+async fn only_the_refresh_credential_the_backend_reads_is_forwarded() {
+    for (precedence, cookie_wins) in [("cookie", true), ("body", false)] {
+        let backend = MockStrapi::start().await;
+        let gw = Gateway::start(&backend.url(), &format!("[extract]\nrefresh_precedence = \"{precedence}\"\n")).await;
+        let a = gw.login("alice").await;
+        let b = gw.login("alice").await;
+        let before = backend.seen().len();
+        let r = gw
+            .post("/api/auth/refresh")
+            .header("cookie", &format!("theme=dark; strapi_up_refresh={}", a.refresh))
+            .json(json!({"refreshToken": b.refresh, "other": 1}))
+            .send()
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let seen = backend.seen().split_off(before);
+        let req = seen.iter().find(|r| r.path == "/api/auth/refresh").expect("forwarded");
+        let cookie = req.headers.get("cookie").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let body: Value = serde_json::from_slice(&req.body).expect("json");
+        if cookie_wins {
+            assert_eq!(cookie, format!("theme=dark; strapi_up_refresh={}", a.refresh));
+            assert_eq!(body, json!({"other": 1}), "the body's token is not forwarded");
+        } else {
+            assert_eq!(cookie, "theme=dark", "the cookie's token is not forwarded");
+            assert_eq!(body, json!({"refreshToken": b.refresh, "other": 1}));
+        }
+        // The session whose token was forwarded is the one that rotated.
+        let (rotated, kept) = if cookie_wins { (&a, &b) } else { (&b, &a) };
+        let again = gw.post("/api/auth/refresh").json(json!({"refreshToken": rotated.refresh})).send().await;
+        assert_eq!(again.status, 401, "[{precedence}] the forwarded token was rotated");
+        assert_eq!(gw.post("/api/auth/refresh").json(json!({"refreshToken": kept.refresh})).send().await.status, 200);
+    }
+}
+
 /// What cannot be read unambiguously is refused in the backend's error shape, with a reason.
 #[tokio::test]
 async fn ambiguous_or_unreadable_auth_requests_are_refused() {
