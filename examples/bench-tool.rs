@@ -85,7 +85,7 @@ async fn load_sessions(dir: &str, n: u64) -> Value {
         Ok(s) => s,
         Err(e) => return json!({"error": e.to_string()}),
     };
-    let now = sessiongate::session::now_ms();
+    let now = sessiongate::clock::now_ms();
     let exp = now / 1000 + 30 * 86_400;
     let mut id = 1;
     while id <= n {

@@ -343,7 +343,7 @@ async fn sessions(c: &AdminClient, json: bool, op: SessionsOp) -> Result<(), Cli
                         a.iter()
                             .map(|e| {
                                 vec![
-                                    crate::session::user_api::iso(e["time"].as_i64().unwrap_or(0)),
+                                    crate::clock::iso(e["time"].as_i64().unwrap_or(0)),
                                     e["type"].as_str().unwrap_or("-").to_string(),
                                     e["actor"].as_str().unwrap_or("-").to_string(),
                                     e["ip"].as_str().unwrap_or("-").to_string(),
@@ -429,7 +429,7 @@ async fn cluster(c: &AdminClient, json: bool) -> Result<(), ClientError> {
     if let Some(e) = d["lastError"].as_str() {
         out.push_str(&format!("last error: {e}\n"));
     }
-    let now = crate::session::now_ms();
+    let now = crate::clock::now_ms();
     let rows: Vec<Vec<String>> = d["peers"]
         .as_array()
         .map(|ps| {

@@ -9,7 +9,9 @@ pub mod alerts;
 pub mod audit;
 pub mod cli;
 pub mod cluster;
+pub mod clock;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod geo;
 pub mod metrics;
@@ -198,7 +200,7 @@ async fn load_admin_tokens(cfg: &Config) -> Result<Vec<(String, config::Secret)>
 
 /// Rebuilds the per-hour login counters of the last day from the audit log.
 async fn rebuild_login_counters(state: Arc<AppState>) {
-    let since = session::now_ms() - 24 * 3_600_000;
+    let since = clock::now_ms() - 24 * 3_600_000;
     let filter = audit::Filter { since_ms: Some(since), ..Default::default() };
     match audit::query(state.sessions.store(), &filter, usize::MAX).await {
         Ok(events) => {

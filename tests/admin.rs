@@ -84,7 +84,7 @@ async fn listing_filters_paginates_sorts_and_rejects_bad_filters() {
     let _a2 = gw.login("alice").await;
     // `since` is inclusive and a2's login time can fall in the same millisecond as its answer.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let mid = sessiongate::session::now_ms();
+    let mid = sessiongate::clock::now_ms();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let b = gw
         .post("/api/auth/local")
@@ -111,7 +111,7 @@ async fn listing_filters_paginates_sorts_and_rejects_bad_filters() {
     assert_eq!(list("?ip=127.0.0.1").await.json()["meta"]["pagination"]["total"], 3);
     assert_eq!(list("?ip=10.9.9.9").await.json()["meta"]["pagination"]["total"], 0);
     assert_eq!(list(&format!("?since={mid}")).await.json()["meta"]["pagination"]["total"], 1);
-    let until = sessiongate::session::user_api::iso(mid);
+    let until = sessiongate::clock::iso(mid);
     assert_eq!(list(&format!("?until={until}")).await.json()["meta"]["pagination"]["total"], 2);
     let page = list("?pageSize=2&page=2&sort=id").await.json();
     assert_eq!(page["meta"]["pagination"], json!({"page": 2, "pageSize": 2, "pageCount": 2, "total": 3}));

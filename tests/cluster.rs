@@ -187,7 +187,7 @@ async fn three_instances_agree_on_sessions_revocations_blocks_and_last_seen() {
     assert!(until(5, || async { knows(&b, &sid) }).await);
     let created = a.state().sessions.find(&sid).expect("on A").last_active();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let used_on_b = sessiongate::session::now_ms();
+    let used_on_b = sessiongate::clock::now_ms();
     assert_eq!(b.get("/api/articles").bearer(&l.jwt).send().await.status, 200);
     assert!(
         until(5, || async { a.state().sessions.find(&sid).is_some_and(|x| x.last_active() >= used_on_b) }).await,

@@ -89,7 +89,7 @@ async fn rotate_key_reseals_every_stored_token_online() {
     // The stored tokens decrypt with the new key (the admin's revocation at the backend uses them).
     let sessions = &gw.state().sessions;
     let hash = sessiongate::session::tokens::hash(&logins[1].jwt);
-    let sessiongate::session::Check::Live(live, _) = sessions.check(&hash, sessiongate::session::now_ms()) else {
+    let sessiongate::session::Check::Live(live, _) = sessions.check(&hash, sessiongate::clock::now_ms()) else {
         panic!("bob's session is live")
     };
     let rec = sessions.store().get(live.id).await.expect("read").expect("record");

@@ -4,8 +4,10 @@
 use super::{json, maintenance, not_found, ok, stream_body, AdminState};
 use crate::audit::{self, kind, Event};
 use crate::error::{Body, GatewayError};
-use crate::session::user_api::{iso, session_json};
-use crate::session::{now_ms, sweeper, EndReason};
+use crate::clock::iso;
+use crate::session::user_api::session_json;
+use crate::clock::now_ms;
+use crate::session::{sweeper, EndReason};
 use crate::store::SessionRecord;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;

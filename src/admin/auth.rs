@@ -5,7 +5,7 @@ use crate::audit::{kind, AuditLog, Event};
 use crate::config::Secret;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::session::now_ms;
+use crate::clock::now_ms;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

@@ -6,7 +6,7 @@ use super::{json, ok, AdminState};
 use crate::audit::{kind, Event};
 use crate::error::{Body, GatewayError};
 use crate::session::maintenance::{self, ImportOutcome, ImportRow};
-use crate::session::user_api::iso;
+use crate::clock::iso;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
@@ -74,7 +74,7 @@ pub fn rotate(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayErr
         *r = Rotation {
             state: "running",
             total: sessions.counts().0,
-            started_at: Some(iso(crate::session::now_ms())),
+            started_at: Some(iso(crate::clock::now_ms())),
             key: sessions.keyring().current_kid().to_string(),
             ..Default::default()
         };
@@ -104,7 +104,7 @@ pub fn rotate(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayErr
         };
         let done = {
             let mut r = progress.lock().unwrap_or_else(|p| p.into_inner());
-            r.finished_at = Some(iso(crate::session::now_ms()));
+            r.finished_at = Some(iso(crate::clock::now_ms()));
             match result {
                 Ok(()) => r.state = "done",
                 Err(e) => {

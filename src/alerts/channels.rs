@@ -260,7 +260,7 @@ impl Sender {
                         _ => event.clone(),
                     }
                     .to_string();
-                    let ts = crate::session::now_ms() / 1000;
+                    let ts = crate::clock::now_ms() / 1000;
                     let mut req = Request::post(url.as_str())
                         .header(header::CONTENT_TYPE, "application/json")
                         .header(header::USER_AGENT, concat!("sessiongate/", env!("CARGO_PKG_VERSION")))

@@ -8,7 +8,7 @@ pub mod channels;
 
 use crate::config::AlertsConfig;
 use crate::metrics::Metrics;
-use crate::session::{now_ms, user_api::iso};
+use crate::clock::{iso, now_ms};
 use crate::store::{AlertRecord, Store};
 use arc_swap::ArcSwap;
 use channels::Sender;

@@ -47,7 +47,7 @@ pub struct Event(AuditRecord);
 impl Event {
     pub fn new(kind: &str) -> Event {
         Event(AuditRecord {
-            time: crate::session::now_ms(),
+            time: crate::clock::now_ms(),
             kind: kind.to_string(),
             user: None,
             session: None,
@@ -172,7 +172,7 @@ pub fn csv_rows(events: &[AuditRecord], header: bool) -> Vec<u8> {
     for e in events {
         let details = if e.details.is_null() { String::new() } else { e.details.to_string() };
         let _ = w.write_record([
-            crate::session::user_api::iso(e.time).as_str(),
+            crate::clock::iso(e.time).as_str(),
             &csv_safe(&e.kind),
             &csv_safe(e.user.as_deref().unwrap_or("")),
             &csv_safe(e.session.as_deref().unwrap_or("")),

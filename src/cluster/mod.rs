@@ -20,7 +20,7 @@ mod link;
 use crate::config::{ClusterConfig, ValueSource, CLUSTER_SLOTS};
 use crate::error::StartupError;
 use crate::metrics::Metrics;
-use crate::session::now_ms;
+use crate::clock::now_ms;
 use crate::state::AppState;
 use crate::store::Store;
 use event::{Event, Item};

@@ -15,7 +15,8 @@ use crate::config::{Config, IdlePolicy, RefreshPrecedence, UnknownTokens};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::risk::LoginFacts;
 use crate::routes::{self, RouteClass, RouteMatch};
-use crate::session::{now_ms, tokens, user_api, Check, EndReason, Issued, Live, Origin};
+use crate::clock::now_ms;
+use crate::session::{tokens, user_api, Check, EndReason, Issued, Live, Origin};
 use crate::state::AppState;
 use crate::store::{SessionRecord, TokenEntry, TokenKind};
 use bytes::Bytes;
@@ -792,7 +793,7 @@ async fn create(
         return Err(deny_login(st, ctx, &user_id, issued, kind, denial, serde_json::Value::Null));
     }
     let now = now_ms();
-    let device = crate::session::device::parse(&ctx.user_agent);
+    let device = crate::device::parse(&ctx.user_agent);
     let geo = st.geo.is_configured().then(|| st.geo.lookup(ctx.client_ip));
     let role = if st.roles.is_configured() { st.roles.resolve(&user_id, json).await } else { None };
     let located = geo.clone().unwrap_or_default();

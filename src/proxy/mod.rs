@@ -12,7 +12,7 @@ pub mod upstream;
 
 use crate::config::ServerConfig;
 use crate::error::Body;
-use crate::session::now_ms;
+use crate::clock::now_ms;
 use crate::state::AppState;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};

@@ -13,7 +13,7 @@ pub mod travel;
 
 use crate::config::{GeofenceConfig, RiskConfig, RuleAction};
 use crate::geo::GeoInfo;
-use crate::session::device::Device;
+use crate::device::Device;
 use crate::store::SessionRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -5,7 +5,8 @@
 use crate::config::{RolesConfig, Secret};
 use crate::proxy::upstream::Upstream;
 use crate::routes::{RouteClass, RouteRule};
-use crate::session::{now_ms, tokens};
+use crate::clock::now_ms;
+use crate::session::tokens;
 use http::{header, Request};
 use http_body_util::BodyExt;
 use serde_json::Value;

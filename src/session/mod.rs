@@ -7,7 +7,6 @@
 //! termination can never write the session back to life.
 
 pub mod crypto;
-pub mod device;
 pub mod ending;
 pub mod maintenance;
 pub mod replica;
@@ -28,16 +27,14 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::clock::now_ms;
+use crate::device;
 use tokio::sync::mpsc;
 
 /// Rotation timestamps kept per record for the admin detail view.
 const MAX_ROTATIONS_KEPT: usize = 50;
 const LOCK_STRIPES: usize = 64;
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// In-memory state of one session, shared by the index and in-flight requests.
 #[derive(Debug)]

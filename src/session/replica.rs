@@ -168,7 +168,7 @@ impl Sessions {
             let hashes: Vec<TokenHash> = tokens.iter().map(|(h, _)| *h).collect();
             match idx.sessions.get(&rec.id).cloned() {
                 Some(live) => {
-                    if !rec.is_active() && live.mark_ended(super::now_ms()) {
+                    if !rec.is_active() && live.mark_ended(crate::clock::now_ms()) {
                         applied.ended += 1;
                         self.notify_session("ended", rec.id, &rec.sid, &rec.user_id);
                     }
@@ -184,7 +184,7 @@ impl Sessions {
                     let live = Arc::new(Live::from_record(&rec, hashes));
                     if !rec.is_active() {
                         // This instance learns of the ending now, not at the remote ending time.
-                        live.ended_at.store(super::now_ms(), Ordering::Release);
+                        live.ended_at.store(crate::clock::now_ms(), Ordering::Release);
                     }
                     idx.insert_session(live, &rec.aliases);
                     self.notify_session(

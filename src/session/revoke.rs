@@ -21,7 +21,7 @@
 //! The gateway's own calls carry `x-sessiongate-internal: revocation`; client requests can
 //! never carry that header to the backend (`x-sessiongate-*` is stripped from them).
 
-use super::now_ms;
+use crate::clock::now_ms;
 use crate::audit::{kind, Event};
 use crate::config::Config;
 use crate::error::full;
