@@ -2,7 +2,6 @@
 //! code used in bodies, the `x-sessiongate-reason` header, logs and metric labels.
 
 use crate::config::ErrorShape;
-use crate::store::StoreError;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
@@ -224,6 +223,17 @@ pub fn error_response(shape: ErrorShape, status: StatusCode, reason: &'static st
     h.insert("x-sessiongate-reason", HeaderValue::from_static(reason));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+/// A failure of the session store (`store/`); defined here, below every layer that reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(String),
+    #[error("blocking task failed: {0}")]
+    Join(String),
+    #[error("record encoding: {0}")]
+    Codec(String),
 }
 
 /// Failures before the gateway serves: bad config (exit 64) or anything else (exit 1).

@@ -246,7 +246,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     let replication = cluster.as_ref().map(|c| c.replication()).unwrap_or_else(session::Replication::standalone);
     let (sessions, touch_rx) =
         Sessions::open(cfg.sessions.clone(), store.clone(), keyring, metrics.clone(), replication, |rec| {
-            risk.seed(rec)
+            risk.record_login(&rec.user_id, rec.geo.as_ref(), &rec.device(), rec.login_time)
         })
         .await?;
     let geo = Arc::new(geo::Geo::new(&cfg.geo));

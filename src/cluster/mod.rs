@@ -279,7 +279,7 @@ async fn apply(app: &AppState, events: Vec<Event>, meta: Vec<(&'static str, Vec<
     let applied =
         app.sessions.apply_remote(events, meta).await.map_err(|e| LinkError::Protocol(format!("store: {e}")))?;
     for rec in &applied.new_sessions {
-        app.risk.seed(rec);
+        app.risk.record_login(&rec.user_id, rec.geo.as_ref(), &rec.device(), rec.login_time);
     }
     Ok(())
 }

@@ -14,7 +14,6 @@ pub mod travel;
 use crate::config::{GeofenceConfig, RiskConfig, RuleAction};
 use crate::geo::GeoInfo;
 use crate::device::Device;
-use crate::store::SessionRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -105,15 +104,6 @@ impl Risk {
     }
 
     /// Adds a stored session to the per-user history (at startup).
-    pub fn seed(&self, r: &SessionRecord) {
-        let device = Device {
-            device_type: r.device_type.clone(),
-            browser_name: r.browser_name.clone(),
-            os_name: r.os_name.clone(),
-        };
-        self.record_login(&r.user_id, r.geo.as_ref(), &device, r.login_time);
-    }
-
     /// Remembers an accepted login for the user's future assessments.
     pub fn record_login(&self, user_id: &str, geo: Option<&GeoInfo>, device: &Device, at_ms: i64) {
         let Ok(mut h) = self.history.lock() else { return };

@@ -306,6 +306,8 @@ impl Sessions {
         replication: Replication,
         mut seed: impl FnMut(&SessionRecord),
     ) -> Result<(Arc<Sessions>, mpsc::Receiver<(u64, i64)>), StoreError> {
+        Metrics::preregister(&metrics.terminations, EndReason::ALL.map(EndReason::as_str));
+        Metrics::preregister(&metrics.backend_revocations, revoke::OUTCOMES);
         let snap = store.load().await?;
         let blocked = store.load_blocks().await?.into_iter().map(|b| (b.user_id.clone(), b)).collect();
         let mut index = Index::default();

@@ -6,15 +6,7 @@ mod sled;
 pub use self::sled::SledStore as Store;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("sled: {0}")]
-    Sled(String),
-    #[error("blocking task failed: {0}")]
-    Join(String),
-    #[error("record encoding: {0}")]
-    Codec(String),
-}
+pub use crate::error::StoreError;
 
 /// Drains `rx` in batches of up to `max` items, writing each batch with `write` and recording
 /// its latency as `store_operation_seconds{op}`, until the channel closes or `stop` fires —
@@ -132,6 +124,15 @@ pub struct SessionRecord {
 
 impl SessionRecord {
     pub const VERSION: u8 = 1;
+
+    /// The device the session was opened from, as parsed at login.
+    pub fn device(&self) -> crate::device::Device {
+        crate::device::Device {
+            device_type: self.device_type.clone(),
+            browser_name: self.browser_name.clone(),
+            os_name: self.os_name.clone(),
+        }
+    }
 
     /// A live record with only its ids set (`sess_`/`doc` ids derived from `id`), for imports
     /// and bulk loads to fill in.
