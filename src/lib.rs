@@ -7,9 +7,10 @@
 pub mod admin;
 pub mod alerts;
 pub mod audit;
+pub mod backend;
 pub mod cli;
-pub mod cluster;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -271,9 +272,9 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     let audit_log = Arc::new(audit_log);
     let (total, active, tokens) = sessions.counts();
     tracing::info!(sessions = total, active, tokens, data_dir = %cfg.store.data_dir.display(), "session store loaded");
-    let upstream = Arc::new(proxy::upstream::Upstream::new(&cfg.upstream)?);
+    let upstream = Arc::new(backend::Upstream::new(&cfg.upstream)?);
     let tls = match &cfg.server.tls {
-        Some(files) => Some(tokio_rustls::TlsAcceptor::from(proxy::tls::server_config(files)?)),
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(backend::tls::server_config(files)?)),
         None => None,
     };
     let public = tokio::net::TcpListener::from_std(listeners.public)
@@ -289,7 +290,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         None => None,
     };
 
-    let roles = risk::roles::Roles::new(cfg.roles.clone(), roles_token, upstream.clone());
+    let roles = backend::roles::Roles::new(cfg.roles.clone(), roles_token, upstream.clone());
     let sender = alerts::channels::Sender::new(&cfg.alerts)?;
     let (alert_hub, alert_worker, alert_rx) = alerts::new(cfg.alerts.clone(), store.clone(), sender, metrics.clone());
     let queued = alert_worker.load().await?;
@@ -297,7 +298,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         tracing::info!(alerts = queued, "undelivered alerts from the previous run are queued again");
     }
     let state = Arc::new(AppState {
-        config: arc_swap::ArcSwap::new(cfg.clone()),
+        config: Arc::new(arc_swap::ArcSwap::new(cfg.clone())),
         sessions: sessions.clone(),
         upstream,
         verifier,
@@ -340,7 +341,16 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         tokio::spawn(geo::run_reloader(geo, cfg.geo.reload_interval, shutdown_rx.clone())),
         tokio::spawn(alerts::run(alert_worker, alert_rx, shutdown_rx.clone())),
         tokio::spawn(reload::run_on_sighup(state.clone(), shutdown_rx.clone())),
-        tokio::spawn(session::revoke::run(state.clone(), shutdown_rx.clone())),
+        tokio::spawn(session::revoke::run(
+            session::revoke::Worker {
+                sessions: state.sessions.clone(),
+                upstream: state.upstream.clone(),
+                config: state.config.clone(),
+                audit: state.audit.clone(),
+                metrics: metrics.clone(),
+            },
+            shutdown_rx.clone(),
+        )),
     ];
     if let Some(cl) = &cluster {
         tracing::info!(node = %cl.name, slot = cl.slot, "cluster: replication through Redis");

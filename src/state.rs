@@ -1,11 +1,11 @@
 //! The one shared state of a running gateway, built at startup.
 
 use crate::audit::{AuditLog, Event};
+use crate::backend::Upstream;
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::upstream::Upstream;
 use crate::session::tokens::Verifier;
-use crate::clock::now_ms;
 use crate::session::Sessions;
 use crate::store::SessionRecord;
 use std::collections::{BTreeMap, VecDeque};
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 pub struct AppState {
     /// The configuration in force; a reload (SIGHUP, `POST /reload`) swaps it whole. Requests
     /// read it with [`AppState::cfg`].
-    pub config: arc_swap::ArcSwap<Config>,
+    pub config: crate::config::SharedConfig,
     pub sessions: Arc<Sessions>,
     pub upstream: Arc<Upstream>,
     /// Present when `[jwt]` is configured: verifies client-presented tokens before their
@@ -25,7 +25,7 @@ pub struct AppState {
     pub logins: LoginCounters,
     pub geo: Arc<crate::geo::Geo>,
     pub risk: crate::risk::Risk,
-    pub roles: crate::risk::roles::Roles,
+    pub roles: crate::backend::roles::Roles,
     pub alerts: Arc<crate::alerts::AlertHub>,
     pub alert_worker: Arc<crate::alerts::Worker>,
     /// Present when `[cluster]` is configured.

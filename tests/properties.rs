@@ -5,6 +5,7 @@
 
 use http::{HeaderMap, HeaderValue, Method};
 use proptest::prelude::*;
+use sessiongate::backend::fields;
 use sessiongate::config::Config;
 use sessiongate::proxy::credentials::{self, Cookies};
 use sessiongate::proxy::headers;
@@ -116,7 +117,7 @@ proptest! {
             junk.insert("authorization", v.clone());
             junk.insert("cookie", v);
         }
-        let _ = (credentials::bearer(&junk), Cookies::parse(&junk).token(&name), tokens::set_cookie(&junk, &name));
+        let _ = (credentials::bearer(&junk), Cookies::parse(&junk).token(&name), fields::set_cookie(&junk, &name));
     }
 
     #[test]
@@ -146,7 +147,7 @@ proptest! {
 
     #[test]
     fn login_response_pointers_never_panic(json in arb_json(), pointer in "(/[a-z0-9~]{0,6}){0,4}") {
-        let _ = tokens::pointer_str(&json, &pointer);
+        let _ = fields::pointer_str(&json, &pointer);
     }
 
     #[test]

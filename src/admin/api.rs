@@ -3,10 +3,10 @@
 
 use super::{json, maintenance, not_found, ok, stream_body, AdminState};
 use crate::audit::{self, kind, Event};
-use crate::error::{Body, GatewayError};
 use crate::clock::iso;
-use crate::session::user_api::session_json;
 use crate::clock::now_ms;
+use crate::error::{Body, GatewayError};
+use crate::session::user_api::session_json;
 use crate::session::{sweeper, EndReason};
 use crate::store::SessionRecord;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};

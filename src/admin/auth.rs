@@ -2,10 +2,10 @@
 //! limited per client IP (and audited).
 
 use crate::audit::{kind, AuditLog, Event};
+use crate::clock::now_ms;
 use crate::config::Secret;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::clock::now_ms;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

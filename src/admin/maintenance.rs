@@ -4,9 +4,9 @@
 
 use super::{json, ok, AdminState};
 use crate::audit::{kind, Event};
+use crate::clock::iso;
 use crate::error::{Body, GatewayError};
 use crate::session::maintenance::{self, ImportOutcome, ImportRow};
-use crate::clock::iso;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;

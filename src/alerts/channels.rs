@@ -163,7 +163,7 @@ enum Resolved {
 }
 
 pub struct Sender {
-    client: Client<crate::proxy::tls::UpstreamConnector, Full<Bytes>>,
+    client: Client<crate::backend::tls::UpstreamConnector, Full<Bytes>>,
     dashboard: Option<String>,
     channels: HashMap<String, (ChannelConfig, Resolved)>,
 }
@@ -230,8 +230,8 @@ impl Sender {
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.timeout));
-        let connector = crate::proxy::tls::upstream_connector(http.clone(), true)
-            .or_else(|_| crate::proxy::tls::upstream_connector(http, false))?;
+        let connector = crate::backend::tls::upstream_connector(http.clone(), true)
+            .or_else(|_| crate::backend::tls::upstream_connector(http, false))?;
         Ok(Sender {
             client: Client::builder(TokioExecutor::new()).build(connector),
             dashboard: cfg.dashboard_url.clone(),

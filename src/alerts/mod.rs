@@ -6,9 +6,9 @@
 
 pub mod channels;
 
+use crate::clock::{iso, now_ms};
 use crate::config::AlertsConfig;
 use crate::metrics::Metrics;
-use crate::clock::{iso, now_ms};
 use crate::store::{AlertRecord, Store};
 use arc_swap::ArcSwap;
 use channels::Sender;

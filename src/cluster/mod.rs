@@ -17,10 +17,10 @@
 pub mod event;
 mod link;
 
+use crate::clock::now_ms;
 use crate::config::{ClusterConfig, ValueSource, CLUSTER_SLOTS};
 use crate::error::StartupError;
 use crate::metrics::Metrics;
-use crate::clock::now_ms;
 use crate::state::AppState;
 use crate::store::Store;
 use event::{Event, Item};

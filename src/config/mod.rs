@@ -31,6 +31,9 @@ impl std::fmt::Display for ConfigIssue {
 #[error("invalid configuration:\n{}", .0.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<ConfigIssue>);
 
+/// The configuration in force, shared by everything that must see a reload (which swaps it whole).
+pub type SharedConfig = std::sync::Arc<arc_swap::ArcSwap<Config>>;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,

@@ -11,11 +11,12 @@ use super::body::{self, AuthBody};
 use super::credentials::{self, Cookies, Token};
 use super::headers;
 use crate::audit::{kind, Event};
+use crate::backend::fields;
+use crate::clock::now_ms;
 use crate::config::{Config, IdlePolicy, RefreshPrecedence, UnknownTokens};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::risk::LoginFacts;
 use crate::routes::{self, RouteClass, RouteMatch};
-use crate::clock::now_ms;
 use crate::session::{tokens, user_api, Check, EndReason, Issued, Live, Origin};
 use crate::state::AppState;
 use crate::store::{SessionRecord, TokenEntry, TokenKind};
@@ -326,7 +327,7 @@ fn credentials(
     }
     if reads_refresh {
         let body_token =
-            x.request_refresh_token.as_deref().and_then(|p| json.and_then(|j| tokens::pointer_string(j, p)));
+            x.request_refresh_token.as_deref().and_then(|p| json.and_then(|j| fields::pointer_string(j, p)));
         if let Some(t) = body_token {
             let token = Token::from_text(t);
             match x.refresh_precedence {
@@ -336,20 +337,20 @@ fn credentials(
         }
     }
     if matches!(route, RouteClass::Login | RouteClass::Logout) {
-        c.device_id = x.request_device_id.as_deref().and_then(|p| json.and_then(|j| tokens::pointer_string(j, p)));
+        c.device_id = x.request_device_id.as_deref().and_then(|p| json.and_then(|j| fields::pointer_string(j, p)));
     }
     if route == RouteClass::Login {
         c.identifier = x
             .request_identifier
             .as_deref()
-            .and_then(|p| json.and_then(|j| tokens::pointer_string(j, p)))
+            .and_then(|p| json.and_then(|j| fields::pointer_string(j, p)))
             .map(|s| s.chars().take(256).collect());
     }
     if route == RouteClass::Logout {
         c.logout_all = x
             .logout_all
             .as_ref()
-            .is_some_and(|(p, v)| json.and_then(|j| tokens::pointer_string(j, p)).is_some_and(|got| got == *v));
+            .is_some_and(|(p, v)| json.and_then(|j| fields::pointer_string(j, p)).is_some_and(|got| got == *v));
     }
     Ok(c)
 }
@@ -751,13 +752,13 @@ async fn backend_session_revoked(
 fn issued_from(st: &AppState, headers: &HeaderMap, json: Option<&Value>) -> Option<Issued> {
     let x = &st.cfg().extract;
     let access = json
-        .and_then(|j| tokens::pointer_str(j, &x.access_token))
-        .or_else(|| x.access_cookie.as_deref().and_then(|n| tokens::set_cookie(headers, n)))?;
+        .and_then(|j| fields::pointer_str(j, &x.access_token))
+        .or_else(|| x.access_cookie.as_deref().and_then(|n| fields::set_cookie(headers, n)))?;
     let refresh = x
         .refresh_token
         .as_deref()
-        .and_then(|p| json.and_then(|j| tokens::pointer_str(j, p)))
-        .or_else(|| x.refresh_cookie.as_deref().and_then(|n| tokens::set_cookie(headers, n)));
+        .and_then(|p| json.and_then(|j| fields::pointer_str(j, p)))
+        .or_else(|| x.refresh_cookie.as_deref().and_then(|n| fields::set_cookie(headers, n)));
     Some(Issued::new(access, refresh, x.session_id_claim.as_deref()))
 }
 
@@ -778,7 +779,7 @@ async fn create(
     let user_id = x
         .user_id
         .as_deref()
-        .and_then(|p| tokens::pointer_str(json, p))
+        .and_then(|p| fields::pointer_str(json, p))
         .or_else(|| claim(x.user_id_claim.as_deref()))
         .ok_or(GatewayError::BadAuthResponse("response names no user"))?;
     if st.sessions.is_blocked(&user_id) {
@@ -862,8 +863,8 @@ async fn create(
     });
     let origin = Origin {
         user_id,
-        username: x.username.as_deref().and_then(|p| tokens::pointer_str(json, p)),
-        email: x.email.as_deref().and_then(|p| tokens::pointer_str(json, p)),
+        username: x.username.as_deref().and_then(|p| fields::pointer_str(json, p)),
+        email: x.email.as_deref().and_then(|p| fields::pointer_str(json, p)),
         tenant_id,
         device_id: creds.device_id.clone(),
         ip: ctx.client_ip,
@@ -898,8 +899,8 @@ async fn create(
     if !triggers.is_empty() {
         let facts = crate::alerts::Facts {
             user_id: Some(live.user_id.clone()),
-            username: x.username.as_deref().and_then(|p| tokens::pointer_str(json, p)),
-            email: x.email.as_deref().and_then(|p| tokens::pointer_str(json, p)),
+            username: x.username.as_deref().and_then(|p| fields::pointer_str(json, p)),
+            email: x.email.as_deref().and_then(|p| fields::pointer_str(json, p)),
             session: Some(live.sid.clone()),
             ip: Some(ctx.client_ip.to_string()),
             geo: Some(located.clone()),
@@ -961,7 +962,13 @@ fn deny_login(
     };
     st.alerts.raise("login_refused", &facts);
     st.audit.record(Event::new(d.event).user(user_id).ip(ctx.client_ip).actor("client").details(details));
-    crate::session::revoke::revoke_unowned(st, format!("refused-login:{}", d.result), issued.access, issued.refresh);
+    crate::backend::revoke::revoke_unowned(
+        st.upstream.clone(),
+        st.config.load_full(),
+        format!("refused-login:{}", d.result),
+        issued.access,
+        issued.refresh,
+    );
     d.error
 }
 
@@ -1014,7 +1021,7 @@ async fn learn_credential_change(
         .as_deref()
         .and_then(|p| matched.and_then(|m| m.param(p)))
         .map(str::to_string)
-        .or_else(|| x.user_id.as_deref().and_then(|p| json.and_then(|j| tokens::pointer_str(j, p))))
+        .or_else(|| x.user_id.as_deref().and_then(|p| json.and_then(|j| fields::pointer_str(j, p))))
         .or_else(|| ctx.session.as_ref().map(|s| s.user_id.clone()));
     let Some(user) = user else {
         tracing::warn!(request_id = %ctx.request_id, "credential change succeeded but names no user; no session ended");

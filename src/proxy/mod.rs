@@ -7,12 +7,10 @@ pub mod credentials;
 pub mod form;
 pub mod handler;
 pub mod headers;
-pub mod tls;
-pub mod upstream;
 
+use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::Body;
-use crate::clock::now_ms;
 use crate::state::AppState;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};

@@ -8,12 +8,11 @@
 //! for an hour.
 
 pub mod fence;
-pub mod roles;
 pub mod travel;
 
 use crate::config::{GeofenceConfig, RiskConfig, RuleAction};
-use crate::geo::GeoInfo;
 use crate::device::Device;
+use crate::geo::GeoInfo;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;

@@ -15,8 +15,10 @@ pub mod sweeper;
 pub mod tokens;
 pub mod user_api;
 
+use crate::clock::now_ms;
 use crate::cluster::event::Event;
 use crate::config::SessionConfig;
+use crate::device;
 use crate::metrics::Metrics;
 use crate::store::{
     BlockRecord, Changes, RevocationRecord, SessionRecord, Store, StoreError, TokenEntry, TokenHash, TokenKind,
@@ -27,14 +29,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use crate::clock::now_ms;
-use crate::device;
 use tokio::sync::mpsc;
 
 /// Rotation timestamps kept per record for the admin detail view.
 const MAX_ROTATIONS_KEPT: usize = 50;
 const LOCK_STRIPES: usize = 64;
-
 
 /// In-memory state of one session, shared by the index and in-flight requests.
 #[derive(Debug)]

@@ -3,11 +3,8 @@
 //!
 //! Every ending that needs it ([`super::EndReason::revokes_backend`]) writes an entry of the
 //! durable revocation queue (store tree `revocations`) in the same transaction as the ending.
-//! [`run`] works through the queue: it calls the backend's logout route with the session's
-//! stored tokens (Strapi: `POST /api/auth/logout`, the access jwt as bearer, the refresh token
-//! in cookie and body); when the stored access jwt has expired or is refused, it first exchanges
-//! the stored refresh token for a fresh pair and logs out with that. A refresh token the backend
-//! refuses means its session is already dead there. Failures (backend down, 5xx, timeouts) are
+//! [`run`] works through the queue, revoking each session with its stored tokens
+//! (`backend::revoke`: logout, refreshing first when the stored jwt is dead). Failures (backend down, 5xx, timeouts) are
 //! retried with exponential backoff until the session's tokens have expired — after which the
 //! backend accepts none of them anyway. Each outcome is counted in
 //! `backend_revocations_total{outcome}`, final ones are audited, and
@@ -17,21 +14,15 @@
 //! Logouts hold their entry back while their own backend answer arrives (see
 //! `Sessions::end_pending_proof`): when that answer proves the session revoked, the entry is
 //! dropped (`proven`); otherwise it is made due at once.
-//!
-//! The gateway's own calls carry `x-sessiongate-internal: revocation`; client requests can
-//! never carry that header to the backend (`x-sessiongate-*` is stripped from them).
 
+use super::Sessions;
+use crate::audit::{kind, AuditLog, Event};
+use crate::backend::revoke::{attempt, backoff, Outcome};
+use crate::backend::Upstream;
 use crate::clock::now_ms;
-use crate::audit::{kind, Event};
-use crate::config::Config;
-use crate::error::full;
-use crate::proxy::upstream::Upstream;
-use crate::routes::RouteRule;
-use crate::state::AppState;
+use crate::config::SharedConfig;
+use crate::metrics::Metrics;
 use crate::store::RevocationRecord;
-use http::{header, Request};
-use http_body_util::BodyExt;
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,154 +32,19 @@ pub const OUTCOMES: [&str; 8] =
 
 /// Entries worked on per pass.
 const BATCH: usize = 16;
-const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// An access jwt this close to its `exp` is treated as expired (clock skew).
-const EXP_MARGIN_S: i64 = 5;
 
-/// The header marking the gateway's own backend calls.
-pub const INTERNAL_HEADER: &str = "x-sessiongate-internal";
-
-/// Builds `{"a":{"b":value}}` for pointer `/a/b`.
-pub fn json_at(pointer: &str, value: &str) -> Value {
-    let keys: Vec<&str> = pointer.split('/').skip(1).collect();
-    keys.into_iter().rev().fold(Value::String(value.to_string()), |inner, key| {
-        let mut m = serde_json::Map::new();
-        m.insert(key.replace("~1", "/").replace("~0", "~"), inner);
-        Value::Object(m)
-    })
-}
-
-/// One backend call: `(status, JSON body, headers)`, or why it failed.
-async fn call(
-    up: &Upstream,
-    rule: &RouteRule,
-    cfg: &Config,
-    access: Option<&str>,
-    refresh: Option<&str>,
-) -> Result<(u16, Value, http::HeaderMap), String> {
-    let body = match (refresh, cfg.extract.request_refresh_token.as_deref()) {
-        (Some(r), Some(ptr)) => json_at(ptr, r),
-        _ => Value::Object(Default::default()),
-    };
-    let mut req = Request::builder()
-        .method(rule.method.clone())
-        .uri(up.uri(rule.path()).map_err(|e| e.to_string())?)
-        .header(header::HOST, up.authority().as_str())
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::USER_AGENT, concat!("sessiongate/", env!("CARGO_PKG_VERSION")))
-        .header(INTERNAL_HEADER, "revocation");
-    if let Some(a) = access {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {a}"));
-    }
-    if let (Some(r), Some(name)) = (refresh, cfg.extract.refresh_cookie.as_deref()) {
-        req = req.header(header::COOKIE, format!("{name}={r}"));
-    }
-    let req = req.body(full(body.to_string())).map_err(|e| e.to_string())?;
-    let res = up.send(req).await.map_err(|e| e.to_string())?;
-    let status = res.status().as_u16();
-    let (parts, body) = res.into_parts();
-    let bytes = http_body_util::Limited::new(body, cfg.upstream.max_response_body_bytes)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-        .to_bytes();
-    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), parts.headers))
-}
-
-/// How one revocation attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The backend's logout accepted the session's tokens.
-    Revoked,
-    /// The backend refuses the session's tokens already (its refresh token is dead).
-    AlreadyRevoked,
-    /// The backend has no such route (Strapi in legacy mode answers 404): nothing to revoke.
-    Unsupported,
-    /// Worth another try later.
-    Failed(String),
-}
-
-impl Outcome {
-    fn label(&self) -> &'static str {
-        match self {
-            Outcome::Revoked => "revoked",
-            Outcome::AlreadyRevoked => "already_revoked",
-            Outcome::Unsupported => "unsupported",
-            Outcome::Failed(_) => "retry",
-        }
-    }
-}
-
-/// One attempt, and the tokens a refresh minted during it (the next attempt must use them).
-#[derive(Debug)]
-pub struct Attempt {
-    pub outcome: Outcome,
-    pub fresh: Option<(String, Option<String>)>,
-}
-
-fn ok(s: u16) -> bool {
-    (200..300).contains(&s)
-}
-
-/// Revokes one session's tokens at the backend (see the module doc).
-pub async fn attempt(
-    up: &Upstream,
-    cfg: &Config,
-    access: Option<&str>,
-    access_exp: Option<i64>,
-    refresh: Option<&str>,
-) -> Attempt {
-    let done = |outcome| Attempt { outcome, fresh: None };
-    let Some(logout) = cfg.backend.revoke_logout.as_ref() else { return done(Outcome::Unsupported) };
-    let now_s = now_ms() / 1000;
-    let access = access.filter(|_| access_exp.is_none_or(|e| e > now_s + EXP_MARGIN_S));
-    if let Some(a) = access {
-        match call(up, logout, cfg, Some(a), refresh).await {
-            Ok((s, _, _)) if ok(s) => return done(Outcome::Revoked),
-            Ok((401 | 403, _, _)) => {}
-            Ok((404, _, _)) => return done(Outcome::Unsupported),
-            Ok((s, _, _)) => return done(Outcome::Failed(format!("logout answered {s}"))),
-            Err(e) => return done(Outcome::Failed(e)),
-        }
-    }
-    // The access jwt is expired or refused: only the refresh token can still open the session.
-    let Some(r) = refresh else { return done(Outcome::AlreadyRevoked) };
-    let Some(rule) = cfg.backend.revoke_refresh.as_ref() else {
-        return done(Outcome::Failed("the access token is refused and backend.revoke_refresh is not set".into()));
-    };
-    let (json, headers) = match call(up, rule, cfg, None, Some(r)).await {
-        Ok((s, json, headers)) if ok(s) => (json, headers),
-        Ok((401 | 403, _, _)) => return done(Outcome::AlreadyRevoked),
-        Ok((404, _, _)) => return done(Outcome::Unsupported),
-        Ok((s, _, _)) => return done(Outcome::Failed(format!("refresh answered {s}"))),
-        Err(e) => return done(Outcome::Failed(e)),
-    };
-    let x = &cfg.extract;
-    let Some(fresh_access) = super::tokens::pointer_str(&json, &x.access_token) else {
-        return done(Outcome::Failed("the refresh answer carries no access token".into()));
-    };
-    let fresh_refresh = x
-        .refresh_token
-        .as_deref()
-        .and_then(|p| super::tokens::pointer_str(&json, p))
-        .or_else(|| x.refresh_cookie.as_deref().and_then(|n| super::tokens::set_cookie(&headers, n)));
-    let refresh_now = fresh_refresh.as_deref().or(Some(r));
-    let outcome = match call(up, logout, cfg, Some(&fresh_access), refresh_now).await {
-        Ok((s, _, _)) if ok(s) => Outcome::Revoked,
-        Ok((s, _, _)) => Outcome::Failed(format!("logout after a refresh answered {s}")),
-        Err(e) => Outcome::Failed(e),
-    };
-    Attempt { outcome, fresh: Some((fresh_access, fresh_refresh)) }
-}
-
-/// Backoff before attempt `n + 1` (n ≥ 1): 1 s, 2 s, 4 s, … up to 5 min.
-fn backoff(attempts: u32) -> Duration {
-    BACKOFF_INITIAL.saturating_mul(1u32 << attempts.saturating_sub(1).min(16)).min(BACKOFF_MAX)
+/// What the queue worker works with.
+pub struct Worker {
+    pub sessions: Arc<Sessions>,
+    pub upstream: Arc<Upstream>,
+    /// The configuration in force (a reload changes the revocation routes it uses).
+    pub config: SharedConfig,
+    pub audit: Arc<AuditLog>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Works through the revocation queue until `stop` fires.
-pub async fn run(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(st: Worker, mut stop: tokio::sync::watch::Receiver<bool>) {
     let notify = st.sessions.revocation_notify();
     loop {
         let wait = match pass(&st).await {
@@ -207,7 +63,7 @@ pub async fn run(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>
 }
 
 /// Handles the due entries; returns how long to wait before the next one is due.
-async fn pass(st: &AppState) -> Result<Duration, crate::store::StoreError> {
+async fn pass(st: &Worker) -> Result<Duration, crate::store::StoreError> {
     let store = st.sessions.store();
     let queue = store.revocations().await?;
     let now = now_ms();
@@ -245,7 +101,7 @@ enum Settled {
     Again(RevocationRecord),
 }
 
-async fn settle(st: &AppState, mut rec: RevocationRecord) -> Settled {
+async fn settle(st: &Worker, mut rec: RevocationRecord) -> Settled {
     let cfg = st.config.load_full();
     let count = |label: &str| st.metrics.backend_revocations.with_label_values(&[label]).inc();
     if !st.sessions.revocation_enabled() || cfg.backend.revoke_logout.is_none() {
@@ -311,44 +167,5 @@ async fn settle(st: &AppState, mut rec: RevocationRecord) -> Settled {
             rec.last_error = Some(why);
             Settled::Again(rec)
         }
-    }
-}
-
-/// Revokes tokens that belong to no gateway session (a login the gateway refused after the
-/// backend accepted it), in a background task with a few quick retries.
-pub fn revoke_unowned(st: &AppState, why: String, access: String, refresh: Option<String>) {
-    let (up, cfg) = (st.upstream.clone(), st.config.load_full());
-    tokio::spawn(async move {
-        for n in 0..3u32 {
-            let a = attempt(&up, &cfg, Some(&access), None, refresh.as_deref()).await;
-            match a.outcome {
-                Outcome::Failed(e) if n < 2 => {
-                    tracing::debug!(why, error = %e, "revoking refused-login tokens failed; retrying");
-                    tokio::time::sleep(backoff(n + 1)).await;
-                }
-                Outcome::Failed(e) => {
-                    tracing::warn!(why, error = %e, "could not revoke the tokens of a refused login at the backend");
-                }
-                _ => return,
-            }
-        }
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_at_builds_nested_objects() {
-        assert_eq!(json_at("/refreshToken", "t"), serde_json::json!({"refreshToken": "t"}));
-        assert_eq!(json_at("/a/b~1c", "t"), serde_json::json!({"a": {"b/c": "t"}}));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_five_minutes() {
-        let s: Vec<u64> = (1..=12).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(s, vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
-        assert_eq!(backoff(u32::MAX).as_secs(), 300);
     }
 }

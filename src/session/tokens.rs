@@ -8,7 +8,6 @@
 
 use crate::config::{JwtAlgorithm, JwtConfig};
 use crate::store::TokenHash;
-use http::HeaderMap;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -19,37 +18,6 @@ pub fn hash(token: &str) -> TokenHash {
 /// Short, non-reversible label for logs: the first 6 bytes of the token hash.
 pub fn log_id(hash: &TokenHash) -> String {
     hash[..6].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The value a response sets for cookie `name` (`Set-Cookie`, RFC 6265 §4.1). An emptied cookie
-/// (a logout clearing it) counts as absent.
-pub fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next()?.trim().split_once('='))
-        .filter(|(k, v)| *k == name && !v.is_empty())
-        .map(|(_, v)| v.trim_matches('"').to_string())
-        .next_back()
-}
-
-/// A string (or number, rendered) at a JSON pointer.
-pub fn pointer_str(json: &Value, pointer: &str) -> Option<String> {
-    match json.pointer(pointer)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// A string at a JSON pointer; nothing else counts. For request fields, which Strapi reads only
-/// as strings (`typeof deviceId === 'string'`): `{"deviceId": 123}` names no device.
-pub fn pointer_string(json: &Value, pointer: &str) -> Option<String> {
-    match json.pointer(pointer)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
 }
 
 /// Claims of a JWT *without* verification. Only for tokens taken from backend responses.
@@ -111,34 +79,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
     use std::time::Duration;
-
-    #[test]
-    fn set_cookie_extraction() {
-        let mut h = HeaderMap::new();
-        h.append(
-            http::header::SET_COOKIE,
-            HeaderValue::from_static("strapi_up_refresh=tok; path=/; samesite=lax; httponly"),
-        );
-        h.append(http::header::SET_COOKIE, HeaderValue::from_static("strapi_up_refresh.sig=sig; path=/"));
-        assert_eq!(set_cookie(&h, "strapi_up_refresh").as_deref(), Some("tok"));
-        let mut cleared = HeaderMap::new();
-        cleared.append(
-            http::header::SET_COOKIE,
-            HeaderValue::from_static("strapi_up_refresh=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT"),
-        );
-        assert_eq!(set_cookie(&cleared, "strapi_up_refresh"), None);
-    }
-
-    #[test]
-    fn pointers_and_claims() {
-        let v = serde_json::json!({"jwt": "t", "user": {"id": 7, "email": ""}});
-        assert_eq!(pointer_str(&v, "/user/id").as_deref(), Some("7"));
-        assert_eq!(pointer_str(&v, "/jwt").as_deref(), Some("t"));
-        assert_eq!(pointer_str(&v, "/user/email"), None);
-        assert_eq!(pointer_str(&v, "/nope"), None);
-    }
 
     /// RS256 and ES256 with keys made by openssl: genuine tokens verify, tokens signed by
     /// another key or with another algorithm do not.

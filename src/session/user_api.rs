@@ -5,13 +5,13 @@
 
 use super::{now_ms, EndReason, Live};
 use crate::audit::kind;
+use crate::clock::iso;
 use crate::error::{full, Body, GatewayError};
 use crate::state::AppState;
 use crate::store::SessionRecord;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
-use crate::clock::iso;
 use std::time::Duration;
 
 /// One session in the plugin's JSON shape.

@@ -1,14 +1,43 @@
-//! The pooled keep-alive client to the backend.
+//! The pooled keep-alive client to the backend: client requests go through [`Upstream::send`],
+//! the gateway's own calls (revocations, role lookups) through [`Upstream::call_json`].
 
 use super::tls;
 use crate::config::UpstreamConfig;
 use crate::error::{Body, GatewayError, StartupError};
-use http::{Request, Response, Uri};
+use http::{header, HeaderMap, Method, Request, Response, Uri};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use serde_json::Value;
 use std::time::Duration;
+
+/// The header marking the gateway's own backend calls (client requests never carry it to the
+/// backend: `x-sessiongate-*` is stripped from them).
+pub const INTERNAL_HEADER: &str = "x-sessiongate-internal";
+
+/// One of the gateway's own backend calls.
+pub struct Call<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub bearer: Option<&'a str>,
+    /// One cookie, `(name, value)`.
+    pub cookie: Option<(&'a str, &'a str)>,
+    /// A JSON body (sent with `Content-Type: application/json`).
+    pub json: Option<Value>,
+    /// The value of [`INTERNAL_HEADER`], naming why the gateway calls.
+    pub internal: Option<&'static str>,
+    pub max_body: usize,
+}
+
+/// A backend's answer to a [`Call`].
+pub struct Answer {
+    pub status: u16,
+    /// The body as JSON, `Null` when it is not JSON.
+    pub json: Value,
+    pub headers: HeaderMap,
+}
 
 pub struct Upstream {
     client: Client<tls::UpstreamConnector, Body>,
@@ -54,6 +83,43 @@ impl Upstream {
         &self.authority
     }
 
+    /// Makes one of the gateway's own calls and reads its answer as JSON (`Null` when it is
+    /// not JSON). The answer body is capped at `call.max_body` bytes.
+    pub async fn call_json(&self, call: Call<'_>) -> Result<Answer, GatewayError> {
+        let mut req = Request::builder()
+            .method(call.method)
+            .uri(self.uri(call.path)?)
+            .header(header::HOST, self.authority.as_str())
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, concat!("sessiongate/", env!("CARGO_PKG_VERSION")));
+        if let Some(tag) = call.internal {
+            req = req.header(INTERNAL_HEADER, tag);
+        }
+        if let Some(b) = call.bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {b}"));
+        }
+        if let Some((name, value)) = call.cookie {
+            req = req.header(header::COOKIE, format!("{name}={value}"));
+        }
+        let body = match &call.json {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                crate::error::full(v.to_string())
+            }
+            None => crate::error::full(""),
+        };
+        let req = req.body(body).map_err(|e| GatewayError::Internal(format!("building a backend call: {e}")))?;
+        let res = self.send(req).await?;
+        let status = res.status().as_u16();
+        let (parts, body) = res.into_parts();
+        let bytes = http_body_util::Limited::new(body, call.max_body)
+            .collect()
+            .await
+            .map_err(|_| GatewayError::BadAuthResponse("backend answer too large or unreadable"))?
+            .to_bytes();
+        Ok(Answer { status, json: serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers: parts.headers })
+    }
+
     /// Sends a request; the timeout covers connecting and receiving the response head.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, GatewayError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
@@ -75,10 +141,11 @@ fn classify(e: hyper_util::client::legacy::Error) -> GatewayError {
         }
         src = s.source();
     }
-    // A connect timeout surfaces as a connect error whose source chain holds a timeout.
+    // A connect timeout surfaces as a connect error whose source chain holds an I/O error of
+    // kind `TimedOut` (hyper-util's `HttpConnector`).
     let mut src: Option<&(dyn Error + 'static)> = e.source();
     while let Some(s) = src {
-        if s.to_string().contains("timed out") {
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
             return GatewayError::UpstreamTimeout;
         }
         src = s.source();

@@ -2,13 +2,11 @@
 //! — Strapi's login response has none — from one follow-up request to the backend with an API
 //! token (`GET /api/users/:id?populate=role`), cached per user for `roles.cache_ttl`.
 
-use crate::config::{RolesConfig, Secret};
-use crate::proxy::upstream::Upstream;
-use crate::routes::{RouteClass, RouteRule};
+use super::fields::pointer_str;
+use super::{Call, Upstream};
 use crate::clock::now_ms;
-use crate::session::tokens;
-use http::{header, Request};
-use http_body_util::BodyExt;
+use crate::config::{RolesConfig, Secret};
+use crate::routes::{RouteClass, RouteRule};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,7 +32,7 @@ impl Roles {
 
     /// The role of `user_id`; `None` when unknown (then only global fencing applies).
     pub async fn resolve(&self, user_id: &str, login_response: &Value) -> Option<String> {
-        if let Some(role) = self.cfg.pointer.as_deref().and_then(|p| tokens::pointer_str(login_response, p)) {
+        if let Some(role) = self.cfg.pointer.as_deref().and_then(|p| pointer_str(login_response, p)) {
             return Some(role);
         }
         let rule = self.lookup.as_ref()?;
@@ -48,25 +46,23 @@ impl Roles {
             ":id",
             &percent_encoding::utf8_percent_encode(user_id, percent_encoding::NON_ALPHANUMERIC).to_string(),
         );
-        let mut req = Request::builder()
-            .method(rule.method.clone())
-            .uri(self.upstream.uri(&path).ok()?)
-            .header(header::HOST, self.upstream.authority().as_str())
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, concat!("sessiongate/", env!("CARGO_PKG_VERSION")));
-        if let Some(t) = &self.token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {}", String::from_utf8_lossy(t.expose())));
-        }
-        let req = req.body(crate::error::full("")).ok()?;
+        let token = self.token.as_ref().map(|t| String::from_utf8_lossy(t.expose()).into_owned());
+        let call = Call {
+            method: rule.method.clone(),
+            path: &path,
+            bearer: token.as_deref(),
+            cookie: None,
+            json: None,
+            internal: None,
+            max_body: 256 * 1024,
+        };
         let fetched = async {
-            let res = self.upstream.send(req).await.ok()?;
-            let ok = res.status().is_success();
-            let bytes = http_body_util::Limited::new(res.into_body(), 256 * 1024).collect().await.ok()?.to_bytes();
-            Some((ok, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null)))
+            let a = self.upstream.call_json(call).await.ok()?;
+            Some(((200..300).contains(&a.status), a.json))
         };
         match tokio::time::timeout(Duration::from_secs(5), fetched).await {
             Ok(Some((true, json))) => {
-                let role = tokens::pointer_str(&json, &self.cfg.lookup_pointer);
+                let role = pointer_str(&json, &self.cfg.lookup_pointer);
                 if let Ok(mut c) = self.cache.lock() {
                     if c.len() > 100_000 {
                         c.retain(|_, (_, exp)| *exp > now);
