@@ -239,14 +239,14 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     let admin_tokens = if cfg.admin.enabled { load_admin_tokens(&cfg).await? } else { vec![] };
     let metrics = Arc::new(metrics::Metrics::new());
     let store = store::Store::open(&cfg.store.data_dir, cfg.store.cache_capacity_bytes).await?;
-    let risk = risk::Risk::new(cfg.risk.clone(), cfg.geofence.clone());
+    let risk = Arc::new(risk::Risk::new(cfg.risk.clone(), cfg.geofence.clone()));
     let cluster = match &cfg.cluster {
         Some(cc) => Some(Arc::new(cluster::Cluster::new(cc, store.clone(), metrics.clone()).await?)),
         None => None,
     };
     let replication = cluster.as_ref().map(|c| c.replication()).unwrap_or_else(session::Replication::standalone);
     let (sessions, touch_rx) =
-        Sessions::open(cfg.sessions.clone(), store.clone(), keyring, metrics.clone(), replication, |rec| {
+        Sessions::open(cfg.sessions.clone(), store.clone(), keyring, metrics.clone(), replication.clone(), |rec| {
             risk.record_login(&rec.user_id, rec.geo.as_ref(), &rec.device(), rec.login_time)
         })
         .await?;
@@ -319,7 +319,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
             store.clone(),
             metrics.clone(),
             touch_rx,
-            cluster.clone(),
+            replication,
             drained_rx.clone(),
         )),
         tokio::spawn(audit::run_writer(store, metrics.clone(), audit_rx, drained_rx.clone())),
@@ -355,8 +355,9 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     if let Some(cl) = &cluster {
         tracing::info!(node = %cl.name, slot = cl.slot, "cluster: replication through Redis");
         after_drain.push(tokio::spawn(cluster::run_publisher(cl.clone(), drained_rx)));
-        background.push(tokio::spawn(cluster::run_follower(cl.clone(), state.clone(), shutdown_rx.clone())));
-        background.push(tokio::spawn(cluster::run_snapshot_server(cl.clone(), state.clone(), shutdown_rx.clone())));
+        let local = Arc::new(cluster::Local { sessions: state.sessions.clone(), risk: state.risk.clone() });
+        background.push(tokio::spawn(cluster::run_follower(cl.clone(), local.clone(), shutdown_rx.clone())));
+        background.push(tokio::spawn(cluster::run_snapshot_server(cl.clone(), local, shutdown_rx.clone())));
     }
     let mut servers = vec![tokio::spawn(proxy::serve(
         cfg.server.clone(),

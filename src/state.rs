@@ -24,7 +24,7 @@ pub struct AppState {
     pub audit: Arc<AuditLog>,
     pub logins: LoginCounters,
     pub geo: Arc<crate::geo::Geo>,
-    pub risk: crate::risk::Risk,
+    pub risk: Arc<crate::risk::Risk>,
     pub roles: crate::backend::roles::Roles,
     pub alerts: Arc<crate::alerts::AlertHub>,
     pub alert_worker: Arc<crate::alerts::Worker>,

@@ -4,7 +4,7 @@
 //! A local change is written to sled together with its event in the `outbox` (one transaction),
 //! and the publisher moves outbox events into the stream. Each instance follows the stream from
 //! the last position it applied (stored in sled with the changes it caused), merging what others
-//! published — see `event.rs` for why replays and reordering are harmless.
+//! published — see `session::replication::event` for why replays and reordering are harmless.
 //!
 //! Three tasks per instance, each with its own connection (blocking reads would hold up a
 //! shared one): the publisher (outbox, aggregated last-active times, heartbeat), the follower
@@ -14,23 +14,22 @@
 //! While Redis is unreachable every instance goes on enforcing what it knows; its own events
 //! wait in the outbox and go out, in order, when Redis is back.
 
-pub mod event;
-mod link;
+mod redis;
 
 use crate::clock::now_ms;
 use crate::config::{ClusterConfig, ValueSource, CLUSTER_SLOTS};
 use crate::error::StartupError;
 use crate::metrics::Metrics;
-use crate::state::AppState;
+use crate::risk::Risk;
+use crate::session::replication::event::{self, Event, Item};
+use crate::session::{Replication, Sessions};
 use crate::store::Store;
-use event::{Event, Item};
-use link::{Conn, Entry, Link, LinkError, Outgoing};
+use self::redis::{Conn, Entry, Link, LinkError, Outgoing};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 const META_SLOT: &str = "cluster_slot";
 const META_CURSOR: &str = "cluster_cursor";
@@ -89,11 +88,9 @@ pub struct Cluster {
     link: Link,
     pub slot: u64,
     pub name: String,
-    notify: Arc<Notify>,
+    replication: Replication,
     store: Store,
     metrics: Arc<Metrics>,
-    /// Last-active times waiting to be published (latest per session).
-    touches: Mutex<HashMap<u64, i64>>,
     publisher_ok: AtomicBool,
     follower_ok: AtomicBool,
     /// What this instance has applied; `None` until the follower synced.
@@ -160,7 +157,7 @@ impl Cluster {
             None => None,
         };
         let sentinel =
-            cfg.sentinel_master.as_deref().map(|master| link::SentinelSpec { sentinels: &cfg.sentinels, master });
+            cfg.sentinel_master.as_deref().map(|master| self::redis::SentinelSpec { sentinels: &cfg.sentinels, master });
         let link = Link::new(url.as_deref(), sentinel, ca, &cfg.key_prefix, cfg.connect_timeout, cfg.command_timeout)
             .map_err(|e| StartupError::Cluster(format!("cluster.redis_url: {e}")))?;
         let stored = store.meta_get(META_SLOT).await?.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok());
@@ -186,10 +183,9 @@ impl Cluster {
             link,
             slot,
             name,
-            notify: Arc::new(Notify::new()),
+            replication: Replication::new(slot, CLUSTER_SLOTS),
             store,
             metrics,
-            touches: Mutex::new(HashMap::new()),
             publisher_ok: AtomicBool::new(false),
             follower_ok: AtomicBool::new(false),
             applied: Mutex::new(None),
@@ -199,22 +195,12 @@ impl Cluster {
     }
 
     /// What `Sessions` needs to take part.
-    pub fn replication(&self) -> crate::session::Replication {
-        crate::session::Replication { slot: self.slot, slots: CLUSTER_SLOTS, notify: self.notify.clone() }
+    pub fn replication(&self) -> Replication {
+        self.replication.clone()
     }
 
     pub fn config(&self) -> &ClusterConfig {
         &self.cfg
-    }
-
-    /// Queues last-active times for the next publish (called by the touch writer).
-    pub fn queue_touches(&self, batch: &[(u64, i64)]) {
-        if let Ok(mut t) = self.touches.lock() {
-            for (id, ms) in batch {
-                let e = t.entry(*id).or_insert(*ms);
-                *e = (*e).max(*ms);
-            }
-        }
     }
 
     pub fn is_connected(&self) -> bool {
@@ -274,8 +260,15 @@ async fn live_peers(cl: &Cluster, conn: &mut Conn<'_>) -> Result<Vec<(u64, NodeI
         .collect())
 }
 
+/// What replication applies to and serves from: this instance's sessions, and the risk history
+/// that remote logins feed.
+pub struct Local {
+    pub sessions: Arc<Sessions>,
+    pub risk: Arc<Risk>,
+}
+
 /// Applies remote events to the sessions and what depends on them (risk history).
-async fn apply(app: &AppState, events: Vec<Event>, meta: Vec<(&'static str, Vec<u8>)>) -> Result<(), LinkError> {
+async fn apply(app: &Local, events: Vec<Event>, meta: Vec<(&'static str, Vec<u8>)>) -> Result<(), LinkError> {
     let applied =
         app.sessions.apply_remote(events, meta).await.map_err(|e| LinkError::Protocol(format!("store: {e}")))?;
     for rec in &applied.new_sessions {
@@ -299,7 +292,7 @@ pub async fn run_publisher(cl: Arc<Cluster>, mut shutdown: watch::Receiver<bool>
     let mut next_heartbeat = tokio::time::Instant::now();
     loop {
         let stopping = tokio::select! {
-            _ = cl.notify.notified() => false,
+            _ = cl.replication.notify.notified() => false,
             _ = tokio::time::sleep(cl.cfg.touch_interval) => false,
             _ = shutdown.changed() => true,
         };
@@ -335,7 +328,7 @@ pub async fn run_publisher(cl: Arc<Cluster>, mut shutdown: watch::Receiver<bool>
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     // Retry soon even if nothing new happens.
-                    cl.notify.notify_one();
+                    cl.replication.notify.notify_one();
                 }
             }
         }
@@ -364,11 +357,11 @@ async fn publish_round(cl: &Cluster, conn: &mut Conn<'_>, heartbeat: bool) -> Re
             break;
         }
     }
-    let touches: Vec<(u64, i64)> = cl.touches.lock().map(|mut t| t.drain().collect()).unwrap_or_default();
+    let touches = cl.replication.take_touches();
     for chunk in touches.chunks(2000) {
         if let Err(e) = publish_event(cl, conn, &Event::Touches { touches: chunk.to_vec() }).await {
             // Keep them for the next round.
-            cl.queue_touches(&touches);
+            cl.replication.queue_touches(&touches);
             return Err(e);
         }
         cl.metrics.cluster.events.with_label_values(&["published", "touches"]).inc();
@@ -398,7 +391,7 @@ async fn publish_round(cl: &Cluster, conn: &mut Conn<'_>, heartbeat: bool) -> Re
 // Follower
 
 /// Follows the stream until shutdown, reconnecting (and re-syncing) after every failure.
-pub async fn run_follower(cl: Arc<Cluster>, app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_follower(cl: Arc<Cluster>, app: Arc<Local>, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = tokio::time::Instant::now();
@@ -424,7 +417,7 @@ pub async fn run_follower(cl: Arc<Cluster>, app: Arc<AppState>, mut shutdown: wa
     }
 }
 
-async fn follow(cl: &Cluster, app: &AppState) -> Result<(), LinkError> {
+async fn follow(cl: &Cluster, app: &Local) -> Result<(), LinkError> {
     let mut conn = cl.link.connect(READ_BLOCK.max(cl.cfg.snapshot_timeout)).await?;
     let mut cur = sync(cl, app, &mut conn).await?;
     cl.set_ok(&cl.follower_ok, true, None);
@@ -494,7 +487,7 @@ fn decode(cl: &Cluster, entries: &[Entry], now: i64) -> Vec<Event> {
 /// it; otherwise a peer's snapshot. An instance new to this stream (fresh, or Redis lost its
 /// data) first publishes its own state, so that others — and later newcomers reading from the
 /// start — learn it.
-async fn sync(cl: &Cluster, app: &AppState, conn: &mut Conn<'_>) -> Result<Cursor, LinkError> {
+async fn sync(cl: &Cluster, app: &Local, conn: &mut Conn<'_>) -> Result<Cursor, LinkError> {
     let epoch = conn.epoch(&random_id()).await?;
     let stored: Option<Cursor> = cl.store.meta_get(META_CURSOR).await?.and_then(|v| serde_json::from_slice(&v).ok());
     let oldest = conn.oldest().await?;
@@ -564,7 +557,7 @@ async fn publish_event(cl: &Cluster, conn: &mut Conn<'_>, ev: &Event) -> Result<
 }
 
 /// Publishes this instance's whole state (sessions and blocks) into the stream.
-async fn republish(cl: &Cluster, app: &AppState, conn: &mut Conn<'_>) -> Result<(), LinkError> {
+async fn republish(cl: &Cluster, app: &Local, conn: &mut Conn<'_>) -> Result<(), LinkError> {
     let ids = app.sessions.state_ids();
     let mut sent = 0;
     for chunk in ids.chunks(CHUNK) {
@@ -584,7 +577,7 @@ async fn republish(cl: &Cluster, app: &AppState, conn: &mut Conn<'_>) -> Result<
 /// Asks live, synced peers (freshest first) for a snapshot and applies the first complete one.
 async fn load_snapshot(
     cl: &Cluster,
-    app: &AppState,
+    app: &Local,
     conn: &mut Conn<'_>,
     epoch: &str,
 ) -> Result<Option<Cursor>, LinkError> {
@@ -635,7 +628,7 @@ async fn load_snapshot(
 // Snapshot server
 
 /// Answers snapshot requests addressed to this instance until shutdown.
-pub async fn run_snapshot_server(cl: Arc<Cluster>, app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_snapshot_server(cl: Arc<Cluster>, app: Arc<Local>, mut shutdown: watch::Receiver<bool>) {
     let wait = cl.cfg.heartbeat_interval;
     loop {
         let served = tokio::select! {
@@ -652,7 +645,7 @@ pub async fn run_snapshot_server(cl: Arc<Cluster>, app: Arc<AppState>, mut shutd
     }
 }
 
-async fn serve_requests(cl: &Cluster, app: &AppState, wait: Duration) -> Result<(), LinkError> {
+async fn serve_requests(cl: &Cluster, app: &Local, wait: Duration) -> Result<(), LinkError> {
     let mut conn = cl.link.connect(wait).await?;
     loop {
         let Some(text) = conn.next_request(cl.slot, wait).await? else { continue };
@@ -663,7 +656,7 @@ async fn serve_requests(cl: &Cluster, app: &AppState, wait: Duration) -> Result<
 
 async fn serve_snapshot(
     cl: &Cluster,
-    app: &AppState,
+    app: &Local,
     conn: &mut Conn<'_>,
     req: &SnapshotRequest,
 ) -> Result<(), LinkError> {

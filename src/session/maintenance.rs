@@ -114,7 +114,7 @@ impl Sessions {
             return Ok(outcomes);
         }
         let outbox = self.events(|| {
-            records.iter().map(|(r, e)| crate::cluster::event::Event::session(r.clone(), e.clone())).collect()
+            records.iter().map(|(r, e)| super::replication::event::Event::session(r.clone(), e.clone())).collect()
         });
         let put_sessions = records.into_iter().map(|(r, _)| r).collect();
         let changes = Changes { put_sessions, put_tokens: entries.clone(), outbox, ..Default::default() };

@@ -9,14 +9,13 @@
 pub mod crypto;
 pub mod ending;
 pub mod maintenance;
-pub mod replica;
+pub mod replication;
 pub mod revoke;
 pub mod sweeper;
 pub mod tokens;
 pub mod user_api;
 
 use crate::clock::now_ms;
-use crate::cluster::event::Event;
 use crate::config::SessionConfig;
 use crate::device;
 use crate::metrics::Metrics;
@@ -25,6 +24,8 @@ use crate::store::{
 };
 use crypto::Keyring;
 pub use ending::EndReason;
+use replication::event::Event;
+pub use replication::Replication;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -241,25 +242,6 @@ pub struct Notice {
     pub user_id: String,
 }
 
-/// How this instance takes part in replication (see `cluster/`).
-pub struct Replication {
-    /// This instance's id class: its session ids are `n * slots + slot`, so instances never
-    /// hand out the same id. A single instance has one slot (ids 1, 2, 3, …).
-    pub slot: u64,
-    pub slots: u64,
-    /// Woken after every change queued for publishing.
-    pub notify: Arc<tokio::sync::Notify>,
-}
-
-impl Replication {
-    pub fn standalone() -> Replication {
-        Replication { slot: 0, slots: 1, notify: Arc::new(tokio::sync::Notify::new()) }
-    }
-    fn enabled(&self) -> bool {
-        self.slots > 1
-    }
-}
-
 /// The durable queue of backend revocations (see `revoke`): on when the configuration says how
 /// to revoke a session at the backend.
 struct RevocationQueue {
@@ -282,6 +264,9 @@ pub struct Sessions {
     blocked: RwLock<HashMap<String, BlockRecord>>,
     metrics: Arc<Metrics>,
     notices: tokio::sync::broadcast::Sender<Notice>,
+    /// A replicated session sealed with a key this instance lacks is reported once: it means a
+    /// misconfiguration, and every later event would repeat it.
+    foreign_key_reported: AtomicBool,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -344,6 +329,7 @@ impl Sessions {
             blocked: RwLock::new(blocked),
             metrics,
             notices: tokio::sync::broadcast::channel(1024).0,
+            foreign_key_reported: AtomicBool::new(false),
         };
         Ok((Arc::new(me), touch_rx))
     }
@@ -939,13 +925,11 @@ pub async fn run_touch_writer(
     store: Store,
     metrics: Arc<Metrics>,
     rx: mpsc::Receiver<(u64, i64)>,
-    cluster: Option<Arc<crate::cluster::Cluster>>,
+    replication: Replication,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     crate::store::write_batches(rx, 1024, metrics, "touch", stop, |batch| {
-        if let Some(c) = &cluster {
-            c.queue_touches(&batch);
-        }
+        replication.queue_touches(&batch);
         store.touch(batch)
     })
     .await

@@ -2,7 +2,7 @@
 //!
 //! Events carry *state*, not operations: a session event holds the whole record and every token
 //! entry of the session as the sender now has them. Applying one is a merge
-//! ([`crate::session::replica::merge`]) that is idempotent, commutative and monotonic — an ended
+//! ([`super::merge`]) that is idempotent, commutative and monotonic — an ended
 //! session stays ended whatever arrives later — so duplicates (at-least-once publishing),
 //! reordering between instances and replays after a snapshot are all harmless.
 

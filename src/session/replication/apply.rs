@@ -1,20 +1,16 @@
-//! Applying other instances' session state (see `cluster/`).
+//! Applying other instances' session state.
 //!
 //! Remote state is merged, never copied over: [`merge`] keeps the earliest ending, the latest
 //! activity and the most advanced rotation, so applying the same event twice, or two events in
 //! either order, gives the same record — and no late event (a touch, a replayed creation) can
 //! bring an ended session back.
 
-use super::{Live, Sessions};
-use crate::cluster::event::{Event, Item};
+use super::event::{Event, Item};
+use crate::session::{Live, Sessions};
 use crate::store::{BlockRecord, Changes, SessionRecord, StoreError, TokenEntry, TokenHash};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// A session sealed with a key this instance lacks is reported once per process: it means a
-/// misconfiguration, and every later event would repeat it.
-static FOREIGN_KEY_REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Merges two versions of the same session.
 pub fn merge(local: &SessionRecord, remote: &SessionRecord) -> SessionRecord {
@@ -106,7 +102,7 @@ impl Sessions {
                     if self.apply_block(rec.clone()).await? {
                         // The blocking instance may not have known every session of the user;
                         // ending them here also queues their backend revocation.
-                        self.end_user(&rec.user_id, super::EndReason::UserBlocked, None).await?;
+                        self.end_user(&rec.user_id, crate::session::EndReason::UserBlocked, None).await?;
                     }
                 }
                 Event::Unblock { user_id, at } => self.apply_unblock(&user_id, at).await?,
@@ -145,7 +141,7 @@ impl Sessions {
                 continue;
             }
             let foreign = merged.access.as_ref().filter(|s| !self.keyring.knows(&s.kid));
-            if let Some(sealed) = foreign.filter(|_| !FOREIGN_KEY_REPORTED.swap(true, Ordering::Relaxed)) {
+            if let Some(sealed) = foreign.filter(|_| !self.foreign_key_reported.swap(true, Ordering::Relaxed)) {
                 tracing::error!(
                     session = id,
                     kid = %sealed.kid,
