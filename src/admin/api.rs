@@ -6,7 +6,7 @@ use crate::audit::{self, kind, Event};
 use crate::clock::iso;
 use crate::clock::now_ms;
 use crate::error::{Body, GatewayError};
-use crate::session::user_api::session_json;
+use crate::proxy::user_api::session_json;
 use crate::session::{sweeper, EndReason};
 use crate::store::SessionRecord;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};

@@ -16,6 +16,7 @@
 
 mod redis;
 
+use self::redis::{Conn, Entry, Link, LinkError, Outgoing};
 use crate::clock::now_ms;
 use crate::config::{ClusterConfig, ValueSource, CLUSTER_SLOTS};
 use crate::error::StartupError;
@@ -24,7 +25,6 @@ use crate::risk::Risk;
 use crate::session::replication::event::{self, Event, Item};
 use crate::session::{Replication, Sessions};
 use crate::store::Store;
-use self::redis::{Conn, Entry, Link, LinkError, Outgoing};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -156,8 +156,10 @@ impl Cluster {
             ),
             None => None,
         };
-        let sentinel =
-            cfg.sentinel_master.as_deref().map(|master| self::redis::SentinelSpec { sentinels: &cfg.sentinels, master });
+        let sentinel = cfg
+            .sentinel_master
+            .as_deref()
+            .map(|master| self::redis::SentinelSpec { sentinels: &cfg.sentinels, master });
         let link = Link::new(url.as_deref(), sentinel, ca, &cfg.key_prefix, cfg.connect_timeout, cfg.command_timeout)
             .map_err(|e| StartupError::Cluster(format!("cluster.redis_url: {e}")))?;
         let stored = store.meta_get(META_SLOT).await?.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok());

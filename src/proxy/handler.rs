@@ -10,6 +10,7 @@
 use super::body::{self, AuthBody};
 use super::credentials::{self, Cookies, Token};
 use super::headers;
+use super::user_api;
 use crate::audit::{kind, Event};
 use crate::backend::fields;
 use crate::clock::now_ms;
@@ -17,7 +18,7 @@ use crate::config::{Config, IdlePolicy, RefreshPrecedence, UnknownTokens};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::risk::LoginFacts;
 use crate::routes::{self, RouteClass, RouteMatch};
-use crate::session::{tokens, user_api, Check, EndReason, Issued, Live, Origin};
+use crate::session::{tokens, Check, EndReason, Issued, Live, Origin};
 use crate::state::AppState;
 use crate::store::{SessionRecord, TokenEntry, TokenKind};
 use bytes::Bytes;

@@ -13,7 +13,6 @@ pub mod replication;
 pub mod revoke;
 pub mod sweeper;
 pub mod tokens;
-pub mod user_api;
 
 use crate::clock::now_ms;
 use crate::config::SessionConfig;

@@ -3,10 +3,11 @@
 //! request's own tracked token. Another user's session is answered 404, never 403, so ids
 //! cannot be probed.
 
-use super::{now_ms, EndReason, Live};
 use crate::audit::kind;
 use crate::clock::iso;
+use crate::clock::now_ms;
 use crate::error::{full, Body, GatewayError};
+use crate::session::{EndReason, Live};
 use crate::state::AppState;
 use crate::store::SessionRecord;
 use http::{header, HeaderValue, Method, Response, StatusCode};
