@@ -206,11 +206,11 @@ async fn rebuild_login_counters(state: Arc<AppState>) {
     match audit::query(state.sessions.store(), &filter, usize::MAX).await {
         Ok(events) => {
             for e in events {
-                match e.kind.as_str() {
-                    audit::kind::LOGIN if e.details["origin"] == "login" => {
+                match audit::Kind::parse(&e.kind) {
+                    Some(audit::Kind::Login) if e.details["origin"] == "login" => {
                         state.logins.add_success(e.time, e.details["country"].as_str(), e.details["vpn"] == true)
                     }
-                    audit::kind::LOGIN_FAILED => {
+                    Some(audit::Kind::LoginFailed) => {
                         state.logins.add_failure(e.time);
                         if let Some(ip) = e.ip.as_deref().and_then(|i| i.parse().ok()) {
                             state.risk.record_failure(ip, e.time);

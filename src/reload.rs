@@ -9,7 +9,7 @@
 //! keys, cluster, admin tokens, session policies, JWT verification, roles, geo database paths,
 //! logging) are compared too: a change there is reported as needing a restart and not applied.
 
-use crate::audit::{kind, Event};
+use crate::audit::{Event, Kind};
 use crate::config::{Config, ConfigErrors};
 use crate::state::AppState;
 use serde::Serialize;
@@ -87,7 +87,7 @@ pub async fn reload(st: &AppState, actor: &str) -> Result<Reloaded, ReloadError>
             for s in &r.restart_required {
                 tracing::warn!(section = s, "configuration changed in a section that applies only at restart");
             }
-            st.audit.record(Event::new(kind::CONFIG_RELOAD).actor(actor).details(serde_json::json!({
+            st.audit.record(Event::new(Kind::ConfigReload).actor(actor).details(serde_json::json!({
                 "result": "applied", "applied": r.applied, "restartRequired": r.restart_required,
             })));
         }
@@ -96,7 +96,7 @@ pub async fn reload(st: &AppState, actor: &str) -> Result<Reloaded, ReloadError>
                 tracing::error!(error = %m, "configuration reload refused; the previous configuration stays in force");
             }
             st.audit.record(
-                Event::new(kind::CONFIG_RELOAD)
+                Event::new(Kind::ConfigReload)
                     .actor(actor)
                     .details(serde_json::json!({"result": "refused", "errors": e.messages()})),
             );

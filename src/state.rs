@@ -63,7 +63,13 @@ impl AppState {
     }
 
     /// Audits the ending of each session in `records` as `kind`.
-    pub fn audit_ended(&self, kind: &str, records: &[SessionRecord], actor: &str, details: serde_json::Value) {
+    pub fn audit_ended(
+        &self,
+        kind: crate::audit::Kind,
+        records: &[SessionRecord],
+        actor: &str,
+        details: serde_json::Value,
+    ) {
         for r in records {
             self.audit.record(Event::new(kind).user(&r.user_id).session(&r.sid).actor(actor).details(details.clone()));
         }

@@ -2,7 +2,7 @@
 //! the audit export, statistics, health, readiness and metrics.
 
 use super::{json, maintenance, not_found, ok, stream_body, AdminState};
-use crate::audit::{self, kind, Event};
+use crate::audit::{self, Event, Kind};
 use crate::clock::iso;
 use crate::clock::now_ms;
 use crate::error::{Body, GatewayError};
@@ -446,7 +446,7 @@ async fn terminate(st: &AdminState, id: &str, reason: &str, actor: &str) -> Resu
     let app = &st.app;
     let live = app.sessions.find(id).ok_or_else(not_found)?;
     let ended: Vec<_> = app.sessions.end(live.id, admin_end_reason(reason)).await?.into_iter().collect();
-    app.audit_ended(kind::TERMINATE, &ended, actor, json!({"reason": reason}));
+    app.audit_ended(Kind::Terminate, &ended, actor, json!({"reason": reason}));
     let already = after_admin_end(app, ended, &format!("terminated by {actor}: {reason}")) == 0;
     tracing::info!(session = %live.sid, %actor, reason, "session terminated by an admin");
     Ok(ok(json!({"success": true, "sessionId": live.sid, "alreadyEnded": already, "message": "Session terminated"})))
@@ -463,7 +463,7 @@ async fn terminate_all(st: &AdminState, user: &str, reason: &str, actor: &str) -
     let app = &st.app;
     let ended = app.sessions.end_user(user, admin_end_reason(reason), None).await?;
     app.audit.record(
-        Event::new(kind::TERMINATE_ALL)
+        Event::new(Kind::TerminateAll)
             .user(user)
             .actor(actor)
             .details(json!({"reason": reason, "sessions": ended.len()})),
@@ -483,7 +483,7 @@ async fn set_block(
     if block {
         let ended = app.sessions.block(user, Some(actor.to_string()), reason.clone()).await?;
         app.audit.record(
-            Event::new(kind::USER_BLOCKED)
+            Event::new(Kind::UserBlocked)
                 .user(user)
                 .actor(actor)
                 .details(json!({"reason": reason, "sessions": ended.len()})),
@@ -492,7 +492,7 @@ async fn set_block(
         Ok(ok(json!({"success": true, "userId": user, "blocked": true, "terminated": n})))
     } else {
         app.sessions.unblock(user).await?;
-        app.audit.record(Event::new(kind::USER_UNBLOCKED).user(user).actor(actor));
+        app.audit.record(Event::new(Kind::UserUnblocked).user(user).actor(actor));
         Ok(ok(json!({"success": true, "userId": user, "blocked": false, "terminated": 0})))
     }
 }
@@ -614,7 +614,7 @@ async fn clean_inactive(st: &AdminState, actor: &str) -> Result<Response<Body>, 
         .map(|l| l.id)
         .collect();
     let ended = app.sessions.end_many(&idle, EndReason::Inactive).await?;
-    app.audit.record(Event::new(kind::CLEANUP).actor(actor).details(json!({"terminatedInactive": ended.len()})));
+    app.audit.record(Event::new(Kind::Cleanup).actor(actor).details(json!({"terminatedInactive": ended.len()})));
     Ok(ok(json!({"success": true, "terminated": ended.len()})))
 }
 
@@ -698,7 +698,7 @@ async fn cleanup(st: &AdminState, actor: &str) -> Result<Response<Body>, Gateway
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let r = sweeper::sweep_once(&app.sessions, &app.audit, policy, &rx).await;
     app.audit.record(
-        Event::new(kind::CLEANUP)
+        Event::new(Kind::Cleanup)
             .actor(actor)
             .details(json!({"expired": r.expired_sessions, "deleted": r.purged_sessions})),
     );

@@ -1,7 +1,7 @@
 //! Admin authentication: named bearer tokens compared in constant time, with failed attempts
 //! limited per client IP (and audited).
 
-use crate::audit::{kind, AuditLog, Event};
+use crate::audit::{AuditLog, Event, Kind};
 use crate::clock::now_ms;
 use crate::config::Secret;
 use crate::error::GatewayError;
@@ -80,7 +80,7 @@ impl AdminAuth {
                 // Audit the first failure of a window and the one that trips the limit, not a flood.
                 if n == 1 || n == self.limit {
                     audit.record(
-                        Event::new(kind::ADMIN_AUTH_FAILED)
+                        Event::new(Kind::AdminAuthFailed)
                             .ip(ip)
                             .details(serde_json::json!({"failuresThisMinute": n, "limited": n >= self.limit})),
                     );

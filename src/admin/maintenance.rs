@@ -3,7 +3,7 @@
 //! and `export` are clients of these.
 
 use super::{json, ok, AdminState};
-use crate::audit::{kind, Event};
+use crate::audit::{Event, Kind};
 use crate::clock::iso;
 use crate::error::{Body, GatewayError};
 use crate::session::maintenance::{self, ImportOutcome, ImportRow};
@@ -82,7 +82,7 @@ pub fn rotate(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayErr
     };
     st.app
         .audit
-        .record(Event::new(kind::KEY_ROTATION).actor(actor).details(json!({"state": "started", "key": status.key})));
+        .record(Event::new(Kind::KeyRotation).actor(actor).details(json!({"state": "started", "key": status.key})));
     let (progress, app, actor) = (st.jobs.rotation.clone(), st.app.clone(), actor.to_string());
     tokio::spawn(async move {
         let mut after = 0u64;
@@ -120,7 +120,7 @@ pub fn rotate(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayErr
             unreadable = done.unreadable,
             "key rotation finished"
         );
-        app.audit.record(Event::new(kind::KEY_ROTATION).actor(&actor).details(json!({
+        app.audit.record(Event::new(Kind::KeyRotation).actor(&actor).details(json!({
             "state": done.state, "key": done.key, "scanned": done.scanned,
             "resealed": done.resealed, "unreadable": done.unreadable,
         })));
@@ -158,7 +158,7 @@ pub async fn import(st: &AdminState, body: &Value, actor: &str) -> Result<Respon
         "invalid": count(|o| matches!(o, ImportOutcome::Invalid { .. })),
     });
     if created > 0 {
-        st.app.audit.record(Event::new(kind::IMPORT).actor(actor).details(meta.clone()));
+        st.app.audit.record(Event::new(Kind::Import).actor(actor).details(meta.clone()));
     }
     Ok(ok(json!({"data": outcomes, "meta": meta})))
 }

@@ -9,35 +9,105 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Event types (stable strings; the `type` filter of the export matches these).
-pub mod kind {
-    pub const LOGIN: &str = "login";
-    pub const LOGIN_FAILED: &str = "login_failed";
-    pub const LOGIN_BLOCKED: &str = "login_blocked";
-    pub const LOGIN_DENIED: &str = "login_denied";
-    pub const RISK_ALERT: &str = "risk_alert";
-    pub const REFRESH: &str = "refresh";
-    pub const REFRESH_REUSE: &str = "refresh_reuse";
-    pub const LOGOUT: &str = "logout";
-    pub const LOGOUT_ALL: &str = "logout_all";
-    pub const TERMINATE: &str = "terminate";
-    pub const TERMINATE_ALL: &str = "terminate_all";
-    pub const USER_BLOCKED: &str = "user_blocked";
-    pub const USER_UNBLOCKED: &str = "user_unblocked";
-    pub const PASSWORD_CHANGE: &str = "password_change";
-    pub const SESSION_EXPIRED: &str = "session_expired";
-    pub const IDLE_TERMINATED: &str = "idle_terminated";
-    pub const ADMIN_AUTH_FAILED: &str = "admin_auth_failed";
-    pub const CLEANUP: &str = "cleanup";
-    pub const KEY_ROTATION: &str = "key_rotation";
-    pub const IMPORT: &str = "import";
-    pub const CONFIG_RELOAD: &str = "config_reload";
+/// Event types. Their names are stable (records, the export's `type` filter, the dashboard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Login,
+    LoginFailed,
+    LoginBlocked,
+    LoginDenied,
+    RiskAlert,
+    Refresh,
+    RefreshReuse,
+    Logout,
+    LogoutAll,
+    Terminate,
+    TerminateAll,
+    UserBlocked,
+    UserUnblocked,
+    PasswordChange,
+    SessionExpired,
+    IdleTerminated,
+    AdminAuthFailed,
+    Cleanup,
+    KeyRotation,
+    Import,
+    ConfigReload,
     /// The backend's own session route ended a session (Strapi `DELETE /api/auth/sessions/:id`).
-    pub const BACKEND_SESSION_REVOKED: &str = "backend_session_revoked";
+    BackendSessionRevoked,
     /// An ended session was revoked at the backend too (details: outcome, attempts).
-    pub const BACKEND_REVOKED: &str = "backend_revoked";
+    BackendRevoked,
     /// An ended session could not be revoked at the backend and was given up.
-    pub const BACKEND_REVOKE_FAILED: &str = "backend_revoke_failed";
+    BackendRevokeFailed,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 24] = [
+        Kind::Login,
+        Kind::LoginFailed,
+        Kind::LoginBlocked,
+        Kind::LoginDenied,
+        Kind::RiskAlert,
+        Kind::Refresh,
+        Kind::RefreshReuse,
+        Kind::Logout,
+        Kind::LogoutAll,
+        Kind::Terminate,
+        Kind::TerminateAll,
+        Kind::UserBlocked,
+        Kind::UserUnblocked,
+        Kind::PasswordChange,
+        Kind::SessionExpired,
+        Kind::IdleTerminated,
+        Kind::AdminAuthFailed,
+        Kind::Cleanup,
+        Kind::KeyRotation,
+        Kind::Import,
+        Kind::ConfigReload,
+        Kind::BackendSessionRevoked,
+        Kind::BackendRevoked,
+        Kind::BackendRevokeFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Login => "login",
+            Kind::LoginFailed => "login_failed",
+            Kind::LoginBlocked => "login_blocked",
+            Kind::LoginDenied => "login_denied",
+            Kind::RiskAlert => "risk_alert",
+            Kind::Refresh => "refresh",
+            Kind::RefreshReuse => "refresh_reuse",
+            Kind::Logout => "logout",
+            Kind::LogoutAll => "logout_all",
+            Kind::Terminate => "terminate",
+            Kind::TerminateAll => "terminate_all",
+            Kind::UserBlocked => "user_blocked",
+            Kind::UserUnblocked => "user_unblocked",
+            Kind::PasswordChange => "password_change",
+            Kind::SessionExpired => "session_expired",
+            Kind::IdleTerminated => "idle_terminated",
+            Kind::AdminAuthFailed => "admin_auth_failed",
+            Kind::Cleanup => "cleanup",
+            Kind::KeyRotation => "key_rotation",
+            Kind::Import => "import",
+            Kind::ConfigReload => "config_reload",
+            Kind::BackendSessionRevoked => "backend_session_revoked",
+            Kind::BackendRevoked => "backend_revoked",
+            Kind::BackendRevokeFailed => "backend_revoke_failed",
+        }
+    }
+
+    /// The kind named `s`, if it is one (records written by this or an older version).
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Builder for one event.
@@ -45,10 +115,10 @@ pub mod kind {
 pub struct Event(AuditRecord);
 
 impl Event {
-    pub fn new(kind: &str) -> Event {
+    pub fn new(kind: Kind) -> Event {
         Event(AuditRecord {
             time: crate::clock::now_ms(),
-            kind: kind.to_string(),
+            kind: kind.as_str().to_string(),
             user: None,
             session: None,
             ip: None,
@@ -221,6 +291,17 @@ pub fn csv_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_names_are_unique_snake_case_and_parse_back() {
+        let mut names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        assert!(Kind::ALL.iter().all(|k| Kind::parse(k.as_str()) == Some(*k)));
+        assert_eq!(Kind::parse("no_such_kind"), None);
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Kind::ALL.len());
+    }
 
     #[test]
     fn csv_quotes_per_rfc_4180() {

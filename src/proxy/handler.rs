@@ -11,7 +11,7 @@ use super::body::{self, AuthBody};
 use super::credentials::{self, Cookies, Token};
 use super::headers;
 use super::user_api;
-use crate::audit::{kind, Event};
+use crate::audit::{Event, Kind};
 use crate::backend::fields;
 use crate::clock::now_ms;
 use crate::config::{Config, IdlePolicy, RefreshPrecedence, UnknownTokens};
@@ -418,7 +418,7 @@ async fn check_token(st: &AppState, token: &str, now: i64, as_access: bool) -> R
             tracing::warn!(session = %live.sid, user = %live.user_id, token = %tokens::log_id(&hash), "refresh token reuse: ending the session");
             st.metrics.reuse_detected.inc();
             let ended: Vec<_> = st.sessions.end(live.id, EndReason::RefreshTokenReuse).await?.into_iter().collect();
-            st.audit_ended(kind::REFRESH_REUSE, &ended, "system", serde_json::json!({"token": tokens::log_id(&hash)}));
+            st.audit_ended(Kind::RefreshReuse, &ended, "system", serde_json::json!({"token": tokens::log_id(&hash)}));
             st.alert_ended("refresh_reuse", &ended, "a rotated-out refresh token was presented again");
             Err(GatewayError::RefreshTokenReuse)
         }
@@ -453,7 +453,7 @@ async fn check_token(st: &AppState, token: &str, now: i64, as_access: bool) -> R
 async fn live_session(st: &AppState, live: Arc<Live>, now: i64) -> Result<Arc<Live>, GatewayError> {
     if st.sessions.config().idle_policy == IdlePolicy::Terminate && st.sessions.is_idle(&live, now) {
         let ended: Vec<_> = st.sessions.end(live.id, EndReason::IdleTimeout).await?.into_iter().collect();
-        st.audit_ended(kind::IDLE_TERMINATED, &ended, "system", serde_json::Value::Null);
+        st.audit_ended(Kind::IdleTerminated, &ended, "system", serde_json::Value::Null);
         return Err(GatewayError::SessionInactive);
     }
     st.sessions.touch(&live, now);
@@ -474,16 +474,16 @@ async fn end_before_forward(st: &AppState, ctx: &RequestCtx, creds: &Creds) -> R
         return Ok(LogoutEnded::default());
     };
     let (ids, reason, what) = if creds.logout_all {
-        (st.sessions.user_session_ids(&user), EndReason::LogoutAll, kind::LOGOUT_ALL)
+        (st.sessions.user_session_ids(&user), EndReason::LogoutAll, Kind::LogoutAll)
     } else if let Some(dev) = &creds.device_id {
-        (st.sessions.user_device_sessions(&user, dev), EndReason::Logout, kind::LOGOUT)
+        (st.sessions.user_device_sessions(&user, dev), EndReason::Logout, Kind::Logout)
     } else if let Some(s) = ctx.refresh_session.as_ref().filter(|_| creds.refresh_tracked) {
-        (vec![s.id], EndReason::Logout, kind::LOGOUT)
+        (vec![s.id], EndReason::Logout, Kind::Logout)
     } else if creds.bearer_tracked && bearer_names_no_backend_session(st, creds) {
         // Strapi: a logout that finds no session of its own revokes every session of the user.
-        (st.sessions.user_session_ids(&user), EndReason::LogoutAll, kind::LOGOUT_ALL)
+        (st.sessions.user_session_ids(&user), EndReason::LogoutAll, Kind::LogoutAll)
     } else {
-        (ctx.session.iter().map(|s| s.id).collect(), EndReason::Logout, kind::LOGOUT)
+        (ctx.session.iter().map(|s| s.id).collect(), EndReason::Logout, Kind::Logout)
     };
     let hold = st.cfg().upstream.response_timeout + Duration::from_secs(5);
     let records = st.sessions.end_pending_proof(&ids, reason, hold).await?;
@@ -685,7 +685,7 @@ async fn observe(
                 st.logins.add_failure(now_ms());
                 st.risk.record_failure(ctx.client_ip, now_ms());
                 st.audit.record(
-                    Event::new(kind::LOGIN_FAILED)
+                    Event::new(Kind::LoginFailed)
                         .ip(ctx.client_ip)
                         .actor("client")
                         .details(serde_json::json!({"identifier": creds.identifier, "status": parts.status.as_u16()})),
@@ -742,7 +742,7 @@ async fn backend_session_revoked(
     st.sessions.settle_revocations(&proven, &due).await?;
     for r in &ended {
         st.audit.record(
-            Event::new(kind::BACKEND_SESSION_REVOKED).user(&r.user_id).session(&r.sid).ip(ctx.client_ip).actor("user"),
+            Event::new(Kind::BackendSessionRevoked).user(&r.user_id).session(&r.sid).ip(ctx.client_ip).actor("user"),
         );
     }
     tracing::info!(request_id = %ctx.request_id, session = %live.sid, "backend session route ended a session");
@@ -785,7 +785,7 @@ async fn create(
         .ok_or(GatewayError::BadAuthResponse("response names no user"))?;
     if st.sessions.is_blocked(&user_id) {
         let denial = Denial {
-            event: kind::LOGIN_BLOCKED,
+            event: Kind::LoginBlocked,
             result: "blocked",
             why: "user is blocked".into(),
             error: GatewayError::UserBlocked,
@@ -801,7 +801,7 @@ async fn create(
     let located = geo.clone().unwrap_or_default();
     if let Err(why) = st.risk.check_fence(&located, role.as_deref(), ctx.client_ip) {
         let denial = Denial {
-            event: kind::LOGIN_DENIED,
+            event: Kind::LoginDenied,
             result: "geo_blocked",
             why,
             error: GatewayError::GeoBlocked,
@@ -824,7 +824,7 @@ async fn create(
         let details = serde_json::json!({"score": a.score, "signals": a.signals, "tags": a.tags, "country": located.country_code});
         if let Some(rule) = &a.deny {
             let denial = Denial {
-                event: kind::LOGIN_DENIED,
+                event: Kind::LoginDenied,
                 result: "risk_denied",
                 why: format!("denied by {rule}"),
                 error: GatewayError::RiskDenied,
@@ -835,7 +835,7 @@ async fn create(
         if a.alert {
             tracing::warn!(request_id = %ctx.request_id, user = %user_id, score = a.score, client = %ctx.client_ip, "risky login");
             st.audit
-                .record(Event::new(kind::RISK_ALERT).user(&user_id).ip(ctx.client_ip).actor("system").details(details));
+                .record(Event::new(Kind::RiskAlert).user(&user_id).ip(ctx.client_ip).actor("system").details(details));
         }
     }
     // Alerts are decided now (while the login's facts are at hand) and raised once the session exists.
@@ -881,7 +881,7 @@ async fn create(
     let score = origin.risk.as_ref().map(|a| a.score);
     let live = st.sessions.create(origin, issued).await?;
     tracing::info!(request_id = %ctx.request_id, session = %live.sid, user = %live.user_id, client = %ctx.client_ip, kind, "session created");
-    let event = if kind == "refresh" { kind::REFRESH } else { kind::LOGIN };
+    let event = if kind == "refresh" { Kind::Refresh } else { Kind::Login };
     st.audit.record(
         Event::new(event).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client").details(
             serde_json::json!({
@@ -926,7 +926,7 @@ async fn create(
 
 /// Why a login the backend accepted is refused by the gateway.
 struct Denial {
-    event: &'static str,
+    event: Kind,
     result: &'static str,
     why: String,
     error: GatewayError,
@@ -986,7 +986,7 @@ async fn learn_refresh(st: &AppState, ctx: &mut RequestCtx, creds: &Creds, issue
             tracing::debug!(request_id = %ctx.request_id, session = %live.sid, "tokens rotated");
             st.metrics.refreshes.with_label_values(&["rotated"]).inc();
             st.audit.record(
-                Event::new(kind::REFRESH).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client"),
+                Event::new(Kind::Refresh).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client"),
             );
         }
         None => {
@@ -1031,7 +1031,7 @@ async fn learn_credential_change(
     let ended = st.sessions.end_user(&user, EndReason::PasswordChange, None).await?;
     tracing::info!(request_id = %ctx.request_id, user = %user, sessions = ended.len(), "credentials changed: sessions ended");
     st.audit.record(
-        Event::new(kind::PASSWORD_CHANGE)
+        Event::new(Kind::PasswordChange)
             .user(&user)
             .ip(ctx.client_ip)
             .actor("client")

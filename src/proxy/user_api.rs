@@ -3,7 +3,7 @@
 //! request's own tracked token. Another user's session is answered 404, never 403, so ids
 //! cannot be probed.
 
-use crate::audit::kind;
+use crate::audit::Kind;
 use crate::clock::iso;
 use crate::clock::now_ms;
 use crate::error::{full, Body, GatewayError};
@@ -97,12 +97,12 @@ pub async fn handle(
         }
         (&Method::POST, ["logout"]) => {
             let ended: Vec<_> = sessions.end(current.id, EndReason::Logout).await?.into_iter().collect();
-            st.audit_ended(kind::LOGOUT, &ended, "user", Value::Null);
+            st.audit_ended(Kind::Logout, &ended, "user", Value::Null);
             Ok(ok(json!({ "message": "Logged out successfully" })))
         }
         (&Method::POST, ["logout-all"]) => {
             let ended = sessions.end_user(&current.user_id, EndReason::LogoutAll, None).await?;
-            st.audit_ended(kind::LOGOUT_ALL, &ended, "user", Value::Null);
+            st.audit_ended(Kind::LogoutAll, &ended, "user", Value::Null);
             Ok(ok(json!({ "message": "Logged out from all devices successfully" })))
         }
         (&Method::DELETE, ["my-sessions", id]) => {
@@ -111,7 +111,7 @@ pub async fn handle(
                 return Err(GatewayError::CannotTerminateCurrent);
             }
             let ended: Vec<_> = sessions.end(target.id, EndReason::UserTerminated).await?.into_iter().collect();
-            st.audit_ended(kind::TERMINATE, &ended, "user", Value::Null);
+            st.audit_ended(Kind::Terminate, &ended, "user", Value::Null);
             Ok(ok(json!({ "message": format!("Session {id} terminated successfully"), "success": true })))
         }
         _ => Err(GatewayError::NotFound),

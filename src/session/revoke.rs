@@ -16,7 +16,7 @@
 //! dropped (`proven`); otherwise it is made due at once.
 
 use super::Sessions;
-use crate::audit::{kind, AuditLog, Event};
+use crate::audit::{AuditLog, Event, Kind};
 use crate::backend::revoke::{attempt, backoff, Outcome};
 use crate::backend::Upstream;
 use crate::clock::now_ms;
@@ -123,7 +123,7 @@ async fn settle(st: &Worker, mut rec: RevocationRecord) -> Settled {
     };
     let (access, refresh) = st.sessions.open_tokens(&record);
     let audit = |outcome: &str, attempts: u32, error: Option<&str>| {
-        let kind = if error.is_some() { kind::BACKEND_REVOKE_FAILED } else { kind::BACKEND_REVOKED };
+        let kind = if error.is_some() { Kind::BackendRevokeFailed } else { Kind::BackendRevoked };
         st.audit.record(Event::new(kind).user(&record.user_id).session(&record.sid).actor("system").details(
             serde_json::json!({"outcome": outcome, "attempts": attempts, "reason": rec.reason, "error": error}),
         ));

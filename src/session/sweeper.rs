@@ -7,7 +7,7 @@
 //! the backend would accept again.
 
 use super::{now_ms, Sessions};
-use crate::audit::{kind, AuditLog, Event};
+use crate::audit::{AuditLog, Event, Kind};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -83,7 +83,7 @@ pub async fn sweep_once(
                     report.expired_sessions += r.len();
                     for rec in &r {
                         audit.record(
-                            Event::new(kind::SESSION_EXPIRED).user(&rec.user_id).session(&rec.sid).actor("system"),
+                            Event::new(Kind::SessionExpired).user(&rec.user_id).session(&rec.sid).actor("system"),
                         );
                     }
                 }
