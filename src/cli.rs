@@ -192,7 +192,7 @@ pub fn geoip(config: &std::path::Path, op: GeoipOp) -> ExitCode {
             }
         }
         GeoipOp::Lookup { ip } => {
-            let cfg = match crate::config::Config::from_file(config) {
+            let cfg = match crate::startup::load_config(config) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{}: {e}", config.display());

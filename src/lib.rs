@@ -21,14 +21,13 @@ pub mod reload;
 pub mod risk;
 pub mod routes;
 pub mod session;
+pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
 
 use config::Config;
 use error::StartupError;
-use session::crypto::{self, Keyring};
-use session::tokens::Verifier;
 use session::Sessions;
 use state::AppState;
 use std::net::SocketAddr;
@@ -106,99 +105,6 @@ impl Running {
     }
 }
 
-/// Reads the encryption keyring. With no key configured, one is generated into the data
-/// directory (mode 0600) — loudly, since losing that file makes stored tokens unreadable.
-async fn load_keyring(cfg: &Config) -> Result<Keyring, StartupError> {
-    let src = &cfg.sessions.encryption_key;
-    let bad = |what: &str| StartupError::Secret(format!("sessions.encryption_key ({}): {what}", src.describe()));
-    let current = match src.read().map_err(|e| bad(&e))? {
-        Some(secret) => crypto::decode_key(&secret).map_err(|e| bad(&e.to_string()))?,
-        // Instances replicate sealed tokens to each other: a per-instance generated key would
-        // leave every other instance unable to revoke them at the backend.
-        None if cfg.cluster.is_some() => {
-            return Err(bad("not set; every instance of a cluster must be given the same key"));
-        }
-        None => {
-            let path = cfg.store.data_dir.join("encryption.key");
-            let text = generated_secret(&path).await?;
-            let key = crypto::decode_key(&config::Secret::new(text))
-                .map_err(|e| StartupError::Secret(format!("{}: {e}", path.display())))?;
-            tracing::warn!(
-                file = %path.display(),
-                "no encryption key configured ({}); using a key file in the data directory. \
-                 Set SESSION_ENCRYPTION_KEY (see `sessiongate keygen`) for production and keep it safe",
-                src.describe()
-            );
-            key
-        }
-    };
-    let mut previous = Vec::new();
-    if let Some(prev) = &cfg.sessions.previous_keys {
-        if let Some(list) = prev.read().map_err(StartupError::Secret)? {
-            let text = String::from_utf8_lossy(list.expose()).to_string();
-            for (i, k) in text.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
-                let key = crypto::decode_key(&config::Secret::new(k)).map_err(|e| {
-                    StartupError::Secret(format!("sessions.previous_keys ({}), key #{}: {e}", prev.describe(), i + 1))
-                })?;
-                previous.push(key);
-            }
-        }
-    }
-    Ok(Keyring::new(current, &previous))
-}
-
-/// [`read_or_create_secret_file`] off the async threads.
-async fn generated_secret(path: &std::path::Path) -> Result<String, StartupError> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || read_or_create_secret_file(&path))
-        .await
-        .map_err(|e| StartupError::Secret(e.to_string()))?
-        .map_err(StartupError::Secret)
-}
-
-/// Reads a generated secret (base64 of 32 random bytes), creating it with mode 0600 first if
-/// it does not exist.
-fn read_or_create_secret_file(path: &std::path::Path) -> Result<String, String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(text) = std::fs::read_to_string(path) {
-        return Ok(text.trim().to_string());
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let key = crypto::generate_key();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(key.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(key)
-}
-
-/// The admin tokens: the configured ones, or one generated into `data_dir/admin.token`
-/// (config validation allows that only on a loopback address).
-async fn load_admin_tokens(cfg: &Config) -> Result<Vec<(String, config::Secret)>, StartupError> {
-    let mut out = Vec::new();
-    for (i, t) in cfg.admin.tokens.iter().enumerate() {
-        let bad = |what: &str| StartupError::Secret(format!("admin.tokens[{i}] ({}): {what}", t.source.describe()));
-        let secret = t.source.read().map_err(|e| bad(&e))?.ok_or_else(|| bad("not set"))?;
-        if secret.expose().len() < 16 {
-            return Err(bad("must be at least 16 characters"));
-        }
-        out.push((t.name.clone(), secret));
-    }
-    if out.is_empty() {
-        let path = cfg.store.data_dir.join("admin.token");
-        let token = generated_secret(&path).await?;
-        tracing::warn!(file = %path.display(), "no admin token configured; the admin API token is in this file (mode 0600)");
-        out.push(("local".to_string(), config::Secret::new(token)));
-    }
-    Ok(out)
-}
-
 /// Rebuilds the per-hour login counters of the last day from the audit log.
 async fn rebuild_login_counters(state: Arc<AppState>) {
     let since = clock::now_ms() - 24 * 3_600_000;
@@ -224,22 +130,15 @@ async fn rebuild_login_counters(state: Arc<AppState>) {
     }
 }
 
-fn load_verifier(cfg: &Config) -> Result<Option<Verifier>, StartupError> {
-    let Some(jwt) = &cfg.jwt else { return Ok(None) };
-    let bad = |what: String| StartupError::Secret(format!("jwt key ({}): {what}", jwt.key.describe()));
-    let key = jwt.key.read().map_err(bad)?.ok_or_else(|| bad("not set".into()))?;
-    Verifier::new(jwt, key.expose()).map(Some).map_err(bad)
-}
-
 /// Starts the gateway on already-bound listeners.
 pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, StartupError> {
     let cfg = Arc::new(cfg);
-    let keyring = load_keyring(&cfg).await?;
-    let verifier = load_verifier(&cfg)?;
-    let admin_tokens = if cfg.admin.enabled { load_admin_tokens(&cfg).await? } else { vec![] };
+    let keyring = startup::load_keyring(&cfg).await?;
+    let verifier = startup::load_verifier(&cfg)?;
+    let admin_tokens = if cfg.admin.enabled { startup::load_admin_tokens(&cfg).await? } else { vec![] };
     let metrics = Arc::new(metrics::Metrics::new());
     let store = store::Store::open(&cfg.store.data_dir, cfg.store.cache_capacity_bytes).await?;
-    let risk = Arc::new(risk::Risk::new(cfg.risk.clone(), cfg.geofence.clone()));
+    let risk = Arc::new(risk::Risk::new(cfg.risk.clone(), cfg.geofence.clone(), cfg.alerts.custom.clone()));
     let cluster = match &cfg.cluster {
         Some(cc) => Some(Arc::new(cluster::Cluster::new(cc, store.clone(), metrics.clone()).await?)),
         None => None,
@@ -260,11 +159,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     }
     geo::log_report(&report);
     let roles_token = match &cfg.roles.token {
-        Some(src) => Some(
-            src.read()
-                .map_err(|e| StartupError::Secret(format!("roles token ({}): {e}", src.describe())))?
-                .ok_or_else(|| StartupError::Secret(format!("roles token ({}): not set", src.describe())))?,
-        ),
+        Some(src) => Some(src.require("roles token").map_err(StartupError::Secret)?),
         None => None,
     };
     sessions.set_revocation(cfg.backend.revokes());

@@ -3,7 +3,6 @@
 
 use clap::Parser;
 use sessiongate::cli::{self, Cli, Command, EX_USAGE};
-use sessiongate::config::Config;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -15,7 +14,7 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { file } => {
             let path = file.unwrap_or(cli.config);
-            match Config::from_file(&path) {
+            match sessiongate::startup::load_config(&path) {
                 Ok(cfg) => {
                     print!("{}", sessiongate::config::describe(&cfg));
                     println!("{}: OK", path.display());
@@ -40,7 +39,7 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
-    let cfg = match Config::from_file(path) {
+    let cfg = match sessiongate::startup::load_config(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}: {e}", path.display());

@@ -108,7 +108,7 @@ pub async fn reload(st: &AppState, actor: &str) -> Result<Reloaded, ReloadError>
 async fn apply(st: &AppState) -> Result<Reloaded, ReloadError> {
     let old = st.config.load_full();
     let path = old.source.clone().ok_or(ReloadError::NoFile)?;
-    let new = tokio::task::spawn_blocking(move || Config::from_file(&path))
+    let new = tokio::task::spawn_blocking(move || crate::startup::load_config(&path))
         .await
         .map_err(|e| {
             ReloadError::Invalid(ConfigErrors(vec![crate::config::ConfigIssue {
@@ -147,7 +147,7 @@ async fn apply(st: &AppState) -> Result<Reloaded, ReloadError> {
     merged.roles = old.roles.clone();
     merged.cluster = old.cluster.clone();
     merged.log = old.log.clone();
-    st.risk.reconfigure(merged.risk.clone(), merged.geofence.clone());
+    st.risk.reconfigure(merged.risk.clone(), merged.geofence.clone(), merged.alerts.custom.clone());
     crate::alerts::reconfigure(&st.alerts, &st.alert_worker, merged.alerts.clone(), sender);
     st.sessions.set_revocation(merged.backend.revokes());
     st.config.store(Arc::new(merged));

@@ -39,7 +39,7 @@ impl AppState {
     }
 
     /// Raises `trigger` for ended sessions, one alert per user.
-    pub fn alert_ended(&self, trigger: &str, records: &[SessionRecord], why: &str) {
+    pub fn alert_ended(&self, trigger: crate::alerts::Trigger, records: &[SessionRecord], why: &str) {
         let mut users: Vec<&SessionRecord> = records.iter().collect();
         users.dedup_by(|a, b| a.user_id == b.user_id);
         for r in users {
@@ -58,7 +58,7 @@ impl AppState {
                     r.email.as_deref().or(r.username.as_deref()).unwrap_or(&r.user_id)
                 ),
             };
-            self.alerts.raise(trigger, &facts);
+            self.alerts.raise(trigger.clone(), &facts);
         }
     }
 

@@ -330,7 +330,7 @@ async fn an_admin_can_send_a_test_alert_to_a_channel() {
 
 #[test]
 fn alert_configuration_errors_name_their_keys() {
-    let err = sessiongate::config::Config::from_toml_str(
+    let err = sessiongate::startup::parse_config(
         "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:1\"\n[alerts.channels.a]\ntype = \"pager\"\n[alerts.channels.m]\ntype = \"email\"\n\
          [alerts.triggers]\nnew_country = [\"ghost\"]\nsolar_flare = []\n[[alerts.custom]]\nwhen = \"scoer > 1\"\nchannels = []\n",
     )

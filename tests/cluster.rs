@@ -387,7 +387,7 @@ async fn tls_and_password_from_a_secret_file_and_an_unreachable_redis_at_startup
 
     // A certificate the gateway does not trust: no slot can be allocated, startup says why.
     let (other, _) = support::self_signed(&mkdir(dir.path().join("other")));
-    let cfg = sessiongate::config::Config::from_toml_str(&support::config_text(
+    let cfg = sessiongate::startup::parse_config(&support::config_text(
         &backend.url(),
         &mkdir(dir.path().join("c")),
         &secure("C", &other),

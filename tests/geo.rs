@@ -230,7 +230,7 @@ async fn the_deny_threshold_refuses_risky_logins() {
 #[test]
 fn rule_errors_are_reported_at_load_with_their_key() {
     let base = "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
-    let err = sessiongate::config::Config::from_toml_str(&format!(
+    let err = sessiongate::startup::parse_config(&format!(
         "{base}[[risk.rules]]\nwhen = \"score >\"\nadd = 1\n[[risk.rules]]\nwhen = \"scroe > 1\"\nadd = 1\n[[risk.rules]]\nwhen = \"is_vpn\"\naction = \"block\"\n[[risk.rules]]\nwhen = \"is_vpn\"\n"
     ))
     .expect_err("invalid rules");

@@ -6,7 +6,6 @@
 use http::{HeaderMap, HeaderValue, Method};
 use proptest::prelude::*;
 use sessiongate::backend::fields;
-use sessiongate::config::Config;
 use sessiongate::proxy::credentials::{self, Cookies};
 use sessiongate::proxy::headers;
 use sessiongate::routes::{normalize_path, RouteClass, RouteRule, Router};
@@ -45,7 +44,7 @@ proptest! {
 
     #[test]
     fn the_config_parser_never_panics_and_every_error_names_a_key(text in tomlish()) {
-        if let Err(e) = Config::from_toml_str(&text) {
+        if let Err(e) = sessiongate::startup::parse_config(&text) {
             prop_assert!(!e.0.is_empty());
             for issue in &e.0 {
                 prop_assert!(!issue.key.is_empty() && !issue.message.is_empty(), "{issue:?}");

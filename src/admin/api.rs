@@ -8,7 +8,7 @@ use crate::clock::now_ms;
 use crate::error::{Body, GatewayError};
 use crate::proxy::user_api::session_json;
 use crate::session::{sweeper, EndReason};
-use crate::store::SessionRecord;
+use crate::store::{AlertStatus, SessionRecord};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -455,7 +455,7 @@ async fn terminate(st: &AdminState, id: &str, reason: &str, actor: &str) -> Resu
 /// What follows every admin action that ended sessions: the `admin_termination` alert (the
 /// backend revocation was queued with the ending). Returns how many sessions were ended.
 fn after_admin_end(app: &crate::state::AppState, ended: Vec<SessionRecord>, why: &str) -> usize {
-    app.alert_ended("admin_termination", &ended, why);
+    app.alert_ended(crate::alerts::Trigger::AdminTermination, &ended, why);
     ended.len()
 }
 
@@ -621,16 +621,14 @@ async fn clean_inactive(st: &AdminState, actor: &str) -> Result<Response<Body>, 
 /// Recent alerts with their delivery status, newest first.
 async fn alerts_list(st: &AdminState, q: &BTreeMap<String, String>) -> Result<Response<Body>, GatewayError> {
     let limit = usize_param(q, "limit", 100, 10_000)?;
-    let status = q.get("status").filter(|s| !s.is_empty());
-    if let Some(s) = status {
-        if !matches!(s.as_str(), "pending" | "delivered" | "dead") {
-            return Err(GatewayError::InvalidParameter(format!(
-                "status: expected pending, delivered or dead, got {s:?}"
-            )));
-        }
-    }
+    let status = match q.get("status").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(AlertStatus::parse(s).ok_or_else(|| {
+            GatewayError::InvalidParameter(format!("status: expected pending, delivered or dead, got {s:?}"))
+        })?),
+    };
     let mut all = st.app.sessions.store().alerts().await?;
-    all.retain(|a| status.is_none_or(|s| a.status == *s));
+    all.retain(|a| status.is_none_or(|s| a.status == s));
     all.reverse();
     all.truncate(limit);
     let data: Vec<Value> = all
@@ -638,7 +636,7 @@ async fn alerts_list(st: &AdminState, q: &BTreeMap<String, String>) -> Result<Re
         .map(|a| {
             json!({
                 "id": a.id, "trigger": a.trigger, "channel": a.channel, "status": a.status, "attempts": a.attempts,
-                "createdAt": iso(a.created), "nextAttemptAt": (a.status == "pending").then(|| iso(a.next_attempt)),
+                "createdAt": iso(a.created), "nextAttemptAt": (a.status == AlertStatus::Pending).then(|| iso(a.next_attempt)),
                 "deliveredAt": a.delivered_at.map(iso), "lastError": a.last_error, "event": a.event,
             })
         })
@@ -660,7 +658,7 @@ fn alerts_test(st: &AdminState, body: &Value, actor: &str) -> Result<Response<Bo
         reasons: vec!["test".into()],
         ..Default::default()
     };
-    st.app.alerts.raise_to("test", vec![channel.to_string()], &facts, false);
+    st.app.alerts.raise_to(crate::alerts::Trigger::Test, vec![channel.to_string()], &facts, false);
     Ok(json(StatusCode::ACCEPTED, json!({"success": true, "channel": channel, "status": "queued"})))
 }
 

@@ -169,9 +169,7 @@ pub struct Sender {
 }
 
 fn read(src: &SecretSource, key: &str) -> Result<Secret, StartupError> {
-    src.read()
-        .map_err(|e| StartupError::Secret(format!("{key} ({}): {e}", src.describe())))?
-        .ok_or_else(|| StartupError::Secret(format!("{key} ({}): not set", src.describe())))
+    src.require(key).map_err(StartupError::Secret)
 }
 
 fn env(name: &str) -> Option<String> {

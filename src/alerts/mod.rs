@@ -9,7 +9,7 @@ pub mod channels;
 use crate::clock::{iso, now_ms};
 use crate::config::AlertsConfig;
 use crate::metrics::Metrics;
-use crate::store::{AlertRecord, Store};
+use crate::store::{AlertRecord, AlertStatus, Store};
 use arc_swap::ArcSwap;
 use channels::Sender;
 use serde_json::{json, Value};
@@ -32,19 +32,105 @@ pub struct AlertHub {
     metrics: Arc<Metrics>,
 }
 
-/// Human title of a trigger.
-pub fn title(trigger: &str) -> String {
-    match trigger {
-        "new_country" => "Login from a new country".into(),
-        "anonymizer" => "Login through a VPN, proxy, TOR or datacenter".into(),
-        "high_score" => "High-risk login".into(),
-        "login_refused" => "Login attempt refused".into(),
-        "refresh_reuse" => "Refresh token reuse: session terminated".into(),
-        "admin_termination" => "Sessions terminated by an admin".into(),
-        "password_change" => "Password changed: sessions terminated".into(),
-        "test" => "Test alert".into(),
-        other => format!("Alert: {}", other.strip_prefix("custom:").unwrap_or(other)),
+/// What raised an alert. The built-in triggers are routed to channels by `alerts.triggers`;
+/// custom ones (`alerts.custom`) name their channels themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    NewCountry,
+    Anonymizer,
+    HighScore,
+    LoginRefused,
+    RefreshReuse,
+    AdminTermination,
+    PasswordChange,
+    /// The admin API's test alert.
+    Test,
+    Custom(String),
+}
+
+impl Trigger {
+    /// The triggers `alerts.triggers` may route.
+    pub const ROUTABLE: [Trigger; 7] = [
+        Trigger::NewCountry,
+        Trigger::Anonymizer,
+        Trigger::HighScore,
+        Trigger::LoginRefused,
+        Trigger::RefreshReuse,
+        Trigger::AdminTermination,
+        Trigger::PasswordChange,
+    ];
+
+    /// The stable name (`alerts.triggers` keys, the event's `type`, stored records).
+    pub fn name(&self) -> std::borrow::Cow<'static, str> {
+        let s = match self {
+            Trigger::NewCountry => "new_country",
+            Trigger::Anonymizer => "anonymizer",
+            Trigger::HighScore => "high_score",
+            Trigger::LoginRefused => "login_refused",
+            Trigger::RefreshReuse => "refresh_reuse",
+            Trigger::AdminTermination => "admin_termination",
+            Trigger::PasswordChange => "password_change",
+            Trigger::Test => "test",
+            Trigger::Custom(name) => return format!("custom:{name}").into(),
+        };
+        s.into()
     }
+
+    /// The `trigger` label of `alerts_total`: a bounded set (custom alerts share one value).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Trigger::Custom(_) => "custom",
+            Trigger::NewCountry => "new_country",
+            Trigger::Anonymizer => "anonymizer",
+            Trigger::HighScore => "high_score",
+            Trigger::LoginRefused => "login_refused",
+            Trigger::RefreshReuse => "refresh_reuse",
+            Trigger::AdminTermination => "admin_termination",
+            Trigger::PasswordChange => "password_change",
+            Trigger::Test => "test",
+        }
+    }
+
+    /// The trigger a stored name stands for.
+    pub fn parse(s: &str) -> Trigger {
+        if let Some(name) = s.strip_prefix("custom:") {
+            return Trigger::Custom(name.to_string());
+        }
+        Trigger::ROUTABLE
+            .into_iter()
+            .chain([Trigger::Test])
+            .find(|t| t.name() == s)
+            .unwrap_or(Trigger::Custom(s.into()))
+    }
+
+    /// Human title.
+    pub fn title(&self) -> String {
+        match self {
+            Trigger::NewCountry => "Login from a new country".into(),
+            Trigger::Anonymizer => "Login through a VPN, proxy, TOR or datacenter".into(),
+            Trigger::HighScore => "High-risk login".into(),
+            Trigger::LoginRefused => "Login attempt refused".into(),
+            Trigger::RefreshReuse => "Refresh token reuse: session terminated".into(),
+            Trigger::AdminTermination => "Sessions terminated by an admin".into(),
+            Trigger::PasswordChange => "Password changed: sessions terminated".into(),
+            Trigger::Test => "Test alert".into(),
+            Trigger::Custom(name) => format!("Alert: {name}"),
+        }
+    }
+}
+
+/// Configuration checks that need the trigger vocabulary (run with the config's own checks).
+pub fn check_config(cfg: &crate::config::Config) -> Vec<crate::config::ConfigIssue> {
+    let known: Vec<String> = Trigger::ROUTABLE.iter().map(|t| t.name().into_owned()).collect();
+    cfg.alerts
+        .triggers
+        .keys()
+        .filter(|t| !known.contains(t))
+        .map(|t| crate::config::ConfigIssue {
+            key: format!("alerts.triggers.{t}"),
+            message: format!("unknown trigger; known: {}", known.join(", ")),
+        })
+        .collect()
 }
 
 /// What an alert says, before it gets its id and time.
@@ -62,12 +148,12 @@ pub struct Facts {
 }
 
 /// The event JSON every channel renders (and the generic webhook sends as is).
-pub fn event(trigger: &str, f: &Facts) -> Value {
+pub fn event(trigger: &Trigger, f: &Facts) -> Value {
     let g = f.geo.as_ref();
     json!({
         "id": format!("{:016x}", rand::random::<u64>()),
-        "type": trigger,
-        "title": title(trigger),
+        "type": trigger.name(),
+        "title": trigger.title(),
         "summary": f.summary,
         "time": iso(now_ms()),
         "user": f.user_id.as_ref().map(|id| json!({"id": id, "username": f.username, "email": f.email})),
@@ -91,14 +177,14 @@ impl AlertHub {
     }
 
     /// Raises a built-in trigger, routed by `alerts.triggers`.
-    pub fn raise(&self, trigger: &str, facts: &Facts) {
+    pub fn raise(&self, trigger: Trigger, facts: &Facts) {
         let cfg = self.cfg.load();
-        let Some(chans) = cfg.triggers.get(trigger).filter(|c| !c.is_empty()) else { return };
+        let Some(chans) = cfg.triggers.get(trigger.name().as_ref()).filter(|c| !c.is_empty()) else { return };
         self.raise_to(trigger, chans.clone(), facts, true);
     }
 
     /// Raises an alert to given channels (custom conditions, tests).
-    pub fn raise_to(&self, trigger: &str, channels: Vec<String>, facts: &Facts, dedupe: bool) {
+    pub fn raise_to(&self, trigger: Trigger, channels: Vec<String>, facts: &Facts, dedupe: bool) {
         let cfg = self.cfg.load();
         if !cfg.enabled || channels.is_empty() {
             return;
@@ -110,29 +196,20 @@ impl AlertHub {
                 if d.len() > 100_000 {
                     d.retain(|_, t| now - *t < window);
                 }
-                let key = (trigger.to_string(), user.clone());
+                let key = (trigger.name().into_owned(), user.clone());
                 if d.get(&key).is_some_and(|t| now - t < window) {
                     for c in &channels {
-                        self.metrics.alerts.with_label_values(&[trigger_label(trigger), c, "deduplicated"]).inc();
+                        self.metrics.alerts.with_label_values(&[trigger.label(), c, "deduplicated"]).inc();
                     }
                     return;
                 }
                 d.insert(key, now);
             }
         }
-        let raised = Raised { trigger: trigger.to_string(), channels, event: event(trigger, facts) };
+        let raised = Raised { trigger: trigger.name().into_owned(), channels, event: event(&trigger, facts) };
         if self.tx.try_send(raised).is_err() {
-            tracing::error!(trigger, "alert queue full: alert dropped");
+            tracing::error!(trigger = %trigger.name(), "alert queue full: alert dropped");
         }
-    }
-}
-
-/// Bounded metric label: custom alerts share one value.
-fn trigger_label(trigger: &str) -> &str {
-    if trigger.starts_with("custom:") {
-        "custom"
-    } else {
-        trigger
     }
 }
 
@@ -189,7 +266,7 @@ impl Worker {
     pub async fn load(&self) -> Result<usize, crate::store::StoreError> {
         let all = self.store.alerts().await?;
         let mut p = self.pending.lock().map_err(|_| crate::store::StoreError::Join("poisoned".into()))?;
-        for r in all.into_iter().filter(|r| r.status == "pending") {
+        for r in all.into_iter().filter(|r| r.status == AlertStatus::Pending) {
             p.insert(r.id, r);
         }
         Ok(p.len())
@@ -197,10 +274,12 @@ impl Worker {
 
     /// Puts a dead alert back in the queue. `false` if there is no such dead alert.
     pub async fn retry(&self, id: u64) -> Result<bool, crate::store::StoreError> {
-        let Some(mut rec) = self.store.alerts().await?.into_iter().find(|r| r.id == id && r.status == "dead") else {
+        let Some(mut rec) =
+            self.store.alerts().await?.into_iter().find(|r| r.id == id && r.status == AlertStatus::Dead)
+        else {
             return Ok(false);
         };
-        rec.status = "pending".into();
+        rec.status = AlertStatus::Pending;
         rec.attempts = 0;
         rec.next_attempt = now_ms();
         self.store.put_alerts(vec![rec.clone()]).await?;
@@ -232,7 +311,7 @@ impl Worker {
                 trigger: raised.trigger.clone(),
                 channel,
                 event: raised.event.clone(),
-                status: "pending".into(),
+                status: AlertStatus::Pending,
                 attempts: 0,
                 next_attempt: now,
                 last_error: None,
@@ -287,7 +366,7 @@ impl Worker {
             if !self.take_slot(&rec.channel, now) {
                 self.metrics
                     .alerts
-                    .with_label_values(&[trigger_label(&rec.trigger), &rec.channel, "rate_limited"])
+                    .with_label_values(&[Trigger::parse(&rec.trigger).label(), &rec.channel, "rate_limited"])
                     .inc();
                 continue;
             }
@@ -305,29 +384,29 @@ impl Worker {
         rec.attempts += 1;
         let outcome = match result {
             Ok(()) => {
-                rec.status = "delivered".into();
+                rec.status = AlertStatus::Delivered;
                 rec.delivered_at = Some(now_ms());
                 rec.last_error = None;
-                "delivered"
+                AlertStatus::Delivered.as_str()
             }
             Err(e) => {
                 tracing::warn!(alert = rec.id, channel = %rec.channel, attempt = rec.attempts, error = %e, "alert delivery failed");
                 rec.last_error = Some(e);
                 if rec.attempts >= cfg.max_attempts {
-                    rec.status = "dead".into();
-                    "dead"
+                    rec.status = AlertStatus::Dead;
+                    AlertStatus::Dead.as_str()
                 } else {
                     rec.next_attempt = now_ms() + self.backoff_ms(rec.attempts);
                     "failed"
                 }
             }
         };
-        self.metrics.alerts.with_label_values(&[trigger_label(&rec.trigger), &rec.channel, outcome]).inc();
+        self.metrics.alerts.with_label_values(&[Trigger::parse(&rec.trigger).label(), &rec.channel, outcome]).inc();
         if let Err(e) = self.store.put_alerts(vec![rec.clone()]).await {
             tracing::error!(error = %e, "cannot record alert delivery");
         }
         if let Ok(mut p) = self.pending.lock() {
-            if rec.status == "pending" {
+            if rec.status == AlertStatus::Pending {
                 p.insert(rec.id, rec.clone());
             } else {
                 p.remove(&rec.id);
@@ -343,7 +422,7 @@ impl Worker {
         let cutoff = now_ms() - self.cfg.load().retention.as_millis() as i64;
         if let Ok(all) = self.store.alerts().await {
             let old: Vec<u64> =
-                all.iter().filter(|r| r.status != "pending" && r.created < cutoff).map(|r| r.id).collect();
+                all.iter().filter(|r| r.status != AlertStatus::Pending && r.created < cutoff).map(|r| r.id).collect();
             if !old.is_empty() {
                 let _ = self.store.delete_alerts(old).await;
             }

@@ -18,7 +18,7 @@ mod redis;
 
 use self::redis::{Conn, Entry, Link, LinkError, Outgoing};
 use crate::clock::now_ms;
-use crate::config::{ClusterConfig, ValueSource, CLUSTER_SLOTS};
+use crate::config::{ClusterConfig, Password, ValueSource, CLUSTER_SLOTS};
 use crate::error::StartupError;
 use crate::metrics::Metrics;
 use crate::risk::Risk;
@@ -137,14 +137,11 @@ impl Cluster {
             None => None,
             Some(ValueSource::Literal(u)) => Some(u.clone()),
             Some(ValueSource::Secret(src)) => {
-                let bad = |e: String| StartupError::Secret(format!("cluster.redis_url ({}): {e}", src.describe()));
-                let s = src.read().map_err(bad)?.ok_or_else(|| bad("not set".into()))?;
+                let s = src.require("cluster.redis_url").map_err(StartupError::Secret)?;
                 let url = String::from_utf8_lossy(s.expose()).trim().to_string();
                 // A password is expected here; the scheme and host are still checked.
-                match crate::config::check_redis_url(&url) {
-                    Err(e) if !e.contains("password") => return Err(bad(e)),
-                    _ => {}
-                }
+                crate::config::check_redis_url(&url, Password::Allowed)
+                    .map_err(|e| StartupError::Secret(format!("cluster.redis_url ({}): {e}", src.describe())))?;
                 Some(url)
             }
         };

@@ -148,29 +148,15 @@ pub struct ChannelConfig {
     pub rate_per_minute: u32,
 }
 
-/// Built-in alert triggers.
-pub const ALERT_TRIGGERS: &[&str] = &[
-    "new_country",
-    "anonymizer",
-    "high_score",
-    "login_refused",
-    "refresh_reuse",
-    "admin_termination",
-    "password_change",
-];
-
-/// A custom alert: a CEL condition over a login (the risk rule variables) and its channels.
-#[derive(Clone)]
+/// A custom alert: a condition over a login (the risk rule variables, checked by
+/// `risk::rules`) and its channels.
+#[derive(Debug, Clone)]
 pub struct CustomAlert {
     pub name: String,
-    pub program: std::sync::Arc<cel::Program>,
+    /// The config key of the condition (`alerts.custom[N].when`), for errors.
+    pub key: String,
+    pub when: String,
     pub channels: Vec<String>,
-}
-
-impl std::fmt::Debug for CustomAlert {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CustomAlert").field("name", &self.name).field("channels", &self.channels).finish()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -228,23 +214,15 @@ pub enum RuleAction {
     Tag(String),
 }
 
-/// A custom risk rule: a CEL condition and what to do when it holds.
-#[derive(Clone)]
+/// A custom risk rule: a condition (compiled and checked by `risk::rules`) and what to do
+/// when it holds.
+#[derive(Debug, Clone)]
 pub struct RiskRule {
     pub name: String,
+    /// The config key of the condition (`risk.rules[N].when`), for errors.
+    pub key: String,
     pub when: String,
-    pub program: std::sync::Arc<cel::Program>,
     pub action: RuleAction,
-}
-
-impl std::fmt::Debug for RiskRule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RiskRule")
-            .field("name", &self.name)
-            .field("when", &self.when)
-            .field("action", &self.action)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -546,9 +524,14 @@ fn section<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
+/// Checks that need a vocabulary owned by a layer above `config` (the rule language's variables,
+/// the alert triggers). They run on the validated configuration — also when it already has
+/// issues — so every error is reported at once. `startup::CONFIG_CHECKS` is the full list.
+pub type Checks = &'static [fn(&Config) -> Vec<ConfigIssue>];
+
 impl Config {
-    /// Parses and validates a TOML document.
-    pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
+    /// Parses and validates a TOML document, running `checks` too.
+    pub fn from_toml_str(text: &str, checks: Checks) -> Result<Config, ConfigErrors> {
         let mut issues = Vec::new();
         let mut table: toml::Table = match text.parse() {
             Ok(t) => t,
@@ -593,6 +576,9 @@ impl Config {
             issues.push(issue(key, "unknown key"));
         }
         let cfg = validate(raw, &mut issues);
+        for check in checks {
+            issues.extend(check(&cfg));
+        }
         if issues.is_empty() {
             Ok(cfg)
         } else {
@@ -601,10 +587,10 @@ impl Config {
     }
 
     /// Reads and validates a config file.
-    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+    pub fn from_file(path: &std::path::Path, checks: Checks) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors(vec![issue("(file)", &format!("cannot read {}: {e}", path.display()))]))?;
-        let mut cfg = Config::from_toml_str(&text)?;
+        let mut cfg = Config::from_toml_str(&text, checks)?;
         cfg.source = Some(path.to_path_buf());
         Ok(cfg)
     }
@@ -1275,7 +1261,7 @@ fn validate_cluster(v: &mut V<'_>, c: RawCluster) -> Option<ClusterConfig> {
     let secret = v.secret_source("cluster.redis_url_env", c.redis_url_env, "cluster.redis_url_file", c.redis_url_file);
     let sentinels = c.sentinels.unwrap_or_default();
     for (i, s) in sentinels.iter().enumerate() {
-        if let Err(e) = check_redis_url(s) {
+        if let Err(e) = check_redis_url(s, Password::Refused) {
             v.err(&format!("cluster.sentinels[{i}]"), e);
         }
     }
@@ -1287,7 +1273,7 @@ fn validate_cluster(v: &mut V<'_>, c: RawCluster) -> Option<ClusterConfig> {
     }
     let redis_url = match (literal, secret) {
         (Some(u), None) => {
-            if let Err(e) = check_redis_url(&u) {
+            if let Err(e) = check_redis_url(&u, Password::Refused) {
                 v.err("cluster.redis_url", e);
             }
             Some(ValueSource::Literal(u))
@@ -1347,9 +1333,16 @@ fn validate_cluster(v: &mut V<'_>, c: RawCluster) -> Option<ClusterConfig> {
     Some(cfg)
 }
 
-/// Checks a Redis URL written in the config file: a known scheme, and no password (that
-/// belongs in `redis_url_env` / `redis_url_file`).
-pub fn check_redis_url(url: &str) -> Result<(), String> {
+/// Whether a Redis URL may carry a password: not when written in the config file (it belongs
+/// in `redis_url_env` / `redis_url_file`), yes when it was read from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Password {
+    Refused,
+    Allowed,
+}
+
+/// Checks a Redis URL: a known scheme, a host, and a password only where `password` allows.
+pub fn check_redis_url(url: &str, password: Password) -> Result<(), String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err("not a URL like redis://host:6379/0".into());
     };
@@ -1358,7 +1351,7 @@ pub fn check_redis_url(url: &str) -> Result<(), String> {
     }
     let authority = rest.split(['/', '?']).next().unwrap_or_default();
     if let Some((userinfo, _)) = authority.rsplit_once('@') {
-        if userinfo.contains(':') {
+        if userinfo.contains(':') && password == Password::Refused {
             return Err("contains a password; put the URL in redis_url_env or redis_url_file".into());
         }
     }
@@ -1454,9 +1447,6 @@ fn validate_alerts(v: &mut V<'_>, a: RawAlerts, default_threshold: u32) -> Alert
     };
     let triggers = a.triggers.unwrap_or_default();
     for (t, names) in &triggers {
-        if !ALERT_TRIGGERS.contains(&t.as_str()) {
-            v.err(&format!("alerts.triggers.{t}"), format!("unknown trigger; known: {}", ALERT_TRIGGERS.join(", ")));
-        }
         check_channels(v, &format!("alerts.triggers.{t}"), names);
     }
     let mut custom = Vec::new();
@@ -1469,9 +1459,7 @@ fn validate_alerts(v: &mut V<'_>, a: RawAlerts, default_threshold: u32) -> Alert
             v.err(&format!("{key}.when"), "required: a CEL condition");
             continue;
         };
-        if let Some(p) = compile_condition(v, &format!("{key}.when"), &when) {
-            custom.push(CustomAlert { name, program: std::sync::Arc::new(p), channels: chans });
-        }
+        custom.push(CustomAlert { name, key: format!("{key}.when"), when, channels: chans });
     }
     AlertsConfig {
         enabled: a.enabled.unwrap_or(true),
@@ -1500,61 +1488,6 @@ fn country_list(v: &mut V<'_>, key: &str, raw: Option<Vec<String>>) -> Vec<Strin
         }
     }
     out
-}
-
-/// The CEL variables a rule may use (documented in the README).
-pub const RULE_VARIABLES: &[&str] = &[
-    "country",
-    "city",
-    "asn",
-    "isp",
-    "is_vpn",
-    "is_proxy",
-    "is_tor",
-    "is_datacenter",
-    "is_residential_proxy",
-    "is_anonymous",
-    "is_local",
-    "hour_utc",
-    "hour_local",
-    "weekday_utc",
-    "user_agent",
-    "device_type",
-    "browser",
-    "os",
-    "role",
-    "ip",
-    "user_id",
-    "score",
-    "new_country",
-    "new_device",
-    "impossible_travel",
-    "travel_kmh",
-    "failed_logins_last_hour",
-    "tags",
-];
-
-/// Compiles a CEL condition, reporting a syntax error or an unknown variable under `key`.
-fn compile_condition(v: &mut V<'_>, key: &str, when: &str) -> Option<cel::Program> {
-    let program = match cel::Program::compile(when) {
-        Ok(p) => p,
-        Err(e) => {
-            v.err(key, format!("syntax error in {when:?}: {}", e.to_string().trim()));
-            return None;
-        }
-    };
-    let unknown: Vec<String> = program
-        .references()
-        .variables()
-        .into_iter()
-        .filter(|n| !RULE_VARIABLES.contains(n))
-        .map(str::to_string)
-        .collect();
-    if !unknown.is_empty() {
-        v.err(key, format!("unknown variable(s) {}; known: {}", unknown.join(", "), RULE_VARIABLES.join(", ")));
-        return None;
-    }
-    Some(program)
 }
 
 fn validate_risk(
@@ -1596,7 +1529,6 @@ fn validate_risk(
             v.err(&format!("{key}.when"), "required: a CEL condition, e.g. \"score > 70 && is_vpn\"");
             continue;
         };
-        let Some(program) = compile_condition(v, &format!("{key}.when"), &when) else { continue };
         let action = match (rule.add, rule.action.as_deref(), rule.tag) {
             (Some(n), None, None) => RuleAction::Add(n),
             (None, Some("deny"), None) => RuleAction::Deny,
@@ -1613,7 +1545,7 @@ fn validate_risk(
                 continue;
             }
         };
-        rules.push(RiskRule { name, when, program: std::sync::Arc::new(program), action });
+        rules.push(RiskRule { name, key: format!("{key}.when"), when, action });
     }
     let risk = RiskConfig {
         enabled: r.enabled.unwrap_or(true),
@@ -1696,7 +1628,7 @@ mod tests {
     #[test]
     fn example_config_is_valid() {
         let text = include_str!("../../gateway.toml.example");
-        let cfg = Config::from_toml_str(text).expect("gateway.toml.example must stay valid");
+        let cfg = Config::from_toml_str(text, &[]).expect("gateway.toml.example must stay valid");
         assert_eq!(cfg.routes.rules().len(), 9);
         assert_eq!(cfg.backend.error_shape, ErrorShape::Strapi);
     }
@@ -1706,7 +1638,7 @@ mod tests {
         std::env::set_var("SG_DESCRIBE_TEST_SECRET", "super-secret-value");
         let cfg = Config::from_toml_str(
             "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:1\"\n[admin]\ntokens = [{ name = \"ops\", env = \"SG_DESCRIBE_TEST_SECRET\" }]\n\
-             [alerts.channels.hook]\ntype = \"webhook\"\nurl = \"http://h:1/x\"\nsecret_env = \"SG_DESCRIBE_TEST_SECRET\"\n[alerts.triggers]\nanonymizer = [\"hook\"]\n",
+             [alerts.channels.hook]\ntype = \"webhook\"\nurl = \"http://h:1/x\"\nsecret_env = \"SG_DESCRIBE_TEST_SECRET\"\n[alerts.triggers]\nanonymizer = [\"hook\"]\n", &[]
         )
         .expect("valid");
         let text = describe(&cfg);
@@ -1726,7 +1658,7 @@ mod tests {
 
     #[test]
     fn minimal_strapi_config_gets_defaults() {
-        let cfg = Config::from_toml_str("preset = \"strapi-v5\"\n[upstream]\nurl = \"http://127.0.0.1:1337\"\n")
+        let cfg = Config::from_toml_str("preset = \"strapi-v5\"\n[upstream]\nurl = \"http://127.0.0.1:1337\"\n", &[])
             .expect("valid");
         assert_eq!(cfg.sessions.last_seen_interval, Duration::from_secs(30));
         assert_eq!(cfg.sessions.inactivity_timeout, Duration::from_secs(900));
@@ -1754,7 +1686,7 @@ typo_key = 3
 [routes]
 login = ["POST"]
 "#;
-        let err = Config::from_toml_str(text).expect_err("invalid");
+        let err = Config::from_toml_str(text, &[]).expect_err("invalid");
         let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
         for k in [
             "bogus",
@@ -1774,19 +1706,20 @@ login = ["POST"]
     #[test]
     fn admin_on_a_public_address_needs_a_token() {
         let base = "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:80\"\n";
-        let err = Config::from_toml_str(&format!("{base}[admin]\nlisten = \"0.0.0.0:9090\"\n")).expect_err("no token");
+        let err =
+            Config::from_toml_str(&format!("{base}[admin]\nlisten = \"0.0.0.0:9090\"\n"), &[]).expect_err("no token");
         assert_eq!(err.0[0].key, "admin.tokens");
         let ok = format!(
             "{base}[admin]\nlisten = \"0.0.0.0:9090\"\ntokens = [{{ name = \"ops\", env = \"ADMIN_TOKEN\" }}]\n"
         );
-        assert_eq!(Config::from_toml_str(&ok).expect("valid").admin.tokens[0].name, "ops");
+        assert_eq!(Config::from_toml_str(&ok, &[]).expect("valid").admin.tokens[0].name, "ops");
         let same = format!("{base}[server]\nlisten = \"127.0.0.1:9090\"\n");
-        assert!(Config::from_toml_str(&same).is_err(), "admin and public on one port");
+        assert!(Config::from_toml_str(&same, &[]).is_err(), "admin and public on one port");
     }
 
     #[test]
     fn generic_backend_needs_its_rules() {
-        let err = Config::from_toml_str("[upstream]\nurl = \"http://b:80\"\n").expect_err("no rules");
+        let err = Config::from_toml_str("[upstream]\nurl = \"http://b:80\"\n", &[]).expect_err("no rules");
         let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
         assert!(keys.contains(&"routes.login"));
         assert!(keys.contains(&"extract.access_token"));
@@ -1795,27 +1728,27 @@ login = ["POST"]
 
     #[test]
     fn toml_syntax_errors_name_the_line() {
-        let err = Config::from_toml_str("a = 1\n[server\n").expect_err("syntax");
+        let err = Config::from_toml_str("a = 1\n[server\n", &[]).expect_err("syntax");
         assert!(err.0[0].key.contains("line 2"), "{err}");
     }
 
     #[test]
     fn cluster_settings_are_validated_with_their_keys() {
         let base = "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:1337\"\n";
-        let cfg = Config::from_toml_str(base).expect("no cluster");
+        let cfg = Config::from_toml_str(base, &[]).expect("no cluster");
         assert!(cfg.cluster.is_none());
         let ok = format!("{base}[cluster]\nredis_url = \"rediss://cache.internal:6380/2\"\nnode_slot = 3\n");
-        let c = Config::from_toml_str(&ok).expect("valid").cluster.expect("cluster on");
+        let c = Config::from_toml_str(&ok, &[]).expect("valid").cluster.expect("cluster on");
         assert_eq!((c.node_slot, c.stream_max_len, c.ready_when_isolated), (Some(3), 100_000, true));
         assert_eq!(c.key_prefix, "sessiongate");
         let off = format!("{base}[cluster]\nenabled = false\n");
-        assert!(Config::from_toml_str(&off).expect("valid").cluster.is_none());
+        assert!(Config::from_toml_str(&off, &[]).expect("valid").cluster.is_none());
 
         let bad = format!(
             "{base}[cluster]\nredis_url = \"redis://:hunter2@cache:6379\"\nnode_slot = 5000\n\
              stream_max_len = 3\ntouch_interval = \"soon\"\nkey_prefix = \"a{{b}}\"\n"
         );
-        let err = Config::from_toml_str(&bad).expect_err("invalid");
+        let err = Config::from_toml_str(&bad, &[]).expect_err("invalid");
         let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
         for k in [
             "cluster.redis_url",
@@ -1828,23 +1761,29 @@ login = ["POST"]
         }
         assert!(!err.to_string().contains("hunter2"), "the password is not echoed: {err}");
         let none = format!("{base}[cluster]\nnode_name = \"a\"\n");
-        assert!(Config::from_toml_str(&none).expect_err("no url").to_string().contains("cluster.redis_url"));
+        assert!(Config::from_toml_str(&none, &[]).expect_err("no url").to_string().contains("cluster.redis_url"));
         let sentinel = format!("{base}[cluster]\nsentinels = [\"redis://s1:26379\"]\nsentinel_master = \"m\"\n");
-        let c = Config::from_toml_str(&sentinel).expect("sentinel without redis_url").cluster.expect("on");
+        let c = Config::from_toml_str(&sentinel, &[]).expect("sentinel without redis_url").cluster.expect("on");
         assert_eq!((c.sentinels.len(), c.sentinel_master.as_deref(), c.redis_url.is_none()), (1, Some("m"), true));
         let half = format!("{base}[cluster]\nsentinels = [\"redis://s1:26379\"]\n");
-        assert!(Config::from_toml_str(&half).expect_err("no master").to_string().contains("cluster.sentinel_master"));
+        assert!(Config::from_toml_str(&half, &[])
+            .expect_err("no master")
+            .to_string()
+            .contains("cluster.sentinel_master"));
         let typo = format!("{base}[cluster]\nredis = \"redis://x\"\n");
-        assert!(Config::from_toml_str(&typo).is_err(), "unknown keys are errors");
+        assert!(Config::from_toml_str(&typo, &[]).is_err(), "unknown keys are errors");
     }
 
     #[test]
     fn redis_urls() {
         for ok in ["redis://127.0.0.1:6379", "rediss://h:6380/1", "redis://user@h/0", "redis+unix:///run/r.sock"] {
-            assert_eq!(check_redis_url(ok), Ok(()), "{ok}");
+            assert_eq!(check_redis_url(ok, Password::Refused), Ok(()), "{ok}");
         }
         for bad in ["http://h", "localhost:6379", "redis://u:p@h", "redis://"] {
-            assert!(check_redis_url(bad).is_err(), "{bad}");
+            assert!(check_redis_url(bad, Password::Refused).is_err(), "{bad}");
         }
+        // Read from a secret, a password is fine; the scheme and host are still checked.
+        assert_eq!(check_redis_url("redis://u:p@h", Password::Allowed), Ok(()));
+        assert!(check_redis_url("http://u:p@h", Password::Allowed).is_err());
     }
 }

@@ -58,6 +58,17 @@ impl SecretSource {
         }
     }
 
+    /// Reads the secret of config key `key`; an error names the key and the source.
+    pub fn read_for(&self, key: &str) -> Result<Option<Secret>, String> {
+        self.read().map_err(|e| format!("{key} ({}): {e}", self.describe()))
+    }
+
+    /// Reads a secret that must be set; an error (unreadable or not set) names the key and the
+    /// source.
+    pub fn require(&self, key: &str) -> Result<Secret, String> {
+        self.read_for(key)?.ok_or_else(|| format!("{key} ({}): not set", self.describe()))
+    }
+
     pub fn describe(&self) -> String {
         match self {
             SecretSource::Env(name) => format!("env {name}"),
@@ -75,5 +86,16 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
         assert_eq!(s.expose(), b"hunter2");
+    }
+
+    #[test]
+    fn a_required_secret_names_its_key_and_source() {
+        let src = SecretSource::Env("SESSIONGATE_TEST_SURELY_UNSET_VAR".into());
+        assert_eq!(src.read_for("jwt.key").map(|s| s.is_none()), Ok(true));
+        assert_eq!(src.require("jwt.key"), Err("jwt.key (env SESSIONGATE_TEST_SURELY_UNSET_VAR): not set".into()));
+        let file = SecretSource::File("/nonexistent/secret".into());
+        assert!(file
+            .require("admin.tokens[0]")
+            .is_err_and(|e| e.starts_with("admin.tokens[0] (file /nonexistent/secret): cannot read")));
     }
 }

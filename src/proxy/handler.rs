@@ -11,6 +11,7 @@ use super::body::{self, AuthBody};
 use super::credentials::{self, Cookies, Token};
 use super::headers;
 use super::user_api;
+use crate::alerts::Trigger;
 use crate::audit::{Event, Kind};
 use crate::backend::fields;
 use crate::clock::now_ms;
@@ -419,7 +420,7 @@ async fn check_token(st: &AppState, token: &str, now: i64, as_access: bool) -> R
             st.metrics.reuse_detected.inc();
             let ended: Vec<_> = st.sessions.end(live.id, EndReason::RefreshTokenReuse).await?.into_iter().collect();
             st.audit_ended(Kind::RefreshReuse, &ended, "system", serde_json::json!({"token": tokens::log_id(&hash)}));
-            st.alert_ended("refresh_reuse", &ended, "a rotated-out refresh token was presented again");
+            st.alert_ended(Trigger::RefreshReuse, &ended, "a rotated-out refresh token was presented again");
             Err(GatewayError::RefreshTokenReuse)
         }
         Check::Live(live, entry) => Ok(Seen::Tracked(live, entry)),
@@ -839,22 +840,20 @@ async fn create(
         }
     }
     // Alerts are decided now (while the login's facts are at hand) and raised once the session exists.
-    let mut triggers: Vec<(String, Option<Vec<String>>)> = Vec::new();
+    let mut triggers: Vec<(Trigger, Option<Vec<String>>)> = Vec::new();
     if let Some(a) = &assessment {
         if a.new_country {
-            triggers.push(("new_country".into(), None));
+            triggers.push((Trigger::NewCountry, None));
         }
         if a.score >= st.alerts.config().score_threshold {
-            triggers.push(("high_score".into(), None));
+            triggers.push((Trigger::HighScore, None));
         }
-        for c in &st.alerts.config().custom {
-            if st.risk.eval(&c.program, &facts, a) {
-                triggers.push((format!("custom:{}", c.name), Some(c.channels.clone())));
-            }
+        for c in st.risk.custom_alerts(&facts, a) {
+            triggers.push((Trigger::Custom(c.name), Some(c.channels)));
         }
     }
     if located.is_anonymous() || located.is_datacenter {
-        triggers.push(("anonymizer".into(), None));
+        triggers.push((Trigger::Anonymizer, None));
     }
     st.risk.record_login(&user_id, geo.as_ref(), &device, now);
     let tenant_id = claim(st.cfg().sessions.tenant_claim.as_deref()).or_else(|| {
@@ -906,7 +905,7 @@ async fn create(
             ip: Some(ctx.client_ip.to_string()),
             geo: Some(located.clone()),
             score,
-            reasons: triggers.iter().map(|(t, _)| t.clone()).collect(),
+            reasons: triggers.iter().map(|(t, _)| t.name().into_owned()).collect(),
             summary: format!(
                 "Login of user {} from {}{}",
                 live.user_id,
@@ -916,8 +915,8 @@ async fn create(
         };
         for (t, chans) in triggers {
             match chans {
-                Some(c) => st.alerts.raise_to(&t, c, &facts, true),
-                None => st.alerts.raise(&t, &facts),
+                Some(c) => st.alerts.raise_to(t, c, &facts, true),
+                None => st.alerts.raise(t, &facts),
             }
         }
     }
@@ -961,7 +960,7 @@ fn deny_login(
         geo: d.geo,
         ..Default::default()
     };
-    st.alerts.raise("login_refused", &facts);
+    st.alerts.raise(Trigger::LoginRefused, &facts);
     st.audit.record(Event::new(d.event).user(user_id).ip(ctx.client_ip).actor("client").details(details));
     crate::backend::revoke::revoke_unowned(
         st.upstream.clone(),
@@ -1037,7 +1036,7 @@ async fn learn_credential_change(
             .actor("client")
             .details(serde_json::json!({"sessionsEnded": ended.len()})),
     );
-    st.alert_ended("password_change", &ended, "password changed");
+    st.alert_ended(Trigger::PasswordChange, &ended, "password changed");
     if let (Some(issued), Some(json)) = (issued, json) {
         ctx.session = Some(create(st, ctx, creds, &HeaderMap::new(), json, issued, "credential_change").await?);
     }

@@ -8,11 +8,13 @@
 //! for an hour.
 
 pub mod fence;
+pub mod rules;
 pub mod travel;
 
-use crate::config::{GeofenceConfig, RiskConfig, RuleAction};
+use crate::config::{CustomAlert, GeofenceConfig, RiskConfig, RuleAction};
 use crate::device::Device;
 use crate::geo::GeoInfo;
+use rules::Condition;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -82,20 +84,48 @@ pub struct Risk {
 struct RiskConf {
     cfg: RiskConfig,
     fence: GeofenceConfig,
+    /// The compiled condition of each of `cfg.rules` (`None`: it does not compile, which the
+    /// configuration check has already refused).
+    rules: Vec<Option<Condition>>,
+    custom: Vec<(CustomAlert, Option<Condition>)>,
+}
+
+impl RiskConf {
+    fn new(cfg: RiskConfig, fence: GeofenceConfig, custom: Vec<CustomAlert>) -> RiskConf {
+        let (rules, mut issues) = rules::compile_all(cfg.rules.iter().map(|r| (r.key.as_str(), r.when.as_str())));
+        let (compiled, more) = rules::compile_all(custom.iter().map(|c| (c.key.as_str(), c.when.as_str())));
+        issues.extend(more);
+        for i in issues {
+            tracing::error!(key = %i.key, "condition does not compile and never holds: {}", i.message);
+        }
+        RiskConf { cfg, fence, rules, custom: custom.into_iter().zip(compiled).collect() }
+    }
 }
 
 impl Risk {
-    pub fn new(cfg: RiskConfig, fence: GeofenceConfig) -> Risk {
+    /// `custom`: the custom alerts (`alerts.custom`), whose conditions are evaluated here too.
+    pub fn new(cfg: RiskConfig, fence: GeofenceConfig, custom: Vec<CustomAlert>) -> Risk {
         Risk {
-            conf: arc_swap::ArcSwap::from_pointee(RiskConf { cfg, fence }),
+            conf: arc_swap::ArcSwap::from_pointee(RiskConf::new(cfg, fence, custom)),
             history: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    /// New rules and fences for the logins that follow; login history and failure counts stay.
-    pub fn reconfigure(&self, cfg: RiskConfig, fence: GeofenceConfig) {
-        self.conf.store(Arc::new(RiskConf { cfg, fence }));
+    /// New rules, fences and custom alerts for the logins that follow; login history and
+    /// failure counts stay.
+    pub fn reconfigure(&self, cfg: RiskConfig, fence: GeofenceConfig, custom: Vec<CustomAlert>) {
+        self.conf.store(Arc::new(RiskConf::new(cfg, fence, custom)));
+    }
+
+    /// The custom alerts whose condition holds for a login and its final assessment.
+    pub fn custom_alerts(&self, f: &LoginFacts<'_>, a: &Assessment) -> Vec<CustomAlert> {
+        let conf = self.conf.load();
+        conf.custom
+            .iter()
+            .filter(|(_, c)| c.as_ref().is_some_and(|c| c.holds(f, a, i64::from(a.score)) == Ok(true)))
+            .map(|(alert, _)| alert.clone())
+            .collect()
     }
 
     pub fn enabled(&self) -> bool {
@@ -198,14 +228,10 @@ impl Risk {
         a.new_device = new_device;
         a.impossible_travel = impossible;
         a.failed_logins = failed;
-        for rule in &cfg.rules {
-            let ctx = context(f, &a, score);
-            let holds = match rule.program.execute(&ctx) {
-                Ok(cel::Value::Bool(b)) => b,
-                Ok(other) => {
-                    tracing::warn!(rule = %rule.name, "risk rule did not evaluate to a boolean ({other:?}); ignored");
-                    false
-                }
+        for (rule, condition) in cfg.rules.iter().zip(&conf.rules) {
+            let Some(condition) = condition else { continue };
+            let holds = match condition.holds(f, &a, score) {
+                Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(rule = %rule.name, error = %e, "risk rule failed; ignored");
                     false
@@ -238,63 +264,10 @@ impl Risk {
     }
 }
 
-impl Risk {
-    /// Evaluates a CEL condition (a custom alert) against a login and its final assessment.
-    pub fn eval(&self, program: &cel::Program, f: &LoginFacts<'_>, a: &Assessment) -> bool {
-        matches!(program.execute(&context(f, a, i64::from(a.score))), Ok(cel::Value::Bool(true)))
-    }
-}
-
-/// The variables rules and custom alerts see (config::RULE_VARIABLES lists them).
-fn context(f: &LoginFacts<'_>, a: &Assessment, score: i64) -> cel::Context<'static, 'static> {
-    let g = f.geo;
-    let (hour_utc, weekday_utc, hour_local) = clock(f.now_ms, g.timezone.as_deref());
-    let mut ctx = cel::Context::default();
-    let s = |v: &Option<String>| v.clone().unwrap_or_default();
-    ctx.add_variable_from_value("country", s(&g.country_code));
-    ctx.add_variable_from_value("city", s(&g.city));
-    ctx.add_variable_from_value("asn", i64::from(g.asn.unwrap_or(0)));
-    ctx.add_variable_from_value("isp", s(&g.isp));
-    ctx.add_variable_from_value("is_vpn", g.is_vpn);
-    ctx.add_variable_from_value("is_proxy", g.is_proxy);
-    ctx.add_variable_from_value("is_tor", g.is_tor);
-    ctx.add_variable_from_value("is_datacenter", g.is_datacenter);
-    ctx.add_variable_from_value("is_residential_proxy", g.is_residential_proxy);
-    ctx.add_variable_from_value("is_anonymous", g.is_anonymous());
-    ctx.add_variable_from_value("is_local", g.local);
-    ctx.add_variable_from_value("hour_utc", hour_utc);
-    ctx.add_variable_from_value("hour_local", hour_local);
-    ctx.add_variable_from_value("weekday_utc", weekday_utc);
-    ctx.add_variable_from_value("user_agent", f.user_agent.to_string());
-    ctx.add_variable_from_value("device_type", f.device.device_type.clone());
-    ctx.add_variable_from_value("browser", f.device.browser_name.clone());
-    ctx.add_variable_from_value("os", f.device.os_name.clone());
-    ctx.add_variable_from_value("role", f.role.unwrap_or("").to_string());
-    ctx.add_variable_from_value("ip", f.ip.to_string());
-    ctx.add_variable_from_value("user_id", f.user_id.to_string());
-    ctx.add_variable_from_value("score", score);
-    ctx.add_variable_from_value("new_country", a.new_country);
-    ctx.add_variable_from_value("new_device", a.new_device);
-    ctx.add_variable_from_value("impossible_travel", a.impossible_travel);
-    ctx.add_variable_from_value("travel_kmh", a.travel_kmh.unwrap_or(0.0));
-    ctx.add_variable_from_value("failed_logins_last_hour", i64::from(a.failed_logins));
-    ctx.add_variable_from_value("tags", a.tags.iter().map(|t| cel::Value::from(t.clone())).collect::<Vec<_>>());
-    ctx
-}
-
-/// (hour UTC, weekday UTC with Monday = 1, hour in the location's timezone or UTC).
-fn clock(now_ms: i64, tz: Option<&str>) -> (i64, i64, i64) {
-    let Ok(ts) = jiff::Timestamp::from_millisecond(now_ms) else { return (0, 0, 0) };
-    let utc = ts.to_zoned(jiff::tz::TimeZone::UTC);
-    let local = tz.and_then(|t| ts.in_tz(t).ok()).map(|z| z.hour()).unwrap_or(utc.hour());
-    (i64::from(utc.hour()), i64::from(utc.weekday().to_monday_one_offset()), i64::from(local))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{RiskRule, RiskWeights};
-    use std::sync::Arc;
 
     fn cfg(rules: &[(&str, RuleAction)]) -> RiskConfig {
         RiskConfig {
@@ -318,8 +291,8 @@ mod tests {
                 .iter()
                 .map(|(w, a)| RiskRule {
                     name: w.to_string(),
+                    key: format!("risk.rules[{w}]"),
                     when: w.to_string(),
-                    program: Arc::new(cel::Program::compile(w).expect("compiles")),
                     action: a.clone(),
                 })
                 .collect(),
@@ -364,7 +337,7 @@ mod tests {
 
     #[test]
     fn every_signal_and_the_total() {
-        let risk = Risk::new(cfg(&[]), GeofenceConfig::default());
+        let risk = Risk::new(cfg(&[]), GeofenceConfig::default(), vec![]);
         let d = device();
         let t0 = 1_700_000_000_000;
         assert_eq!(risk.assess(&facts(&london(), &d, t0)).score, 0, "a first login has no history to differ from");
@@ -400,6 +373,7 @@ mod tests {
                 ("'uk-ie' in tags && is_vpn", RuleAction::Add(50)),
             ]),
             GeofenceConfig::default(),
+            vec![],
         );
         let d = device();
         let mut g = london();
@@ -418,12 +392,5 @@ mod tests {
         let day = night + 12 * HOUR_MS;
         let a = risk.assess(&facts(&g, &d, day));
         assert_eq!((a.score, a.deny.clone()), (75, None));
-    }
-
-    #[test]
-    fn local_time_uses_the_locations_timezone() {
-        let (utc, _, local) = clock(1_700_000_000_000, Some("Asia/Tokyo"));
-        assert_eq!((utc, local), (22, 7));
-        assert_eq!(clock(1_700_000_000_000, Some("Not/AZone")).2, 22, "unknown zone: UTC");
     }
 }

@@ -200,12 +200,39 @@ pub struct AlertRecord {
     pub channel: String,
     /// The event as delivered (JSON).
     pub event: serde_json::Value,
-    /// `pending`, `delivered` or `dead`.
-    pub status: String,
+    pub status: AlertStatus,
     pub attempts: u32,
     pub next_attempt: i64,
     pub last_error: Option<String>,
     pub delivered_at: Option<i64>,
+}
+
+/// Where an alert's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    Delivered,
+    /// Given up after `alerts.max_attempts`.
+    Dead,
+}
+
+impl AlertStatus {
+    pub const ALL: [AlertStatus; 3] = [AlertStatus::Pending, AlertStatus::Delivered, AlertStatus::Dead];
+
+    /// The stable name (stored records, the admin API, the `alerts_total{result}` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Pending => "pending",
+            AlertStatus::Delivered => "delivered",
+            AlertStatus::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AlertStatus> {
+        AlertStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
 }
 
 /// A blocked user.

@@ -15,7 +15,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use sessiongate::config::Config;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 pub use strapi::{MockStrapi, PASSWORD};
@@ -133,7 +132,7 @@ impl Gateway {
 
     async fn boot(&mut self) {
         std::fs::write(self.config_path(), &self.toml).expect("write config");
-        let cfg = Config::from_file(&self.config_path())
+        let cfg = sessiongate::startup::load_config(&self.config_path())
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{}", self.toml));
         let listeners = sessiongate::Listeners::bind(&cfg).expect("bind");
         let running = sessiongate::start(cfg, listeners).await.expect("gateway starts");
