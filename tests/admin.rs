@@ -448,7 +448,7 @@ fn bulk_record(id: u64) -> sessiongate::store::SessionRecord {
         login_time: 1_700_000_000_000 + id as i64,
         last_active: 1_700_000_000_000 + id as i64,
         logout_time: ended.then_some(1_700_000_100_000),
-        end_reason: ended.then(|| "logout".to_string()),
+        end_reason: ended.then_some(sessiongate::store::EndReason::Logout),
         threat_score: Some((id % 101) as u32),
         ..sessiongate::store::SessionRecord::blank(id, &user)
     }

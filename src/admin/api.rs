@@ -439,7 +439,8 @@ async fn detail(st: &AdminState, id: &str) -> Result<Response<Body>, GatewayErro
 /// The end reason an admin's free-text reason maps to: a known reason name as it is, anything
 /// else `admin_terminated` (the text itself goes to the audit log only).
 fn admin_end_reason(reason: &str) -> EndReason {
-    EndReason::parse(reason).unwrap_or(EndReason::AdminTerminated)
+    // Only reasons that revoke the backend session: an admin's "expired" must not skip that.
+    EndReason::parse(reason).filter(|r| r.revokes_backend()).unwrap_or(EndReason::AdminTerminated)
 }
 
 async fn terminate(st: &AdminState, id: &str, reason: &str, actor: &str) -> Result<Response<Body>, GatewayError> {

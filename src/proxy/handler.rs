@@ -19,7 +19,7 @@ use crate::config::{Config, IdlePolicy, RefreshPrecedence, UnknownTokens};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::risk::LoginFacts;
 use crate::routes::{self, RouteClass, RouteMatch};
-use crate::session::{tokens, Check, EndReason, Issued, Live, Origin};
+use crate::session::{tokens, Check, EndReason, Issued, Live, Origin, SessionOrigin};
 use crate::state::AppState;
 use crate::store::{SessionRecord, TokenEntry, TokenKind};
 use bytes::Bytes;
@@ -708,7 +708,7 @@ async fn observe(
         RouteClass::Login => {
             let json = json.as_ref().ok_or(GatewayError::BadAuthResponse("login response is not JSON"))?;
             let issued = issued.ok_or(GatewayError::BadAuthResponse("login response carries no access token"))?;
-            let live = create(st, ctx, creds, &parts.headers, json, issued, "login").await?;
+            let live = create(st, ctx, creds, &parts.headers, json, issued, SessionOrigin::Login).await?;
             st.metrics.logins.with_label_values(&["success"]).inc();
             ctx.session = Some(live);
         }
@@ -773,7 +773,7 @@ async fn create(
     req_headers: &HeaderMap,
     json: &Value,
     issued: Issued,
-    kind: &'static str,
+    kind: SessionOrigin,
 ) -> Result<Arc<Live>, GatewayError> {
     let x = &st.cfg().extract;
     let claims = tokens::response_claims(&issued.access);
@@ -793,7 +793,7 @@ async fn create(
             // Nothing was looked up yet on this path.
             geo: st.geo.is_configured().then(|| st.geo.lookup(ctx.client_ip)),
         };
-        return Err(deny_login(st, ctx, &user_id, issued, kind, denial, serde_json::Value::Null));
+        return Err(deny_login(st, ctx, &user_id, issued, kind.as_str(), denial, serde_json::Value::Null));
     }
     let now = now_ms();
     let device = crate::device::parse(&ctx.user_agent);
@@ -809,7 +809,7 @@ async fn create(
             geo: geo.clone(),
         };
         let details = serde_json::json!({"country": located.country_code, "role": role});
-        return Err(deny_login(st, ctx, &user_id, issued, kind, denial, details));
+        return Err(deny_login(st, ctx, &user_id, issued, kind.as_str(), denial, details));
     }
     let facts = LoginFacts {
         user_id: &user_id,
@@ -831,7 +831,7 @@ async fn create(
                 error: GatewayError::RiskDenied,
                 geo: geo.clone(),
             };
-            return Err(deny_login(st, ctx, &user_id, issued, kind, denial, details));
+            return Err(deny_login(st, ctx, &user_id, issued, kind.as_str(), denial, details));
         }
         if a.alert {
             tracing::warn!(request_id = %ctx.request_id, user = %user_id, score = a.score, client = %ctx.client_ip, "risky login");
@@ -879,12 +879,12 @@ async fn create(
     let vpn = origin.geo.as_ref().is_some_and(|g| g.is_vpn);
     let score = origin.risk.as_ref().map(|a| a.score);
     let live = st.sessions.create(origin, issued).await?;
-    tracing::info!(request_id = %ctx.request_id, session = %live.sid, user = %live.user_id, client = %ctx.client_ip, kind, "session created");
-    let event = if kind == "refresh" { Kind::Refresh } else { Kind::Login };
+    tracing::info!(request_id = %ctx.request_id, session = %live.sid, user = %live.user_id, client = %ctx.client_ip, kind = kind.as_str(), "session created");
+    let event = if kind == SessionOrigin::Refresh { Kind::Refresh } else { Kind::Login };
     st.audit.record(
         Event::new(event).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client").details(
             serde_json::json!({
-                "origin": kind,
+                "origin": kind.as_str(),
                 "deviceType": live.device_type,
                 "userAgent": ctx.user_agent,
                 "country": country,
@@ -893,7 +893,7 @@ async fn create(
             }),
         ),
     );
-    if kind == "login" {
+    if kind == SessionOrigin::Login {
         st.logins.add_success(now, country.as_deref(), vpn);
     }
     if !triggers.is_empty() {
@@ -992,7 +992,7 @@ async fn learn_refresh(st: &AppState, ctx: &mut RequestCtx, creds: &Creds, issue
             // A refresh token we never saw (its session began before the gateway was in front):
             // adopt the new tokens as a session.
             let empty = Value::Object(Default::default());
-            match create(st, ctx, creds, &HeaderMap::new(), &empty, issued, "refresh").await {
+            match create(st, ctx, creds, &HeaderMap::new(), &empty, issued, SessionOrigin::Refresh).await {
                 Ok(live) => {
                     st.metrics.refreshes.with_label_values(&["adopted"]).inc();
                     ctx.refresh_session = Some(live);
@@ -1038,7 +1038,8 @@ async fn learn_credential_change(
     );
     st.alert_ended(Trigger::PasswordChange, &ended, "password changed");
     if let (Some(issued), Some(json)) = (issued, json) {
-        ctx.session = Some(create(st, ctx, creds, &HeaderMap::new(), json, issued, "credential_change").await?);
+        ctx.session =
+            Some(create(st, ctx, creds, &HeaderMap::new(), json, issued, SessionOrigin::CredentialChange).await?);
     }
     Ok(())
 }

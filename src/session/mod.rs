@@ -18,6 +18,7 @@ use crate::clock::now_ms;
 use crate::config::SessionConfig;
 use crate::device;
 use crate::metrics::Metrics;
+pub use crate::store::SessionOrigin;
 use crate::store::{
     BlockRecord, Changes, RevocationRecord, SessionRecord, Store, StoreError, TokenEntry, TokenHash, TokenKind,
 };
@@ -221,8 +222,7 @@ pub struct Origin {
     pub ip: IpAddr,
     pub user_agent: String,
     pub device: device::Device,
-    /// `login`, `refresh` or `credential_change`.
-    pub kind: &'static str,
+    pub kind: SessionOrigin,
     pub geo: Option<crate::geo::GeoInfo>,
     pub role: Option<String>,
     /// The login's risk assessment (absent when risk scoring is off).
@@ -498,7 +498,7 @@ impl Sessions {
             last_active: now,
             logout_time: None,
             end_reason: None,
-            origin: origin.kind.to_string(),
+            origin: origin.kind,
             aliases: aliases.clone(),
             access: Some(self.keyring.seal(&issued.access)),
             refresh: issued.refresh.as_deref().map(|r| self.keyring.seal(r)),
@@ -573,7 +573,7 @@ impl Sessions {
         // Ended while this refresh was in flight (the stripe lock keeps this stable until the
         // write): the backend just minted tokens for it, so its revocation starts over with them.
         let put_revocations = if live.is_ended() {
-            let reason = rec.end_reason.as_deref().and_then(EndReason::parse).unwrap_or(EndReason::Logout);
+            let reason = rec.end_reason.unwrap_or(EndReason::Logout);
             self.revocation_entries(&[live.id], reason, now, now)
         } else {
             vec![]
@@ -646,7 +646,7 @@ impl Sessions {
         let mut records = self.timed("read", self.store.get_many(newly)).await?;
         for rec in &mut records {
             rec.logout_time = Some(now);
-            rec.end_reason = Some(reason.as_str().to_string());
+            rec.end_reason = Some(reason);
         }
         let outbox = self.events(|| {
             records

@@ -96,9 +96,8 @@ pub struct SessionRecord {
     pub login_time: i64,
     pub last_active: i64,
     pub logout_time: Option<i64>,
-    pub end_reason: Option<String>,
-    /// `login`, `refresh` (adopted at a refresh) or `credential_change`.
-    pub origin: String,
+    pub end_reason: Option<EndReason>,
+    pub origin: SessionOrigin,
     /// Backend session ids (Strapi's `sessionId` claim), oldest first.
     pub aliases: Vec<String>,
     pub access: Option<Sealed>,
@@ -156,7 +155,7 @@ impl SessionRecord {
             last_active: 0,
             logout_time: None,
             end_reason: None,
-            origin: "login".into(),
+            origin: SessionOrigin::Login,
             aliases: vec![],
             access: None,
             refresh: None,
@@ -205,6 +204,128 @@ pub struct AlertRecord {
     pub next_attempt: i64,
     pub last_error: Option<String>,
     pub delivered_at: Option<i64>,
+}
+
+/// Why a session ended: a closed set. It is stored in records (`end_reason`), used as the
+/// `terminations_total{reason}` label and decides whether the backend must be told. Free text
+/// (an admin's "stolen laptop") goes to the audit log only, never into a label.
+/// The reason a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum EndReason {
+    /// The backend's logout route, or the user API's `logout`.
+    Logout,
+    /// A logout for every session of the user (`scope: "all"`, the user API's `logout-all`).
+    LogoutAll,
+    /// The user ended another of their sessions through the user API.
+    UserTerminated,
+    /// An admin ended it (the admin API, the dashboard, the CLI).
+    AdminTerminated,
+    UserBlocked,
+    /// A rotated-out refresh token was presented again.
+    RefreshTokenReuse,
+    /// Inactive past `sessions.inactivity_timeout` with `idle_policy = "terminate"`.
+    IdleTimeout,
+    /// Ended by the admin's clean-inactive action.
+    Inactive,
+    /// Every token expired (the sweeper).
+    Expired,
+    PasswordChange,
+    /// The backend's own session route ended it (Strapi `DELETE /api/auth/sessions/:id`).
+    BackendRevoked,
+    /// Imported already ended (`sessiongate import`).
+    Imported,
+}
+
+impl EndReason {
+    pub const ALL: [EndReason; 12] = [
+        EndReason::Logout,
+        EndReason::LogoutAll,
+        EndReason::UserTerminated,
+        EndReason::AdminTerminated,
+        EndReason::UserBlocked,
+        EndReason::RefreshTokenReuse,
+        EndReason::IdleTimeout,
+        EndReason::Inactive,
+        EndReason::Expired,
+        EndReason::PasswordChange,
+        EndReason::BackendRevoked,
+        EndReason::Imported,
+    ];
+
+    /// Stable snake_case name (records, metric label, API `endReason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Logout => "logout",
+            EndReason::LogoutAll => "logout_all",
+            EndReason::UserTerminated => "user_terminated",
+            EndReason::AdminTerminated => "admin_terminated",
+            EndReason::UserBlocked => "user_blocked",
+            EndReason::RefreshTokenReuse => "refresh_token_reuse",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::Inactive => "inactive",
+            EndReason::Expired => "expired",
+            EndReason::PasswordChange => "password_change",
+            EndReason::BackendRevoked => "backend_revoked",
+            EndReason::Imported => "imported_ended",
+        }
+    }
+
+    /// The reason named `s`, if it is one (an admin may give a known reason, e.g. the plugin's
+    /// `terminate-all` with `password_change`).
+    pub fn parse(s: &str) -> Option<EndReason> {
+        EndReason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Whether the backend's session must be revoked too. Only an expired session needs
+    /// nothing: none of its tokens is accepted by the backend any more.
+    pub fn revokes_backend(self) -> bool {
+        !matches!(self, EndReason::Expired | EndReason::Imported)
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for EndReason {
+    type Error = String;
+    fn try_from(s: String) -> Result<EndReason, String> {
+        EndReason::parse(&s).ok_or_else(|| format!("unknown end reason {s:?}"))
+    }
+}
+
+impl From<EndReason> for &'static str {
+    fn from(r: EndReason) -> &'static str {
+        r.as_str()
+    }
+}
+
+/// How a session came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionOrigin {
+    Login,
+    /// Adopted at a refresh whose refresh token the gateway had not seen (a session that began
+    /// before the gateway was in front).
+    Refresh,
+    /// Opened by the tokens a successful credential change returned.
+    CredentialChange,
+    /// Created by `sessiongate import`.
+    Import,
+}
+
+impl SessionOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionOrigin::Login => "login",
+            SessionOrigin::Refresh => "refresh",
+            SessionOrigin::CredentialChange => "credential_change",
+            SessionOrigin::Import => "import",
+        }
+    }
 }
 
 /// Where an alert's delivery stands.
@@ -389,5 +510,29 @@ pub(crate) mod contract {
         assert_eq!(store.revocations_of(vec![8, 9]).await.expect("lookup"), vec![retried]);
         store.delete_revocations(vec![9]).await.expect("delete");
         assert!(store.revocations().await.expect("queue").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_reasons_are_stored_by_name_and_unknown_names_are_refused() {
+        assert_eq!(serde_json::to_string(&EndReason::LogoutAll).expect("encode"), "\"logout_all\"");
+        assert_eq!(serde_json::from_str::<EndReason>("\"imported_ended\"").expect("decode"), EndReason::Imported);
+        assert!(serde_json::from_str::<EndReason>("\"stolen laptop\"").is_err());
+        assert_eq!(serde_json::to_string(&SessionOrigin::CredentialChange).expect("encode"), "\"credential_change\"");
+    }
+
+    #[test]
+    fn names_are_unique_snake_case() {
+        let mut names: Vec<&str> = EndReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        assert!(EndReason::ALL.iter().all(|r| EndReason::parse(r.as_str()) == Some(*r)));
+        assert_eq!(EndReason::parse("stolen laptop"), None);
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), EndReason::ALL.len());
     }
 }

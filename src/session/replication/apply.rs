@@ -7,7 +7,7 @@
 
 use super::event::{Event, Item};
 use crate::session::{Live, Sessions};
-use crate::store::{BlockRecord, Changes, SessionRecord, StoreError, TokenEntry, TokenHash};
+use crate::store::{BlockRecord, Changes, EndReason, SessionRecord, StoreError, TokenEntry, TokenHash};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,7 +32,8 @@ pub fn merge(local: &SessionRecord, remote: &SessionRecord) -> SessionRecord {
     let ended = [local, remote]
         .into_iter()
         .filter_map(|r| r.logout_time.map(|t| (t, r.end_reason.clone())))
-        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        // Ties break on the reason's name, as every instance (and every version) orders it.
+        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.map(EndReason::as_str).cmp(&b.1.map(EndReason::as_str))));
     if let Some((t, reason)) = ended {
         out.logout_time = Some(t);
         out.end_reason = reason;
@@ -278,10 +279,10 @@ mod tests {
         touched.last_active = 90;
         let mut ended = base.clone();
         ended.logout_time = Some(60);
-        ended.end_reason = Some("admin_terminated".into());
+        ended.end_reason = Some(EndReason::AdminTerminated);
         let mut ended_later = base.clone();
         ended_later.logout_time = Some(70);
-        ended_later.end_reason = Some("logout".into());
+        ended_later.end_reason = Some(EndReason::Logout);
 
         let all = [&base, &rotated, &touched, &ended, &ended_later];
         for a in all {
@@ -292,7 +293,7 @@ mod tests {
         }
         let m = merge(&merge(&ended, &touched), &rotated);
         assert_eq!(m.logout_time, Some(60), "a late touch or rotation never revives an ended session");
-        assert_eq!(m.end_reason.as_deref(), Some("admin_terminated"), "the earliest ending keeps its reason");
+        assert_eq!(m.end_reason, Some(EndReason::AdminTerminated), "the earliest ending keeps its reason");
         assert_eq!((m.last_active, m.rotation_count), (90, 1));
         assert_eq!(m.aliases, vec!["b".to_string()]);
         assert_eq!(merge(&ended_later, &ended).logout_time, Some(60));
