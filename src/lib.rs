@@ -144,11 +144,21 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         None => None,
     };
     let replication = cluster.as_ref().map(|c| c.replication()).unwrap_or_else(session::Replication::standalone);
-    let (sessions, touch_rx) =
-        Sessions::open(cfg.sessions.clone(), store.clone(), keyring, metrics.clone(), replication.clone(), |rec| {
-            risk.record_login(&rec.user_id, rec.geo.as_ref(), &rec.device(), rec.login_time)
-        })
-        .await?;
+    let (audit_log, audit_rx) = audit::AuditLog::new(metrics.clone());
+    let audit_log = Arc::new(audit_log);
+    let sender = alerts::channels::Sender::new(&cfg.alerts)?;
+    let (alert_hub, alert_worker, alert_rx) = alerts::new(cfg.alerts.clone(), store.clone(), sender, metrics.clone());
+    let aftermath = session::Aftermath { audit: audit_log.clone(), alerts: alert_hub.clone() };
+    let (sessions, touch_rx) = Sessions::open(
+        cfg.sessions.clone(),
+        store.clone(),
+        keyring,
+        metrics.clone(),
+        replication.clone(),
+        aftermath,
+        |rec| risk.record_login(&rec.user_id, rec.geo.as_ref(), &rec.device(), rec.login_time),
+    )
+    .await?;
     let geo = Arc::new(geo::Geo::new(&cfg.geo));
     let geo2 = geo.clone();
     let report = tokio::task::spawn_blocking(move || geo2.reload_blocking(true))
@@ -163,8 +173,6 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         None => None,
     };
     sessions.set_revocation(cfg.backend.revokes());
-    let (audit_log, audit_rx) = audit::AuditLog::new(metrics.clone());
-    let audit_log = Arc::new(audit_log);
     let (total, active, tokens) = sessions.counts();
     tracing::info!(sessions = total, active, tokens, data_dir = %cfg.store.data_dir.display(), "session store loaded");
     let upstream = Arc::new(backend::Upstream::new(&cfg.upstream)?);
@@ -186,8 +194,6 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     };
 
     let roles = backend::roles::Roles::new(cfg.roles.clone(), roles_token, upstream.clone());
-    let sender = alerts::channels::Sender::new(&cfg.alerts)?;
-    let (alert_hub, alert_worker, alert_rx) = alerts::new(cfg.alerts.clone(), store.clone(), sender, metrics.clone());
     let queued = alert_worker.load().await?;
     if queued > 0 {
         tracing::info!(alerts = queued, "undelivered alerts from the previous run are queued again");
@@ -199,7 +205,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
         verifier,
         metrics: metrics.clone(),
         audit: audit_log.clone(),
-        logins: state::LoginCounters::default(),
+        logins: audit::logins::LoginCounters::default(),
         geo: geo.clone(),
         risk,
         roles,
@@ -222,7 +228,6 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     let mut background = vec![
         tokio::spawn(session::sweeper::run(
             sessions,
-            audit_log,
             cfg.store.sweep_interval,
             session::sweeper::SweepPolicy {
                 retention: cfg.store.terminated_retention,

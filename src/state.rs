@@ -1,15 +1,14 @@
-//! The one shared state of a running gateway, built at startup.
+//! The handles of a running gateway, built at startup (`lib.rs`) and read by the request path
+//! and the admin port. Handles only: behaviour lives in the modules they point to, and nothing
+//! below the wiring layer sees this type (tests/layering.rs).
 
-use crate::audit::{AuditLog, Event};
+use crate::audit::AuditLog;
 use crate::backend::Upstream;
-use crate::clock::now_ms;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::session::tokens::Verifier;
 use crate::session::Sessions;
-use crate::store::SessionRecord;
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub struct AppState {
     /// The configuration in force; a reload (SIGHUP, `POST /reload`) swaps it whole. Requests
@@ -22,7 +21,7 @@ pub struct AppState {
     pub verifier: Option<Verifier>,
     pub metrics: Arc<Metrics>,
     pub audit: Arc<AuditLog>,
-    pub logins: LoginCounters,
+    pub logins: crate::audit::logins::LoginCounters,
     pub geo: Arc<crate::geo::Geo>,
     pub risk: Arc<crate::risk::Risk>,
     pub roles: crate::backend::roles::Roles,
@@ -36,129 +35,5 @@ impl AppState {
     /// The configuration in force (cheap: no lock, no reference count in the common case).
     pub fn cfg(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
-    }
-
-    /// Raises `trigger` for ended sessions, one alert per user.
-    pub fn alert_ended(&self, trigger: crate::alerts::Trigger, records: &[SessionRecord], why: &str) {
-        let mut users: Vec<&SessionRecord> = records.iter().collect();
-        users.dedup_by(|a, b| a.user_id == b.user_id);
-        for r in users {
-            let n = records.iter().filter(|x| x.user_id == r.user_id).count();
-            let facts = crate::alerts::Facts {
-                user_id: Some(r.user_id.clone()),
-                username: r.username.clone(),
-                email: r.email.clone(),
-                session: Some(r.sid.clone()),
-                ip: Some(r.ip.clone()),
-                geo: r.geo.clone(),
-                score: r.threat_score,
-                reasons: vec![why.to_string()],
-                summary: format!(
-                    "{n} session(s) of {} ended: {why}",
-                    r.email.as_deref().or(r.username.as_deref()).unwrap_or(&r.user_id)
-                ),
-            };
-            self.alerts.raise(trigger.clone(), &facts);
-        }
-    }
-
-    /// Audits the ending of each session in `records` as `kind`.
-    pub fn audit_ended(
-        &self,
-        kind: crate::audit::Kind,
-        records: &[SessionRecord],
-        actor: &str,
-        details: serde_json::Value,
-    ) {
-        for r in records {
-            self.audit.record(Event::new(kind).user(&r.user_id).session(&r.sid).actor(actor).details(details.clone()));
-        }
-    }
-}
-
-/// Logins per hour for the last 24 hours (for `stats`): successes, failures, VPN logins and
-/// logins by country. Kept in memory and rebuilt from the audit log at startup.
-#[derive(Default)]
-pub struct LoginCounters {
-    hours: Mutex<VecDeque<Hour>>,
-}
-
-/// One hour of login figures.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Hour {
-    pub start: i64,
-    pub logins: u64,
-    pub failed: u64,
-    pub vpn: u64,
-    pub countries: BTreeMap<String, u64>,
-}
-
-const HOUR_MS: i64 = 3_600_000;
-
-impl LoginCounters {
-    fn with_hour(&self, at_ms: i64, f: impl FnOnce(&mut Hour)) {
-        let start = at_ms - at_ms.rem_euclid(HOUR_MS);
-        let Ok(mut h) = self.hours.lock() else { return };
-        match h.iter_mut().find(|x| x.start == start) {
-            Some(slot) => f(slot),
-            None => {
-                let mut slot = Hour { start, ..Default::default() };
-                f(&mut slot);
-                h.push_back(slot);
-                h.make_contiguous().sort_by_key(|x| x.start);
-            }
-        }
-        let oldest = now_ms() - 25 * HOUR_MS;
-        while h.front().is_some_and(|x| x.start < oldest) {
-            h.pop_front();
-        }
-    }
-
-    pub fn add_success(&self, at_ms: i64, country: Option<&str>, vpn: bool) {
-        self.with_hour(at_ms, |h| {
-            h.logins += 1;
-            h.vpn += u64::from(vpn);
-            if let Some(c) = country {
-                *h.countries.entry(c.to_string()).or_default() += 1;
-            }
-        });
-    }
-
-    pub fn add_failure(&self, at_ms: i64) {
-        self.with_hour(at_ms, |h| h.failed += 1);
-    }
-
-    /// 24 hours, oldest first, ending with the current hour.
-    pub fn last_24h(&self, now: i64) -> Vec<Hour> {
-        let current = now - now.rem_euclid(HOUR_MS);
-        let h = self.hours.lock().map(|h| h.clone()).unwrap_or_default();
-        (0..24)
-            .rev()
-            .map(|i| {
-                let t = current - i * HOUR_MS;
-                h.iter().find(|x| x.start == t).cloned().unwrap_or(Hour { start: t, ..Default::default() })
-            })
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn login_counters_bucket_by_hour() {
-        let c = LoginCounters::default();
-        let now = now_ms();
-        c.add_success(now, Some("GB"), true);
-        c.add_failure(now);
-        c.add_success(now - HOUR_MS, None, false);
-        c.add_success(now - 30 * HOUR_MS, Some("US"), false);
-        let h = c.last_24h(now);
-        assert_eq!(h.len(), 24);
-        assert_eq!((h[23].logins, h[23].failed, h[23].vpn), (1, 1, 1));
-        assert_eq!(h[23].countries.get("GB"), Some(&1));
-        assert_eq!(h[22].logins, 1);
-        assert_eq!(h.iter().map(|x| x.logins).sum::<u64>(), 2, "older than a day is not counted");
     }
 }

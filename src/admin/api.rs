@@ -2,12 +2,13 @@
 //! the audit export, statistics, health, readiness and metrics.
 
 use super::{json, maintenance, not_found, ok, stream_body, AdminState};
+use crate::alerts::Trigger;
 use crate::audit::{self, Event, Kind};
 use crate::clock::iso;
 use crate::clock::now_ms;
 use crate::error::{Body, GatewayError};
 use crate::proxy::user_api::session_json;
-use crate::session::{sweeper, EndReason};
+use crate::session::{sweeper, Audit, EndReason, Ending};
 use crate::store::{AlertStatus, SessionRecord};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -446,30 +447,21 @@ fn admin_end_reason(reason: &str) -> EndReason {
 async fn terminate(st: &AdminState, id: &str, reason: &str, actor: &str) -> Result<Response<Body>, GatewayError> {
     let app = &st.app;
     let live = app.sessions.find(id).ok_or_else(not_found)?;
-    let ended: Vec<_> = app.sessions.end(live.id, admin_end_reason(reason)).await?.into_iter().collect();
-    app.audit_ended(Kind::Terminate, &ended, actor, json!({"reason": reason}));
-    let already = after_admin_end(app, ended, &format!("terminated by {actor}: {reason}")) == 0;
+    let ending = Ending::new(admin_end_reason(reason), Audit::EachSession(Kind::Terminate), actor)
+        .details(json!({"reason": reason}))
+        .alert(Trigger::AdminTermination, format!("terminated by {actor}: {reason}"));
+    let already = app.sessions.end(&[live.id], &ending).await?.is_empty();
     tracing::info!(session = %live.sid, %actor, reason, "session terminated by an admin");
     Ok(ok(json!({"success": true, "sessionId": live.sid, "alreadyEnded": already, "message": "Session terminated"})))
 }
 
-/// What follows every admin action that ended sessions: the `admin_termination` alert (the
-/// backend revocation was queued with the ending). Returns how many sessions were ended.
-fn after_admin_end(app: &crate::state::AppState, ended: Vec<SessionRecord>, why: &str) -> usize {
-    app.alert_ended(crate::alerts::Trigger::AdminTermination, &ended, why);
-    ended.len()
-}
-
 async fn terminate_all(st: &AdminState, user: &str, reason: &str, actor: &str) -> Result<Response<Body>, GatewayError> {
     let app = &st.app;
-    let ended = app.sessions.end_user(user, admin_end_reason(reason), None).await?;
-    app.audit.record(
-        Event::new(Kind::TerminateAll)
-            .user(user)
-            .actor(actor)
-            .details(json!({"reason": reason, "sessions": ended.len()})),
-    );
-    let n = after_admin_end(app, ended, &format!("all sessions terminated by {actor}: {reason}"));
+    let ending = Ending::new(admin_end_reason(reason), Audit::Once(Kind::TerminateAll), actor)
+        .user(user)
+        .details(json!({"reason": reason}))
+        .alert(Trigger::AdminTermination, format!("all sessions terminated by {actor}: {reason}"));
+    let n = app.sessions.end_user(user, None, &ending).await?.len();
     Ok(ok(json!({"success": true, "userId": user, "terminated": n})))
 }
 
@@ -482,14 +474,11 @@ async fn set_block(
 ) -> Result<Response<Body>, GatewayError> {
     let app = &st.app;
     if block {
-        let ended = app.sessions.block(user, Some(actor.to_string()), reason.clone()).await?;
-        app.audit.record(
-            Event::new(Kind::UserBlocked)
-                .user(user)
-                .actor(actor)
-                .details(json!({"reason": reason, "sessions": ended.len()})),
-        );
-        let n = after_admin_end(app, ended, &format!("user blocked by {actor}"));
+        let ending = Ending::new(EndReason::UserBlocked, Audit::Once(Kind::UserBlocked), actor)
+            .user(user)
+            .details(json!({"reason": reason}))
+            .alert(Trigger::AdminTermination, format!("user blocked by {actor}"));
+        let n = app.sessions.block(user, Some(actor.to_string()), reason.clone(), &ending).await?.len();
         Ok(ok(json!({"success": true, "userId": user, "blocked": true, "terminated": n})))
     } else {
         app.sessions.unblock(user).await?;
@@ -614,8 +603,8 @@ async fn clean_inactive(st: &AdminState, actor: &str) -> Result<Response<Body>, 
         .filter(|l| !l.is_ended() && app.sessions.is_idle(l, now))
         .map(|l| l.id)
         .collect();
-    let ended = app.sessions.end_many(&idle, EndReason::Inactive).await?;
-    app.audit.record(Event::new(Kind::Cleanup).actor(actor).details(json!({"terminatedInactive": ended.len()})));
+    let ending = Ending::new(EndReason::Inactive, Audit::Once(Kind::Cleanup), actor);
+    let ended = app.sessions.end(&idle, &ending).await?;
     Ok(ok(json!({"success": true, "terminated": ended.len()})))
 }
 
@@ -695,7 +684,7 @@ async fn cleanup(st: &AdminState, actor: &str) -> Result<Response<Body>, Gateway
         audit_retention: app.cfg().admin.audit_retention,
     };
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let r = sweeper::sweep_once(&app.sessions, &app.audit, policy, &rx).await;
+    let r = sweeper::sweep_once(&app.sessions, policy, &rx).await;
     app.audit.record(
         Event::new(Kind::Cleanup)
             .actor(actor)

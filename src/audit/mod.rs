@@ -2,6 +2,8 @@
 //! disk: events go through a bounded queue to a writer task (a full queue drops the event and
 //! counts it in `sessiongate_audit_events_dropped_total`).
 
+pub mod logins;
+
 use crate::metrics::Metrics;
 use crate::store::{AuditRecord, Store};
 use bytes::Bytes;
@@ -145,6 +147,10 @@ impl Event {
     pub fn details(mut self, d: Value) -> Event {
         self.0.details = d;
         self
+    }
+    /// The record as it will be stored.
+    pub fn record(&self) -> &AuditRecord {
+        &self.0
     }
 }
 

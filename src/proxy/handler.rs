@@ -19,7 +19,7 @@ use crate::config::{Config, IdlePolicy, RefreshPrecedence, UnknownTokens};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::risk::LoginFacts;
 use crate::routes::{self, RouteClass, RouteMatch};
-use crate::session::{tokens, Check, EndReason, Issued, Live, Origin, SessionOrigin};
+use crate::session::{tokens, Audit, Check, EndReason, Ending, Issued, Live, Origin, SessionOrigin};
 use crate::state::AppState;
 use crate::store::{SessionRecord, TokenEntry, TokenKind};
 use bytes::Bytes;
@@ -418,9 +418,10 @@ async fn check_token(st: &AppState, token: &str, now: i64, as_access: bool) -> R
         Check::Reuse(live) => {
             tracing::warn!(session = %live.sid, user = %live.user_id, token = %tokens::log_id(&hash), "refresh token reuse: ending the session");
             st.metrics.reuse_detected.inc();
-            let ended: Vec<_> = st.sessions.end(live.id, EndReason::RefreshTokenReuse).await?.into_iter().collect();
-            st.audit_ended(Kind::RefreshReuse, &ended, "system", serde_json::json!({"token": tokens::log_id(&hash)}));
-            st.alert_ended(Trigger::RefreshReuse, &ended, "a rotated-out refresh token was presented again");
+            let ending = Ending::new(EndReason::RefreshTokenReuse, Audit::EachSession(Kind::RefreshReuse), "system")
+                .details(serde_json::json!({"token": tokens::log_id(&hash)}))
+                .alert(Trigger::RefreshReuse, "a rotated-out refresh token was presented again");
+            st.sessions.end(&[live.id], &ending).await?;
             Err(GatewayError::RefreshTokenReuse)
         }
         Check::Live(live, entry) => Ok(Seen::Tracked(live, entry)),
@@ -453,8 +454,8 @@ async fn check_token(st: &AppState, token: &str, now: i64, as_access: bool) -> R
 
 async fn live_session(st: &AppState, live: Arc<Live>, now: i64) -> Result<Arc<Live>, GatewayError> {
     if st.sessions.config().idle_policy == IdlePolicy::Terminate && st.sessions.is_idle(&live, now) {
-        let ended: Vec<_> = st.sessions.end(live.id, EndReason::IdleTimeout).await?.into_iter().collect();
-        st.audit_ended(Kind::IdleTerminated, &ended, "system", serde_json::Value::Null);
+        let ending = Ending::new(EndReason::IdleTimeout, Audit::EachSession(Kind::IdleTerminated), "system");
+        st.sessions.end(&[live.id], &ending).await?;
         return Err(GatewayError::SessionInactive);
     }
     st.sessions.touch(&live, now);
@@ -487,10 +488,8 @@ async fn end_before_forward(st: &AppState, ctx: &RequestCtx, creds: &Creds) -> R
         (ctx.session.iter().map(|s| s.id).collect(), EndReason::Logout, Kind::Logout)
     };
     let hold = st.cfg().upstream.response_timeout + Duration::from_secs(5);
-    let records = st.sessions.end_pending_proof(&ids, reason, hold).await?;
-    for r in &records {
-        st.audit.record(Event::new(what).user(&r.user_id).session(&r.sid).ip(ctx.client_ip).actor("user"));
-    }
+    let ending = Ending::new(reason, Audit::EachSession(what), "user").ip(ctx.client_ip);
+    let records = st.sessions.end_pending_proof(&ids, &ending, hold).await?;
     tracing::info!(request_id = %ctx.request_id, user = %user, sessions = records.len(), "logout");
     Ok(LogoutEnded { records })
 }
@@ -736,16 +735,13 @@ async fn backend_session_revoked(
     let Some(alias) = m.rule.param_names().first().and_then(|n| m.param(n)).map(str::to_string) else { return Ok(()) };
     let Some(live) = st.sessions.by_alias(&alias) else { return Ok(()) };
     let hold = st.cfg().upstream.response_timeout;
-    let ended = st.sessions.end_pending_proof(&[live.id], EndReason::BackendRevoked, hold).await?;
+    let ending = Ending::new(EndReason::BackendRevoked, Audit::EachSession(Kind::BackendSessionRevoked), "user")
+        .ip(ctx.client_ip);
+    let ended = st.sessions.end_pending_proof(&[live.id], &ending, hold).await?;
     // Proven when the backend revoked the session's current backend session; an older id of a
     // rotated session leaves the current one to the gateway's revocation.
     let (proven, due) = split_proven(&ended, |r| names_current_backend_session(r, Some(&alias)));
     st.sessions.settle_revocations(&proven, &due).await?;
-    for r in &ended {
-        st.audit.record(
-            Event::new(Kind::BackendSessionRevoked).user(&r.user_id).session(&r.sid).ip(ctx.client_ip).actor("user"),
-        );
-    }
     tracing::info!(request_id = %ctx.request_id, session = %live.sid, "backend session route ended a session");
     Ok(())
 }
@@ -1027,16 +1023,12 @@ async fn learn_credential_change(
         tracing::warn!(request_id = %ctx.request_id, "credential change succeeded but names no user; no session ended");
         return Ok(());
     };
-    let ended = st.sessions.end_user(&user, EndReason::PasswordChange, None).await?;
+    let ending = Ending::new(EndReason::PasswordChange, Audit::Once(Kind::PasswordChange), "client")
+        .user(&user)
+        .ip(ctx.client_ip)
+        .alert(Trigger::PasswordChange, "password changed");
+    let ended = st.sessions.end_user(&user, None, &ending).await?;
     tracing::info!(request_id = %ctx.request_id, user = %user, sessions = ended.len(), "credentials changed: sessions ended");
-    st.audit.record(
-        Event::new(Kind::PasswordChange)
-            .user(&user)
-            .ip(ctx.client_ip)
-            .actor("client")
-            .details(serde_json::json!({"sessionsEnded": ended.len()})),
-    );
-    st.alert_ended(Trigger::PasswordChange, &ended, "password changed");
     if let (Some(issued), Some(json)) = (issued, json) {
         ctx.session =
             Some(create(st, ctx, creds, &HeaderMap::new(), json, issued, SessionOrigin::CredentialChange).await?);

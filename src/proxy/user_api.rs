@@ -7,7 +7,7 @@ use crate::audit::Kind;
 use crate::clock::iso;
 use crate::clock::now_ms;
 use crate::error::{full, Body, GatewayError};
-use crate::session::{EndReason, Live};
+use crate::session::{Audit, EndReason, Ending, Live};
 use crate::state::AppState;
 use crate::store::SessionRecord;
 use http::{header, HeaderValue, Method, Response, StatusCode};
@@ -96,13 +96,14 @@ pub async fn handle(
             Ok(ok(json!({ "data": session_json(&rec, Some(current.id), now_ms(), inactivity) })))
         }
         (&Method::POST, ["logout"]) => {
-            let ended: Vec<_> = sessions.end(current.id, EndReason::Logout).await?.into_iter().collect();
-            st.audit_ended(Kind::Logout, &ended, "user", Value::Null);
+            sessions
+                .end(&[current.id], &Ending::new(EndReason::Logout, Audit::EachSession(Kind::Logout), "user"))
+                .await?;
             Ok(ok(json!({ "message": "Logged out successfully" })))
         }
         (&Method::POST, ["logout-all"]) => {
-            let ended = sessions.end_user(&current.user_id, EndReason::LogoutAll, None).await?;
-            st.audit_ended(Kind::LogoutAll, &ended, "user", Value::Null);
+            let ending = Ending::new(EndReason::LogoutAll, Audit::EachSession(Kind::LogoutAll), "user");
+            sessions.end_user(&current.user_id, None, &ending).await?;
             Ok(ok(json!({ "message": "Logged out from all devices successfully" })))
         }
         (&Method::DELETE, ["my-sessions", id]) => {
@@ -110,8 +111,8 @@ pub async fn handle(
             if target.id == current.id {
                 return Err(GatewayError::CannotTerminateCurrent);
             }
-            let ended: Vec<_> = sessions.end(target.id, EndReason::UserTerminated).await?.into_iter().collect();
-            st.audit_ended(Kind::Terminate, &ended, "user", Value::Null);
+            let ending = Ending::new(EndReason::UserTerminated, Audit::EachSession(Kind::Terminate), "user");
+            sessions.end(&[target.id], &ending).await?;
             Ok(ok(json!({ "message": format!("Session {id} terminated successfully"), "success": true })))
         }
         _ => Err(GatewayError::NotFound),

@@ -23,7 +23,8 @@ use crate::store::{
     BlockRecord, Changes, RevocationRecord, SessionRecord, Store, StoreError, TokenEntry, TokenHash, TokenKind,
 };
 use crypto::Keyring;
-pub use ending::EndReason;
+pub use ending::Aftermath;
+pub use ending::{Audit, EndReason, Ending};
 use replication::event::Event;
 pub use replication::Replication;
 use std::collections::HashMap;
@@ -266,6 +267,7 @@ pub struct Sessions {
     /// A replicated session sealed with a key this instance lacks is reported once: it means a
     /// misconfiguration, and every later event would repeat it.
     foreign_key_reported: AtomicBool,
+    aftermath: Aftermath,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -287,6 +289,7 @@ impl Sessions {
         keyring: Keyring,
         metrics: Arc<Metrics>,
         replication: Replication,
+        aftermath: Aftermath,
         mut seed: impl FnMut(&SessionRecord),
     ) -> Result<(Arc<Sessions>, mpsc::Receiver<(u64, i64)>), StoreError> {
         Metrics::preregister(&metrics.terminations, EndReason::ALL.map(EndReason::as_str));
@@ -329,6 +332,7 @@ impl Sessions {
             metrics,
             notices: tokio::sync::broadcast::channel(1024).0,
             foreign_key_reported: AtomicBool::new(false),
+            aftermath,
         };
         Ok((Arc::new(me), touch_rx))
     }
@@ -605,26 +609,44 @@ impl Sessions {
     }
 
     /// Ends sessions durably: they are refused in memory at once, and the call returns only
-    /// after the endings reached the disk — together with their backend revocations (unless
-    /// `reason` needs none), which the revocation worker then carries out. Returns the records
-    /// that were live until now.
-    pub async fn end_many(&self, ids: &[u64], reason: EndReason) -> Result<Vec<SessionRecord>, StoreError> {
-        self.end_inner(ids, reason, None).await
+    /// after the endings reached the disk — together with their backend revocations (unless the
+    /// reason needs none), which the revocation worker then carries out — and the ending's
+    /// aftermath (audit, alert; see `ending`) is recorded. Returns the records that were live
+    /// until now.
+    pub async fn end(&self, ids: &[u64], ending: &Ending) -> Result<Vec<SessionRecord>, StoreError> {
+        let records = self.end_inner(ids, ending.reason, None).await?;
+        self.aftermath.after(&records, ending);
+        Ok(records)
     }
 
-    /// Like [`Sessions::end_many`], but the backend revocations wait `hold` for the caller to
+    /// Like [`Sessions::end`], but the backend revocations wait `hold` for the caller to
     /// settle them with [`Sessions::settle_revocations`]: used by logouts, whose own backend
     /// answer may prove the revocation done. A crash meanwhile leaves them queued.
     pub async fn end_pending_proof(
         &self,
         ids: &[u64],
-        reason: EndReason,
+        ending: &Ending,
         hold: std::time::Duration,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        self.end_inner(ids, reason, Some(hold)).await
+        let records = self.end_inner(ids, ending.reason, Some(hold)).await?;
+        self.aftermath.after(&records, ending);
+        Ok(records)
     }
 
-    async fn end_inner(
+    /// Ends every live session of a user, except `keep`.
+    pub async fn end_user(
+        &self,
+        user_id: &str,
+        keep: Option<u64>,
+        ending: &Ending,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let ids: Vec<u64> = self.user_session_ids(user_id).into_iter().filter(|id| Some(*id) != keep).collect();
+        self.end(&ids, ending).await
+    }
+
+    /// The durable ending itself, without aftermath: what [`Sessions::end`] does first, and what
+    /// replication applies (the deciding instance took the aftermath).
+    pub(super) async fn end_inner(
         &self,
         ids: &[u64],
         reason: EndReason,
@@ -777,12 +799,14 @@ impl Sessions {
         self.blocked.read().map(|b| b.values().cloned().collect()).unwrap_or_default()
     }
 
-    /// Blocks a user durably and ends all their sessions. Returns the sessions ended.
+    /// Blocks a user durably and ends all their sessions as `ending` says. Returns the sessions
+    /// ended.
     pub async fn block(
         &self,
         user_id: &str,
         actor: Option<String>,
         reason: Option<String>,
+        ending: &Ending,
     ) -> Result<Vec<SessionRecord>, StoreError> {
         let rec = BlockRecord { user_id: user_id.to_string(), blocked_at: now_ms(), actor, reason };
         let event = self.events(|| vec![Event::Block { rec: rec.clone() }]).pop();
@@ -792,7 +816,7 @@ impl Sessions {
         }
         self.published();
         self.notify_user("blocked", user_id);
-        self.end_user(user_id, EndReason::UserBlocked, None).await
+        self.end_user(user_id, None, ending).await
     }
 
     pub async fn unblock(&self, user_id: &str) -> Result<(), StoreError> {
@@ -836,21 +860,6 @@ impl Sessions {
             .filter(|id| idx.sessions.contains_key(id))
             .or_else(|| idx.by_key.get(key).copied())?;
         idx.sessions.get(&id).cloned()
-    }
-
-    pub async fn end(&self, id: u64, reason: EndReason) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.end_many(&[id], reason).await?.pop())
-    }
-
-    /// Ends every live session of a user, except `keep`.
-    pub async fn end_user(
-        &self,
-        user_id: &str,
-        reason: EndReason,
-        keep: Option<u64>,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        let ids: Vec<u64> = self.user_session_ids(user_id).into_iter().filter(|id| Some(*id) != keep).collect();
-        self.end_many(&ids, reason).await
     }
 
     /// Full records (for the user API), with in-memory last-active applied.

@@ -6,8 +6,8 @@
 //! purging earlier would turn its still-valid refresh token into an *unknown* token, which
 //! the backend would accept again.
 
-use super::{now_ms, Sessions};
-use crate::audit::{AuditLog, Event, Kind};
+use super::{now_ms, Audit, EndReason, Ending, Sessions};
+use crate::audit::Kind;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -33,12 +33,7 @@ pub struct SweepPolicy {
 }
 
 /// One full pass over the store.
-pub async fn sweep_once(
-    sessions: &Sessions,
-    audit: &AuditLog,
-    policy: SweepPolicy,
-    shutdown: &watch::Receiver<bool>,
-) -> SweepReport {
+pub async fn sweep_once(sessions: &Sessions, policy: SweepPolicy, shutdown: &watch::Receiver<bool>) -> SweepReport {
     let mut report = SweepReport::default();
     let mut after = 0u64;
     let retention_ms = policy.retention.as_millis() as i64;
@@ -78,15 +73,9 @@ pub async fn sweep_once(
             }
         }
         if !expired.is_empty() {
-            match sessions.end_many(&expired, super::EndReason::Expired).await {
-                Ok(r) => {
-                    report.expired_sessions += r.len();
-                    for rec in &r {
-                        audit.record(
-                            Event::new(Kind::SessionExpired).user(&rec.user_id).session(&rec.sid).actor("system"),
-                        );
-                    }
-                }
+            let ending = Ending::new(EndReason::Expired, Audit::EachSession(Kind::SessionExpired), "system");
+            match sessions.end(&expired, &ending).await {
+                Ok(r) => report.expired_sessions += r.len(),
                 Err(e) => tracing::warn!(error = %e, "sweeper: could not end expired sessions"),
             }
         }
@@ -119,7 +108,6 @@ pub async fn sweep_once(
 /// Runs [`sweep_once`] every `interval` until shutdown.
 pub async fn run(
     sessions: Arc<Sessions>,
-    audit: Arc<AuditLog>,
     interval: Duration,
     policy: SweepPolicy,
     mut shutdown: watch::Receiver<bool>,
@@ -129,7 +117,7 @@ pub async fn run(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
-        let r = sweep_once(&sessions, &audit, policy, &shutdown).await;
+        let r = sweep_once(&sessions, policy, &shutdown).await;
         if r != SweepReport::default() {
             tracing::info!(
                 expired = r.expired_sessions,

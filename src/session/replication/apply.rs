@@ -31,7 +31,7 @@ pub fn merge(local: &SessionRecord, remote: &SessionRecord) -> SessionRecord {
     // The earliest ending wins, with its reason.
     let ended = [local, remote]
         .into_iter()
-        .filter_map(|r| r.logout_time.map(|t| (t, r.end_reason.clone())))
+        .filter_map(|r| r.logout_time.map(|t| (t, r.end_reason)))
         // Ties break on the reason's name, as every instance (and every version) orders it.
         .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.map(EndReason::as_str).cmp(&b.1.map(EndReason::as_str))));
     if let Some((t, reason)) = ended {
@@ -103,7 +103,8 @@ impl Sessions {
                     if self.apply_block(rec.clone()).await? {
                         // The blocking instance may not have known every session of the user;
                         // ending them here also queues their backend revocation.
-                        self.end_user(&rec.user_id, crate::session::EndReason::UserBlocked, None).await?;
+                        let ids = self.user_session_ids(&rec.user_id);
+                        self.end_inner(&ids, EndReason::UserBlocked, None).await?;
                     }
                 }
                 Event::Unblock { user_id, at } => self.apply_unblock(&user_id, at).await?,
