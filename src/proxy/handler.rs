@@ -174,8 +174,7 @@ pub async fn handle(
 }
 
 fn headers_from_trusted(st: &AppState, peer: SocketAddr) -> bool {
-    let ip = peer.ip();
-    st.cfg().server.trusted_proxies.iter().any(|n| n.contains(&ip))
+    headers::trusted(peer.ip(), &st.cfg().server.trusted_proxies)
 }
 
 async fn handle_inner(

@@ -66,24 +66,19 @@ pub fn strip_gateway_headers(headers: &mut HeaderMap) {
     }
 }
 
-fn trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
-    let ip = canonical(ip);
+/// Whether `ip` is one of `server.trusted_proxies` — the one check of it (forwarding headers,
+/// request ids, per-address connection limits). An IPv4-mapped IPv6 address (`::ffff:1.2.3.4`,
+/// what a dual-stack listener reports) counts as the IPv4 address.
+pub fn trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
+    let ip = ip.to_canonical();
     nets.iter().any(|n| n.contains(&ip))
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are treated as the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
 }
 
 /// The client's address. `X-Forwarded-For` is read only when the peer is a trusted proxy; it is
 /// walked from the right, skipping trusted hops, so a client cannot inject an address by sending
 /// its own header.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> IpAddr {
-    let peer = canonical(peer);
+    let peer = peer.to_canonical();
     if !trusted(peer, trusted_proxies) {
         return peer;
     }
@@ -94,7 +89,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -
         .flat_map(|v| v.split(','))
         .map(|s| s.trim())
         .map_while(|s| s.parse::<IpAddr>().ok())
-        .map(canonical)
+        .map(|ip: IpAddr| ip.to_canonical())
         .collect();
     hops.iter().rev().find(|ip| !trusted(**ip, trusted_proxies)).or(hops.first()).copied().unwrap_or(peer)
 }
@@ -110,7 +105,7 @@ pub fn forward_request_headers(
     host: Option<&HeaderValue>,
 ) {
     strip_hop_by_hop(headers);
-    let peer = canonical(peer);
+    let peer = peer.to_canonical();
     let from_trusted = trusted(peer, trusted_proxies);
     strip_gateway_headers(headers);
     let prior_xff = if from_trusted {
@@ -145,6 +140,15 @@ pub fn forward_request_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_reads_ipv4_mapped_addresses_as_ipv4() {
+        let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        assert!(trusted("10.1.2.3".parse().expect("ip"), &nets));
+        assert!(trusted("::ffff:10.1.2.3".parse().expect("ip"), &nets));
+        assert!(!trusted("::ffff:11.1.2.3".parse().expect("ip"), &nets));
+        assert!(!trusted("2001:db8::1".parse().expect("ip"), &nets));
+    }
 
     fn hm(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -62,7 +62,7 @@ impl PerIp {
     /// `Ok(None)`: not counted; `Err(())`: the address is at its limit.
     fn acquire(self: &Arc<Self>, ip: std::net::IpAddr) -> Result<Option<IpSlot>, ()> {
         let ip = ip.to_canonical();
-        if self.max == 0 || self.trusted.iter().any(|n| n.contains(&ip)) {
+        if self.max == 0 || headers::trusted(ip, &self.trusted) {
             return Ok(None);
         }
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
