@@ -15,13 +15,14 @@ use crate::alerts::Trigger;
 use crate::audit::{Event, Kind};
 use crate::backend::fields;
 use crate::clock::now_ms;
-use crate::config::{Config, IdlePolicy, RefreshPrecedence, UnknownTokens};
+use crate::config::{Config, RefreshPrecedence};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::risk::LoginFacts;
 use crate::routes::{self, RouteClass, RouteMatch};
-use crate::session::{tokens, Audit, Check, EndReason, Ending, Issued, Live, Origin, SessionOrigin};
+use crate::session::enforce::{Decision, Enforcer, Presented, Refusal};
+use crate::session::{tokens, Audit, EndReason, Ending, Issued, Live, Origin, SessionOrigin};
 use crate::state::AppState;
-use crate::store::{SessionRecord, TokenEntry, TokenKind};
+use crate::store::{SessionRecord, TokenKind};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
@@ -356,109 +357,72 @@ fn credentials(
     Ok(c)
 }
 
-/// Phase 5: refuse tokens of ended sessions, detect refresh-token reuse, apply the idle and
-/// unknown-token policies, and touch live sessions. Every presented credential is checked, and
-/// any ended one refuses the request. Login routes refuse nothing — a stale token sent along
-/// with a fresh login must not stop the user from logging in again — but drop ended tokens
-/// from what is forwarded.
+/// Phase 5: every presented credential is decided (`session::enforce`) and the request acts on
+/// the decisions: any refused one refuses the request — ending its session first when the
+/// refusal says so (reuse, idleness) — and the live ones name the request's sessions and are
+/// touched. Login routes refuse nothing — a stale token sent along with a fresh login must not
+/// stop the user from logging in again — but drop refused tokens from what is forwarded.
 async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Result<(), GatewayError> {
     let now = now_ms();
+    let cfg = st.cfg();
+    let enforcer = Enforcer {
+        sessions: &st.sessions,
+        verifier: st.verifier.as_ref(),
+        session_id_claim: cfg.extract.session_id_claim.as_deref(),
+    };
     if ctx.route == RouteClass::Login {
         for slot in [&mut creds.bearer, &mut creds.access_cookie] {
-            let ended = slot.as_ref().is_some_and(|t| {
-                matches!(st.sessions.check(&tokens::hash(&t.text), now), Check::Ended(_) | Check::Reuse(_))
+            let refused = slot.as_ref().is_some_and(|t| {
+                matches!(
+                    enforcer.decide(&t.text, Presented::Access, now),
+                    Decision::Refuse(Refusal::Ended | Refusal::Reuse(..) | Refusal::Idle(_))
+                )
             });
-            if ended {
+            if refused {
                 *slot = None;
             }
         }
         return Ok(());
     }
-    let mut bearer_tracked = false;
-    for (i, t) in [creds.bearer.as_ref(), creds.access_cookie.as_ref()].into_iter().enumerate() {
-        let Some(t) = t else { continue };
-        if let Seen::Tracked(live, entry) = check_token(st, &t.text, now, true).await? {
+    let access = [creds.bearer.as_ref(), creds.access_cookie.as_ref()].into_iter().enumerate();
+    let access = access.filter_map(|(i, t)| t.map(|t| (i == 0, Presented::Access, t)));
+    let refresh = creds.refresh.iter().enumerate().map(|(i, (_, t))| (i == 0, Presented::Refresh, t));
+    let decisions: Vec<(bool, Presented, Decision)> =
+        access.chain(refresh).map(|(first, p, t)| (first, p, enforcer.decide(&t.text, p, now))).collect();
+    for (_, _, d) in &decisions {
+        if let Decision::Refuse(refusal) = d {
+            if let Some((live, ending)) = refusal.ends() {
+                if let Refusal::Reuse(_, token) = refusal {
+                    tracing::warn!(session = %live.sid, user = %live.user_id, %token, "refresh token reuse: ending the session");
+                    st.metrics.reuse_detected.inc();
+                }
+                st.sessions.end(&[live.id], &ending).await?;
+            }
+            return Err(refusal.error());
+        }
+    }
+    for (first, presented, d) in decisions {
+        let Decision::Live(live, entry) = d else { continue };
+        match (presented, entry.kind) {
             // A refresh token presented as a bearer is checked, but it is not an access
             // credential (Strapi answers 401 for it): it names no session of the request.
-            if entry.kind == TokenKind::Access {
-                bearer_tracked |= i == 0;
+            (Presented::Access, TokenKind::Access) => {
+                creds.bearer_tracked |= first;
                 if ctx.session.is_none() {
-                    ctx.session = Some(live_session(st, live, now).await?);
+                    st.sessions.touch(&live, now);
+                    ctx.session = Some(live);
                     ctx.access_exp = entry.exp;
                 }
             }
-        }
-    }
-    creds.bearer_tracked = bearer_tracked;
-    let mut tracked = false;
-    for (i, (_, t)) in creds.refresh.iter().enumerate() {
-        if let Seen::Tracked(live, entry) = check_token(st, &t.text, now, false).await? {
-            if i == 0 && entry.kind == TokenKind::Refresh {
-                ctx.refresh_session = Some(live_session(st, live, now).await?);
-                tracked = true;
+            (Presented::Refresh, TokenKind::Refresh) if first => {
+                st.sessions.touch(&live, now);
+                ctx.refresh_session = Some(live);
+                creds.refresh_tracked = true;
             }
+            _ => {}
         }
     }
-    creds.refresh_tracked = tracked;
     Ok(())
-}
-
-/// What a presented token is to the gateway (a denial is the `Err` of [`check_token`]).
-enum Seen {
-    Unknown,
-    Tracked(Arc<Live>, TokenEntry),
-}
-
-/// Looks a presented token up; `Err` is the denial.
-async fn check_token(st: &AppState, token: &str, now: i64, as_access: bool) -> Result<Seen, GatewayError> {
-    let hash = tokens::hash(token);
-    match st.sessions.check(&hash, now) {
-        Check::Ended(_) => Err(GatewayError::SessionTerminated),
-        Check::Reuse(live) => {
-            tracing::warn!(session = %live.sid, user = %live.user_id, token = %tokens::log_id(&hash), "refresh token reuse: ending the session");
-            st.metrics.reuse_detected.inc();
-            let ending = Ending::new(EndReason::RefreshTokenReuse, Audit::EachSession(Kind::RefreshReuse), "system")
-                .details(serde_json::json!({"token": tokens::log_id(&hash)}))
-                .alert(Trigger::RefreshReuse, "a rotated-out refresh token was presented again");
-            st.sessions.end(&[live.id], &ending).await?;
-            Err(GatewayError::RefreshTokenReuse)
-        }
-        Check::Live(live, entry) => Ok(Seen::Tracked(live, entry)),
-        Check::Unknown => {
-            // A token we never saw may still belong to a tracked backend session (issued by
-            // the backend directly). Its claims count only once its signature verifies.
-            if let (true, Some(v), Some(claim)) =
-                (as_access, &st.verifier, st.cfg().extract.session_id_claim.as_deref())
-            {
-                if let Some(claims) = v.verify(token) {
-                    if let Some(live) = tokens::claim_str(&claims, claim).and_then(|a| st.sessions.by_alias(&a)) {
-                        if live.is_ended() {
-                            return Err(GatewayError::SessionTerminated);
-                        }
-                        let refresh = claims.get("type").and_then(Value::as_str) == Some("refresh");
-                        let kind = if refresh { TokenKind::Refresh } else { TokenKind::Access };
-                        let entry =
-                            TokenEntry { session: live.id, kind, exp: tokens::claim_exp(&claims), rotated_at: None };
-                        return Ok(Seen::Tracked(live, entry));
-                    }
-                }
-            }
-            if st.sessions.config().unknown_tokens == UnknownTokens::Reject && tokens::is_jwt_shaped(token) {
-                return Err(GatewayError::UnknownToken);
-            }
-            Ok(Seen::Unknown)
-        }
-    }
-}
-
-async fn live_session(st: &AppState, live: Arc<Live>, now: i64) -> Result<Arc<Live>, GatewayError> {
-    if st.sessions.config().idle_policy == IdlePolicy::Terminate && st.sessions.is_idle(&live, now) {
-        let ending = Ending::new(EndReason::IdleTimeout, Audit::EachSession(Kind::IdleTerminated), "system");
-        st.sessions.end(&[live.id], &ending).await?;
-        return Err(GatewayError::SessionInactive);
-    }
-    st.sessions.touch(&live, now);
-    Ok(live)
 }
 
 /// Phase 6 (logout routes): end the session(s) locally and durably *before* forwarding, so the

@@ -8,6 +8,7 @@
 
 pub mod crypto;
 pub mod ending;
+pub mod enforce;
 pub mod maintenance;
 pub mod replication;
 pub mod revoke;
@@ -941,4 +942,134 @@ pub async fn run_touch_writer(
         store.touch(batch)
     })
     .await
+}
+
+/// Sessions for unit tests: a real store in a temporary directory, and a small world of tokens
+/// in every state the decisions care about.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::config::Config;
+
+    /// The HMAC key the world's tokens are signed with (and the verifier checks).
+    const KEY: &[u8] = b"unit-test-jwt-key-unit-test-jwt-key";
+
+    pub fn jwt(claims: serde_json::Value, key: &[u8]) -> String {
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(key)).expect("encode")
+    }
+
+    /// A backend's token pair for `user`, naming backend session `backend`.
+    pub fn issued(user: &str, backend: &str, n: u32) -> Issued {
+        let exp = now_ms() / 1000 + 3600;
+        let claims =
+            |kind: &str| serde_json::json!({"id": user, "sessionId": backend, "type": kind, "exp": exp, "n": n});
+        Issued::new(jwt(claims("access"), KEY), Some(jwt(claims("refresh"), KEY)), Some("sessionId"))
+    }
+
+    pub fn origin(user: &str) -> Origin {
+        Origin {
+            user_id: user.into(),
+            username: None,
+            email: None,
+            tenant_id: None,
+            device_id: None,
+            ip: "127.0.0.1".parse().expect("ip"),
+            user_agent: String::new(),
+            device: device::parse(""),
+            kind: SessionOrigin::Login,
+            geo: None,
+            role: None,
+            risk: None,
+        }
+    }
+
+    /// Sessions over a fresh store, with the strapi-v5 preset's settings changed by `edit`.
+    pub async fn sessions(edit: impl FnOnce(&mut Config)) -> (Arc<Sessions>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = Config::from_toml_str("preset = \"strapi-v5\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n", &[])
+            .expect("config");
+        edit(&mut cfg);
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::open(dir.path(), 1 << 20).await.expect("store");
+        let (audit, _audit_rx) = crate::audit::AuditLog::new(metrics.clone());
+        let sender = crate::alerts::channels::Sender::new(&cfg.alerts).expect("alert channels");
+        let (alerts, _worker, _alerts_rx) =
+            crate::alerts::new(cfg.alerts.clone(), store.clone(), sender, metrics.clone());
+        let aftermath = Aftermath { audit: Arc::new(audit), alerts };
+        let keyring = Keyring::new([7; 32], &[]);
+        let (sessions, _touches) =
+            Sessions::open(cfg.sessions, store, keyring, metrics, Replication::standalone(), aftermath, |_| {})
+                .await
+                .expect("open");
+        (sessions, dir)
+    }
+
+    /// A session's id and current tokens.
+    pub struct Held {
+        pub id: u64,
+        pub access: String,
+        pub refresh: Option<String>,
+    }
+
+    pub struct World {
+        pub sessions: Arc<Sessions>,
+        pub verifier: tokens::Verifier,
+        /// When the world was made (unix ms).
+        pub t0: i64,
+        /// A live session, rotated once: its current tokens.
+        pub a: Held,
+        /// Session `a`'s first refresh token, rotated out.
+        pub rotated_out: String,
+        /// An ended session.
+        pub ended: Held,
+        /// A JWT of the backend's key that the gateway never saw.
+        pub stranger: String,
+        /// Never seen, signed with the backend's key, naming `a`'s backend session.
+        pub signed_alias: String,
+        /// Never seen, signed with the backend's key, naming the ended session's backend session.
+        pub signed_ended_alias: String,
+        /// Naming `a`'s backend session, signed with another key.
+        pub forged_alias: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl World {
+        pub fn a_refresh(&self) -> String {
+            self.a.refresh.clone().expect("refresh")
+        }
+    }
+
+    pub async fn world(edit: impl FnOnce(&mut Config)) -> World {
+        let (sessions, dir) = sessions(edit).await;
+        let t0 = now_ms();
+        let first = issued("alice", "bs-a", 1);
+        let live = sessions.create(origin("alice"), first.clone()).await.expect("create");
+        let second = issued("alice", "bs-a", 2);
+        sessions.rotate(&live, first.refresh.as_deref().map(tokens::hash), second.clone()).await.expect("rotate");
+        let gone = issued("bob", "bs-b", 1);
+        let ended = sessions.create(origin("bob"), gone.clone()).await.expect("create");
+        let ending = Ending::new(EndReason::Logout, Audit::EachSession(crate::audit::Kind::Logout), "user");
+        sessions.end(&[ended.id], &ending).await.expect("end");
+        let jwt_cfg = crate::config::JwtConfig {
+            algorithm: crate::config::JwtAlgorithm::Hs256,
+            key: crate::config::SecretSource::Env("UNUSED".into()),
+            leeway: std::time::Duration::ZERO,
+        };
+        let exp = t0 / 1000 + 3600;
+        let naming = |backend: &str| serde_json::json!({"id": "x", "sessionId": backend, "exp": exp, "fresh": true});
+        World {
+            verifier: tokens::Verifier::new(&jwt_cfg, KEY).expect("verifier"),
+            t0,
+            a: Held { id: live.id, access: second.access, refresh: second.refresh },
+            rotated_out: first.refresh.expect("refresh"),
+            ended: Held { id: ended.id, access: gone.access, refresh: gone.refresh },
+            stranger: issued("carol", "bs-c", 1).access,
+            signed_alias: jwt(naming("bs-a"), KEY),
+            signed_ended_alias: jwt(naming("bs-b"), KEY),
+            forged_alias: jwt(naming("bs-a"), b"some-other-key-some-other-key-xx"),
+            sessions,
+            _dir: dir,
+        }
+    }
 }
