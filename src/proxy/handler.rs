@@ -10,17 +10,16 @@
 use super::body::{self, AuthBody};
 use super::credentials::{self, Cookies, Token};
 use super::headers;
+use super::learn;
 use super::user_api;
-use crate::alerts::Trigger;
 use crate::audit::{Event, Kind};
 use crate::backend::fields;
 use crate::clock::now_ms;
 use crate::config::{Config, RefreshPrecedence};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
-use crate::risk::LoginFacts;
 use crate::routes::{self, RouteClass, RouteMatch};
 use crate::session::enforce::{Decision, Enforcer, Presented, Refusal};
-use crate::session::{tokens, Audit, EndReason, Ending, Issued, Live, Origin, SessionOrigin};
+use crate::session::{tokens, Audit, EndReason, Ending, Live, SessionOrigin};
 use crate::state::AppState;
 use crate::store::{SessionRecord, TokenKind};
 use bytes::Bytes;
@@ -65,35 +64,35 @@ pub struct RequestCtx {
 
 /// Where a refresh credential was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum From {
+pub(super) enum From {
     Cookie,
     Body,
 }
 
 /// The credentials a request presents, and what is forwarded of them.
 #[derive(Default)]
-struct Creds {
+pub(super) struct Creds {
     /// Access tokens: the bearer, then the access cookie (when configured). Each is checked;
     /// the first that belongs to a live session is the request's session.
-    bearer: Option<Token>,
-    access_cookie: Option<Token>,
+    pub(super) bearer: Option<Token>,
+    pub(super) access_cookie: Option<Token>,
     /// Refresh credentials in the backend's precedence order (refresh and logout routes). The
     /// first one is the one the backend reads — the only one forwarded.
-    refresh: Vec<(From, Token)>,
+    pub(super) refresh: Vec<(From, Token)>,
     /// Whether the first refresh credential belongs to a live session (as a refresh token).
-    refresh_tracked: bool,
+    pub(super) refresh_tracked: bool,
     /// Whether the bearer is a tracked access token (its claims were seen in a backend answer).
-    bearer_tracked: bool,
+    pub(super) bearer_tracked: bool,
     /// Only strings count, as in Strapi (`typeof deviceId === 'string'`).
-    device_id: Option<String>,
+    pub(super) device_id: Option<String>,
     /// The login identifier (login routes), recorded with failed logins.
-    identifier: Option<String>,
-    logout_all: bool,
-    cookies: Option<Cookies>,
+    pub(super) identifier: Option<String>,
+    pub(super) logout_all: bool,
+    pub(super) cookies: Option<Cookies>,
 }
 
 impl Creds {
-    fn refresh_winner(&self) -> Option<&(From, Token)> {
+    pub(super) fn refresh_winner(&self) -> Option<&(From, Token)> {
         self.refresh.first()
     }
 }
@@ -505,12 +504,12 @@ async fn settle_logout(
 
 /// Whether `named` (a backend session id the backend's answer acted on) is the session's
 /// current backend session (its latest alias).
-fn names_current_backend_session(rec: &SessionRecord, named: Option<&str>) -> bool {
+pub(super) fn names_current_backend_session(rec: &SessionRecord, named: Option<&str>) -> bool {
     named.is_some() && named == rec.aliases.last().map(String::as_str)
 }
 
 /// The ids of `records`, split into those the backend's answer proves revoked and the others.
-fn split_proven(records: &[SessionRecord], proves: impl Fn(&SessionRecord) -> bool) -> (Vec<u64>, Vec<u64>) {
+pub(super) fn split_proven(records: &[SessionRecord], proves: impl Fn(&SessionRecord) -> bool) -> (Vec<u64>, Vec<u64>) {
     let (proven, due): (Vec<&SessionRecord>, Vec<&SessionRecord>) = records.iter().partition(|r| proves(r));
     (proven.iter().map(|r| r.id).collect(), due.iter().map(|r| r.id).collect())
 }
@@ -637,7 +636,7 @@ async fn observe(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_gateway_headers(&mut parts.headers);
     if ctx.route == RouteClass::SessionRevoke && parts.status.is_success() {
-        backend_session_revoked(st, ctx, matched).await?;
+        learn::backend_session_revoked(st, ctx, matched).await?;
     }
     let learns = matches!(ctx.route, RouteClass::Login | RouteClass::Refresh | RouteClass::CredentialChange);
     if !learns || !parts.status.is_success() {
@@ -665,336 +664,23 @@ async fn observe(
         .map_err(|_| GatewayError::BadAuthResponse("response body too large or unreadable"))?
         .to_bytes();
     let json: Option<Value> = serde_json::from_slice(&bytes).ok();
-    let issued = issued_from(st, &parts.headers, json.as_ref());
+    let issued = learn::issued_from(st, &parts.headers, json.as_ref());
     match ctx.route {
         RouteClass::Login => {
             let json = json.as_ref().ok_or(GatewayError::BadAuthResponse("login response is not JSON"))?;
             let issued = issued.ok_or(GatewayError::BadAuthResponse("login response carries no access token"))?;
-            let live = create(st, ctx, creds, &parts.headers, json, issued, SessionOrigin::Login).await?;
+            let live = learn::create(st, ctx, creds, &parts.headers, json, issued, SessionOrigin::Login).await?;
             st.metrics.logins.with_label_values(&["success"]).inc();
             ctx.session = Some(live);
         }
         RouteClass::Refresh => {
             let issued = issued.ok_or(GatewayError::BadAuthResponse("refresh response carries no access token"))?;
-            learn_refresh(st, ctx, creds, issued).await?;
+            learn::refresh(st, ctx, creds, issued).await?;
         }
         RouteClass::CredentialChange => {
-            learn_credential_change(st, ctx, creds, matched, json.as_ref(), issued).await?;
+            learn::credential_change(st, ctx, creds, matched, json.as_ref(), issued).await?;
         }
         _ => {}
     }
     Ok(Response::from_parts(parts, full(bytes)))
-}
-
-/// The backend's own session route answered 2xx: the gateway session carrying that backend
-/// session id ends too (the backend revoked its refresh token; its access jwt would otherwise
-/// stay valid until `exp`).
-async fn backend_session_revoked(
-    st: &AppState,
-    ctx: &RequestCtx,
-    matched: Option<&RouteMatch<'_>>,
-) -> Result<(), GatewayError> {
-    let Some(m) = matched else { return Ok(()) };
-    let Some(alias) = m.rule.param_names().first().and_then(|n| m.param(n)).map(str::to_string) else { return Ok(()) };
-    let Some(live) = st.sessions.by_alias(&alias) else { return Ok(()) };
-    let hold = st.cfg().upstream.response_timeout;
-    let ending = Ending::new(EndReason::BackendRevoked, Audit::EachSession(Kind::BackendSessionRevoked), "user")
-        .ip(ctx.client_ip);
-    let ended = st.sessions.end_pending_proof(&[live.id], &ending, hold).await?;
-    // Proven when the backend revoked the session's current backend session; an older id of a
-    // rotated session leaves the current one to the gateway's revocation.
-    let (proven, due) = split_proven(&ended, |r| names_current_backend_session(r, Some(&alias)));
-    st.sessions.settle_revocations(&proven, &due).await?;
-    tracing::info!(request_id = %ctx.request_id, session = %live.sid, "backend session route ended a session");
-    Ok(())
-}
-
-/// Access and refresh tokens of a backend response (JSON pointers, then `Set-Cookie`).
-fn issued_from(st: &AppState, headers: &HeaderMap, json: Option<&Value>) -> Option<Issued> {
-    let x = &st.cfg().extract;
-    let access = json
-        .and_then(|j| fields::pointer_str(j, &x.access_token))
-        .or_else(|| x.access_cookie.as_deref().and_then(|n| fields::set_cookie(headers, n)))?;
-    let refresh = x
-        .refresh_token
-        .as_deref()
-        .and_then(|p| json.and_then(|j| fields::pointer_str(j, p)))
-        .or_else(|| x.refresh_cookie.as_deref().and_then(|n| fields::set_cookie(headers, n)));
-    Some(Issued::new(access, refresh, x.session_id_claim.as_deref()))
-}
-
-/// Creates a session from backend-issued tokens (their claims are trusted: the backend just
-/// issued them).
-async fn create(
-    st: &AppState,
-    ctx: &RequestCtx,
-    creds: &Creds,
-    req_headers: &HeaderMap,
-    json: &Value,
-    issued: Issued,
-    kind: SessionOrigin,
-) -> Result<Arc<Live>, GatewayError> {
-    let x = &st.cfg().extract;
-    let claims = tokens::response_claims(&issued.access);
-    let claim = |name: Option<&str>| name.and_then(|n| claims.as_ref().and_then(|c| tokens::claim_str(c, n)));
-    let user_id = x
-        .user_id
-        .as_deref()
-        .and_then(|p| fields::pointer_str(json, p))
-        .or_else(|| claim(x.user_id_claim.as_deref()))
-        .ok_or(GatewayError::BadAuthResponse("response names no user"))?;
-    if st.sessions.is_blocked(&user_id) {
-        let denial = Denial {
-            event: Kind::LoginBlocked,
-            result: "blocked",
-            why: "user is blocked".into(),
-            error: GatewayError::UserBlocked,
-            // Nothing was looked up yet on this path.
-            geo: st.geo.is_configured().then(|| st.geo.lookup(ctx.client_ip)),
-        };
-        return Err(deny_login(st, ctx, &user_id, issued, kind.as_str(), denial, serde_json::Value::Null));
-    }
-    let now = now_ms();
-    let device = crate::device::parse(&ctx.user_agent);
-    let geo = st.geo.is_configured().then(|| st.geo.lookup(ctx.client_ip));
-    let role = if st.roles.is_configured() { st.roles.resolve(&user_id, json).await } else { None };
-    let located = geo.clone().unwrap_or_default();
-    if let Err(why) = st.risk.check_fence(&located, role.as_deref(), ctx.client_ip) {
-        let denial = Denial {
-            event: Kind::LoginDenied,
-            result: "geo_blocked",
-            why,
-            error: GatewayError::GeoBlocked,
-            geo: geo.clone(),
-        };
-        let details = serde_json::json!({"country": located.country_code, "role": role});
-        return Err(deny_login(st, ctx, &user_id, issued, kind.as_str(), denial, details));
-    }
-    let facts = LoginFacts {
-        user_id: &user_id,
-        ip: ctx.client_ip,
-        geo: &located,
-        device: &device,
-        user_agent: &ctx.user_agent,
-        role: role.as_deref(),
-        now_ms: now,
-    };
-    let assessment = st.risk.enabled().then(|| st.risk.assess(&facts));
-    if let Some(a) = &assessment {
-        let details = serde_json::json!({"score": a.score, "signals": a.signals, "tags": a.tags, "country": located.country_code});
-        if let Some(rule) = &a.deny {
-            let denial = Denial {
-                event: Kind::LoginDenied,
-                result: "risk_denied",
-                why: format!("denied by {rule}"),
-                error: GatewayError::RiskDenied,
-                geo: geo.clone(),
-            };
-            return Err(deny_login(st, ctx, &user_id, issued, kind.as_str(), denial, details));
-        }
-        if a.alert {
-            tracing::warn!(request_id = %ctx.request_id, user = %user_id, score = a.score, client = %ctx.client_ip, "risky login");
-            st.audit
-                .record(Event::new(Kind::RiskAlert).user(&user_id).ip(ctx.client_ip).actor("system").details(details));
-        }
-    }
-    // Alerts are decided now (while the login's facts are at hand) and raised once the session exists.
-    let mut triggers: Vec<(Trigger, Option<Vec<String>>)> = Vec::new();
-    if let Some(a) = &assessment {
-        if a.new_country {
-            triggers.push((Trigger::NewCountry, None));
-        }
-        if a.score >= st.alerts.config().score_threshold {
-            triggers.push((Trigger::HighScore, None));
-        }
-        for c in st.risk.custom_alerts(&facts, a) {
-            triggers.push((Trigger::Custom(c.name), Some(c.channels)));
-        }
-    }
-    if located.is_anonymous() || located.is_datacenter {
-        triggers.push((Trigger::Anonymizer, None));
-    }
-    st.risk.record_login(&user_id, geo.as_ref(), &device, now);
-    let tenant_id = claim(st.cfg().sessions.tenant_claim.as_deref()).or_else(|| {
-        let cfg = st.cfg();
-        let h = cfg.sessions.tenant_header.as_ref()?;
-        req_headers.get(h).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(128).collect())
-    });
-    let origin = Origin {
-        user_id,
-        username: x.username.as_deref().and_then(|p| fields::pointer_str(json, p)),
-        email: x.email.as_deref().and_then(|p| fields::pointer_str(json, p)),
-        tenant_id,
-        device_id: creds.device_id.clone(),
-        ip: ctx.client_ip,
-        user_agent: ctx.user_agent.clone(),
-        device,
-        kind,
-        geo,
-        role,
-        risk: assessment,
-    };
-    let country = origin.geo.as_ref().and_then(|g| g.country_code.clone());
-    let vpn = origin.geo.as_ref().is_some_and(|g| g.is_vpn);
-    let score = origin.risk.as_ref().map(|a| a.score);
-    let live = st.sessions.create(origin, issued).await?;
-    tracing::info!(request_id = %ctx.request_id, session = %live.sid, user = %live.user_id, client = %ctx.client_ip, kind = kind.as_str(), "session created");
-    let event = if kind == SessionOrigin::Refresh { Kind::Refresh } else { Kind::Login };
-    st.audit.record(
-        Event::new(event).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client").details(
-            serde_json::json!({
-                "origin": kind.as_str(),
-                "deviceType": live.device_type,
-                "userAgent": ctx.user_agent,
-                "country": country,
-                "vpn": vpn,
-                "score": score,
-            }),
-        ),
-    );
-    if kind == SessionOrigin::Login {
-        st.logins.add_success(now, country.as_deref(), vpn);
-    }
-    if !triggers.is_empty() {
-        let facts = crate::alerts::Facts {
-            user_id: Some(live.user_id.clone()),
-            username: x.username.as_deref().and_then(|p| fields::pointer_str(json, p)),
-            email: x.email.as_deref().and_then(|p| fields::pointer_str(json, p)),
-            session: Some(live.sid.clone()),
-            ip: Some(ctx.client_ip.to_string()),
-            geo: Some(located.clone()),
-            score,
-            reasons: triggers.iter().map(|(t, _)| t.name().into_owned()).collect(),
-            summary: format!(
-                "Login of user {} from {}{}",
-                live.user_id,
-                ctx.client_ip,
-                country.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
-            ),
-        };
-        for (t, chans) in triggers {
-            match chans {
-                Some(c) => st.alerts.raise_to(t, c, &facts, true),
-                None => st.alerts.raise(t, &facts),
-            }
-        }
-    }
-    Ok(live)
-}
-
-/// Why a login the backend accepted is refused by the gateway.
-struct Denial {
-    event: Kind,
-    result: &'static str,
-    why: String,
-    error: GatewayError,
-    /// Where the login came from, as already looked up (for the alert).
-    geo: Option<crate::geo::GeoInfo>,
-}
-
-/// Refuses a login the backend already accepted: the client gets the denial, the backend
-/// session just opened is revoked at once (so its tokens are dead even if leaked), and the
-/// attempt is audited and counted.
-fn deny_login(
-    st: &AppState,
-    ctx: &RequestCtx,
-    user_id: &str,
-    issued: Issued,
-    via: &str,
-    d: Denial,
-    details: serde_json::Value,
-) -> GatewayError {
-    tracing::warn!(request_id = %ctx.request_id, user = %user_id, client = %ctx.client_ip, reason = d.result, why = %d.why, "login refused");
-    st.metrics.logins.with_label_values(&[d.result]).inc();
-    let mut details = if details.is_object() { details } else { serde_json::json!({}) };
-    details["reason"] = d.result.into();
-    details["why"] = d.why.clone().into();
-    details["via"] = via.into();
-    let facts = crate::alerts::Facts {
-        user_id: Some(user_id.to_string()),
-        ip: Some(ctx.client_ip.to_string()),
-        score: details["score"].as_u64().map(|s| s as u32),
-        reasons: vec![d.result.to_string(), d.why.clone()],
-        summary: format!("Login of user {user_id} from {} refused ({}: {})", ctx.client_ip, d.result, d.why),
-        geo: d.geo,
-        ..Default::default()
-    };
-    st.alerts.raise(Trigger::LoginRefused, &facts);
-    st.audit.record(Event::new(d.event).user(user_id).ip(ctx.client_ip).actor("client").details(details));
-    crate::backend::revoke::revoke_unowned(
-        st.upstream.clone(),
-        st.config.load_full(),
-        format!("refused-login:{}", d.result),
-        issued.access,
-        issued.refresh,
-    );
-    d.error
-}
-
-async fn learn_refresh(st: &AppState, ctx: &mut RequestCtx, creds: &Creds, issued: Issued) -> Result<(), GatewayError> {
-    match ctx.refresh_session.clone() {
-        Some(live) => {
-            let old = creds.refresh_winner().map(|(_, t)| tokens::hash(&t.text));
-            st.sessions.rotate(&live, old, issued).await?;
-            if live.is_ended() {
-                // Ended while the refresh was in flight: the new tokens are indexed under the
-                // ended session (refused), and its backend revocation starts over with them.
-                return Err(GatewayError::SessionTerminated);
-            }
-            tracing::debug!(request_id = %ctx.request_id, session = %live.sid, "tokens rotated");
-            st.metrics.refreshes.with_label_values(&["rotated"]).inc();
-            st.audit.record(
-                Event::new(Kind::Refresh).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client"),
-            );
-        }
-        None => {
-            // A refresh token we never saw (its session began before the gateway was in front):
-            // adopt the new tokens as a session.
-            let empty = Value::Object(Default::default());
-            match create(st, ctx, creds, &HeaderMap::new(), &empty, issued, SessionOrigin::Refresh).await {
-                Ok(live) => {
-                    st.metrics.refreshes.with_label_values(&["adopted"]).inc();
-                    ctx.refresh_session = Some(live);
-                }
-                Err(GatewayError::BadAuthResponse(why)) => {
-                    tracing::warn!(request_id = %ctx.request_id, "refresh response not adopted: {why}");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn learn_credential_change(
-    st: &AppState,
-    ctx: &mut RequestCtx,
-    creds: &Creds,
-    matched: Option<&RouteMatch<'_>>,
-    json: Option<&Value>,
-    issued: Option<Issued>,
-) -> Result<(), GatewayError> {
-    let x = &st.cfg().extract;
-    let user = x
-        .credential_user_param
-        .as_deref()
-        .and_then(|p| matched.and_then(|m| m.param(p)))
-        .map(str::to_string)
-        .or_else(|| x.user_id.as_deref().and_then(|p| json.and_then(|j| fields::pointer_str(j, p))))
-        .or_else(|| ctx.session.as_ref().map(|s| s.user_id.clone()));
-    let Some(user) = user else {
-        tracing::warn!(request_id = %ctx.request_id, "credential change succeeded but names no user; no session ended");
-        return Ok(());
-    };
-    let ending = Ending::new(EndReason::PasswordChange, Audit::Once(Kind::PasswordChange), "client")
-        .user(&user)
-        .ip(ctx.client_ip)
-        .alert(Trigger::PasswordChange, "password changed");
-    let ended = st.sessions.end_user(&user, None, &ending).await?;
-    tracing::info!(request_id = %ctx.request_id, user = %user, sessions = ended.len(), "credentials changed: sessions ended");
-    if let (Some(issued), Some(json)) = (issued, json) {
-        ctx.session =
-            Some(create(st, ctx, creds, &HeaderMap::new(), json, issued, SessionOrigin::CredentialChange).await?);
-    }
-    Ok(())
 }

@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod form;
 pub mod handler;
 pub mod headers;
+mod learn;
 pub mod user_api;
 
 use crate::clock::now_ms;

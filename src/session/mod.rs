@@ -6,6 +6,7 @@
 //! Record writes of one session are serialised by a striped async lock, so a refresh racing a
 //! termination can never write the session back to life.
 
+pub mod admission;
 pub mod crypto;
 pub mod ending;
 pub mod enforce;

@@ -1,0 +1,268 @@
+//! What the gateway learns from the backend's answers (phase 8 of the request path): sessions
+//! from successful logins, refreshes and credential changes — a login admitted or refused by
+//! `session::admission` — and the ending of a session whose backend session the backend's own
+//! session route revoked.
+
+use super::handler::{names_current_backend_session, split_proven, Creds, RequestCtx};
+use crate::alerts::Trigger;
+use crate::audit::{Event, Kind};
+use crate::backend::fields;
+use crate::clock::now_ms;
+use crate::error::GatewayError;
+use crate::routes::RouteMatch;
+use crate::session::admission::{Admission, Admitted, Admitter, Login, Refused};
+use crate::session::{tokens, Audit, EndReason, Ending, Issued, Live, Origin, SessionOrigin};
+use crate::state::AppState;
+use http::HeaderMap;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The backend's own session route answered 2xx: the gateway session carrying that backend
+/// session id ends too (the backend revoked its refresh token; its access jwt would otherwise
+/// stay valid until `exp`).
+pub(super) async fn backend_session_revoked(
+    st: &AppState,
+    ctx: &RequestCtx,
+    matched: Option<&RouteMatch<'_>>,
+) -> Result<(), GatewayError> {
+    let Some(m) = matched else { return Ok(()) };
+    let Some(alias) = m.rule.param_names().first().and_then(|n| m.param(n)).map(str::to_string) else { return Ok(()) };
+    let Some(live) = st.sessions.by_alias(&alias) else { return Ok(()) };
+    let hold = st.cfg().upstream.response_timeout;
+    let ending = Ending::new(EndReason::BackendRevoked, Audit::EachSession(Kind::BackendSessionRevoked), "user")
+        .ip(ctx.client_ip);
+    let ended = st.sessions.end_pending_proof(&[live.id], &ending, hold).await?;
+    // Proven when the backend revoked the session's current backend session; an older id of a
+    // rotated session leaves the current one to the gateway's revocation.
+    let (proven, due) = split_proven(&ended, |r| names_current_backend_session(r, Some(&alias)));
+    st.sessions.settle_revocations(&proven, &due).await?;
+    tracing::info!(request_id = %ctx.request_id, session = %live.sid, "backend session route ended a session");
+    Ok(())
+}
+
+/// Access and refresh tokens of a backend response (JSON pointers, then `Set-Cookie`).
+pub(super) fn issued_from(st: &AppState, headers: &HeaderMap, json: Option<&Value>) -> Option<Issued> {
+    let x = &st.cfg().extract;
+    let access = json
+        .and_then(|j| fields::pointer_str(j, &x.access_token))
+        .or_else(|| x.access_cookie.as_deref().and_then(|n| fields::set_cookie(headers, n)))?;
+    let refresh = x
+        .refresh_token
+        .as_deref()
+        .and_then(|p| json.and_then(|j| fields::pointer_str(j, p)))
+        .or_else(|| x.refresh_cookie.as_deref().and_then(|n| fields::set_cookie(headers, n)));
+    Some(Issued::new(access, refresh, x.session_id_claim.as_deref()))
+}
+
+/// Creates a session from backend-issued tokens (their claims are trusted: the backend just
+/// issued them).
+pub(super) async fn create(
+    st: &AppState,
+    ctx: &RequestCtx,
+    creds: &Creds,
+    req_headers: &HeaderMap,
+    json: &Value,
+    issued: Issued,
+    kind: SessionOrigin,
+) -> Result<Arc<Live>, GatewayError> {
+    let x = &st.cfg().extract;
+    let claims = tokens::response_claims(&issued.access);
+    let claim = |name: Option<&str>| name.and_then(|n| claims.as_ref().and_then(|c| tokens::claim_str(c, n)));
+    let user_id = x
+        .user_id
+        .as_deref()
+        .and_then(|p| fields::pointer_str(json, p))
+        .or_else(|| claim(x.user_id_claim.as_deref()))
+        .ok_or(GatewayError::BadAuthResponse("response names no user"))?;
+    let now = now_ms();
+    let admitter = Admitter {
+        sessions: &st.sessions,
+        geo: &st.geo,
+        roles: &st.roles,
+        risk: &st.risk,
+        score_threshold: st.alerts.config().score_threshold,
+    };
+    let login =
+        Login { user_id: &user_id, ip: ctx.client_ip, user_agent: &ctx.user_agent, response: json, now_ms: now };
+    let admitted = match admitter.admit(&login).await {
+        Admission::Admit(a) => a,
+        Admission::Refuse(r) => return Err(deny_login(st, ctx, &user_id, issued, kind.as_str(), r)),
+    };
+    let Admitted { geo, device, role, risk: assessment, risky, alerts: triggers } = admitted;
+    if let (Some(details), Some(a)) = (risky, &assessment) {
+        tracing::warn!(request_id = %ctx.request_id, user = %user_id, score = a.score, client = %ctx.client_ip, "risky login");
+        st.audit.record(Event::new(Kind::RiskAlert).user(&user_id).ip(ctx.client_ip).actor("system").details(details));
+    }
+    st.risk.record_login(&user_id, geo.as_ref(), &device, now);
+    let tenant_id = claim(st.cfg().sessions.tenant_claim.as_deref()).or_else(|| {
+        let cfg = st.cfg();
+        let h = cfg.sessions.tenant_header.as_ref()?;
+        req_headers.get(h).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(128).collect())
+    });
+    let origin = Origin {
+        user_id,
+        username: x.username.as_deref().and_then(|p| fields::pointer_str(json, p)),
+        email: x.email.as_deref().and_then(|p| fields::pointer_str(json, p)),
+        tenant_id,
+        device_id: creds.device_id.clone(),
+        ip: ctx.client_ip,
+        user_agent: ctx.user_agent.clone(),
+        device,
+        kind,
+        geo,
+        role,
+        risk: assessment,
+    };
+    let geo_seen = origin.geo.clone().unwrap_or_default();
+    let country = origin.geo.as_ref().and_then(|g| g.country_code.clone());
+    let vpn = origin.geo.as_ref().is_some_and(|g| g.is_vpn);
+    let score = origin.risk.as_ref().map(|a| a.score);
+    let live = st.sessions.create(origin, issued).await?;
+    tracing::info!(request_id = %ctx.request_id, session = %live.sid, user = %live.user_id, client = %ctx.client_ip, kind = kind.as_str(), "session created");
+    let event = if kind == SessionOrigin::Refresh { Kind::Refresh } else { Kind::Login };
+    st.audit.record(
+        Event::new(event).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client").details(
+            serde_json::json!({
+                "origin": kind.as_str(),
+                "deviceType": live.device_type,
+                "userAgent": ctx.user_agent,
+                "country": country,
+                "vpn": vpn,
+                "score": score,
+            }),
+        ),
+    );
+    if kind == SessionOrigin::Login {
+        st.logins.add_success(now, country.as_deref(), vpn);
+    }
+    if !triggers.is_empty() {
+        let facts = crate::alerts::Facts {
+            user_id: Some(live.user_id.clone()),
+            username: x.username.as_deref().and_then(|p| fields::pointer_str(json, p)),
+            email: x.email.as_deref().and_then(|p| fields::pointer_str(json, p)),
+            session: Some(live.sid.clone()),
+            ip: Some(ctx.client_ip.to_string()),
+            geo: Some(geo_seen.clone()),
+            score,
+            reasons: triggers.iter().map(|(t, _)| t.name().into_owned()).collect(),
+            summary: format!(
+                "Login of user {} from {}{}",
+                live.user_id,
+                ctx.client_ip,
+                country.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
+        };
+        for (t, chans) in triggers {
+            match chans {
+                Some(c) => st.alerts.raise_to(t, c, &facts, true),
+                None => st.alerts.raise(t, &facts),
+            }
+        }
+    }
+    Ok(live)
+}
+
+/// Refuses a login the backend already accepted: the client gets the refusal, the backend
+/// session just opened is revoked at once (so its tokens are dead even if leaked), and the
+/// attempt is audited, alerted and counted.
+fn deny_login(st: &AppState, ctx: &RequestCtx, user_id: &str, issued: Issued, via: &str, r: Refused) -> GatewayError {
+    let result = r.refusal.as_str();
+    tracing::warn!(request_id = %ctx.request_id, user = %user_id, client = %ctx.client_ip, reason = result, why = %r.why, "login refused");
+    st.metrics.logins.with_label_values(&[result]).inc();
+    let mut details = if r.details.is_object() { r.details } else { serde_json::json!({}) };
+    details["reason"] = result.into();
+    details["why"] = r.why.clone().into();
+    details["via"] = via.into();
+    let facts = crate::alerts::Facts {
+        user_id: Some(user_id.to_string()),
+        ip: Some(ctx.client_ip.to_string()),
+        score: r.score,
+        reasons: vec![result.to_string(), r.why.clone()],
+        summary: format!("Login of user {user_id} from {} refused ({result}: {})", ctx.client_ip, r.why),
+        geo: r.geo,
+        ..Default::default()
+    };
+    st.alerts.raise(Trigger::LoginRefused, &facts);
+    st.audit.record(Event::new(r.refusal.kind()).user(user_id).ip(ctx.client_ip).actor("client").details(details));
+    crate::backend::revoke::revoke_unowned(
+        st.upstream.clone(),
+        st.config.load_full(),
+        format!("refused-login:{result}"),
+        issued.access,
+        issued.refresh,
+    );
+    r.refusal.error()
+}
+
+pub(super) async fn refresh(
+    st: &AppState,
+    ctx: &mut RequestCtx,
+    creds: &Creds,
+    issued: Issued,
+) -> Result<(), GatewayError> {
+    match ctx.refresh_session.clone() {
+        Some(live) => {
+            let old = creds.refresh_winner().map(|(_, t)| tokens::hash(&t.text));
+            st.sessions.rotate(&live, old, issued).await?;
+            if live.is_ended() {
+                // Ended while the refresh was in flight: the new tokens are indexed under the
+                // ended session (refused), and its backend revocation starts over with them.
+                return Err(GatewayError::SessionTerminated);
+            }
+            tracing::debug!(request_id = %ctx.request_id, session = %live.sid, "tokens rotated");
+            st.metrics.refreshes.with_label_values(&["rotated"]).inc();
+            st.audit.record(
+                Event::new(Kind::Refresh).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client"),
+            );
+        }
+        None => {
+            // A refresh token we never saw (its session began before the gateway was in front):
+            // adopt the new tokens as a session.
+            let empty = Value::Object(Default::default());
+            match create(st, ctx, creds, &HeaderMap::new(), &empty, issued, SessionOrigin::Refresh).await {
+                Ok(live) => {
+                    st.metrics.refreshes.with_label_values(&["adopted"]).inc();
+                    ctx.refresh_session = Some(live);
+                }
+                Err(GatewayError::BadAuthResponse(why)) => {
+                    tracing::warn!(request_id = %ctx.request_id, "refresh response not adopted: {why}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn credential_change(
+    st: &AppState,
+    ctx: &mut RequestCtx,
+    creds: &Creds,
+    matched: Option<&RouteMatch<'_>>,
+    json: Option<&Value>,
+    issued: Option<Issued>,
+) -> Result<(), GatewayError> {
+    let x = &st.cfg().extract;
+    let user = x
+        .credential_user_param
+        .as_deref()
+        .and_then(|p| matched.and_then(|m| m.param(p)))
+        .map(str::to_string)
+        .or_else(|| x.user_id.as_deref().and_then(|p| json.and_then(|j| fields::pointer_str(j, p))))
+        .or_else(|| ctx.session.as_ref().map(|s| s.user_id.clone()));
+    let Some(user) = user else {
+        tracing::warn!(request_id = %ctx.request_id, "credential change succeeded but names no user; no session ended");
+        return Ok(());
+    };
+    let ending = Ending::new(EndReason::PasswordChange, Audit::Once(Kind::PasswordChange), "client")
+        .user(&user)
+        .ip(ctx.client_ip)
+        .alert(Trigger::PasswordChange, "password changed");
+    let ended = st.sessions.end_user(&user, None, &ending).await?;
+    tracing::info!(request_id = %ctx.request_id, user = %user, sessions = ended.len(), "credentials changed: sessions ended");
+    if let (Some(issued), Some(json)) = (issued, json) {
+        ctx.session =
+            Some(create(st, ctx, creds, &HeaderMap::new(), json, issued, SessionOrigin::CredentialChange).await?);
+    }
+    Ok(())
+}
