@@ -80,6 +80,9 @@ fn sections(c: &Config) -> Vec<(&'static str, bool, String)> {
 /// Re-reads the configuration file and applies what can change at runtime. `actor` is
 /// recorded in the audit log (`signal` or `admin:<token name>`).
 pub async fn reload(st: &AppState, actor: &str) -> Result<Reloaded, ReloadError> {
+    // The geo files are read again on every reload, also one whose configuration is refused:
+    // they are data, not configuration (their paths need a restart, their contents do not).
+    st.geo.request_reload();
     let result = apply(st).await;
     match &result {
         Ok(r) => {
@@ -154,7 +157,8 @@ async fn apply(st: &AppState) -> Result<Reloaded, ReloadError> {
     Ok(out)
 }
 
-/// Reloads on every SIGHUP until `shutdown`.
+/// Reloads on every SIGHUP until `shutdown`: the one listener of the signal (configuration and
+/// geo data alike go through [`reload`]).
 pub async fn run_on_sighup(st: Arc<AppState>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {

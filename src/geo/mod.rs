@@ -156,9 +156,17 @@ pub struct Geo {
     tor: Source<CidrList>,
     vpn: Source<CidrList>,
     datacenter: Source<CidrList>,
+    /// Woken by a reload (SIGHUP or the admin port's `POST /reload`, both through `reload`):
+    /// every file is read again.
+    reload_requested: tokio::sync::Notify,
 }
 
 impl Geo {
+    /// Asks the reloader to read every file again (the configuration reload calls this).
+    pub fn request_reload(&self) {
+        self.reload_requested.notify_one();
+    }
+
     pub fn new(cfg: &GeoConfig) -> Geo {
         Geo {
             city: Source::new("geo.city_db", cfg.city_db.clone()),
@@ -168,6 +176,7 @@ impl Geo {
             tor: Source::new("geo.tor_list", cfg.tor_list.clone()),
             vpn: Source::new("geo.vpn_list", cfg.vpn_list.clone()),
             datacenter: Source::new("geo.datacenter_list", cfg.datacenter_list.clone()),
+            reload_requested: tokio::sync::Notify::new(),
         }
     }
 
@@ -283,19 +292,19 @@ fn reload_source<T>(src: &Source<T>, force: bool, load: fn(&Path) -> Result<T, S
     }
 }
 
-/// Reloads changed files every `interval` and on SIGHUP, until shutdown.
+/// Reloads changed files every `interval`, and every file when a reload is requested
+/// ([`Geo::request_reload`]), until shutdown.
 pub async fn run_reloader(
     geo: Arc<Geo>,
     interval: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick =
         (!interval.is_zero()).then(|| tokio::time::interval_at(tokio::time::Instant::now() + interval, interval));
     loop {
         let force = tokio::select! {
             _ = async { match tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending::<()>().await } } => false,
-            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => true,
+            _ = geo.reload_requested.notified() => true,
             _ = shutdown.changed() => return,
         };
         let g = geo.clone();
