@@ -24,6 +24,7 @@ pub mod session;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 
 use config::Config;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 const ORDER: &[(&str, &str)] = &[
     ("L0", "routes"),
     ("L0", "clock"),
+    ("L0", "sync"),
     ("L0", "device"),
     ("L0", "config"),
     ("L0", "error"),
@@ -182,6 +183,53 @@ fn each_outside_dependency_is_named_by_one_module() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Every std lock is taken through `src/sync.rs` (the one, fail-closed, policy for a poisoned
+/// lock); tokio's async locks (`.lock().await`) are not std locks.
+#[test]
+fn std_locks_are_taken_through_the_one_policy() {
+    let mut all = Vec::new();
+    files(&src(), &mut all);
+    let mut wrong = Vec::new();
+    for path in &all {
+        let rel = path.strip_prefix(src()).expect("under src").display().to_string();
+        if rel == "sync.rs" {
+            continue;
+        }
+        for (i, line) in code(path).lines().enumerate() {
+            let raw = [".lock()", ".read().", ".write()."]
+                .iter()
+                .any(|p| line.match_indices(p).any(|(at, _)| !line[at..].starts_with(".lock().await")));
+            if raw {
+                wrong.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "take std locks with crate::sync::{{lock, read, write}}:\n{}", wrong.join("\n"));
+}
+
+/// No state lives in process statics: every gateway in one process (the test binaries run many)
+/// has its own. Constants (`static` tables of header names) are fine.
+#[test]
+fn no_state_in_process_statics() {
+    let mut all = Vec::new();
+    files(&src(), &mut all);
+    let mut wrong = Vec::new();
+    for path in &all {
+        for line in code(path).lines() {
+            let t = line.trim_start();
+            let is_static =
+                t.starts_with("static ") || t.starts_with("pub static ") || t.starts_with("pub(crate) static ");
+            let stateful = ["Mutex", "RwLock", "Atomic", "OnceLock", "OnceCell", "Cell<", "LazyLock", "Notify"]
+                .iter()
+                .any(|s| t.contains(s));
+            if is_static && stateful {
+                wrong.push(format!("{}: {}", path.strip_prefix(src()).expect("under src").display(), t));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "process statics holding state:\n{}", wrong.join("\n"));
 }
 
 #[test]

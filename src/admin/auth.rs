@@ -32,13 +32,13 @@ impl AdminAuth {
     }
 
     fn limited(&self, ip: IpAddr, now: i64) -> bool {
-        let f = self.failures.lock().map(|f| f.get(&ip).copied()).unwrap_or(None);
+        let f = crate::sync::lock(&self.failures).get(&ip).copied();
         matches!(f, Some((start, n)) if now - start < WINDOW_MS && n >= self.limit)
     }
 
     /// Counts a failure; returns the count in the current window.
     fn fail(&self, ip: IpAddr, now: i64) -> u32 {
-        let Ok(mut f) = self.failures.lock() else { return 0 };
+        let mut f = crate::sync::lock(&self.failures);
         if f.len() > 10_000 {
             f.retain(|_, (start, _)| now - *start < WINDOW_MS);
         }

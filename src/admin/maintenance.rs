@@ -44,7 +44,7 @@ pub struct Jobs {
 
 impl Jobs {
     fn rotation(&self) -> Rotation {
-        let mut r = self.rotation.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut r = crate::sync::lock(&self.rotation).clone();
         if r.state.is_empty() {
             r.state = "idle";
         }
@@ -67,7 +67,7 @@ pub fn keys(st: &AdminState) -> Response<Body> {
 pub fn rotate(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayError> {
     let sessions = st.app.sessions.clone();
     let status = {
-        let mut r = st.jobs.rotation.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = crate::sync::lock(&st.jobs.rotation);
         if r.state == "running" {
             return Err(GatewayError::Conflict("A key rotation is already running"));
         }
@@ -90,7 +90,7 @@ pub fn rotate(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayErr
             match sessions.reseal_batch(after, ROTATION_BATCH).await {
                 Err(e) => break Err(e.to_string()),
                 Ok(b) => {
-                    let mut r = progress.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut r = crate::sync::lock(&progress);
                     r.scanned += b.scanned;
                     r.resealed += b.resealed;
                     r.unreadable += b.unreadable;
@@ -103,7 +103,7 @@ pub fn rotate(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayErr
             }
         };
         let done = {
-            let mut r = progress.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = crate::sync::lock(&progress);
             r.finished_at = Some(iso(crate::clock::now_ms()));
             match result {
                 Ok(()) => r.state = "done",

@@ -192,7 +192,8 @@ impl AlertHub {
         if let (true, Some(user)) = (dedupe, &facts.user_id) {
             let now = now_ms();
             let window = cfg.dedupe_window.as_millis() as i64;
-            if let Ok(mut d) = self.dedupe.lock() {
+            {
+                let mut d = crate::sync::lock(&self.dedupe);
                 if d.len() > 100_000 {
                     d.retain(|_, t| now - *t < window);
                 }
@@ -265,7 +266,7 @@ impl Worker {
     /// Loads undelivered alerts left by a previous run.
     pub async fn load(&self) -> Result<usize, crate::store::StoreError> {
         let all = self.store.alerts().await?;
-        let mut p = self.pending.lock().map_err(|_| crate::store::StoreError::Join("poisoned".into()))?;
+        let mut p = crate::sync::lock(&self.pending);
         for r in all.into_iter().filter(|r| r.status == AlertStatus::Pending) {
             p.insert(r.id, r);
         }
@@ -283,9 +284,7 @@ impl Worker {
         rec.attempts = 0;
         rec.next_attempt = now_ms();
         self.store.put_alerts(vec![rec.clone()]).await?;
-        if let Ok(mut p) = self.pending.lock() {
-            p.insert(rec.id, rec);
-        }
+        crate::sync::lock(&self.pending).insert(rec.id, rec);
         self.wake.notify_one();
         Ok(true)
     }
@@ -320,10 +319,9 @@ impl Worker {
         }
         match self.store.put_alerts(recs.clone()).await {
             Ok(()) => {
-                if let Ok(mut p) = self.pending.lock() {
-                    for r in recs {
-                        p.insert(r.id, r);
-                    }
+                let mut p = crate::sync::lock(&self.pending);
+                for r in recs {
+                    p.insert(r.id, r);
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot queue alerts"),
@@ -333,7 +331,7 @@ impl Worker {
     /// Takes a delivery slot for `channel` if its rate limit allows.
     fn take_slot(&self, channel: &str, now: i64) -> bool {
         let limit = self.sender.load().rate_per_minute(channel).unwrap_or(60) as usize;
-        let Ok(mut s) = self.sent.lock() else { return false };
+        let mut s = crate::sync::lock(&self.sent);
         let q = s.entry(channel.to_string()).or_default();
         while q.front().is_some_and(|t| now - t >= 60_000) {
             q.pop_front();
@@ -356,7 +354,7 @@ impl Worker {
     fn dispatch(self: &Arc<Self>) {
         let now = now_ms();
         let due: Vec<AlertRecord> = {
-            let (Ok(p), Ok(f)) = (self.pending.lock(), self.in_flight.lock()) else { return };
+            let (p, f) = (crate::sync::lock(&self.pending), crate::sync::lock(&self.in_flight));
             let mut d: Vec<AlertRecord> =
                 p.values().filter(|r| r.next_attempt <= now && !f.contains(&r.id)).cloned().collect();
             d.sort_by_key(|r| r.id);
@@ -370,9 +368,7 @@ impl Worker {
                     .inc();
                 continue;
             }
-            if let Ok(mut f) = self.in_flight.lock() {
-                f.insert(rec.id);
-            }
+            crate::sync::lock(&self.in_flight).insert(rec.id);
             let me = self.clone();
             tokio::spawn(async move { me.deliver(rec).await });
         }
@@ -405,16 +401,15 @@ impl Worker {
         if let Err(e) = self.store.put_alerts(vec![rec.clone()]).await {
             tracing::error!(error = %e, "cannot record alert delivery");
         }
-        if let Ok(mut p) = self.pending.lock() {
+        {
+            let mut p = crate::sync::lock(&self.pending);
             if rec.status == AlertStatus::Pending {
                 p.insert(rec.id, rec.clone());
             } else {
                 p.remove(&rec.id);
             }
         }
-        if let Ok(mut f) = self.in_flight.lock() {
-            f.remove(&rec.id);
-        }
+        crate::sync::lock(&self.in_flight).remove(&rec.id);
     }
 
     /// Deletes delivered and dead alerts older than `alerts.retention`.

@@ -27,7 +27,7 @@ const HOUR_MS: i64 = 3_600_000;
 impl LoginCounters {
     fn with_hour(&self, at_ms: i64, f: impl FnOnce(&mut Hour)) {
         let start = at_ms - at_ms.rem_euclid(HOUR_MS);
-        let Ok(mut h) = self.hours.lock() else { return };
+        let mut h = crate::sync::lock(&self.hours);
         match h.iter_mut().find(|x| x.start == start) {
             Some(slot) => f(slot),
             None => {
@@ -60,7 +60,7 @@ impl LoginCounters {
     /// 24 hours, oldest first, ending with the current hour.
     pub fn last_24h(&self, now: i64) -> Vec<Hour> {
         let current = now - now.rem_euclid(HOUR_MS);
-        let h = self.hours.lock().map(|h| h.clone()).unwrap_or_default();
+        let h = crate::sync::lock(&self.hours).clone();
         (0..24)
             .rev()
             .map(|i| {

@@ -37,7 +37,7 @@ impl Roles {
         }
         let rule = self.lookup.as_ref()?;
         let now = now_ms();
-        if let Some((role, expires)) = self.cache.lock().ok().and_then(|c| c.get(user_id).cloned()) {
+        if let Some((role, expires)) = crate::sync::lock(&self.cache).get(user_id).cloned() {
             if expires > now {
                 return role;
             }
@@ -63,7 +63,8 @@ impl Roles {
         match tokio::time::timeout(Duration::from_secs(5), fetched).await {
             Ok(Some((true, json))) => {
                 let role = pointer_str(&json, &self.cfg.lookup_pointer);
-                if let Ok(mut c) = self.cache.lock() {
+                {
+                    let mut c = crate::sync::lock(&self.cache);
                     if c.len() > 100_000 {
                         c.retain(|_, (_, exp)| *exp > now);
                     }

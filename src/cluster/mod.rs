@@ -207,8 +207,8 @@ impl Cluster {
     }
 
     pub fn status(&self) -> Status {
-        let applied = self.applied.lock().ok().and_then(|a| a.clone());
-        let peers = self.peers.lock().map(|p| p.clone()).unwrap_or_default();
+        let applied = crate::sync::lock(&self.applied).clone();
+        let peers = crate::sync::lock(&self.peers).clone();
         Status {
             node: self.name.clone(),
             slot: self.slot,
@@ -221,7 +221,7 @@ impl Cluster {
                 .into_iter()
                 .map(|(slot, i)| PeerStatus { slot, name: i.name, last_seen: i.seen, seq: i.seq })
                 .collect(),
-            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            last_error: crate::sync::lock(&self.last_error).clone(),
         }
     }
 
@@ -231,8 +231,8 @@ impl Cluster {
         flag.store(ok, Ordering::Release);
         let now = self.is_connected();
         self.metrics.cluster.connected.set(now as i64);
-        if let (Some(e), Ok(mut last)) = (err, self.last_error.lock()) {
-            *last = Some(e.to_string());
+        if let Some(e) = err {
+            *crate::sync::lock(&self.last_error) = Some(e.to_string());
         }
         match (was, now) {
             (true, false) => tracing::warn!(
@@ -366,7 +366,7 @@ async fn publish_round(cl: &Cluster, conn: &mut Conn<'_>, heartbeat: bool) -> Re
         cl.metrics.cluster.events.with_label_values(&["published", "touches"]).inc();
     }
     if heartbeat {
-        let applied = cl.applied.lock().ok().and_then(|a| a.clone());
+        let applied = crate::sync::lock(&cl.applied).clone();
         let info = NodeInfo {
             name: cl.name.clone(),
             seen: now_ms(),
@@ -377,9 +377,7 @@ async fn publish_round(cl: &Cluster, conn: &mut Conn<'_>, heartbeat: bool) -> Re
         conn.heartbeat(cl.slot, &serde_json::to_string(&info).unwrap_or_default()).await?;
         let peers = live_peers(cl, conn).await?;
         cl.metrics.cluster.peers.set(peers.len() as i64);
-        if let Ok(mut p) = cl.peers.lock() {
-            *p = peers;
-        }
+        *crate::sync::lock(&cl.peers) = peers;
         let pending = cl.store.outbox_len().await?;
         cl.metrics.cluster.outbox_pending.set(pending as i64);
     }
@@ -400,9 +398,7 @@ pub async fn run_follower(cl: Arc<Cluster>, app: Arc<Local>, mut shutdown: watch
         };
         if let Err(e) = result {
             cl.set_ok(&cl.follower_ok, false, Some(&e));
-            if let Ok(mut a) = cl.applied.lock() {
-                *a = None;
-            }
+            *crate::sync::lock(&cl.applied) = None;
         }
         // A connection that lasted a while was healthy: start the backoff over.
         if started.elapsed() > MAX_BACKOFF * 2 {
@@ -440,9 +436,7 @@ async fn follow(cl: &Cluster, app: &Local) -> Result<(), LinkError> {
         let events = decode(cl, &entries, now);
         cur = Cursor { epoch: cur.epoch, id: last.id.clone(), seq: last.seq };
         apply(app, events, vec![(META_CURSOR, encode_cursor(&cur))]).await?;
-        if let Ok(mut a) = cl.applied.lock() {
-            *a = Some(cur.clone());
-        }
+        *crate::sync::lock(&cl.applied) = Some(cur.clone());
         if entries.len() == BATCH {
             let newest = conn.sequence().await?;
             m.lag_events.set(newest.saturating_sub(cur.seq) as i64);
@@ -538,9 +532,7 @@ async fn sync(cl: &Cluster, app: &Local, conn: &mut Conn<'_>) -> Result<Cursor, 
         tracing::info!(from = cur.seq, to = newest, "cluster: catching up from the stream");
     }
     cl.store.meta_set(vec![(META_CURSOR, encode_cursor(&cur))]).await?;
-    if let Ok(mut a) = cl.applied.lock() {
-        *a = Some(cur.clone());
-    }
+    *crate::sync::lock(&cl.applied) = Some(cur.clone());
     Ok(cur)
 }
 
@@ -661,7 +653,7 @@ async fn serve_snapshot(
 ) -> Result<(), LinkError> {
     // The position is taken first: the state read afterwards contains at least everything up
     // to it, and the requester replays what follows (harmless where it overlaps).
-    let Some(cursor) = cl.applied.lock().ok().and_then(|a| a.clone()) else {
+    let Some(cursor) = crate::sync::lock(&cl.applied).clone() else {
         let chunk = Chunk::Refused { why: "not synced".into() };
         return conn.push_chunk(&req.rid, &serde_json::to_vec(&chunk).unwrap_or_default()).await;
     };

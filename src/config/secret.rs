@@ -37,7 +37,7 @@ pub enum SecretSource {
 
 impl SecretSource {
     /// Reads the secret. `Ok(None)` means "not set" (env var absent), which callers may accept.
-    pub fn read(&self) -> Result<Option<Secret>, String> {
+    pub fn load(&self) -> Result<Option<Secret>, String> {
         match self {
             SecretSource::Env(name) => match std::env::var(name) {
                 Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim().as_bytes()))),
@@ -60,7 +60,7 @@ impl SecretSource {
 
     /// Reads the secret of config key `key`; an error names the key and the source.
     pub fn read_for(&self, key: &str) -> Result<Option<Secret>, String> {
-        self.read().map_err(|e| format!("{key} ({}): {e}", self.describe()))
+        self.load().map_err(|e| format!("{key} ({}): {e}", self.describe()))
     }
 
     /// Reads a secret that must be set; an error (unreadable or not set) names the key and the

@@ -273,7 +273,7 @@ impl Geo {
 fn reload_source<T>(src: &Source<T>, force: bool, load: fn(&Path) -> Result<T, String>, report: &mut ReloadReport) {
     let Some(path) = &src.path else { return };
     let current = mtime(path);
-    let Ok(mut seen) = src.mtime.lock() else { return };
+    let mut seen = crate::sync::lock(&src.mtime);
     if !force && src.value.load().is_some() && *seen == current {
         return;
     }

@@ -66,7 +66,7 @@ impl PerIp {
         if self.max == 0 || headers::trusted(ip, &self.trusted) {
             return Ok(None);
         }
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = crate::sync::lock(&self.open);
         let n = open.entry(ip).or_insert(0);
         if *n >= self.max {
             return Err(());
@@ -78,7 +78,7 @@ impl PerIp {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = crate::sync::lock(&self.0.open);
         if let Some(n) = open.get_mut(&self.1) {
             *n -= 1;
             if *n == 0 {

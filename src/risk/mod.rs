@@ -135,7 +135,7 @@ impl Risk {
     /// Adds a stored session to the per-user history (at startup).
     /// Remembers an accepted login for the user's future assessments.
     pub fn record_login(&self, user_id: &str, geo: Option<&GeoInfo>, device: &Device, at_ms: i64) {
-        let Ok(mut h) = self.history.lock() else { return };
+        let mut h = crate::sync::lock(&self.history);
         let u = h.entry(user_id.to_string()).or_default();
         u.logins += 1;
         u.devices.insert(device_key(device));
@@ -153,7 +153,7 @@ impl Risk {
 
     /// Counts a failed login from `ip`.
     pub fn record_failure(&self, ip: IpAddr, at_ms: i64) {
-        let Ok(mut f) = self.failures.lock() else { return };
+        let mut f = crate::sync::lock(&self.failures);
         if f.len() > 100_000 {
             f.retain(|_, q| q.back().is_some_and(|t| at_ms - t < HOUR_MS));
         }
@@ -165,11 +165,9 @@ impl Risk {
     }
 
     fn failures_last_hour(&self, ip: IpAddr, now: i64) -> u32 {
-        self.failures
-            .lock()
-            .ok()
-            .and_then(|f| f.get(&ip).map(|q| q.iter().filter(|t| now - **t < HOUR_MS).count() as u32))
-            .unwrap_or(0)
+        crate::sync::lock(&self.failures)
+            .get(&ip)
+            .map_or(0, |q| q.iter().filter(|t| now - **t < HOUR_MS).count() as u32)
     }
 
     /// Country fencing: `Err(why)` when the login must be refused.
@@ -198,8 +196,8 @@ impl Risk {
         add("residential_proxy", w.residential_proxy, g.is_residential_proxy);
         add("datacenter", w.datacenter, g.is_datacenter);
         let (new_country, new_device, travel) = {
-            let h = self.history.lock().ok();
-            let u = h.as_ref().and_then(|h| h.get(f.user_id));
+            let h = crate::sync::lock(&self.history);
+            let u = h.get(f.user_id);
             let known = u.is_some_and(|u| u.logins > 0);
             let new_country = known
                 && g.country_code

@@ -66,8 +66,7 @@ impl Sessions {
     /// durably in one transaction before this returns.
     pub async fn import(&self, rows: Vec<ImportRow>) -> Result<Vec<ImportOutcome>, StoreError> {
         // One import at a time, so two concurrent calls cannot both create the same token.
-        static IMPORTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let _one = IMPORTING.lock().await;
+        let _one = self.importing.lock().await;
         let mut outcomes = Vec::with_capacity(rows.len());
         let mut records = Vec::new();
         let mut entries = Vec::new();
@@ -75,7 +74,7 @@ impl Sessions {
         let mut seen = std::collections::HashSet::new();
         for row in rows {
             let hash = tokens::hash(&row.token);
-            if self.read().tokens.contains_key(&hash) || !seen.insert(hash) {
+            if self.index().tokens.contains_key(&hash) || !seen.insert(hash) {
                 outcomes.push(ImportOutcome::Exists);
                 continue;
             }
@@ -120,7 +119,7 @@ impl Sessions {
         let changes = Changes { put_sessions, put_tokens: entries.clone(), outbox, ..Default::default() };
         self.timed("import", self.store.apply(changes, true)).await?;
         {
-            let mut idx = self.write();
+            let mut idx = self.index_mut();
             for l in &lives {
                 idx.insert_session(l.clone(), &[]);
             }

@@ -102,17 +102,13 @@ impl Live {
         self.last_active.load(Ordering::Relaxed)
     }
     fn token_hashes(&self) -> Vec<TokenHash> {
-        self.tokens.lock().map(|t| t.clone()).unwrap_or_default()
+        crate::sync::lock(&self.tokens).clone()
     }
     fn add_tokens(&self, hashes: &[TokenHash]) {
-        if let Ok(mut t) = self.tokens.lock() {
-            t.extend_from_slice(hashes);
-        }
+        crate::sync::lock(&self.tokens).extend_from_slice(hashes);
     }
     fn remove_tokens(&self, hashes: &[TokenHash]) {
-        if let Ok(mut t) = self.tokens.lock() {
-            t.retain(|h| !hashes.contains(h));
-        }
+        crate::sync::lock(&self.tokens).retain(|h| !hashes.contains(h));
     }
 }
 
@@ -270,6 +266,8 @@ pub struct Sessions {
     /// misconfiguration, and every later event would repeat it.
     foreign_key_reported: AtomicBool,
     aftermath: Aftermath,
+    /// Held by an import (one at a time per instance).
+    importing: tokio::sync::Mutex<()>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -335,6 +333,7 @@ impl Sessions {
             notices: tokio::sync::broadcast::channel(1024).0,
             foreign_key_reported: AtomicBool::new(false),
             aftermath,
+            importing: tokio::sync::Mutex::new(()),
         };
         Ok((Arc::new(me), touch_rx))
     }
@@ -373,12 +372,12 @@ impl Sessions {
         &self.store
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        crate::sync::read(&self.index)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        crate::sync::write(&self.index)
     }
 
     fn stripe(&self, id: u64) -> usize {
@@ -399,7 +398,7 @@ impl Sessions {
 
     /// The per-request check: memory only.
     pub fn check(&self, hash: &TokenHash, now: i64) -> Check {
-        let idx = self.read();
+        let idx = self.index();
         let Some(entry) = idx.tokens.get(hash).copied() else { return Check::Unknown };
         let Some(live) = idx.sessions.get(&entry.session).cloned() else { return Check::Unknown };
         drop(idx);
@@ -416,28 +415,28 @@ impl Sessions {
 
     /// The session a backend session id belongs to.
     pub fn by_alias(&self, alias: &str) -> Option<Arc<Live>> {
-        let idx = self.read();
+        let idx = self.index();
         idx.aliases.get(alias).and_then(|id| idx.sessions.get(id)).cloned()
     }
 
     pub fn live(&self, id: u64) -> Option<Arc<Live>> {
-        self.read().sessions.get(&id).cloned()
+        self.index().sessions.get(&id).cloned()
     }
 
     /// A session of `user_id` named by its `sid` or `documentId`.
     pub fn find_for_user(&self, user_id: &str, key: &str) -> Option<Arc<Live>> {
-        let idx = self.read();
+        let idx = self.index();
         let live = idx.by_key.get(key).and_then(|id| idx.sessions.get(id))?;
         (live.user_id == user_id).then(|| live.clone())
     }
 
     pub fn user_session_ids(&self, user_id: &str) -> Vec<u64> {
-        self.read().by_user.get(user_id).cloned().unwrap_or_default()
+        self.index().by_user.get(user_id).cloned().unwrap_or_default()
     }
 
     /// Live sessions of a user carrying a given device id.
     pub fn user_device_sessions(&self, user_id: &str, device_id: &str) -> Vec<u64> {
-        let idx = self.read();
+        let idx = self.index();
         idx.by_user
             .get(user_id)
             .map(|ids| {
@@ -451,7 +450,7 @@ impl Sessions {
 
     /// (sessions, active sessions, tokens) held in memory.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let idx = self.read();
+        let idx = self.index();
         let active = idx.sessions.values().filter(|l| !l.is_ended()).count();
         (idx.sessions.len(), active, idx.tokens.len())
     }
@@ -524,7 +523,7 @@ impl Sessions {
         let changes = Changes { put_sessions: vec![rec], put_tokens: entries.clone(), outbox, ..Default::default() };
         self.timed("create", self.store.apply(changes, true)).await?;
         {
-            let mut idx = self.write();
+            let mut idx = self.index_mut();
             idx.insert_session(live.clone(), &aliases);
             idx.tokens.extend(entries);
         }
@@ -547,7 +546,7 @@ impl Sessions {
         let Some(mut rec) = self.timed("read", self.store.get(live.id)).await? else { return Ok(()) };
         let mut entries = issued.entries(live.id);
         if let Some(old) = old_refresh {
-            let prev = self.read().tokens.get(&old).copied();
+            let prev = self.index().tokens.get(&old).copied();
             if let Some(mut e) = prev.filter(|e| e.session == live.id && e.kind == TokenKind::Refresh) {
                 e.rotated_at.get_or_insert(now);
                 entries.push((old, e));
@@ -599,7 +598,7 @@ impl Sessions {
         live.add_tokens(&entries.iter().map(|(h, _)| *h).collect::<Vec<_>>());
         live.last_active.fetch_max(now, Ordering::Relaxed);
         {
-            let mut idx = self.write();
+            let mut idx = self.index_mut();
             if let Some(a) = issued.backend_session {
                 idx.aliases.insert(a, live.id);
             }
@@ -771,7 +770,7 @@ impl Sessions {
     /// The tokens of every ended session with the time this instance learnt of the ending
     /// (unix ms).
     pub fn ended_tokens(&self) -> Vec<(TokenHash, i64)> {
-        let idx = self.read();
+        let idx = self.index();
         idx.tokens
             .iter()
             .filter_map(|(h, e)| {
@@ -794,11 +793,11 @@ impl Sessions {
     }
 
     pub fn is_blocked(&self, user_id: &str) -> bool {
-        self.blocked.read().map(|b| b.contains_key(user_id)).unwrap_or(false)
+        crate::sync::read(&self.blocked).contains_key(user_id)
     }
 
     pub fn blocked_users(&self) -> Vec<BlockRecord> {
-        self.blocked.read().map(|b| b.values().cloned().collect()).unwrap_or_default()
+        crate::sync::read(&self.blocked).values().cloned().collect()
     }
 
     /// Blocks a user durably and ends all their sessions as `ending` says. Returns the sessions
@@ -813,9 +812,7 @@ impl Sessions {
         let rec = BlockRecord { user_id: user_id.to_string(), blocked_at: now_ms(), actor, reason };
         let event = self.events(|| vec![Event::Block { rec: rec.clone() }]).pop();
         self.store.set_block(user_id, Some(rec.clone()), event).await?;
-        if let Ok(mut b) = self.blocked.write() {
-            b.insert(user_id.to_string(), rec);
-        }
+        crate::sync::write(&self.blocked).insert(user_id.to_string(), rec);
         self.published();
         self.notify_user("blocked", user_id);
         self.end_user(user_id, None, ending).await
@@ -824,9 +821,7 @@ impl Sessions {
     pub async fn unblock(&self, user_id: &str) -> Result<(), StoreError> {
         let event = self.events(|| vec![Event::Unblock { user_id: user_id.to_string(), at: now_ms() }]).pop();
         self.store.set_block(user_id, None, event).await?;
-        if let Ok(mut b) = self.blocked.write() {
-            b.remove(user_id);
-        }
+        crate::sync::write(&self.blocked).remove(user_id);
         self.published();
         self.notify_user("unblocked", user_id);
         Ok(())
@@ -850,12 +845,12 @@ impl Sessions {
 
     /// Every session held in memory (for statistics).
     pub fn all_live(&self) -> Vec<Arc<Live>> {
-        self.read().sessions.values().cloned().collect()
+        self.index().sessions.values().cloned().collect()
     }
 
     /// A session by numeric id, `sid` or `documentId`.
     pub fn find(&self, key: &str) -> Option<Arc<Live>> {
-        let idx = self.read();
+        let idx = self.index();
         let id = key
             .parse::<u64>()
             .ok()
@@ -904,7 +899,7 @@ impl Sessions {
             self.store.apply(Changes { delete_sessions: ids, delete_tokens, ..Default::default() }, true),
         )
         .await?;
-        let mut idx = self.write();
+        let mut idx = self.index_mut();
         for (l, aliases) in &lives {
             idx.remove_session(l, aliases);
         }
@@ -921,7 +916,7 @@ impl Sessions {
     /// Token entries of a session whose `exp` lies before `cutoff` (unix seconds).
     pub(crate) fn expired_tokens_of(&self, id: u64, cutoff: i64) -> Vec<TokenHash> {
         let Some(live) = self.live(id) else { return vec![] };
-        let idx = self.read();
+        let idx = self.index();
         live.token_hashes()
             .into_iter()
             .filter(|h| idx.tokens.get(h).and_then(|e| e.exp).is_some_and(|exp| exp < cutoff))

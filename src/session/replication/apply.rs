@@ -123,7 +123,7 @@ impl Sessions {
                 None => item.rec,
             };
             let known: HashMap<TokenHash, TokenEntry> = {
-                let idx = self.read();
+                let idx = self.index();
                 item.tokens.iter().filter_map(|t| idx.tokens.get(&t.h).map(|e| (t.h, *e))).collect()
             };
             let mut tokens = Vec::new();
@@ -161,7 +161,7 @@ impl Sessions {
             self.store.touch(touch_list.clone()).await?;
         }
 
-        let mut idx = self.write();
+        let mut idx = self.index_mut();
         for (rec, tokens, is_new) in index_updates {
             let hashes: Vec<TokenHash> = tokens.iter().map(|(h, _)| *h).collect();
             match idx.sessions.get(&rec.id).cloned() {
@@ -209,27 +209,23 @@ impl Sessions {
 
     /// Returns whether the user is newly blocked here.
     async fn apply_block(&self, rec: BlockRecord) -> Result<bool, StoreError> {
-        let known = self.blocked.read().map(|b| b.get(&rec.user_id).map(|cur| cur.blocked_at)).unwrap_or(None);
+        let known = crate::sync::read(&self.blocked).get(&rec.user_id).map(|cur| cur.blocked_at);
         if known.is_some_and(|at| at >= rec.blocked_at) {
             return Ok(false);
         }
         self.store.set_block(&rec.user_id, Some(rec.clone()), None).await?;
         self.notify_user("blocked", &rec.user_id);
-        if let Ok(mut b) = self.blocked.write() {
-            b.insert(rec.user_id.clone(), rec);
-        }
+        crate::sync::write(&self.blocked).insert(rec.user_id.clone(), rec);
         Ok(known.is_none())
     }
 
     /// An unblock removes a block made before it; a block made after it (elsewhere, while the
     /// two instances could not see each other) stands.
     async fn apply_unblock(&self, user_id: &str, at: i64) -> Result<(), StoreError> {
-        let older = self.blocked.read().map(|b| b.get(user_id).is_some_and(|cur| cur.blocked_at <= at));
-        if older.unwrap_or(false) {
+        let older = crate::sync::read(&self.blocked).get(user_id).is_some_and(|cur| cur.blocked_at <= at);
+        if older {
             self.store.set_block(user_id, None, None).await?;
-            if let Ok(mut b) = self.blocked.write() {
-                b.remove(user_id);
-            }
+            crate::sync::write(&self.blocked).remove(user_id);
             self.notify_user("unblocked", user_id);
         }
         Ok(())
@@ -238,14 +234,14 @@ impl Sessions {
     /// Token entries of a session as the index has them.
     pub(crate) fn token_entries(&self, live: &Live) -> Vec<(TokenHash, TokenEntry)> {
         let hashes = live.token_hashes();
-        let idx = self.read();
+        let idx = self.index();
         hashes.into_iter().filter_map(|h| idx.tokens.get(&h).map(|e| (h, *e))).collect()
     }
 
     /// This instance's whole state in chunks of `chunk` sessions (for snapshots and republishing).
     /// Each chunk is read when asked for, so memory stays bounded.
     pub fn state_ids(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.read().sessions.keys().copied().collect();
+        let mut ids: Vec<u64> = self.index().sessions.keys().copied().collect();
         ids.sort_unstable();
         ids
     }

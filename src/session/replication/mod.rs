@@ -41,7 +41,8 @@ impl Replication {
         if !self.enabled() {
             return;
         }
-        if let Ok(mut t) = self.touches.lock() {
+        {
+            let mut t = crate::sync::lock(&self.touches);
             for (id, ms) in batch {
                 let e = t.entry(*id).or_insert(*ms);
                 *e = (*e).max(*ms);
@@ -51,6 +52,6 @@ impl Replication {
 
     /// The queued last-active times, emptying the queue (the publisher calls this).
     pub fn take_touches(&self) -> Vec<(u64, i64)> {
-        self.touches.lock().map(|mut t| t.drain().collect()).unwrap_or_default()
+        crate::sync::lock(&self.touches).drain().collect()
     }
 }
