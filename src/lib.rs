@@ -133,6 +133,12 @@ async fn rebuild_login_counters(state: Arc<AppState>) {
 
 /// Starts the gateway on already-bound listeners.
 pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, StartupError> {
+    start_with_clock(cfg, listeners, clock::Clock::system()).await
+}
+
+/// [`start`] with the clock session decisions read: tests pass a driven one
+/// ([`clock::Clock::driven`]) and move time forward instead of sleeping.
+pub async fn start_with_clock(cfg: Config, listeners: Listeners, clock: clock::Clock) -> Result<Running, StartupError> {
     let cfg = Arc::new(cfg);
     let keyring = startup::load_keyring(&cfg).await?;
     let verifier = startup::load_verifier(&cfg)?;
@@ -150,16 +156,18 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
     let sender = alerts::channels::Sender::new(&cfg.alerts)?;
     let (alert_hub, alert_worker, alert_rx) = alerts::new(cfg.alerts.clone(), store.clone(), sender, metrics.clone());
     let aftermath = session::Aftermath { audit: audit_log.clone(), alerts: alert_hub.clone() };
-    let (sessions, touch_rx) = Sessions::open(
-        cfg.sessions.clone(),
-        store.clone(),
+    let parts = session::Parts {
+        cfg: cfg.sessions.clone(),
+        store: store.clone(),
         keyring,
-        metrics.clone(),
-        replication.clone(),
+        metrics: metrics.clone(),
+        replication: replication.clone(),
         aftermath,
-        |rec| risk.record_login(&rec.user_id, rec.geo.as_ref(), &rec.device(), rec.login_time),
-    )
-    .await?;
+        clock,
+    };
+    let (sessions, touch_rx) =
+        Sessions::open(parts, |rec| risk.record_login(&rec.user_id, rec.geo.as_ref(), &rec.device(), rec.login_time))
+            .await?;
     let geo = Arc::new(geo::Geo::new(&cfg.geo));
     let geo2 = geo.clone();
     let report = tokio::task::spawn_blocking(move || geo2.reload_blocking(true))

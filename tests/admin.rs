@@ -430,7 +430,7 @@ async fn clean_inactive_ends_idle_sessions() {
     let backend = MockStrapi::start().await;
     let gw = Gateway::start(&backend.url(), "[sessions]\ninactivity_timeout = \"1s\"\n").await;
     let idle = gw.login("alice").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    gw.advance(std::time::Duration::from_secs(2));
     let fresh = gw.login("bob").await;
     let res = gw.admin(Method::POST, &format!("{ADMIN}/sessions/clean-inactive")).send().await.json();
     assert_eq!(res["terminated"], 1);

@@ -379,7 +379,7 @@ async fn idle_sessions_end_when_the_policy_says_terminate() {
         Gateway::start(&backend.url(), "[sessions]\ninactivity_timeout = \"1s\"\nidle_policy = \"terminate\"\n").await;
     let s = gw.login("alice").await;
     assert_eq!(gw.get(ARTICLES).bearer(&s.jwt).send().await.status, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    gw.advance(std::time::Duration::from_secs(2));
     let res = gw.get(ARTICLES).bearer(&s.jwt).send().await;
     assert_eq!(res.status, 401);
     assert_eq!(res.reason().as_deref(), Some("session_inactive"));
@@ -391,7 +391,7 @@ async fn idle_sessions_are_only_marked_inactive_by_default() {
     let backend = MockStrapi::start().await;
     let gw = Gateway::start(&backend.url(), "[sessions]\ninactivity_timeout = \"1s\"\n").await;
     let idle = gw.login("alice").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    gw.advance(std::time::Duration::from_secs(2));
     let fresh = gw.login("alice").await;
     let list = gw.get("/api/magic-sessionmanager/my-sessions").bearer(&fresh.jwt).send().await.json();
     assert_eq!((list["meta"]["count"].clone(), list["meta"]["active"].clone()), (json!(2), json!(1)), "{list}");

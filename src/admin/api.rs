@@ -5,7 +5,6 @@ use super::{json, maintenance, not_found, ok, stream_body, AdminState};
 use crate::alerts::Trigger;
 use crate::audit::{self, Event, Kind};
 use crate::clock::iso;
-use crate::clock::now_ms;
 use crate::error::{Body, GatewayError};
 use crate::proxy::user_api::session_json;
 use crate::session::{sweeper, Audit, EndReason, Ending};
@@ -277,7 +276,7 @@ async fn upstream_reachable(st: &AdminState) -> bool {
 async fn metrics(st: &AdminState) -> Response<Body> {
     let app = &st.app;
     let (total, active, _) = app.sessions.counts();
-    let now = now_ms();
+    let now = app.sessions.clock().now_ms();
     let online = app.sessions.all_live().iter().filter(|l| !l.is_ended() && !app.sessions.is_idle(l, now)).count();
     let m = &app.metrics;
     m.sessions.with_label_values(&["total"]).set(total as i64);
@@ -392,7 +391,7 @@ async fn list(
         }
     });
     let total = lives.len();
-    let now = now_ms();
+    let now = st.app.sessions.clock().now_ms();
     let ids: Vec<u64> = lives.iter().skip((page - 1).saturating_mul(page_size)).take(page_size).map(|l| l.id).collect();
     let mut recs = st.app.sessions.records(ids.clone()).await?;
     recs.sort_by_key(|r| ids.iter().position(|i| *i == r.id));
@@ -406,7 +405,7 @@ async fn list(
 async fn detail(st: &AdminState, id: &str) -> Result<Response<Body>, GatewayError> {
     let live = st.app.sessions.find(id).ok_or_else(not_found)?;
     let rec = st.app.sessions.records(vec![live.id]).await?.pop().ok_or_else(not_found)?;
-    let mut v = admin_json(st, &rec, now_ms());
+    let mut v = admin_json(st, &rec, st.app.sessions.clock().now_ms());
     let events = audit::query(
         st.app.sessions.store(),
         &audit::Filter { session: Some(rec.sid.clone()), ..Default::default() },
@@ -491,7 +490,7 @@ async fn user_sessions(st: &AdminState, user: &str) -> Result<Response<Body>, Ga
     let app = &st.app;
     let mut recs = app.sessions.records(app.sessions.user_session_ids(user)).await?;
     recs.sort_by(|a, b| b.login_time.cmp(&a.login_time).then(b.id.cmp(&a.id)));
-    let now = now_ms();
+    let now = app.sessions.clock().now_ms();
     let data: Vec<Value> = recs.iter().map(|r| admin_json(st, r, now)).collect();
     let active = data.iter().filter(|v| v["isTrulyActive"] == true).count();
     Ok(ok(
@@ -511,7 +510,7 @@ fn blocked(st: &AdminState) -> Response<Body> {
 
 fn stats(st: &AdminState) -> Response<Body> {
     let app = &st.app;
-    let now = now_ms();
+    let now = app.sessions.clock().now_ms();
     let lives = app.sessions.all_live();
     let mut online = 0;
     let mut active = 0;
@@ -595,7 +594,7 @@ async fn audit_export(st: &AdminState, q: &BTreeMap<String, String>) -> Result<R
 
 async fn clean_inactive(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayError> {
     let app = &st.app;
-    let now = now_ms();
+    let now = app.sessions.clock().now_ms();
     let idle: Vec<u64> = app
         .sessions
         .all_live()

@@ -89,10 +89,10 @@ pub async fn attempt(
     access: Option<&str>,
     access_exp: Option<i64>,
     refresh: Option<&str>,
+    now_s: i64,
 ) -> Attempt {
     let done = |outcome| Attempt { outcome, fresh: None };
     let Some(logout) = cfg.backend.revoke_logout.as_ref() else { return done(Outcome::Unsupported) };
-    let now_s = now_ms() / 1000;
     let access = access.filter(|_| access_exp.is_none_or(|e| e > now_s + EXP_MARGIN_S));
     if let Some(a) = access {
         match call(up, logout, cfg, Some(a), refresh).await {
@@ -143,7 +143,7 @@ pub fn backoff(attempts: u32) -> Duration {
 pub fn revoke_unowned(up: Arc<Upstream>, cfg: Arc<Config>, why: String, access: String, refresh: Option<String>) {
     tokio::spawn(async move {
         for n in 0..3u32 {
-            let a = attempt(&up, &cfg, Some(&access), None, refresh.as_deref()).await;
+            let a = attempt(&up, &cfg, Some(&access), None, refresh.as_deref(), now_ms() / 1000).await;
             match a.outcome {
                 Outcome::Failed(e) if n < 2 => {
                     tracing::debug!(why, error = %e, "revoking refused-login tokens failed; retrying");

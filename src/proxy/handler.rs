@@ -14,7 +14,6 @@ use super::learn;
 use super::user_api;
 use crate::audit::{Event, Kind};
 use crate::backend::fields;
-use crate::clock::now_ms;
 use crate::config::{Config, RefreshPrecedence};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::routes::{self, RouteClass, RouteMatch};
@@ -196,7 +195,7 @@ async fn handle_inner(
     if ctx.route == RouteClass::UserApi {
         let rest = &normalized[cfg.user_api.prefix.len()..];
         // The gateway answers these itself, so it checks the access token's expiry itself.
-        let expired = ctx.access_exp.is_some_and(|exp| exp < now_ms() / 1000);
+        let expired = ctx.access_exp.is_some_and(|exp| exp < st.sessions.clock().now_ms() / 1000);
         let current = ctx.session.clone().filter(|_| !expired);
         return user_api::handle(st, &parts.method, rest, parts.uri.query(), current).await;
     }
@@ -362,7 +361,7 @@ fn credentials(
 /// touched. Login routes refuse nothing — a stale token sent along with a fresh login must not
 /// stop the user from logging in again — but drop refused tokens from what is forwarded.
 async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Result<(), GatewayError> {
-    let now = now_ms();
+    let now = st.sessions.clock().now_ms();
     let cfg = st.cfg();
     let enforcer = Enforcer {
         sessions: &st.sessions,
@@ -644,8 +643,9 @@ async fn observe(
             RouteClass::Login => {
                 tracing::info!(request_id = %ctx.request_id, status = parts.status.as_u16(), client = %ctx.client_ip, "login failed at the backend");
                 st.metrics.logins.with_label_values(&["failed"]).inc();
-                st.logins.add_failure(now_ms());
-                st.risk.record_failure(ctx.client_ip, now_ms());
+                let now = st.sessions.clock().now_ms();
+                st.logins.add_failure(now);
+                st.risk.record_failure(ctx.client_ip, now);
                 st.audit.record(
                     Event::new(Kind::LoginFailed)
                         .ip(ctx.client_ip)

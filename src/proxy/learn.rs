@@ -7,7 +7,6 @@ use super::handler::{names_current_backend_session, split_proven, Creds, Request
 use crate::alerts::Trigger;
 use crate::audit::{Event, Kind};
 use crate::backend::fields;
-use crate::clock::now_ms;
 use crate::error::GatewayError;
 use crate::routes::RouteMatch;
 use crate::session::admission::{Admission, Admitted, Admitter, Login, Refused};
@@ -74,7 +73,7 @@ pub(super) async fn create(
         .and_then(|p| fields::pointer_str(json, p))
         .or_else(|| claim(x.user_id_claim.as_deref()))
         .ok_or(GatewayError::BadAuthResponse("response names no user"))?;
-    let now = now_ms();
+    let now = st.sessions.clock().now_ms();
     let admitter = Admitter {
         sessions: &st.sessions,
         geo: &st.geo,

@@ -5,7 +5,6 @@
 
 use crate::audit::Kind;
 use crate::clock::iso;
-use crate::clock::now_ms;
 use crate::error::{full, Body, GatewayError};
 use crate::session::{Audit, EndReason, Ending, Live};
 use crate::state::AppState;
@@ -86,14 +85,14 @@ pub async fn handle(
             let mut recs = sessions.records(sessions.user_session_ids(&current.user_id)).await?;
             recs.retain(|r| include_ended || r.is_active());
             recs.sort_by(|a, b| b.login_time.cmp(&a.login_time).then(b.id.cmp(&a.id)));
-            let now = now_ms();
+            let now = sessions.clock().now_ms();
             let data: Vec<Value> = recs.iter().map(|r| session_json(r, Some(current.id), now, inactivity)).collect();
             let active = data.iter().filter(|v| v["isTrulyActive"] == Value::Bool(true)).count();
             Ok(ok(json!({ "data": data, "meta": { "count": data.len(), "active": active } })))
         }
         (&Method::GET, ["current-session"]) => {
             let rec = sessions.records(vec![current.id]).await?.pop().ok_or(GatewayError::Unauthenticated)?;
-            Ok(ok(json!({ "data": session_json(&rec, Some(current.id), now_ms(), inactivity) })))
+            Ok(ok(json!({ "data": session_json(&rec, Some(current.id), sessions.clock().now_ms(), inactivity) })))
         }
         (&Method::POST, ["logout"]) => {
             sessions

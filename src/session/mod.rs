@@ -16,7 +16,7 @@ pub mod revoke;
 pub mod sweeper;
 pub mod tokens;
 
-use crate::clock::now_ms;
+use crate::clock::{now_ms, Clock};
 use crate::config::SessionConfig;
 use crate::device;
 use crate::metrics::Metrics;
@@ -262,6 +262,8 @@ pub struct Sessions {
     blocked: RwLock<HashMap<String, BlockRecord>>,
     metrics: Arc<Metrics>,
     notices: tokio::sync::broadcast::Sender<Notice>,
+    /// The clock every session decision reads (see `clock`).
+    clock: Clock,
     /// A replicated session sealed with a key this instance lacks is reported once: it means a
     /// misconfiguration, and every later event would repeat it.
     foreign_key_reported: AtomicBool,
@@ -280,18 +282,25 @@ fn document_id() -> String {
     (0..24).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
 }
 
+/// What [`Sessions::open`] is built from.
+pub struct Parts {
+    pub cfg: SessionConfig,
+    pub store: Store,
+    pub keyring: Keyring,
+    pub metrics: Arc<Metrics>,
+    pub replication: Replication,
+    pub aftermath: Aftermath,
+    pub clock: Clock,
+}
+
 impl Sessions {
-    /// Loads the store into the index. Returns the receiver of pending last-seen writes, which
-    /// [`run_touch_writer`] drains.
+    /// Loads the store into the index, calling `seed` with every stored session. Returns the
+    /// receiver of pending last-seen writes, which [`run_touch_writer`] drains.
     pub async fn open(
-        cfg: SessionConfig,
-        store: Store,
-        keyring: Keyring,
-        metrics: Arc<Metrics>,
-        replication: Replication,
-        aftermath: Aftermath,
+        parts: Parts,
         mut seed: impl FnMut(&SessionRecord),
     ) -> Result<(Arc<Sessions>, mpsc::Receiver<(u64, i64)>), StoreError> {
+        let Parts { cfg, store, keyring, metrics, replication, aftermath, clock } = parts;
         Metrics::preregister(&metrics.terminations, EndReason::ALL.map(EndReason::as_str));
         Metrics::preregister(&metrics.backend_revocations, revoke::OUTCOMES);
         let snap = store.load().await?;
@@ -332,6 +341,7 @@ impl Sessions {
             metrics,
             notices: tokio::sync::broadcast::channel(1024).0,
             foreign_key_reported: AtomicBool::new(false),
+            clock,
             aftermath,
             importing: tokio::sync::Mutex::new(()),
         };
@@ -340,6 +350,16 @@ impl Sessions {
 
     pub fn config(&self) -> &SessionConfig {
         &self.cfg
+    }
+
+    /// The clock session decisions read: expiry, idleness, reuse grace, retention and
+    /// revocation due times (a test drives it instead of sleeping).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Live notices of changes (local and replicated). A slow receiver gets `Lagged` and
@@ -480,7 +500,7 @@ impl Sessions {
 
     /// Creates a session from a successful login (or an adopted refresh).
     pub async fn create(&self, origin: Origin, issued: Issued) -> Result<Arc<Live>, StoreError> {
-        let now = now_ms();
+        let now = self.now();
         let id = self.allocate_id();
         let dev = origin.device;
         let aliases: Vec<String> = issued.backend_session.iter().cloned().collect();
@@ -542,7 +562,7 @@ impl Sessions {
         issued: Issued,
     ) -> Result<(), StoreError> {
         let _g = self.lock_many(&[live.id]).await;
-        let now = now_ms();
+        let now = self.now();
         let Some(mut rec) = self.timed("read", self.store.get(live.id)).await? else { return Ok(()) };
         let mut entries = issued.entries(live.id);
         if let Some(old) = old_refresh {
@@ -657,11 +677,13 @@ impl Sessions {
             return Ok(vec![]);
         }
         let _g = self.lock_many(ids).await;
-        let now = now_ms();
+        let now = self.now();
         let mut newly = Vec::new();
         for id in ids {
             if let Some(live) = self.live(*id) {
-                if live.mark_ended(now) {
+                // `ended_at` is real time (diagnostics, the test harness's "nothing ended got
+                // through" check), whatever the decision clock says.
+                if live.mark_ended(now_ms()) {
                     newly.push(*id);
                 }
             }
@@ -729,7 +751,7 @@ impl Sessions {
             self.metrics.backend_revocations.with_label_values(&["proven"]).inc_by(proven.len() as u64);
         }
         if !due_now.is_empty() {
-            let now = now_ms();
+            let now = self.now();
             let mut recs = self.store.revocations_of(due_now.to_vec()).await?;
             for r in &mut recs {
                 r.due = now;
@@ -809,7 +831,7 @@ impl Sessions {
         reason: Option<String>,
         ending: &Ending,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let rec = BlockRecord { user_id: user_id.to_string(), blocked_at: now_ms(), actor, reason };
+        let rec = BlockRecord { user_id: user_id.to_string(), blocked_at: self.now(), actor, reason };
         let event = self.events(|| vec![Event::Block { rec: rec.clone() }]).pop();
         self.store.set_block(user_id, Some(rec.clone()), event).await?;
         crate::sync::write(&self.blocked).insert(user_id.to_string(), rec);
@@ -819,7 +841,7 @@ impl Sessions {
     }
 
     pub async fn unblock(&self, user_id: &str) -> Result<(), StoreError> {
-        let event = self.events(|| vec![Event::Unblock { user_id: user_id.to_string(), at: now_ms() }]).pop();
+        let event = self.events(|| vec![Event::Unblock { user_id: user_id.to_string(), at: self.now() }]).pop();
         self.store.set_block(user_id, None, event).await?;
         crate::sync::write(&self.blocked).remove(user_id);
         self.published();
@@ -994,10 +1016,16 @@ pub(crate) mod testing {
             crate::alerts::new(cfg.alerts.clone(), store.clone(), sender, metrics.clone());
         let aftermath = Aftermath { audit: Arc::new(audit), alerts };
         let keyring = Keyring::new([7; 32], &[]);
-        let (sessions, _touches) =
-            Sessions::open(cfg.sessions, store, keyring, metrics, Replication::standalone(), aftermath, |_| {})
-                .await
-                .expect("open");
+        let parts = Parts {
+            cfg: cfg.sessions,
+            store,
+            keyring,
+            metrics,
+            replication: Replication::standalone(),
+            aftermath,
+            clock: Clock::system(),
+        };
+        let (sessions, _touches) = Sessions::open(parts, |_| {}).await.expect("open");
         (sessions, dir)
     }
 

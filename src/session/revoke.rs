@@ -19,7 +19,6 @@ use super::Sessions;
 use crate::audit::{AuditLog, Event, Kind};
 use crate::backend::revoke::{attempt, backoff, Outcome};
 use crate::backend::Upstream;
-use crate::clock::now_ms;
 use crate::config::SharedConfig;
 use crate::metrics::Metrics;
 use crate::store::RevocationRecord;
@@ -66,7 +65,7 @@ pub async fn run(st: Worker, mut stop: tokio::sync::watch::Receiver<bool>) {
 async fn pass(st: &Worker) -> Result<Duration, crate::store::StoreError> {
     let store = st.sessions.store();
     let queue = store.revocations().await?;
-    let now = now_ms();
+    let now = st.sessions.clock().now_ms();
     let mut due: Vec<RevocationRecord> = queue.iter().filter(|r| r.due <= now).cloned().collect();
     due.sort_by_key(|r| r.due);
     let more = due.len() > BATCH;
@@ -93,7 +92,9 @@ async fn pass(st: &Worker) -> Result<Duration, crate::store::StoreError> {
         return Ok(Duration::ZERO);
     }
     let next = left.iter().min().copied();
-    Ok(next.map_or(Duration::from_secs(60), |d| Duration::from_millis((d - now_ms()).clamp(0, 60_000) as u64)))
+    Ok(next.map_or(Duration::from_secs(60), |d| {
+        Duration::from_millis((d - st.sessions.clock().now_ms()).clamp(0, 60_000) as u64)
+    }))
 }
 
 enum Settled {
@@ -117,7 +118,7 @@ async fn settle(st: &Worker, mut rec: RevocationRecord) -> Settled {
         }
         Err(e) => {
             rec.last_error = Some(e.to_string());
-            rec.due = now_ms() + 5_000;
+            rec.due = st.sessions.clock().now_ms() + 5_000;
             return Settled::Again(rec);
         }
     };
@@ -134,14 +135,14 @@ async fn settle(st: &Worker, mut rec: RevocationRecord) -> Settled {
         audit("abandoned", rec.attempts, Some("the stored tokens cannot be decrypted"));
         return Settled::Done(rec.session);
     }
-    let now_s = now_ms() / 1000;
+    let now_s = st.sessions.clock().now_ms() / 1000;
     let exps = [record.access_exp, record.refresh_exp];
     if exps.iter().all(|e| e.is_some_and(|e| e < now_s)) {
         count("expired");
         audit("expired", rec.attempts, None);
         return Settled::Done(rec.session);
     }
-    let a = attempt(&st.upstream, &cfg, access.as_deref(), record.access_exp, refresh.as_deref()).await;
+    let a = attempt(&st.upstream, &cfg, access.as_deref(), record.access_exp, refresh.as_deref(), now_s).await;
     if let Some((fa, fr)) = &a.fresh {
         if let Err(e) = st.sessions.replace_sealed_tokens(rec.session, fa, fr.as_deref()).await {
             tracing::warn!(session = %record.sid, error = %e, "could not store the tokens a revocation refresh minted");
@@ -163,7 +164,7 @@ async fn settle(st: &Worker, mut rec: RevocationRecord) -> Settled {
             if rec.attempts == 1 || rec.attempts % 10 == 0 {
                 tracing::warn!(session = %record.sid, attempts = rec.attempts, error = %why, "backend revocation failed; it will be retried (the gateway refuses the session's tokens meanwhile)");
             }
-            rec.due = now_ms() + backoff(rec.attempts).as_millis() as i64;
+            rec.due = st.sessions.clock().now_ms() + backoff(rec.attempts).as_millis() as i64;
             rec.last_error = Some(why);
             Settled::Again(rec)
         }

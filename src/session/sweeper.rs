@@ -6,7 +6,7 @@
 //! purging earlier would turn its still-valid refresh token into an *unknown* token, which
 //! the backend would accept again.
 
-use super::{now_ms, Audit, EndReason, Ending, Sessions};
+use super::{Audit, EndReason, Ending, Sessions};
 use crate::audit::Kind;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +52,7 @@ pub async fn sweep_once(sessions: &Sessions, policy: SweepPolicy, shutdown: &wat
         };
         let Some(last) = page.last() else { break };
         after = last.id;
-        let now = now_ms();
+        let now = sessions.clock().now_ms();
         let now_s = now / 1000;
         let mut purge = Vec::new();
         let mut expired = Vec::new();
@@ -91,7 +91,7 @@ pub async fn sweep_once(sessions: &Sessions, policy: SweepPolicy, shutdown: &wat
         }
         tokio::task::yield_now().await;
     }
-    let cutoff = now_ms() - policy.audit_retention.as_millis() as i64;
+    let cutoff = sessions.clock().now_ms() - policy.audit_retention.as_millis() as i64;
     while !*shutdown.borrow() {
         match sessions.store().purge_audit(cutoff, batch).await {
             Ok(0) => break,

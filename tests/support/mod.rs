@@ -36,6 +36,9 @@ pub struct Gateway {
     addrs: Vec<SocketAddr>,
     /// Ended sessions' tokens seen by earlier runs of this gateway, with when they ended.
     ended: std::collections::HashMap<[u8; 32], i64>,
+    /// The clock the gateway's session decisions read: the system clock until a test moves it
+    /// forward with [`Gateway::advance`] (kept across restarts).
+    clock: sessiongate::clock::Clock,
 }
 
 /// How late a request may reach the backend after the ending it raced with: it was checked
@@ -116,6 +119,7 @@ impl Gateway {
             backend,
             addrs: Vec::new(),
             ended: Default::default(),
+            clock: sessiongate::clock::Clock::driven(),
         };
         gw.boot().await;
         gw
@@ -123,6 +127,11 @@ impl Gateway {
 
     pub async fn with_defaults(backend: &MockStrapi) -> Gateway {
         Self::start(&backend.url(), "").await
+    }
+
+    /// Moves the gateway's decision clock forward (idleness, expiry, retention) without waiting.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.clock.advance(by);
     }
 
     /// The configuration file the gateway was started from (what a reload re-reads).
@@ -135,7 +144,7 @@ impl Gateway {
         let cfg = sessiongate::startup::load_config(&self.config_path())
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{}", self.toml));
         let listeners = sessiongate::Listeners::bind(&cfg).expect("bind");
-        let running = sessiongate::start(cfg, listeners).await.expect("gateway starts");
+        let running = sessiongate::start_with_clock(cfg, listeners, self.clock.clone()).await.expect("gateway starts");
         self.addr = running.public_addr;
         self.addrs.push(running.public_addr);
         self.admin_addr = running.admin_addr.unwrap_or(self.admin_addr);
