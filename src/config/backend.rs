@@ -1,0 +1,204 @@
+//! `[routes]`, `[extract]`, `[backend]` and `[user_api]`: how the backend's auth routes are
+//! recognised and read, how it is told about endings, and where the user API lives.
+
+use super::raw::*;
+use super::validate::V;
+use crate::routes::{RouteClass, RouteRule};
+
+#[derive(Debug, Clone)]
+pub struct ExtractConfig {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub refresh_cookie: Option<String>,
+    pub access_cookie: Option<String>,
+    pub user_id: Option<String>,
+    pub user_id_claim: Option<String>,
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub session_id_claim: Option<String>,
+    pub request_refresh_token: Option<String>,
+    pub request_device_id: Option<String>,
+    /// The login identifier in login request bodies (recorded with failed logins).
+    pub request_identifier: Option<String>,
+    /// `(pointer, value)`: a logout body with this value ends every session of the user.
+    pub logout_all: Option<(String, String)>,
+    pub credential_user_param: Option<String>,
+    /// Which refresh credential the backend reads when a request carries both.
+    pub refresh_precedence: RefreshPrecedence,
+}
+
+/// Where the backend looks first for a refresh token (Strapi: the cookie).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshPrecedence {
+    CookieFirst,
+    BodyFirst,
+}
+
+/// A request body format the backend parses on its auth routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    Urlencoded,
+    Multipart,
+}
+
+impl BodyFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyFormat::Json => "json",
+            BodyFormat::Urlencoded => "urlencoded",
+            BodyFormat::Multipart => "multipart",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"data":null,"error":{"status","name","message","details":{"reason"}}}`
+    Strapi,
+    /// `{"error":{"status","reason","message"}}`
+    Plain,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub error_shape: ErrorShape,
+    /// Body formats read (and re-serialized as JSON) on auth routes; others are refused (415).
+    pub body_formats: Vec<BodyFormat>,
+    pub revoke_on_end: bool,
+    pub revoke_logout: Option<RouteRule>,
+    pub revoke_refresh: Option<RouteRule>,
+}
+
+impl BackendConfig {
+    /// Whether ended sessions are revoked at the backend (the revocation queue is on).
+    pub fn revokes(&self) -> bool {
+        self.revoke_on_end && self.revoke_logout.is_some()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UserApiConfig {
+    pub enabled: bool,
+    /// Normalised prefix, e.g. `/api/magic-sessionmanager`.
+    pub prefix: String,
+}
+
+/// `[routes]`: the rules of every route class.
+pub(super) fn routes(v: &mut V<'_>, r: RawRoutes) -> Vec<RouteRule> {
+    let mut rules = Vec::new();
+    v.rules("routes.login", RouteClass::Login, r.login, &mut rules);
+    v.rules("routes.refresh", RouteClass::Refresh, r.refresh, &mut rules);
+    v.rules("routes.logout", RouteClass::Logout, r.logout, &mut rules);
+    v.rules("routes.credential_change", RouteClass::CredentialChange, r.credential_change, &mut rules);
+    let first_revoke = rules.len();
+    v.rules("routes.session_revoke", RouteClass::SessionRevoke, r.session_revoke, &mut rules);
+    for (i, rule) in rules[first_revoke..].iter().enumerate() {
+        if rule.param_names().len() != 1 {
+            v.err(
+                &format!("routes.session_revoke[{i}]"),
+                format!("{:?} must name the backend session id as its one path parameter (e.g. /api/auth/sessions/:sessionId)", rule.source),
+            );
+        }
+    }
+    if !rules.iter().any(|r| r.class == RouteClass::Login) {
+        v.err("routes.login", "at least one login route is required (or set preset = \"strapi-v5\")");
+    }
+    rules
+}
+
+/// `[extract]`.
+pub(super) fn extract(v: &mut V<'_>, e: RawExtract) -> ExtractConfig {
+    let access_token = v.pointer("extract.access_token", e.access_token).unwrap_or_else(|| {
+        v.err("extract.access_token", "required: JSON pointer to the access token in login responses");
+        "/jwt".into()
+    });
+    let logout_all = e.logout_all.filter(|s| !s.is_empty()).and_then(|s| match s.split_once('=') {
+        Some((p, val)) if p.starts_with('/') => Some((p.to_string(), val.to_string())),
+        _ => {
+            v.err("extract.logout_all", format!("{s:?}: expected \"/json/pointer=value\""));
+            None
+        }
+    });
+    let extract = ExtractConfig {
+        access_token,
+        refresh_token: v.pointer("extract.refresh_token", e.refresh_token),
+        refresh_cookie: e.refresh_cookie.filter(|s| !s.is_empty()),
+        access_cookie: e.access_cookie.filter(|s| !s.is_empty()),
+        user_id: v.pointer("extract.user_id", e.user_id),
+        user_id_claim: e.user_id_claim.filter(|s| !s.is_empty()),
+        username: v.pointer("extract.username", e.username),
+        email: v.pointer("extract.email", e.email),
+        session_id_claim: e.session_id_claim.filter(|s| !s.is_empty()),
+        request_refresh_token: v.pointer("extract.request_refresh_token", e.request_refresh_token),
+        request_device_id: v.pointer("extract.request_device_id", e.request_device_id),
+        request_identifier: v.pointer("extract.request_identifier", e.request_identifier),
+        logout_all,
+        credential_user_param: e.credential_user_param.filter(|s| !s.is_empty()),
+        refresh_precedence: match e.refresh_precedence.as_deref().unwrap_or("cookie") {
+            "cookie" => RefreshPrecedence::CookieFirst,
+            "body" => RefreshPrecedence::BodyFirst,
+            other => {
+                v.err("extract.refresh_precedence", format!("{other:?}: expected \"cookie\" or \"body\""));
+                RefreshPrecedence::CookieFirst
+            }
+        },
+    };
+    if extract.user_id.is_none() && extract.user_id_claim.is_none() {
+        v.err("extract.user_id", "set extract.user_id (JSON pointer) or extract.user_id_claim (JWT claim)");
+    }
+    extract
+}
+
+/// `[backend]`.
+pub(super) fn backend(v: &mut V<'_>, b: RawBackend) -> BackendConfig {
+    let error_shape = match b.error_shape.as_deref().unwrap_or("plain") {
+        "strapi" => ErrorShape::Strapi,
+        "plain" => ErrorShape::Plain,
+        other => {
+            v.err("backend.error_shape", format!("{other:?}: expected \"strapi\" or \"plain\""));
+            ErrorShape::Plain
+        }
+    };
+    let mut body_formats = Vec::new();
+    for (i, f) in b
+        .body_formats
+        .unwrap_or_else(|| vec!["json".into(), "urlencoded".into(), "multipart".into()])
+        .iter()
+        .enumerate()
+    {
+        match f.as_str() {
+            "json" => body_formats.push(BodyFormat::Json),
+            "urlencoded" => body_formats.push(BodyFormat::Urlencoded),
+            "multipart" => body_formats.push(BodyFormat::Multipart),
+            other => v.err(
+                &format!("backend.body_formats[{i}]"),
+                format!("{other:?}: expected \"json\", \"urlencoded\" or \"multipart\""),
+            ),
+        }
+    }
+    let backend = BackendConfig {
+        error_shape,
+        body_formats,
+        revoke_on_end: b.revoke_on_end.unwrap_or(false),
+        revoke_logout: v.one_rule("backend.revoke_logout", RouteClass::Logout, b.revoke_logout),
+        revoke_refresh: v.one_rule("backend.revoke_refresh", RouteClass::Refresh, b.revoke_refresh),
+    };
+    if backend.revoke_on_end && backend.revoke_logout.is_none() {
+        v.err("backend.revoke_logout", "required when backend.revoke_on_end = true");
+    }
+    backend
+}
+
+/// `[user_api]`; its prefix must not overlap a route rule.
+pub(super) fn user_api(v: &mut V<'_>, ua: RawUserApi, rules: &[RouteRule]) -> UserApiConfig {
+    let prefix_text = ua.prefix.unwrap_or_else(|| "/api/magic-sessionmanager".into());
+    if !prefix_text.starts_with('/') {
+        v.err("user_api.prefix", "must start with '/'");
+    }
+    let prefix = crate::routes::normalize_path(&prefix_text);
+    if rules.iter().any(|r| crate::routes::normalize_path(r.path()).starts_with(&prefix)) {
+        v.err("user_api.prefix", format!("{prefix_text:?} overlaps a watched auth route"));
+    }
+    UserApiConfig { enabled: ua.enabled.unwrap_or(true), prefix }
+}
