@@ -14,6 +14,61 @@ const LATENCY_BUCKETS: &[f64] = &[
     10.0, 30.0,
 ];
 
+/// `logins_total{result}`: a closed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginResult {
+    Success,
+    /// The backend refused the credentials.
+    Failed,
+    /// The backend accepted, the gateway refused (`session::admission`).
+    Blocked,
+    GeoBlocked,
+    RiskDenied,
+}
+
+impl LoginResult {
+    pub const ALL: [LoginResult; 5] = [
+        LoginResult::Success,
+        LoginResult::Failed,
+        LoginResult::Blocked,
+        LoginResult::GeoBlocked,
+        LoginResult::RiskDenied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginResult::Success => "success",
+            LoginResult::Failed => "failed",
+            LoginResult::Blocked => "blocked",
+            LoginResult::GeoBlocked => "geo_blocked",
+            LoginResult::RiskDenied => "risk_denied",
+        }
+    }
+}
+
+/// `refreshes_total{result}`: a closed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshResult {
+    /// A tracked session's tokens were rotated.
+    Rotated,
+    /// An untracked refresh token's new tokens became a session.
+    Adopted,
+    /// The backend refused the refresh.
+    Rejected,
+}
+
+impl RefreshResult {
+    pub const ALL: [RefreshResult; 3] = [RefreshResult::Rotated, RefreshResult::Adopted, RefreshResult::Rejected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshResult::Rotated => "rotated",
+            RefreshResult::Adopted => "adopted",
+            RefreshResult::Rejected => "rejected",
+        }
+    }
+}
+
 /// Each labelled series is declared here; the modules that own a label's closed set (route
 /// classes here, end reasons and revocation outcomes in `session/`) create its series up front
 /// with [`Metrics::preregister`], so dashboards see every value at zero.
@@ -81,6 +136,14 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 
 impl Metrics {
     /// Creates the series of `vec` for each of `values` (at zero).
+    pub fn login(&self, r: LoginResult) {
+        self.logins.with_label_values(&[r.as_str()]).inc();
+    }
+
+    pub fn refresh(&self, r: RefreshResult) {
+        self.refreshes.with_label_values(&[r.as_str()]).inc();
+    }
+
     pub fn preregister<'a>(vec: &IntCounterVec, values: impl IntoIterator<Item = &'a str>) {
         for v in values {
             vec.with_label_values(&[v]);
@@ -114,7 +177,9 @@ impl Metrics {
         let sessions = must(IntGaugeVec::new(Opts::new("sessions", "Sessions held, by state"), &["state"]));
         must(registry.register(Box::new(sessions.clone())));
         let logins = counter("logins_total", "Logins through the gateway by result", &["result"]);
+        Metrics::preregister(&logins, LoginResult::ALL.map(LoginResult::as_str));
         let refreshes = counter("refreshes_total", "Refreshes through the gateway by result", &["result"]);
+        Metrics::preregister(&refreshes, RefreshResult::ALL.map(RefreshResult::as_str));
         let reuse_detected = must(IntCounter::new("refresh_reuse_detected_total", "Rotated refresh tokens replayed"));
         must(registry.register(Box::new(reuse_detected.clone())));
         let terminations = counter("terminations_total", "Sessions ended, by reason", &["reason"]);

@@ -16,6 +16,7 @@ use crate::audit::{Event, Kind};
 use crate::backend::fields;
 use crate::config::{Config, RefreshPrecedence};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
+use crate::metrics::{LoginResult, RefreshResult};
 use crate::routes::{self, RouteClass, RouteMatch};
 use crate::session::enforce::{Decision, Enforcer, Presented, Refusal};
 use crate::session::{tokens, Audit, EndReason, Ending, Live, SessionOrigin};
@@ -642,7 +643,7 @@ async fn observe(
         match ctx.route {
             RouteClass::Login => {
                 tracing::info!(request_id = %ctx.request_id, status = parts.status.as_u16(), client = %ctx.client_ip, "login failed at the backend");
-                st.metrics.logins.with_label_values(&["failed"]).inc();
+                st.metrics.login(LoginResult::Failed);
                 let now = st.sessions.clock().now_ms();
                 st.logins.add_failure(now);
                 st.risk.record_failure(ctx.client_ip, now);
@@ -653,7 +654,7 @@ async fn observe(
                         .details(serde_json::json!({"identifier": creds.identifier, "status": parts.status.as_u16()})),
                 );
             }
-            RouteClass::Refresh => st.metrics.refreshes.with_label_values(&["rejected"]).inc(),
+            RouteClass::Refresh => st.metrics.refresh(RefreshResult::Rejected),
             _ => {}
         }
         return Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()));
@@ -670,7 +671,7 @@ async fn observe(
             let json = json.as_ref().ok_or(GatewayError::BadAuthResponse("login response is not JSON"))?;
             let issued = issued.ok_or(GatewayError::BadAuthResponse("login response carries no access token"))?;
             let live = learn::create(st, ctx, creds, &parts.headers, json, issued, SessionOrigin::Login).await?;
-            st.metrics.logins.with_label_values(&["success"]).inc();
+            st.metrics.login(LoginResult::Success);
             ctx.session = Some(live);
         }
         RouteClass::Refresh => {

@@ -8,6 +8,7 @@ use crate::alerts::Trigger;
 use crate::audit::{Event, Kind};
 use crate::backend::fields;
 use crate::error::GatewayError;
+use crate::metrics::RefreshResult;
 use crate::routes::RouteMatch;
 use crate::session::admission::{Admission, Admitted, Admitter, Login, Refused};
 use crate::session::{tokens, Audit, EndReason, Ending, Issued, Live, Origin, SessionOrigin};
@@ -167,7 +168,7 @@ pub(super) async fn create(
 fn deny_login(st: &AppState, ctx: &RequestCtx, user_id: &str, issued: Issued, via: &str, r: Refused) -> GatewayError {
     let result = r.refusal.as_str();
     tracing::warn!(request_id = %ctx.request_id, user = %user_id, client = %ctx.client_ip, reason = result, why = %r.why, "login refused");
-    st.metrics.logins.with_label_values(&[result]).inc();
+    st.metrics.login(r.refusal.result());
     let mut details = if r.details.is_object() { r.details } else { serde_json::json!({}) };
     details["reason"] = result.into();
     details["why"] = r.why.clone().into();
@@ -209,7 +210,7 @@ pub(super) async fn refresh(
                 return Err(GatewayError::SessionTerminated);
             }
             tracing::debug!(request_id = %ctx.request_id, session = %live.sid, "tokens rotated");
-            st.metrics.refreshes.with_label_values(&["rotated"]).inc();
+            st.metrics.refresh(RefreshResult::Rotated);
             st.audit.record(
                 Event::new(Kind::Refresh).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client"),
             );
@@ -220,7 +221,7 @@ pub(super) async fn refresh(
             let empty = Value::Object(Default::default());
             match create(st, ctx, creds, &HeaderMap::new(), &empty, issued, SessionOrigin::Refresh).await {
                 Ok(live) => {
-                    st.metrics.refreshes.with_label_values(&["adopted"]).inc();
+                    st.metrics.refresh(RefreshResult::Adopted);
                     ctx.refresh_session = Some(live);
                 }
                 Err(GatewayError::BadAuthResponse(why)) => {

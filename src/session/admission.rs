@@ -10,6 +10,7 @@ use crate::backend::roles::Roles;
 use crate::device::{self, Device};
 use crate::error::GatewayError;
 use crate::geo::{Geo, GeoInfo};
+use crate::metrics::LoginResult;
 use crate::risk::{Assessment, LoginFacts, Risk};
 use serde_json::Value;
 use std::net::IpAddr;
@@ -33,12 +34,17 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The `logins_total{result}` label and the audit `reason`.
+    /// The audit `reason` (the `logins_total{result}` label's name for it).
     pub fn as_str(self) -> &'static str {
+        self.result().as_str()
+    }
+
+    /// The `logins_total{result}` label.
+    pub fn result(self) -> LoginResult {
         match self {
-            Refusal::Blocked => "blocked",
-            Refusal::GeoBlocked => "geo_blocked",
-            Refusal::RiskDenied => "risk_denied",
+            Refusal::Blocked => LoginResult::Blocked,
+            Refusal::GeoBlocked => LoginResult::GeoBlocked,
+            Refusal::RiskDenied => LoginResult::RiskDenied,
         }
     }
 
