@@ -2,7 +2,24 @@
 //!
 //! [`start`] is what `main` and the integration tests call: it takes a validated [`Config`] and
 //! already-bound listeners, and returns a [`Running`] gateway. Startup order: secrets → store →
-//! index → upstream client → TLS → serve.
+//! index → upstream client → TLS → serve. This file is wiring only.
+//!
+//! Modules are layered; a module uses only those below it (`tests/layering.rs` pins the order
+//! and that each outside crate is named by one module):
+//!
+//! ```text
+//! L6  main, cli
+//! L5  lib (wiring), startup, reload, proxy/ (the request path), admin/ (the admin port)
+//! L4  state            handles only; nothing below L5 sees it
+//! L3  cluster/         replication transport (redis.rs: the only Redis user)
+//! L2  session/         lifecycle, enforce (token → Decision), admission (login → Admission),
+//!                      ending (one path after an ending), replication (events, merge),
+//!                      revoke (the durable queue), sweeper, maintenance, tokens, crypto
+//! L1  geo, risk (rules.rs: the only CEL user), store (sled.rs: the only sled user), audit,
+//!     backend (client, tls.rs: every rustls config, revoke, roles, fields), alerts
+//!     (channels.rs: the only lettre user)
+//! L0  routes, clock, sync, device, config/, error, metrics, telemetry
+//! ```
 
 pub mod admin;
 pub mod alerts;

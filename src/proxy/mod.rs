@@ -1,6 +1,11 @@
-//! Listeners: accept loop, optional TLS, HTTP/1.1 + HTTP/2 serving, idle closing and graceful
-//! drain, shared by the public port and the admin port. The accept loop never dies: accept
-//! errors are logged and followed by a short pause.
+//! Where a request is proxied. This file: listeners — accept loop, optional TLS, HTTP/1.1 +
+//! HTTP/2 serving, idle closing and graceful drain, shared by the public port and the admin
+//! port. The accept loop never dies: accept errors are logged and followed by a short pause.
+//!
+//! `handler` is the request path as a list of phases; `credentials`, `body` and `form` read a
+//! request the way the backend does; `headers` forwards and strips; `learn` takes what the
+//! backend's answers teach (sessions, rotations, endings); `user_api` answers the plugin API.
+//! Decisions are not made here: `session::enforce` and `session::admission` make them.
 
 pub mod body;
 pub mod credentials;

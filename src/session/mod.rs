@@ -1,7 +1,10 @@
-//! Session lifecycle: create at login, rotate at refresh, touch on use, end at logout /
-//! termination, purge after retention.
+//! Where a session is decided. This file: the lifecycle — create at login, rotate at refresh,
+//! touch on use, end at logout / termination, purge after retention. `enforce` turns a
+//! presented token into a decision, `admission` a login; `ending` is the one path every ending
+//! takes; `replication` the events other instances send and their merge; `revoke` the durable
+//! queue of backend revocations. No HTTP type appears in this layer's decisions.
 //!
-//! The per-request check reads only the in-memory [`Index`]; sled (through `store/`) is written
+//! The per-request check reads only the in-memory index; sled (through `store/`) is written
 //! *before* the index changes, and every ending is flushed before the caller acknowledges it.
 //! Record writes of one session are serialised by a striped async lock, so a refresh racing a
 //! termination can never write the session back to life.

@@ -1,5 +1,5 @@
 //! Replication: what one instance tells the others, and how it is merged here. The transport
-//! (Redis streams, snapshots) is `cluster/`; the events ([`event`]) and their merge ([`apply`])
+//! (Redis streams, snapshots) is `cluster/`; the events ([`event`]) and their merge (`apply`)
 //! are session state, so they live here.
 
 mod apply;
