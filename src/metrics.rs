@@ -14,6 +14,17 @@ const LATENCY_BUCKETS: &[f64] = &[
     10.0, 30.0,
 ];
 
+/// Asserts (in tests) that `names` can serve as stable identifiers and label values: unique,
+/// snake_case. Every closed set of names uses it.
+#[cfg(test)]
+pub(crate) fn assert_stable_names(names: &[&str]) {
+    assert!(names.iter().all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c == '_')), "{names:?}");
+    let mut sorted = names.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), names.len(), "duplicate names in {names:?}");
+}
+
 /// `logins_total{result}`: a closed set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginResult {
@@ -329,6 +340,15 @@ pub fn status_class(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn result_labels_are_closed_sets_created_at_zero() {
+        assert_stable_names(&LoginResult::ALL.map(LoginResult::as_str));
+        assert_stable_names(&RefreshResult::ALL.map(RefreshResult::as_str));
+        let text = Metrics::new().render();
+        assert!(text.contains("sessiongate_logins_total{result=\"geo_blocked\"} 0"), "{text}");
+        assert!(text.contains("sessiongate_refreshes_total{result=\"adopted\"} 0"), "{text}");
+    }
 
     #[test]
     fn all_metrics_register_and_render() {

@@ -62,21 +62,14 @@ impl Trigger {
 
     /// The stable name (`alerts.triggers` keys, the event's `type`, stored records).
     pub fn name(&self) -> std::borrow::Cow<'static, str> {
-        let s = match self {
-            Trigger::NewCountry => "new_country",
-            Trigger::Anonymizer => "anonymizer",
-            Trigger::HighScore => "high_score",
-            Trigger::LoginRefused => "login_refused",
-            Trigger::RefreshReuse => "refresh_reuse",
-            Trigger::AdminTermination => "admin_termination",
-            Trigger::PasswordChange => "password_change",
-            Trigger::Test => "test",
-            Trigger::Custom(name) => return format!("custom:{name}").into(),
-        };
-        s.into()
+        match self {
+            Trigger::Custom(name) => format!("custom:{name}").into(),
+            builtin => builtin.label().into(),
+        }
     }
 
-    /// The `trigger` label of `alerts_total`: a bounded set (custom alerts share one value).
+    /// The `trigger` label of `alerts_total`: a bounded set (custom alerts share one value; a
+    /// built-in trigger's label is its name).
     pub fn label(&self) -> &'static str {
         match self {
             Trigger::Custom(_) => "custom",

@@ -527,12 +527,9 @@ mod tests {
 
     #[test]
     fn names_are_unique_snake_case() {
-        let mut names: Vec<&str> = EndReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        crate::metrics::assert_stable_names(&EndReason::ALL.map(EndReason::as_str));
         assert!(EndReason::ALL.iter().all(|r| EndReason::parse(r.as_str()) == Some(*r)));
         assert_eq!(EndReason::parse("stolen laptop"), None);
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), EndReason::ALL.len());
+        crate::metrics::assert_stable_names(&AlertStatus::ALL.map(AlertStatus::as_str));
     }
 }
