@@ -116,6 +116,13 @@ fn crate_refs(code: &str) -> BTreeSet<String> {
     out
 }
 
+/// Every source file: its path below `src/` and its code (comments removed).
+fn sources() -> Vec<(PathBuf, String)> {
+    let mut all = Vec::new();
+    files(&src(), &mut all);
+    all.iter().map(|p| (p.strip_prefix(src()).expect("under src").to_path_buf(), code(p))).collect()
+}
+
 /// The top-level module a file belongs to (`lib` for `lib.rs`).
 fn top(rel: &Path) -> String {
     let first = rel.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or("");
@@ -125,11 +132,9 @@ fn top(rel: &Path) -> String {
 #[test]
 fn every_crate_reference_points_down_the_layer_order() {
     let rank: BTreeMap<&str, usize> = ORDER.iter().enumerate().map(|(i, (_, m))| (*m, i)).collect();
-    let mut all = Vec::new();
-    files(&src(), &mut all);
     let mut wrong = Vec::new();
-    for path in &all {
-        let rel = path.strip_prefix(src()).expect("under src");
+    for (rel, code) in sources() {
+        let rel = rel.as_path();
         if rel == Path::new("main.rs") {
             continue; // The binary: above everything.
         }
@@ -138,7 +143,7 @@ fn every_crate_reference_points_down_the_layer_order() {
             wrong.push(format!("{}: module `{me}` is not in the layer order", rel.display()));
             continue;
         };
-        for used in crate_refs(&code(path)) {
+        for used in crate_refs(&code) {
             if used == me {
                 continue;
             }
@@ -159,13 +164,11 @@ fn every_crate_reference_points_down_the_layer_order() {
 
 #[test]
 fn each_outside_dependency_is_named_by_one_module() {
-    let mut all = Vec::new();
-    files(&src(), &mut all);
+    let all = sources();
     let mut wrong = Vec::new();
     for (krate, owner) in OWNERS {
         let mut users = BTreeSet::new();
-        for path in &all {
-            let c = code(path);
+        for (rel, c) in &all {
             let named = c.match_indices(&format!("{krate}::")).any(|(i, _)| {
                 // Not a suffix of a longer path segment (`tokio_rustls::` is not `rustls::`).
                 i == 0
@@ -174,7 +177,7 @@ fn each_outside_dependency_is_named_by_one_module() {
                         && c.as_bytes()[i - 1] != b':'
             });
             if named {
-                users.insert(path.strip_prefix(src()).expect("under src").display().to_string());
+                users.insert(rel.display().to_string());
             }
         }
         let expected: BTreeSet<String> = [owner.to_string()].into();
@@ -189,15 +192,13 @@ fn each_outside_dependency_is_named_by_one_module() {
 /// lock); tokio's async locks (`.lock().await`) are not std locks.
 #[test]
 fn std_locks_are_taken_through_the_one_policy() {
-    let mut all = Vec::new();
-    files(&src(), &mut all);
     let mut wrong = Vec::new();
-    for path in &all {
-        let rel = path.strip_prefix(src()).expect("under src").display().to_string();
+    for (rel, code) in sources() {
+        let rel = rel.display().to_string();
         if rel == "sync.rs" {
             continue;
         }
-        for (i, line) in code(path).lines().enumerate() {
+        for (i, line) in code.lines().enumerate() {
             let raw = [".lock()", ".read().", ".write()."]
                 .iter()
                 .any(|p| line.match_indices(p).any(|(at, _)| !line[at..].starts_with(".lock().await")));
@@ -213,11 +214,9 @@ fn std_locks_are_taken_through_the_one_policy() {
 /// has its own. Constants (`static` tables of header names) are fine.
 #[test]
 fn no_state_in_process_statics() {
-    let mut all = Vec::new();
-    files(&src(), &mut all);
     let mut wrong = Vec::new();
-    for path in &all {
-        for line in code(path).lines() {
+    for (rel, code) in sources() {
+        for line in code.lines() {
             let t = line.trim_start();
             let is_static =
                 t.starts_with("static ") || t.starts_with("pub static ") || t.starts_with("pub(crate) static ");
@@ -225,7 +224,7 @@ fn no_state_in_process_statics() {
                 .iter()
                 .any(|s| t.contains(s));
             if is_static && stateful {
-                wrong.push(format!("{}: {}", path.strip_prefix(src()).expect("under src").display(), t));
+                wrong.push(format!("{}: {}", rel.display(), t));
             }
         }
     }
