@@ -2,11 +2,14 @@
 //! Prometheus metrics, and the admin API behind named bearer tokens. None of these routes
 //! exist on the public port.
 
-pub mod api;
 pub mod auth;
 pub mod client;
 mod dashboard;
 pub mod maintenance;
+mod probes;
+mod reports;
+mod router;
+mod sessions;
 
 use crate::error::{full, Body, BoxError, GatewayError};
 use crate::proxy::HandlerFn;
@@ -32,7 +35,7 @@ pub fn handler(st: Arc<AdminState>) -> HandlerFn {
         Box::pin(async move {
             let method = req.method().clone();
             let path = req.uri().path().to_string();
-            let res = match api::route(&st, req, peer).await {
+            let res = match router::route(&st, req, peer).await {
                 Ok(r) => r,
                 Err(e) => {
                     if e.side() != crate::error::Side::Client {
