@@ -21,7 +21,7 @@ use crate::routes::{self, RouteClass, RouteMatch};
 use crate::session::enforce::{Decision, Enforcer, Presented, Refusal};
 use crate::session::{tokens, Audit, EndReason, Ending, Live, SessionOrigin};
 use crate::state::AppState;
-use crate::store::{SessionRecord, TokenKind};
+use crate::store::{SessionRecord, TokenEntry, TokenKind};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
@@ -363,13 +363,9 @@ fn credentials(
 /// stop the user from logging in again — but drop refused tokens from what is forwarded.
 async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Result<(), GatewayError> {
     let now = st.sessions.clock().now_ms();
-    let cfg = st.cfg();
-    let enforcer = Enforcer {
-        sessions: &st.sessions,
-        verifier: st.verifier.as_ref(),
-        session_id_claim: cfg.extract.session_id_claim.as_deref(),
-    };
     if ctx.route == RouteClass::Login {
+        let cfg = st.cfg();
+        let enforcer = enforcer(st, &cfg);
         for slot in [&mut creds.bearer, &mut creds.access_cookie] {
             let refused = slot.as_ref().is_some_and(|t| {
                 matches!(
@@ -383,15 +379,11 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Resu
         }
         return Ok(());
     }
-    let access = [creds.bearer.as_ref(), creds.access_cookie.as_ref()].into_iter().enumerate();
-    let access = access.filter_map(|(i, t)| t.map(|t| (i == 0, Presented::Access, t)));
-    let refresh = creds.refresh.iter().enumerate().map(|(i, (_, t))| (i == 0, Presented::Refresh, t));
-    let decisions: Vec<(bool, Presented, Decision)> =
-        access.chain(refresh).map(|(first, p, t)| (first, p, enforcer.decide(&t.text, p, now))).collect();
-    for (_, _, d) in &decisions {
-        if let Decision::Refuse(refusal) = d {
+    let lives = match decide_all(st, creds, now) {
+        Ok(lives) => lives,
+        Err(refusal) => {
             if let Some((live, ending)) = refusal.ends() {
-                if let Refusal::Reuse(_, token) = refusal {
+                if let Refusal::Reuse(_, token) = &refusal {
                     tracing::warn!(session = %live.sid, user = %live.user_id, %token, "refresh token reuse: ending the session");
                     st.metrics.reuse_detected.inc();
                 }
@@ -399,9 +391,8 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Resu
             }
             return Err(refusal.error());
         }
-    }
-    for (first, presented, d) in decisions {
-        let Decision::Live(live, entry) = d else { continue };
+    };
+    for (first, presented, live, entry) in lives.into_iter().flatten() {
         match (presented, entry.kind) {
             // A refresh token presented as a bearer is checked, but it is not an access
             // credential (Strapi answers 401 for it): it names no session of the request.
@@ -422,6 +413,44 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Resu
         }
     }
     Ok(())
+}
+
+/// The most credentials a request can present: the bearer, the access cookie, and the refresh
+/// cookie and body field.
+const MAX_CREDENTIALS: usize = 4;
+
+/// A live credential: whether it is the first of its kind, as what it was presented, its session.
+type LiveCredential = (bool, Presented, Arc<Live>, TokenEntry);
+
+/// Decides every presented credential in order (access ones, then refresh ones in the
+/// backend's precedence); the first refusal is the answer.
+fn decide_all(st: &AppState, creds: &Creds, now: i64) -> Result<[Option<LiveCredential>; MAX_CREDENTIALS], Refusal> {
+    let cfg = st.cfg();
+    let enforcer = enforcer(st, &cfg);
+    let access = [creds.bearer.as_ref(), creds.access_cookie.as_ref()].into_iter().enumerate();
+    let access = access.filter_map(|(i, t)| t.map(|t| (i == 0, Presented::Access, t)));
+    let refresh = creds.refresh.iter().enumerate().map(|(i, (_, t))| (i == 0, Presented::Refresh, t));
+    let mut lives: [Option<LiveCredential>; MAX_CREDENTIALS] = Default::default();
+    for (slot, (first, presented, t)) in access.chain(refresh).enumerate() {
+        match enforcer.decide(&t.text, presented, now) {
+            Decision::Refuse(r) => return Err(r),
+            Decision::Live(live, entry) => {
+                if let Some(s) = lives.get_mut(slot) {
+                    *s = Some((first, presented, live, entry));
+                }
+            }
+            Decision::Unknown => {}
+        }
+    }
+    Ok(lives)
+}
+
+fn enforcer<'a>(st: &'a AppState, cfg: &'a Config) -> Enforcer<'a> {
+    Enforcer {
+        sessions: &st.sessions,
+        verifier: st.verifier.as_ref(),
+        session_id_claim: cfg.extract.session_id_claim.as_deref(),
+    }
 }
 
 /// Phase 6 (logout routes): end the session(s) locally and durably *before* forwarding, so the
