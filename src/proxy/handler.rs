@@ -198,9 +198,14 @@ async fn handle_inner(
         // The gateway answers these itself, so it checks the access token's expiry itself.
         let expired = ctx.access_exp.is_some_and(|exp| exp < st.sessions.clock().now_ms() / 1000);
         let current = ctx.session.clone().filter(|_| !expired);
-        return user_api::handle(st, &parts.method, rest, parts.uri.query(), current).await;
+        return Box::pin(user_api::handle(st, &parts.method, rest, parts.uri.query(), current)).await;
     }
-    let ended = end_before_forward(st, ctx, &creds).await?;
+    // The rare paths (logouts, learning from auth answers, endings) are boxed: their futures are
+    // large, and inline they would make every request's future kilobytes bigger to move.
+    let ended = match ctx.route {
+        RouteClass::Logout => Box::pin(end_before_forward(st, ctx, &creds)).await?,
+        _ => LogoutEnded::default(),
+    };
     let up = upstream_request(st, &cfg, ctx, parts, body, auth_body, &creds)?;
     let sent = Instant::now();
     let res = st.upstream.send(up).await;
@@ -209,11 +214,15 @@ async fn handle_inner(
         Ok(res) => res,
         Err(e) => {
             // No answer proves anything: the logout's revocations go ahead now.
-            settle_logout(st, ctx, &creds, &ended, None).await;
+            if !ended.records.is_empty() {
+                Box::pin(settle_logout(st, ctx, &creds, &ended, None)).await;
+            }
             return Err(e);
         }
     };
-    settle_logout(st, ctx, &creds, &ended, Some(res.status())).await;
+    if !ended.records.is_empty() {
+        Box::pin(settle_logout(st, ctx, &creds, &ended, Some(res.status()))).await;
+    }
     observe(st, ctx, matched.as_ref(), &creds, res).await
 }
 
@@ -387,7 +396,7 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Resu
                     tracing::warn!(session = %live.sid, user = %live.user_id, %token, "refresh token reuse: ending the session");
                     st.metrics.reuse_detected.inc();
                 }
-                st.sessions.end(&[live.id], &ending).await?;
+                Box::pin(st.sessions.end(&[live.id], &ending)).await?;
             }
             return Err(refusal.error());
         }
@@ -665,7 +674,7 @@ async fn observe(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_gateway_headers(&mut parts.headers);
     if ctx.route == RouteClass::SessionRevoke && parts.status.is_success() {
-        learn::backend_session_revoked(st, ctx, matched).await?;
+        Box::pin(learn::backend_session_revoked(st, ctx, matched)).await?;
     }
     let learns = matches!(ctx.route, RouteClass::Login | RouteClass::Refresh | RouteClass::CredentialChange);
     if !learns || !parts.status.is_success() {
@@ -699,16 +708,17 @@ async fn observe(
         RouteClass::Login => {
             let json = json.as_ref().ok_or(GatewayError::BadAuthResponse("login response is not JSON"))?;
             let issued = issued.ok_or(GatewayError::BadAuthResponse("login response carries no access token"))?;
-            let live = learn::create(st, ctx, creds, &parts.headers, json, issued, SessionOrigin::Login).await?;
+            let live =
+                Box::pin(learn::create(st, ctx, creds, &parts.headers, json, issued, SessionOrigin::Login)).await?;
             st.metrics.login(LoginResult::Success);
             ctx.session = Some(live);
         }
         RouteClass::Refresh => {
             let issued = issued.ok_or(GatewayError::BadAuthResponse("refresh response carries no access token"))?;
-            learn::refresh(st, ctx, creds, issued).await?;
+            Box::pin(learn::refresh(st, ctx, creds, issued)).await?;
         }
         RouteClass::CredentialChange => {
-            learn::credential_change(st, ctx, creds, matched, json.as_ref(), issued).await?;
+            Box::pin(learn::credential_change(st, ctx, creds, matched, json.as_ref(), issued)).await?;
         }
         _ => {}
     }
