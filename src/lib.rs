@@ -156,6 +156,12 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
 /// [`start`] with the clock session decisions read: tests pass a driven one
 /// ([`clock::Clock::driven`]) and move time forward instead of sleeping.
 pub async fn start_with_clock(cfg: Config, listeners: Listeners, clock: clock::Clock) -> Result<Running, StartupError> {
+    // A configuration built without `startup::load_config` has not met the checks owned above
+    // `config`; a rule that does not compile would never hold (a deny rule that never denies).
+    let issues: Vec<config::ConfigIssue> = startup::CONFIG_CHECKS.iter().flat_map(|check| check(&cfg)).collect();
+    if !issues.is_empty() {
+        return Err(StartupError::Config(config::ConfigErrors(issues)));
+    }
     let cfg = Arc::new(cfg);
     let keyring = startup::load_keyring(&cfg).await?;
     let verifier = startup::load_verifier(&cfg)?;

@@ -241,6 +241,28 @@ fn rule_errors_are_reported_at_load_with_their_key() {
     assert!(msgs.iter().any(|m| m.starts_with("risk.rules[3]: set exactly one")), "{msgs:?}");
 }
 
+/// A configuration built without the checks owned above `config` (a library user calling
+/// `Config::from_toml_str` directly) cannot start with a rule that does not compile: it would
+/// never hold, and a deny rule that never holds denies nothing.
+#[tokio::test]
+async fn the_gateway_refuses_to_start_with_a_rule_that_does_not_compile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = support::config_text(
+        "http://127.0.0.1:1",
+        dir.path(),
+        "[[risk.rules]]\nwhen = \"is_tor ||\"\naction = \"deny\"\n",
+    );
+    let cfg = sessiongate::config::Config::from_toml_str(&text, &[]).expect("structurally valid");
+    let listeners = sessiongate::Listeners::bind(&cfg).expect("bind");
+    match sessiongate::start(cfg, listeners).await {
+        Err(sessiongate::error::StartupError::Config(e)) => {
+            assert!(e.0.iter().any(|i| i.key == "risk.rules[0].when"), "{e}");
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("started with a rule that does not compile"),
+    }
+}
+
 #[tokio::test]
 async fn countries_are_fenced_globally_with_an_allow_list_bypass() {
     let backend = MockStrapi::start().await;
