@@ -210,19 +210,12 @@ async fn handle_inner(
     let sent = Instant::now();
     let res = st.upstream.send(up).await;
     ctx.upstream_elapsed = Some(sent.elapsed());
-    let res = match res {
-        Ok(res) => res,
-        Err(e) => {
-            // No answer proves anything: the logout's revocations go ahead now.
-            if !ended.records.is_empty() {
-                Box::pin(settle_logout(st, ctx, &creds, &ended, None)).await;
-            }
-            return Err(e);
-        }
-    };
     if !ended.records.is_empty() {
-        Box::pin(settle_logout(st, ctx, &creds, &ended, Some(res.status()))).await;
+        // No answer (an upstream failure) proves nothing: the logout's revocations go ahead.
+        let status = res.as_ref().ok().map(|r| r.status());
+        Box::pin(settle_logout(st, ctx, &creds, &ended, status)).await;
     }
+    let res = res?;
     observe(st, ctx, matched.as_ref(), &creds, res).await
 }
 
@@ -469,9 +462,6 @@ fn enforcer<'a>(st: &'a AppState, cfg: &'a Config) -> Enforcer<'a> {
 /// reads; else the bearer's session. Their backend revocations are held until the answer shows
 /// whether the backend itself revoked them (see [`settle_logout`]).
 async fn end_before_forward(st: &AppState, ctx: &RequestCtx, creds: &Creds) -> Result<LogoutEnded, GatewayError> {
-    if ctx.route != RouteClass::Logout {
-        return Ok(LogoutEnded::default());
-    }
     let Some(user) = ctx.session.as_ref().or(ctx.refresh_session.as_ref()).map(|s| s.user_id.clone()) else {
         return Ok(LogoutEnded::default());
     };
@@ -518,9 +508,6 @@ async fn settle_logout(
     ended: &LogoutEnded,
     status: Option<http::StatusCode>,
 ) {
-    if ended.records.is_empty() {
-        return;
-    }
     let success = status.is_some_and(|s| s.is_success());
     let claim = st.cfg().extract.session_id_claim.clone();
     let backend_session = |t: &Token| {
