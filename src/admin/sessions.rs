@@ -231,7 +231,7 @@ pub(super) async fn terminate_all(
         .user(user)
         .details(json!({"reason": reason}))
         .alert(Trigger::AdminTermination, format!("all sessions terminated by {actor}: {reason}"));
-    let n = app.sessions.end_user(user, None, &ending).await?.len();
+    let n = app.sessions.end_user(user, &ending).await?.len();
     Ok(ok(json!({"success": true, "userId": user, "terminated": n})))
 }
 

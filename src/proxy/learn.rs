@@ -258,7 +258,7 @@ pub(super) async fn credential_change(
         .user(&user)
         .ip(ctx.client_ip)
         .alert(Trigger::PasswordChange, "password changed");
-    let ended = st.sessions.end_user(&user, None, &ending).await?;
+    let ended = st.sessions.end_user(&user, &ending).await?;
     tracing::info!(request_id = %ctx.request_id, user = %user, sessions = ended.len(), "credentials changed: sessions ended");
     if let (Some(issued), Some(json)) = (issued, json) {
         ctx.session =

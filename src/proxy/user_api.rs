@@ -102,7 +102,7 @@ pub async fn handle(
         }
         (&Method::POST, ["logout-all"]) => {
             let ending = Ending::new(EndReason::LogoutAll, Audit::EachSession(Kind::LogoutAll), "user");
-            sessions.end_user(&current.user_id, None, &ending).await?;
+            sessions.end_user(&current.user_id, &ending).await?;
             Ok(ok(json!({ "message": "Logged out from all devices successfully" })))
         }
         (&Method::DELETE, ["my-sessions", id]) => {

@@ -638,9 +638,7 @@ impl Sessions {
     /// aftermath (audit, alert; see `ending`) is recorded. Returns the records that were live
     /// until now.
     pub async fn end(&self, ids: &[u64], ending: &Ending) -> Result<Vec<SessionRecord>, StoreError> {
-        let records = self.end_inner(ids, ending.reason, None).await?;
-        self.aftermath.after(&records, ending);
-        Ok(records)
+        self.end_with_aftermath(ids, ending, None).await
     }
 
     /// Like [`Sessions::end`], but the backend revocations wait `hold` for the caller to
@@ -652,20 +650,23 @@ impl Sessions {
         ending: &Ending,
         hold: std::time::Duration,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let records = self.end_inner(ids, ending.reason, Some(hold)).await?;
-        self.aftermath.after(&records, ending);
-        Ok(records)
+        self.end_with_aftermath(ids, ending, Some(hold)).await
     }
 
-    /// Ends every live session of a user, except `keep`.
-    pub async fn end_user(
+    /// Ends every live session of a user.
+    pub async fn end_user(&self, user_id: &str, ending: &Ending) -> Result<Vec<SessionRecord>, StoreError> {
+        self.end(&self.user_session_ids(user_id), ending).await
+    }
+
+    async fn end_with_aftermath(
         &self,
-        user_id: &str,
-        keep: Option<u64>,
+        ids: &[u64],
         ending: &Ending,
+        hold: Option<std::time::Duration>,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let ids: Vec<u64> = self.user_session_ids(user_id).into_iter().filter(|id| Some(*id) != keep).collect();
-        self.end(&ids, ending).await
+        let records = self.end_inner(ids, ending.reason, hold).await?;
+        self.aftermath.after(&records, ending);
+        Ok(records)
     }
 
     /// The durable ending itself, without aftermath: what [`Sessions::end`] does first, and what
@@ -840,7 +841,7 @@ impl Sessions {
         crate::sync::write(&self.blocked).insert(user_id.to_string(), rec);
         self.published();
         self.notify_user("blocked", user_id);
-        self.end_user(user_id, None, ending).await
+        self.end_user(user_id, ending).await
     }
 
     pub async fn unblock(&self, user_id: &str) -> Result<(), StoreError> {
@@ -1005,12 +1006,18 @@ pub(crate) mod testing {
         }
     }
 
+    /// The strapi-v5 preset's settings, changed by `edit`.
+    pub fn config(edit: impl FnOnce(&mut Config)) -> Config {
+        let text = "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n";
+        let mut cfg = Config::from_toml_str(text, &[]).expect("config");
+        edit(&mut cfg);
+        cfg
+    }
+
     /// Sessions over a fresh store, with the strapi-v5 preset's settings changed by `edit`.
     pub async fn sessions(edit: impl FnOnce(&mut Config)) -> (Arc<Sessions>, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = Config::from_toml_str("preset = \"strapi-v5\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n", &[])
-            .expect("config");
-        edit(&mut cfg);
+        let cfg = config(edit);
         let metrics = Arc::new(Metrics::new());
         let store = Store::open(dir.path(), 1 << 20).await.expect("store");
         let (audit, _audit_rx) = crate::audit::AuditLog::new(metrics.clone());
