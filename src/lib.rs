@@ -156,19 +156,17 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
 /// [`start`] with the clock session decisions read: tests pass a driven one
 /// ([`clock::Clock::driven`]) and move time forward instead of sleeping.
 pub async fn start_with_clock(cfg: Config, listeners: Listeners, clock: clock::Clock) -> Result<Running, StartupError> {
-    // A configuration built without `startup::load_config` has not met the checks owned above
-    // `config`; a rule that does not compile would never hold (a deny rule that never denies).
-    let issues: Vec<config::ConfigIssue> = startup::CONFIG_CHECKS.iter().flat_map(|check| check(&cfg)).collect();
-    if !issues.is_empty() {
-        return Err(StartupError::Config(config::ConfigErrors(issues)));
-    }
     let cfg = Arc::new(cfg);
     let keyring = startup::load_keyring(&cfg).await?;
     let verifier = startup::load_verifier(&cfg)?;
     let admin_tokens = if cfg.admin.enabled { startup::load_admin_tokens(&cfg).await? } else { vec![] };
     let metrics = Arc::new(metrics::Metrics::new());
     let store = store::Store::open(&cfg.store.data_dir, cfg.store.cache_capacity_bytes).await?;
-    let risk = Arc::new(risk::Risk::new(cfg.risk.clone(), cfg.geofence.clone(), cfg.alerts.custom.clone()));
+    // Compiling refuses a rule that does not compile even when the configuration was built
+    // without `startup::load_config` (a deny rule that never held would deny nothing).
+    let risk = risk::Risk::new(cfg.risk.clone(), cfg.geofence.clone(), cfg.alerts.custom.clone())
+        .map_err(|issues| StartupError::Config(config::ConfigErrors(issues)))?;
+    let risk = Arc::new(risk);
     let cluster = match &cfg.cluster {
         Some(cc) => Some(Arc::new(cluster::Cluster::new(cc, store.clone(), metrics.clone()).await?)),
         None => None,

@@ -150,7 +150,10 @@ async fn apply(st: &AppState) -> Result<Reloaded, ReloadError> {
     merged.roles = old.roles.clone();
     merged.cluster = old.cluster.clone();
     merged.log = old.log.clone();
-    st.risk.reconfigure(merged.risk.clone(), merged.geofence.clone(), merged.alerts.custom.clone());
+    // Checked when the file was loaded; a refusal here changes nothing.
+    st.risk
+        .reconfigure(merged.risk.clone(), merged.geofence.clone(), merged.alerts.custom.clone())
+        .map_err(|issues| ReloadError::Invalid(ConfigErrors(issues)))?;
     crate::alerts::reconfigure(&st.alerts, &st.alert_worker, merged.alerts.clone(), sender);
     st.sessions.set_revocation(merged.backend.revokes());
     st.config.store(Arc::new(merged));

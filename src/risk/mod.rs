@@ -11,7 +11,7 @@ pub mod fence;
 pub mod rules;
 pub mod travel;
 
-use crate::config::{CustomAlert, GeofenceConfig, RiskConfig, RuleAction};
+use crate::config::{ConfigIssue, CustomAlert, GeofenceConfig, RiskConfig, RuleAction};
 use crate::device::Device;
 use crate::geo::GeoInfo;
 use rules::Condition;
@@ -84,38 +84,48 @@ pub struct Risk {
 struct RiskConf {
     cfg: RiskConfig,
     fence: GeofenceConfig,
-    /// The compiled condition of each of `cfg.rules` (`None`: it does not compile, which the
-    /// configuration check has already refused).
-    rules: Vec<Option<Condition>>,
-    custom: Vec<(CustomAlert, Option<Condition>)>,
+    /// The compiled condition of each of `cfg.rules`.
+    rules: Vec<Condition>,
+    custom: Vec<(CustomAlert, Condition)>,
 }
 
 impl RiskConf {
-    fn new(cfg: RiskConfig, fence: GeofenceConfig, custom: Vec<CustomAlert>) -> RiskConf {
+    /// Compiles every condition; any that does not compile refuses the whole configuration (a
+    /// rule that never held would be a deny rule that denies nothing).
+    fn new(cfg: RiskConfig, fence: GeofenceConfig, custom: Vec<CustomAlert>) -> Result<RiskConf, Vec<ConfigIssue>> {
         let (rules, mut issues) = rules::compile_all(cfg.rules.iter().map(|r| (r.key.as_str(), r.when.as_str())));
         let (compiled, more) = rules::compile_all(custom.iter().map(|c| (c.key.as_str(), c.when.as_str())));
         issues.extend(more);
-        for i in issues {
-            tracing::error!(key = %i.key, "condition does not compile and never holds: {}", i.message);
+        if !issues.is_empty() {
+            return Err(issues);
         }
-        RiskConf { cfg, fence, rules, custom: custom.into_iter().zip(compiled).collect() }
+        let rules = rules.into_iter().flatten().collect();
+        let custom = custom.into_iter().zip(compiled.into_iter().flatten()).collect();
+        Ok(RiskConf { cfg, fence, rules, custom })
     }
 }
 
 impl Risk {
     /// `custom`: the custom alerts (`alerts.custom`), whose conditions are evaluated here too.
-    pub fn new(cfg: RiskConfig, fence: GeofenceConfig, custom: Vec<CustomAlert>) -> Risk {
-        Risk {
-            conf: arc_swap::ArcSwap::from_pointee(RiskConf::new(cfg, fence, custom)),
+    /// `Err`: the conditions that do not compile, each under its key.
+    pub fn new(cfg: RiskConfig, fence: GeofenceConfig, custom: Vec<CustomAlert>) -> Result<Risk, Vec<ConfigIssue>> {
+        Ok(Risk {
+            conf: arc_swap::ArcSwap::from_pointee(RiskConf::new(cfg, fence, custom)?),
             history: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// New rules, fences and custom alerts for the logins that follow; login history and
-    /// failure counts stay.
-    pub fn reconfigure(&self, cfg: RiskConfig, fence: GeofenceConfig, custom: Vec<CustomAlert>) {
-        self.conf.store(Arc::new(RiskConf::new(cfg, fence, custom)));
+    /// failure counts stay. On `Err` nothing changes.
+    pub fn reconfigure(
+        &self,
+        cfg: RiskConfig,
+        fence: GeofenceConfig,
+        custom: Vec<CustomAlert>,
+    ) -> Result<(), Vec<ConfigIssue>> {
+        self.conf.store(Arc::new(RiskConf::new(cfg, fence, custom)?));
+        Ok(())
     }
 
     /// The custom alerts whose condition holds for a login and its final assessment.
@@ -123,7 +133,7 @@ impl Risk {
         let conf = self.conf.load();
         conf.custom
             .iter()
-            .filter(|(_, c)| c.as_ref().is_some_and(|c| c.holds(f, a, i64::from(a.score)) == Ok(true)))
+            .filter(|(_, c)| c.holds(f, a, i64::from(a.score)) == Ok(true))
             .map(|(alert, _)| alert.clone())
             .collect()
     }
@@ -227,7 +237,6 @@ impl Risk {
         a.impossible_travel = impossible;
         a.failed_logins = failed;
         for (rule, condition) in cfg.rules.iter().zip(&conf.rules) {
-            let Some(condition) = condition else { continue };
             let holds = match condition.holds(f, &a, score) {
                 Ok(b) => b,
                 Err(e) => {
@@ -335,7 +344,7 @@ mod tests {
 
     #[test]
     fn every_signal_and_the_total() {
-        let risk = Risk::new(cfg(&[]), GeofenceConfig::default(), vec![]);
+        let risk = Risk::new(cfg(&[]), GeofenceConfig::default(), vec![]).expect("compiles");
         let d = device();
         let t0 = 1_700_000_000_000;
         assert_eq!(risk.assess(&facts(&london(), &d, t0)).score, 0, "a first login has no history to differ from");
@@ -372,7 +381,8 @@ mod tests {
             ]),
             GeofenceConfig::default(),
             vec![],
-        );
+        )
+        .expect("compiles");
         let d = device();
         let mut g = london();
         g.is_vpn = true;

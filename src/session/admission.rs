@@ -221,10 +221,8 @@ mod tests {
             });
         };
         let (sessions, _dir) = testing::sessions(edit).await;
-        let mut cfg = Config::from_toml_str("preset = \"strapi-v5\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n", &[])
-            .expect("config");
-        edit(&mut cfg);
-        let risk = Risk::new(cfg.risk.clone(), cfg.geofence.clone(), cfg.alerts.custom.clone());
+        let cfg = testing::config(edit);
+        let risk = Risk::new(cfg.risk.clone(), cfg.geofence.clone(), cfg.alerts.custom.clone()).expect("compiles");
         let geo_db = Geo::new(&cfg.geo);
         let upstream = std::sync::Arc::new(crate::backend::Upstream::new(&cfg.upstream).expect("client"));
         let roles = Roles::new(cfg.roles.clone(), None, upstream);
