@@ -400,6 +400,36 @@ fn a_missing_or_broken_database_stops_startup_with_exit_64() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("geo.city_db"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A configuration reload (here `POST /reload`, the same path SIGHUP takes) re-reads the geo
+/// files at once, without waiting for `geo.reload_interval`.
+#[tokio::test]
+async fn a_configuration_reload_re_reads_the_geo_files() {
+    let backend = MockStrapi::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tor = dir.path().join("tor.txt");
+    std::fs::write(&tor, "203.0.113.0/24\n").expect("write");
+    let cfg = format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n[geo]\ntor_list = \"{}\"\nreload_interval = \"1h\"\n",
+        tor.display()
+    );
+    let gw = Gateway::start(&backend.url(), &cfg).await;
+    let s = admin_session(&gw, &login_from(&gw, "alice", "203.0.113.9", CHROME_MAC).await).await;
+    assert_eq!(s["isTor"], true);
+    let tmp = dir.path().join("tor.new");
+    std::fs::write(&tmp, "192.0.2.0/24\n").expect("write");
+    std::fs::rename(&tmp, &tor).expect("rename");
+    assert_eq!(gw.admin(Method::POST, "/reload").send().await.status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let s = admin_session(&gw, &login_from(&gw, "bob", "203.0.113.9", CHROME_MAC).await).await;
+        if s["isTor"] == false {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the reload did not re-read the edited list");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn cidr_lists_flag_addresses_and_reload_when_edited() {
     let backend = MockStrapi::start().await;
