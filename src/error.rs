@@ -77,6 +77,9 @@ pub enum GatewayError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The admin port while the session index loads: only liveness answers.
+    #[error("Starting: the session index is still loading")]
+    Starting,
 }
 
 impl GatewayError {
@@ -100,7 +103,7 @@ impl GatewayError {
             Conflict(_) => StatusCode::CONFLICT,
             UpstreamUnavailable(_) | BadAuthResponse(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Store(_) | Starting => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -128,7 +131,7 @@ impl GatewayError {
             | RateLimited
             | InvalidParameter(_) => Side::Client,
             UpstreamUnavailable(_) | UpstreamTimeout | BadAuthResponse(_) => Side::Upstream,
-            Store(_) | Internal(_) => Side::Internal,
+            Store(_) | Internal(_) | Starting => Side::Internal,
         }
     }
 
@@ -160,6 +163,7 @@ impl GatewayError {
             BadAuthResponse(_) => "bad_auth_response",
             Store(_) => "store_unavailable",
             Internal(_) => "internal_error",
+            Starting => "starting",
         }
     }
 

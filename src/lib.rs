@@ -186,9 +186,24 @@ pub async fn start_with_clock(cfg: Config, listeners: Listeners, clock: clock::C
         aftermath,
         clock,
     };
-    let (sessions, touch_rx) =
-        Sessions::open(parts, |rec| risk.record_login(&rec.user_id, rec.geo.as_ref(), &rec.device(), rec.login_time))
-            .await?;
+    // The admin port answers liveness (and "not ready") while the index loads.
+    let loading = match listeners.admin {
+        Some(l) => {
+            let l = tokio::net::TcpListener::from_std(l)
+                .map_err(|source| StartupError::Bind { addr: cfg.admin.listen, source })?;
+            let addr = l.local_addr().map_err(|source| StartupError::Bind { addr: cfg.admin.listen, source })?;
+            let (loaded, rx) = tokio::sync::oneshot::channel();
+            Some((tokio::spawn(admin::while_loading(l, rx)), loaded, addr))
+        }
+        None => None,
+    };
+    let seen = risk.clone();
+    let load_started = std::time::Instant::now();
+    let (sessions, touch_rx) = Sessions::open(parts, move |h| {
+        seen.record_seen(h.user_id, h.geo.as_ref(), h.browser_name, h.os_name, h.login_time)
+    })
+    .await?;
+    let load_ms = load_started.elapsed().as_millis() as u64;
     let geo = Arc::new(geo::Geo::new(&cfg.geo));
     let geo2 = geo.clone();
     let report = tokio::task::spawn_blocking(move || geo2.reload_blocking(true))
@@ -204,7 +219,7 @@ pub async fn start_with_clock(cfg: Config, listeners: Listeners, clock: clock::C
     };
     sessions.set_revocation(cfg.backend.revokes());
     let (total, active, tokens) = sessions.counts();
-    tracing::info!(sessions = total, active, tokens, data_dir = %cfg.store.data_dir.display(), "session store loaded");
+    tracing::info!(sessions = total, active, tokens, ms = load_ms, data_dir = %cfg.store.data_dir.display(), "session index loaded");
     let upstream = Arc::new(backend::Upstream::new(&cfg.upstream)?);
     let tls = match &cfg.server.tls {
         Some(files) => Some(tokio_rustls::TlsAcceptor::from(backend::tls::server_config(files)?)),
@@ -213,11 +228,11 @@ pub async fn start_with_clock(cfg: Config, listeners: Listeners, clock: clock::C
     let public = tokio::net::TcpListener::from_std(listeners.public)
         .map_err(|source| StartupError::Bind { addr: cfg.server.listen, source })?;
     let public_addr = public.local_addr().map_err(|source| StartupError::Bind { addr: cfg.server.listen, source })?;
-    let admin = match listeners.admin {
-        Some(l) => {
-            let l = tokio::net::TcpListener::from_std(l)
-                .map_err(|source| StartupError::Bind { addr: cfg.admin.listen, source })?;
-            let addr = l.local_addr().map_err(|source| StartupError::Bind { addr: cfg.admin.listen, source })?;
+    let admin = match loading {
+        Some((task, loaded, addr)) => {
+            let _ = loaded.send(());
+            let l =
+                task.await.map_err(|e| StartupError::Bind { addr, source: std::io::Error::other(e.to_string()) })?;
             Some((l, addr))
         }
         None => None,

@@ -102,6 +102,8 @@ pub struct Metrics {
     pub backend_revocations_pending: IntGauge,
     pub store_latency: HistogramVec,
     pub store_size: IntGauge,
+    /// Bytes of the in-memory session index, by part (see `session::index::Memory`).
+    pub index_bytes: IntGaugeVec,
     pub audit_dropped: IntCounter,
     pub alerts: IntCounterVec,
     pub admin_auth_failures: IntCounter,
@@ -207,6 +209,11 @@ impl Metrics {
             &["trigger", "channel", "result"],
         );
         let store_latency = histogram("store_operation_seconds", "Session store operations", &["op"]);
+        let index_bytes = must(IntGaugeVec::new(
+            Opts::new("index_bytes", "Bytes of the in-memory session index, by part"),
+            &["part"],
+        ));
+        must(registry.register(Box::new(index_bytes.clone())));
         let store_size = must(IntGauge::new("store_size_bytes", "Size of the sled database on disk"));
         must(registry.register(Box::new(store_size.clone())));
         let audit_dropped =
@@ -280,6 +287,7 @@ impl Metrics {
             backend_revocations_pending,
             store_latency,
             store_size,
+            index_bytes,
             audit_dropped,
             alerts,
             admin_auth_failures,

@@ -535,3 +535,29 @@ async fn the_event_stream_reports_changes_and_ends_at_shutdown() {
     gw.stop().await;
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "an open stream does not hold the drain");
 }
+
+/// While the session index loads, the admin port answers liveness and says "not ready"; the
+/// listener is handed back once the index is in.
+#[tokio::test]
+async fn the_admin_port_is_live_but_not_ready_while_the_index_loads() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (loaded, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(sessiongate::admin::while_loading(listener, rx));
+    let get = |path: &'static str| async move {
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        c.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).await.expect("write");
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.expect("read");
+        out
+    };
+    assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+    let ready = get("/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 503") && ready.contains(r#""index":"loading""#), "{ready}");
+    let api = get("/magic-sessionmanager/sessions").await;
+    assert!(api.starts_with("HTTP/1.1 503") && api.contains("starting"), "{api}");
+    loaded.send(()).expect("send");
+    let back = task.await.expect("handed back");
+    assert_eq!(back.local_addr().expect("addr"), addr);
+}

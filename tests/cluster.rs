@@ -82,8 +82,13 @@ async fn sid_of(gw: &Gateway, jwt: &str) -> String {
 }
 
 /// The instance holds the session (by `sid`) in its replica.
-fn knows(gw: &Gateway, sid: &str) -> bool {
-    gw.state().sessions.find(sid).is_some()
+async fn knows(gw: &Gateway, sid: &str) -> bool {
+    gw.state().sessions.find(sid).await.expect("store").is_some()
+}
+
+/// A session of the instance by `sid`.
+async fn find(gw: &Gateway, sid: &str) -> Option<sessiongate::session::Live> {
+    gw.state().sessions.find(sid).await.expect("store")
 }
 
 fn cluster_status(gw: &Gateway) -> sessiongate::cluster::Status {
@@ -135,7 +140,7 @@ async fn three_instances_agree_on_sessions_revocations_blocks_and_last_seen() {
     let logins = [a.login("carol").await, b.login("carol").await, c.login("carol").await];
     let mut ids = Vec::new();
     for (gw, l) in [&a, &b, &c].iter().zip(&logins) {
-        ids.push(gw.state().sessions.find(&sid_of(gw, &l.jwt).await).expect("own session").id);
+        ids.push(find(gw, &sid_of(gw, &l.jwt).await).await.expect("own session").id);
     }
     assert_eq!(ids.iter().map(|i| i % 1024).collect::<std::collections::HashSet<_>>().len(), 3, "{ids:?}");
 
@@ -144,7 +149,10 @@ async fn three_instances_agree_on_sessions_revocations_blocks_and_last_seen() {
     for i in 0..40 {
         let l = a.login(&format!("user{}", i % 7)).await;
         let sid = sid_of(&a, &l.jwt).await;
-        assert!(until(5, || async { knows(&b, &sid) && knows(&c, &sid) }).await, "session {sid} replicated");
+        assert!(
+            until(5, || async { knows(&b, &sid).await && knows(&c, &sid).await }).await,
+            "session {sid} replicated"
+        );
         terminate(&c, &sid).await;
         let acked = Instant::now();
         // Polled without pause (each probe is an HTTP round trip through A and B).
@@ -184,13 +192,14 @@ async fn three_instances_agree_on_sessions_revocations_blocks_and_last_seen() {
     // Activity served by B moves lastActive on A.
     let l = a.login("bob").await;
     let sid = sid_of(&a, &l.jwt).await;
-    assert!(until(5, || async { knows(&b, &sid) }).await);
-    let created = a.state().sessions.find(&sid).expect("on A").last_active();
+    assert!(until(5, || async { knows(&b, &sid).await }).await);
+    let on_a = find(&a, &sid).await.expect("on A");
+    let created = a.state().sessions.last_active(&on_a);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let used_on_b = sessiongate::clock::now_ms();
     assert_eq!(b.get("/api/articles").bearer(&l.jwt).send().await.status, 200);
     assert!(
-        until(5, || async { a.state().sessions.find(&sid).is_some_and(|x| x.last_active() >= used_on_b) }).await,
+        until(5, || async { a.state().sessions.last_active(&on_a) >= used_on_b }).await,
         "last-seen from B reaches A (created at {created}, used on B at {used_on_b})"
     );
     let listed = a.get(&format!("{API}/my-sessions")).bearer(&l.jwt).send().await.json();
@@ -233,7 +242,7 @@ async fn redis_outage_keeps_enforcing_locally_and_catches_up() {
     let b = Gateway::start(&backend.url(), &member(&redis, &key, "B", "ready_when_isolated = false")).await;
     let s = a.login("alice").await;
     let sid = sid_of(&a, &s.jwt).await;
-    assert!(until(5, || async { knows(&b, &sid) }).await);
+    assert!(until(5, || async { knows(&b, &sid).await }).await);
 
     redis.kill();
     terminate(&a, &sid).await;
@@ -251,7 +260,7 @@ async fn redis_outage_keeps_enforcing_locally_and_catches_up() {
     redis.restart().await;
     assert!(until(15, || async { refuses(&b, &s.jwt).await }).await, "B catches up after Redis returns");
     let sid2 = sid_of(&a, &s2.jwt).await;
-    assert!(until(5, || async { knows(&b, &sid2) }).await, "the login made during the outage reaches B");
+    assert!(until(5, || async { knows(&b, &sid2).await }).await, "the login made during the outage reaches B");
     assert!(until(5, || async { cluster_status(&a).connected && cluster_status(&a).outbox_pending == 0 }).await);
     assert_eq!(b.admin_anon(Method::GET, "/readyz").send().await.status, 200);
     assert!(metric(&a, "sessiongate_cluster_publish_failures_total") >= 1.0);
@@ -278,7 +287,7 @@ async fn a_redis_that_lost_acknowledged_writes_gets_the_state_again() {
     redis.cli(&["SET", "{sessiongate}:seq", &(seq - 1).to_string()]);
     redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
     b.restart().await;
-    assert!(until(10, || async { knows(&b, &sid) }).await, "A noticed and published its state again");
+    assert!(until(10, || async { knows(&b, &sid).await }).await, "A noticed and published its state again");
 }
 
 /// Logs `n` sessions in through `gw`, a few at a time.
@@ -353,7 +362,7 @@ async fn stopped_and_new_instances_converge_through_catch_up_and_snapshots() {
     // Changes after the bootstrap still flow to every instance.
     let late = d.login("late").await;
     let sid = sid_of(&d, &late.jwt).await;
-    assert!(until(5, || async { knows(&a, &sid) && knows(&b, &sid) }).await);
+    assert!(until(5, || async { knows(&a, &sid).await && knows(&b, &sid).await }).await);
     terminate(&b, &sid).await;
     assert!(until(5, || async { refuses(&a, &late.jwt).await && refuses(&d, &late.jwt).await }).await);
 }
@@ -381,7 +390,7 @@ async fn tls_and_password_from_a_secret_file_and_an_unreachable_redis_at_startup
     let b = Gateway::start(&backend.url(), &secure("B", &cert)).await;
     let s = a.login("alice").await;
     let sid = sid_of(&a, &s.jwt).await;
-    assert!(until(5, || async { knows(&b, &sid) }).await, "replication over TLS with a password");
+    assert!(until(5, || async { knows(&b, &sid).await }).await, "replication over TLS with a password");
     let described = sessiongate::config::describe(&a.state().cfg());
     assert!(described.contains("from file") && !described.contains("s3cret-pass"), "{described}");
 
@@ -407,7 +416,7 @@ async fn tls_and_password_from_a_secret_file_and_an_unreachable_redis_at_startup
     let sid = sid_of(&d, &l.jwt).await;
     terminate(&d, &sid).await;
     assert!(refuses(&d, &l.jwt).await);
-    assert!(!knows(&a, &sid), "nothing crossed an untrusted connection");
+    assert!(!knows(&a, &sid).await, "nothing crossed an untrusted connection");
 }
 
 #[tokio::test]
@@ -430,7 +439,7 @@ async fn sentinel_names_the_master() {
     let b = Gateway::start(&backend.url(), &via_sentinel("B")).await;
     let s = a.login("alice").await;
     let sid = sid_of(&a, &s.jwt).await;
-    assert!(until(5, || async { knows(&b, &sid) }).await, "replication through the master Sentinel named");
+    assert!(until(5, || async { knows(&b, &sid).await }).await, "replication through the master Sentinel named");
     let xlen: usize = master.cli(&["XLEN", "{sessiongate}:events"]).parse().expect("XLEN");
     assert!(xlen >= 1, "the events are on the master");
 }
@@ -453,7 +462,7 @@ async fn acl_user_and_database_number() {
     let b = Gateway::start(&backend.url(), &cfg("B")).await;
     let s = a.login("alice").await;
     let sid = sid_of(&a, &s.jwt).await;
-    assert!(until(5, || async { knows(&b, &sid) }).await);
+    assert!(until(5, || async { knows(&b, &sid).await }).await);
     assert!(redis.cli(&["-n", "3", "XLEN", "{sessiongate}:events"]).parse::<u64>().expect("XLEN") >= 1);
     assert_eq!(redis.cli(&["-n", "0", "EXISTS", "{sessiongate}:events"]), "0", "nothing in the default database");
 }
@@ -554,7 +563,10 @@ async fn redis_paused_killed_and_restarted_during_traffic_blocks_no_request_and_
         }
     }
     for sid in &new_logins {
-        assert!(until(10, || async { knows(&a, sid) && knows(&b, sid) }).await, "a login did not reach every instance");
+        assert!(
+            until(10, || async { knows(&a, sid).await && knows(&b, sid).await }).await,
+            "a login did not reach every instance"
+        );
     }
     assert!(
         until(10, || async { a.state().sessions.counts() == b.state().sessions.counts() }).await,

@@ -39,6 +39,7 @@ const ORDER: &[(&str, &str)] = &[
 /// Outside crates and the one file (or folder) allowed to name each.
 const OWNERS: &[(&str, &str)] = &[
     ("sled", "store/sled.rs"),
+    ("postcard", "store/codec.rs"),
     ("redis", "cluster/redis.rs"),
     ("maxminddb", "geo/mod.rs"),
     ("cel", "risk/rules.rs"),

@@ -242,7 +242,7 @@ pub fn export(st: &AdminState, q: &BTreeMap<String, String>) -> Result<Response<
                 // The record's last-active time is written lazily; the index has the latest.
                 let mut r = r.clone();
                 if let Some(live) = sessions.live(r.id) {
-                    r.last_active = r.last_active.max(live.last_active());
+                    r.last_active = r.last_active.max(sessions.last_active(&live));
                 }
                 let row = export_row(&r);
                 if csv {

@@ -50,6 +50,41 @@ pub fn handler(st: Arc<AdminState>) -> HandlerFn {
     })
 }
 
+/// Serves the admin listener while the session index loads (a cold start of millions of
+/// sessions takes seconds): liveness (`/healthz`) answers 200, readiness (`/readyz`) 503
+/// `{"checks": {"index": "loading"}}`, anything else 503 `starting`. Each connection serves one
+/// request. Returns the listener, for the admin API, once `loaded` fires.
+pub async fn while_loading(
+    listener: tokio::net::TcpListener,
+    mut loaded: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::net::TcpListener {
+    async fn answer(req: http::Request<hyper::body::Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+        let res = match req.uri().path() {
+            "/healthz" => ok(serde_json::json!({"status": "ok"})),
+            "/readyz" => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"ready": false, "checks": {"index": "loading"}}),
+            ),
+            _ => GatewayError::Starting.into_response(crate::config::ErrorShape::Plain),
+        };
+        Ok(res)
+    }
+    loop {
+        tokio::select! {
+            _ = &mut loaded => return listener,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                tokio::spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let svc = hyper::service::service_fn(answer);
+                    let conn = hyper::server::conn::http1::Builder::new().keep_alive(false).serve_connection(io, svc);
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn).await;
+                });
+            }
+        }
+    }
+}
+
 pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
     let mut res = Response::new(full(v.to_string()));
     *res.status_mut() = status;

@@ -52,13 +52,16 @@ pub(super) async fn upstream_reachable(st: &AdminState) -> bool {
 
 pub(super) async fn metrics(st: &AdminState) -> Response<Body> {
     let app = &st.app;
-    let (total, active, _) = app.sessions.counts();
-    let now = app.sessions.clock().now_ms();
-    let online = app.sessions.all_live().iter().filter(|l| !l.is_ended() && !app.sessions.is_idle(l, now)).count();
+    let o = app.sessions.overview();
+    let (total, active, online) = (o.total, o.active, o.online);
     let m = &app.metrics;
     m.sessions.with_label_values(&["total"]).set(total as i64);
     m.sessions.with_label_values(&["active"]).set(active as i64);
     m.sessions.with_label_values(&["online"]).set(online as i64);
+    let mem = app.sessions.index().memory();
+    for (part, bytes) in mem.parts() {
+        m.index_bytes.with_label_values(&[part]).set(bytes as i64);
+    }
     if let Ok(size) = app.sessions.store().size_on_disk().await {
         m.store_size.set(size as i64);
     }

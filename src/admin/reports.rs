@@ -14,17 +14,8 @@ use std::collections::BTreeMap;
 pub(super) fn stats(st: &AdminState) -> Response<Body> {
     let app = &st.app;
     let now = app.sessions.clock().now_ms();
-    let lives = app.sessions.all_live();
-    let mut online = 0;
-    let mut active = 0;
-    let mut by_device: BTreeMap<String, u64> = BTreeMap::new();
-    for l in lives.iter().filter(|l| !l.is_ended()) {
-        active += 1;
-        if !app.sessions.is_idle(l, now) {
-            online += 1;
-        }
-        *by_device.entry(l.device_type.clone()).or_default() += 1;
-    }
+    let o = app.sessions.overview();
+    let mem = app.sessions.index().memory();
     let day = app.logins.last_24h(now);
     let hours: Vec<Value> = day
         .iter()
@@ -39,22 +30,12 @@ pub(super) fn stats(st: &AdminState) -> Response<Body> {
             *by_country.entry(c.clone()).or_default() += n;
         }
     }
-    let mut buckets: BTreeMap<&str, u64> =
-        [("0-20", 0), ("20-40", 0), ("40-60", 0), ("60-80", 0), ("80-100", 0)].into_iter().collect();
-    for score in lives.iter().filter(|l| !l.is_ended()).filter_map(|l| l.threat_score) {
-        let b = match score {
-            0..20 => "0-20",
-            20..40 => "20-40",
-            40..60 => "40-60",
-            60..80 => "60-80",
-            _ => "80-100",
-        };
-        *buckets.entry(b).or_default() += 1;
-    }
+    let buckets: BTreeMap<&str, u64> =
+        ["0-20", "20-40", "40-60", "60-80", "80-100"].into_iter().zip(o.threat).collect();
     ok(json!({
-        "online": online,
-        "activeSessions": active,
-        "totalSessions": lives.len(),
+        "online": o.online,
+        "activeSessions": o.active,
+        "totalSessions": o.total,
         "blockedUsers": app.sessions.blocked_users().len(),
         "threatScoreDistribution": buckets,
         "vpnLoginsLast24h": vpn_24h,
@@ -62,7 +43,8 @@ pub(super) fn stats(st: &AdminState) -> Response<Body> {
         "loginsLast24h": logins_24h,
         "failedLoginsLast24h": failed_24h,
         "loginsPerHour": hours,
-        "activeSessionsByDevice": by_device,
+        "activeSessionsByDevice": o.by_device,
+        "index": {"bytes": mem, "totalBytes": mem.total(), "tokens": app.sessions.index().len().1},
     }))
 }
 

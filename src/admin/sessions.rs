@@ -8,6 +8,7 @@ use crate::audit::{self, Event, Kind};
 use crate::clock::iso;
 use crate::error::{Body, GatewayError};
 use crate::proxy::user_api::session_json;
+use crate::session::index::SortKey;
 use crate::session::{Audit, EndReason, Ending};
 use crate::store::SessionRecord;
 use http::{header, Response};
@@ -65,7 +66,7 @@ pub(super) async fn all_records(st: &AdminState) -> Result<Vec<SessionRecord>, G
     }
     for r in &mut out {
         if let Some(l) = st.app.sessions.live(r.id) {
-            r.last_active = r.last_active.max(l.last_active());
+            r.last_active = r.last_active.max(st.app.sessions.last_active(&l));
         }
     }
     Ok(out)
@@ -124,36 +125,29 @@ pub(super) async fn list(
             GatewayError::InvalidParameter(format!("minThreat: expected a number from 0 to 100, got {v:?}"))
         })?),
     };
-    // Filter and sort the in-memory index; read only the requested page from the store, so a
-    // page costs the same with 100 000 sessions as with 100.
-    let mut lives = st.app.sessions.all_live();
-    lives.retain(|l| {
-        active.is_none_or(|a| l.is_ended() != a)
-            && user.is_none_or(|u| l.user_id == *u || l.username.as_ref() == Some(u) || l.email.as_ref() == Some(u))
-            && ip.is_none_or(|i| l.ip == *i)
-            && device.is_none_or(|d| l.device_type == *d)
-            && country.is_none_or(|c| l.country.as_deref().is_some_and(|lc| lc.eq_ignore_ascii_case(c)))
-            && since.is_none_or(|s| l.login_time >= s)
-            && until.is_none_or(|u| l.login_time < u)
-            && min_threat.is_none_or(|m| l.threat_score.is_some_and(|t| t >= m))
-    });
-    lives.sort_by(|a, b| {
-        let o = match field {
-            "lastActive" => a.last_active().cmp(&b.last_active()),
-            "id" => a.id.cmp(&b.id),
-            "userId" => a.user_id.cmp(&b.user_id),
-            _ => a.login_time.cmp(&b.login_time),
-        }
-        .then(a.id.cmp(&b.id));
-        if desc {
-            o.reverse()
-        } else {
-            o
-        }
-    });
-    let total = lives.len();
+    // Filter and order the index's listing columns; read only the requested page from the
+    // store, so a page costs a scan of a few columns however many sessions there are.
+    let query = crate::session::index::Query {
+        active,
+        user: user.cloned(),
+        ip: ip.cloned(),
+        device: device.cloned(),
+        country: country.cloned(),
+        since,
+        until,
+        min_threat,
+        sort: match field {
+            "lastActive" => SortKey::LastActive,
+            "id" => SortKey::Id,
+            "userId" => SortKey::UserId,
+            _ => SortKey::LoginTime,
+        },
+        desc,
+        offset: (page - 1).saturating_mul(page_size),
+        limit: page_size,
+    };
+    let (total, ids) = st.app.sessions.select(&query);
     let now = st.app.sessions.clock().now_ms();
-    let ids: Vec<u64> = lives.iter().skip((page - 1).saturating_mul(page_size)).take(page_size).map(|l| l.id).collect();
     let mut recs = st.app.sessions.records(ids.clone()).await?;
     recs.sort_by_key(|r| ids.iter().position(|i| *i == r.id));
     let data: Vec<Value> = recs.iter().map(|r| admin_json(st, r, now)).collect();
@@ -164,7 +158,7 @@ pub(super) async fn list(
 }
 
 pub(super) async fn detail(st: &AdminState, id: &str) -> Result<Response<Body>, GatewayError> {
-    let live = st.app.sessions.find(id).ok_or_else(not_found)?;
+    let live = st.app.sessions.find(id).await?.ok_or_else(not_found)?;
     let rec = st.app.sessions.records(vec![live.id]).await?.pop().ok_or_else(not_found)?;
     let mut v = admin_json(st, &rec, st.app.sessions.clock().now_ms());
     let events = audit::query(
@@ -211,13 +205,15 @@ pub(super) async fn terminate(
     actor: &str,
 ) -> Result<Response<Body>, GatewayError> {
     let app = &st.app;
-    let live = app.sessions.find(id).ok_or_else(not_found)?;
+    let live = app.sessions.find(id).await?.ok_or_else(not_found)?;
     let ending = Ending::new(admin_end_reason(reason), Audit::EachSession(Kind::Terminate), actor)
         .details(json!({"reason": reason}))
         .alert(Trigger::AdminTermination, format!("terminated by {actor}: {reason}"));
     let already = app.sessions.end(&[live.id], &ending).await?.is_empty();
     tracing::info!(session = %live.sid, %actor, reason, "session terminated by an admin");
-    Ok(ok(json!({"success": true, "sessionId": live.sid, "alreadyEnded": already, "message": "Session terminated"})))
+    Ok(ok(
+        json!({"success": true, "sessionId": live.sid.to_string(), "alreadyEnded": already, "message": "Session terminated"}),
+    ))
 }
 
 pub(super) async fn terminate_all(
@@ -282,13 +278,7 @@ pub(super) fn blocked(st: &AdminState) -> Response<Body> {
 pub(super) async fn clean_inactive(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayError> {
     let app = &st.app;
     let now = app.sessions.clock().now_ms();
-    let idle: Vec<u64> = app
-        .sessions
-        .all_live()
-        .iter()
-        .filter(|l| !l.is_ended() && app.sessions.is_idle(l, now))
-        .map(|l| l.id)
-        .collect();
+    let idle = app.sessions.index().idle(now, app.sessions.config().inactivity_timeout.as_millis() as i64);
     let ending = Ending::new(EndReason::Inactive, Audit::Once(Kind::Cleanup), actor);
     let ended = app.sessions.end(&idle, &ending).await?;
     Ok(ok(json!({"success": true, "terminated": ended.len()})))

@@ -53,11 +53,11 @@ pub struct RequestCtx {
     pub route: RouteClass,
     pub user_agent: String,
     /// Live session of the presented access token.
-    pub session: Option<Arc<Live>>,
+    pub session: Option<Live>,
     /// `exp` (unix seconds) of the presented access token, when known.
     pub access_exp: Option<i64>,
     /// Live session of the refresh token the backend will read (refresh and logout routes).
-    pub refresh_session: Option<Arc<Live>>,
+    pub refresh_session: Option<Live>,
     /// Time spent waiting for the backend's response head.
     pub upstream_elapsed: Option<Duration>,
 }
@@ -166,7 +166,7 @@ pub async fn handle(
         route = ctx.route.as_str(),
         status = res.status().as_u16(),
         client = %ctx.client_ip,
-        session = ctx.session.as_ref().map(|s| s.sid.as_str()).unwrap_or("-"),
+        session = %ctx.session.as_ref().map_or_else(|| "-".to_string(), |s| s.sid.to_string()),
         elapsed_us = started.elapsed().as_micros() as u64,
         "request"
     );
@@ -422,7 +422,7 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Resu
 const MAX_CREDENTIALS: usize = 4;
 
 /// A live credential: whether it is the first of its kind, as what it was presented, its session.
-type LiveCredential = (bool, Presented, Arc<Live>, TokenEntry);
+type LiveCredential = (bool, Presented, Live, TokenEntry);
 
 /// Decides every presented credential in order (access ones, then refresh ones in the
 /// backend's precedence); the first refusal is the answer.
@@ -468,7 +468,7 @@ async fn end_before_forward(st: &AppState, ctx: &RequestCtx, creds: &Creds) -> R
     let (ids, reason, what) = if creds.logout_all {
         (st.sessions.user_session_ids(&user), EndReason::LogoutAll, Kind::LogoutAll)
     } else if let Some(dev) = &creds.device_id {
-        (st.sessions.user_device_sessions(&user, dev), EndReason::Logout, Kind::Logout)
+        (st.sessions.user_device_sessions(&user, dev).await?, EndReason::Logout, Kind::Logout)
     } else if let Some(s) = ctx.refresh_session.as_ref().filter(|_| creds.refresh_tracked) {
         (vec![s.id], EndReason::Logout, Kind::Logout)
     } else if creds.bearer_tracked && bearer_names_no_backend_session(st, creds) {

@@ -15,7 +15,6 @@ use crate::session::{tokens, Audit, EndReason, Ending, Issued, Live, Origin, Ses
 use crate::state::AppState;
 use http::HeaderMap;
 use serde_json::Value;
-use std::sync::Arc;
 
 /// The backend's own session route answered 2xx: the gateway session carrying that backend
 /// session id ends too (the backend revoked its refresh token; its access jwt would otherwise
@@ -64,7 +63,7 @@ pub(super) async fn create(
     json: &Value,
     issued: Issued,
     kind: SessionOrigin,
-) -> Result<Arc<Live>, GatewayError> {
+) -> Result<Live, GatewayError> {
     let x = &st.cfg().extract;
     let claims = tokens::response_claims(&issued.access);
     let claim = |name: Option<&str>| name.and_then(|n| claims.as_ref().and_then(|c| tokens::claim_str(c, n)));
@@ -117,14 +116,15 @@ pub(super) async fn create(
     let country = origin.geo.as_ref().and_then(|g| g.country_code.clone());
     let vpn = origin.geo.as_ref().is_some_and(|g| g.is_vpn);
     let score = origin.risk.as_ref().map(|a| a.score);
+    let device_type = origin.device.device_type.clone();
     let live = st.sessions.create(origin, issued).await?;
     tracing::info!(request_id = %ctx.request_id, session = %live.sid, user = %live.user_id, client = %ctx.client_ip, kind = kind.as_str(), "session created");
     let event = if kind == SessionOrigin::Refresh { Kind::Refresh } else { Kind::Login };
     st.audit.record(
-        Event::new(event).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client").details(
+        Event::new(event).user(&*live.user_id).session(live.sid.to_string()).ip(ctx.client_ip).actor("client").details(
             serde_json::json!({
                 "origin": kind.as_str(),
-                "deviceType": live.device_type,
+                "deviceType": device_type,
                 "userAgent": ctx.user_agent,
                 "country": country,
                 "vpn": vpn,
@@ -137,10 +137,10 @@ pub(super) async fn create(
     }
     if !triggers.is_empty() {
         let facts = crate::alerts::Facts {
-            user_id: Some(live.user_id.clone()),
+            user_id: Some(live.user_id.to_string()),
             username: x.username.as_deref().and_then(|p| fields::pointer_str(json, p)),
             email: x.email.as_deref().and_then(|p| fields::pointer_str(json, p)),
-            session: Some(live.sid.clone()),
+            session: Some(live.sid.to_string()),
             ip: Some(ctx.client_ip.to_string()),
             geo: Some(geo_seen.clone()),
             score,
@@ -204,7 +204,7 @@ pub(super) async fn refresh(
         Some(live) => {
             let old = creds.refresh_winner().map(|(_, t)| tokens::hash(&t.text));
             st.sessions.rotate(&live, old, issued).await?;
-            if live.is_ended() {
+            if st.sessions.is_ended(&live) {
                 // Ended while the refresh was in flight: the new tokens are indexed under the
                 // ended session (refused), and its backend revocation starts over with them.
                 return Err(GatewayError::SessionTerminated);
@@ -212,7 +212,11 @@ pub(super) async fn refresh(
             tracing::debug!(request_id = %ctx.request_id, session = %live.sid, "tokens rotated");
             st.metrics.refresh(RefreshResult::Rotated);
             st.audit.record(
-                Event::new(Kind::Refresh).user(&live.user_id).session(&live.sid).ip(ctx.client_ip).actor("client"),
+                Event::new(Kind::Refresh)
+                    .user(&*live.user_id)
+                    .session(live.sid.to_string())
+                    .ip(ctx.client_ip)
+                    .actor("client"),
             );
         }
         None => {
@@ -249,7 +253,7 @@ pub(super) async fn credential_change(
         .and_then(|p| matched.and_then(|m| m.param(p)))
         .map(str::to_string)
         .or_else(|| x.user_id.as_deref().and_then(|p| json.and_then(|j| fields::pointer_str(j, p))))
-        .or_else(|| ctx.session.as_ref().map(|s| s.user_id.clone()));
+        .or_else(|| ctx.session.as_ref().map(|s| s.user_id.to_string()));
     let Some(user) = user else {
         tracing::warn!(request_id = %ctx.request_id, "credential change succeeded but names no user; no session ended");
         return Ok(());

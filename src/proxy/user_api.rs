@@ -11,7 +11,6 @@ use crate::state::AppState;
 use crate::store::SessionRecord;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// One session in the plugin's JSON shape.
@@ -73,7 +72,7 @@ pub async fn handle(
     method: &Method,
     rest: &str,
     query: Option<&str>,
-    current: Option<Arc<Live>>,
+    current: Option<Live>,
 ) -> Result<Response<Body>, GatewayError> {
     let Some(current) = current else { return Err(GatewayError::Unauthenticated) };
     let sessions = &st.sessions;
@@ -106,7 +105,7 @@ pub async fn handle(
             Ok(ok(json!({ "message": "Logged out from all devices successfully" })))
         }
         (&Method::DELETE, ["my-sessions", id]) => {
-            let target = sessions.find_for_user(&current.user_id, id).ok_or(GatewayError::NotFound)?;
+            let target = sessions.find_for_user(&current.user_id, id).await?.ok_or(GatewayError::NotFound)?;
             if target.id == current.id {
                 return Err(GatewayError::CannotTerminateCurrent);
             }

@@ -67,11 +67,21 @@ struct UserHistory {
 }
 
 /// A device as "browser family on OS family", without versions (an upgrade is not a new device).
-fn device_key(d: &Device) -> String {
-    let strip = |s: &str| {
-        s.split(' ').take_while(|w| !w.chars().next().is_some_and(|c| c.is_ascii_digit())).collect::<Vec<_>>().join(" ")
-    };
-    format!("{} on {}", strip(&d.browser_name), strip(&d.os_name))
+fn device_key(browser: &str, os: &str) -> String {
+    // The words before the first that starts with a digit (the version).
+    fn strip(key: &mut String, s: &str) {
+        for (n, w) in s.split(' ').take_while(|w| !w.chars().next().is_some_and(|c| c.is_ascii_digit())).enumerate() {
+            if n > 0 {
+                key.push(' ');
+            }
+            key.push_str(w);
+        }
+    }
+    let mut key = String::with_capacity(browser.len() + os.len() + 4);
+    strip(&mut key, browser);
+    key.push_str(" on ");
+    strip(&mut key, os);
+    key
 }
 
 pub struct Risk {
@@ -145,10 +155,22 @@ impl Risk {
     /// Adds a stored session to the per-user history (at startup).
     /// Remembers an accepted login for the user's future assessments.
     pub fn record_login(&self, user_id: &str, geo: Option<&GeoInfo>, device: &Device, at_ms: i64) {
+        self.record_seen(user_id, geo, &device.browser_name, &device.os_name, at_ms)
+    }
+
+    /// [`Risk::record_login`] from the device's browser and OS names (a cold start reads them
+    /// borrowed from the store).
+    pub fn record_seen(&self, user_id: &str, geo: Option<&GeoInfo>, browser: &str, os: &str, at_ms: i64) {
+        let key = device_key(browser, os);
         let mut h = crate::sync::lock(&self.history);
-        let u = h.entry(user_id.to_string()).or_default();
+        let u = match h.get_mut(user_id) {
+            Some(u) => u,
+            None => h.entry(user_id.to_string()).or_default(),
+        };
         u.logins += 1;
-        u.devices.insert(device_key(device));
+        if !u.devices.contains(&key) {
+            u.devices.insert(key);
+        }
         if let Some(g) = geo {
             if let Some(cc) = &g.country_code {
                 u.countries.insert(cc.clone());
@@ -213,7 +235,8 @@ impl Risk {
                 && g.country_code
                     .as_ref()
                     .is_some_and(|cc| u.is_some_and(|u| !u.countries.is_empty() && !u.countries.contains(cc)));
-            let new_device = known && u.is_some_and(|u| !u.devices.contains(&device_key(f.device)));
+            let new_device =
+                known && u.is_some_and(|u| !u.devices.contains(&device_key(&f.device.browser_name, &f.device.os_name)));
             let travel = match (u.and_then(|u| u.last), g.lat, g.lon) {
                 (Some((lat0, lon0, t0)), Some(lat1), Some(lon1)) => {
                     travel::speed_kmh((lat0, lon0), t0, (lat1, lon1), f.now_ms)

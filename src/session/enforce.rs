@@ -11,7 +11,6 @@ use crate::config::{IdlePolicy, UnknownTokens};
 use crate::error::GatewayError;
 use crate::store::{TokenEntry, TokenKind};
 use serde_json::Value;
-use std::sync::Arc;
 
 /// As what a request presents a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +28,7 @@ pub enum Decision {
     Unknown,
     /// A token of a live session. The entry says what kind of token it is; a refresh token
     /// presented as a bearer is checked but names no session of the request (Strapi answers 401).
-    Live(Arc<Live>, TokenEntry),
+    Live(Live, TokenEntry),
     /// Refused.
     Refuse(Refusal),
 }
@@ -41,9 +40,9 @@ pub enum Refusal {
     Ended,
     /// A rotated-out refresh token presented again after the grace period: a sign of theft,
     /// so the whole session ends.
-    Reuse(Arc<Live>, String),
+    Reuse(Live, String),
     /// Inactive past `sessions.inactivity_timeout` under `idle_policy = "terminate"`.
-    Idle(Arc<Live>),
+    Idle(Live),
     /// A JWT the gateway never saw, under `unknown_tokens = "reject"`.
     UnknownToken,
 }
@@ -60,7 +59,7 @@ impl Refusal {
     }
 
     /// The session this refusal ends first, and how (none: nothing to end).
-    pub fn ends(&self) -> Option<(&Arc<Live>, Ending)> {
+    pub fn ends(&self) -> Option<(&Live, Ending)> {
         match self {
             Refusal::Reuse(live, token) => Some((
                 live,
@@ -114,13 +113,13 @@ impl Enforcer<'_> {
     /// A token never seen may still belong to a tracked backend session (issued by the backend
     /// directly, e.g. a refresh the gateway did not see): its session id claim counts once its
     /// signature verifies. `None`: no such session.
-    fn by_verified_claim(&self, token: &str, presented: Presented) -> Option<Result<(Arc<Live>, TokenEntry), Refusal>> {
+    fn by_verified_claim(&self, token: &str, presented: Presented) -> Option<Result<(Live, TokenEntry), Refusal>> {
         let (Presented::Access, Some(v), Some(claim)) = (presented, self.verifier, self.session_id_claim) else {
             return None;
         };
         let claims = v.verify(token)?;
         let live = tokens::claim_str(&claims, claim).and_then(|a| self.sessions.by_alias(&a))?;
-        if live.is_ended() {
+        if self.sessions.is_ended(&live) {
             return Some(Err(Refusal::Ended));
         }
         let refresh = claims.get("type").and_then(Value::as_str) == Some("refresh");

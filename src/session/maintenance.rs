@@ -2,11 +2,10 @@
 //! rotation) and importing sessions from another session store. Both run online, beside live
 //! traffic, under the same per-session locks as every other write.
 
-use super::{device, now_ms, random_hex, tokens, Issued, Live, Sessions};
+use super::{device, now_ms, random_hex, tokens, Issued, Sessions};
 use crate::store::{Changes, Sealed, SessionRecord, StoreError};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 /// The outcome of one re-sealing batch.
 #[derive(Debug, Default, Clone, Copy)]
@@ -70,11 +69,10 @@ impl Sessions {
         let mut outcomes = Vec::with_capacity(rows.len());
         let mut records = Vec::new();
         let mut entries = Vec::new();
-        let mut lives = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for row in rows {
             let hash = tokens::hash(&row.token);
-            if self.index().tokens.contains_key(&hash) || !seen.insert(hash) {
+            if self.index.token(&hash).is_some() || !seen.insert(hash) {
                 outcomes.push(ImportOutcome::Exists);
                 continue;
             }
@@ -103,7 +101,7 @@ impl Sessions {
                 ..SessionRecord::blank(id, &row.user_id)
             };
             let e = issued.entries(id);
-            lives.push(Arc::new(Live::from_record(&rec, e.iter().map(|(h, _)| *h).collect())));
+            let rec = SessionRecord { tokens: e.iter().map(|(h, _)| *h).collect(), ..rec };
             outcomes.push(ImportOutcome::Created { id, session_id: rec.sid.clone() });
             entries.extend(e.iter().cloned());
             let event_entries = e;
@@ -115,15 +113,11 @@ impl Sessions {
         let outbox = self.events(|| {
             records.iter().map(|(r, e)| super::replication::event::Event::session(r.clone(), e.clone())).collect()
         });
-        let put_sessions = records.into_iter().map(|(r, _)| r).collect();
-        let changes = Changes { put_sessions, put_tokens: entries.clone(), outbox, ..Default::default() };
+        let put_sessions: Vec<SessionRecord> = records.iter().map(|(r, _)| r.clone()).collect();
+        let changes = Changes { put_sessions, put_tokens: entries, outbox, ..Default::default() };
         self.timed("import", self.store.apply(changes, true)).await?;
-        {
-            let mut idx = self.index_mut();
-            for l in &lives {
-                idx.insert_session(l.clone(), &[]);
-            }
-            idx.tokens.extend(entries);
+        for (rec, e) in &records {
+            self.index.insert(&super::row(rec, rec.logout_time), e);
         }
         self.published();
         Ok(outcomes)

@@ -13,6 +13,7 @@ pub mod admission;
 pub mod crypto;
 pub mod ending;
 pub mod enforce;
+pub mod index;
 pub mod maintenance;
 pub mod replication;
 pub mod revoke;
@@ -25,138 +26,24 @@ use crate::device;
 use crate::metrics::Metrics;
 pub use crate::store::SessionOrigin;
 use crate::store::{
-    BlockRecord, Changes, RevocationRecord, SessionRecord, Store, StoreError, TokenEntry, TokenHash, TokenKind,
+    BlockRecord, Changes, RevocationRecord, SessionHot, SessionRecord, Store, StoreError, TokenEntry, TokenHash,
+    TokenKind,
 };
 use crypto::Keyring;
 pub use ending::Aftermath;
 pub use ending::{Audit, EndReason, Ending};
+pub use index::{Live, Sid};
 use replication::event::Event;
 pub use replication::Replication;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
 /// Rotation timestamps kept per record for the admin detail view.
 const MAX_ROTATIONS_KEPT: usize = 50;
 const LOCK_STRIPES: usize = 64;
-
-/// In-memory state of one session, shared by the index and in-flight requests.
-#[derive(Debug)]
-pub struct Live {
-    pub id: u64,
-    pub sid: String,
-    pub document_id: String,
-    pub user_id: String,
-    pub device_id: Option<String>,
-    pub device_type: String,
-    pub threat_score: Option<u32>,
-    /// Listing fields, so the admin API filters and sorts in memory and reads only the page.
-    pub login_time: i64,
-    pub ip: String,
-    pub country: Option<String>,
-    pub username: Option<String>,
-    pub email: Option<String>,
-    ended: AtomicBool,
-    /// When this instance learnt of the ending (unix ms; 0 while live): for diagnostics and the
-    /// test harness's "nothing of an ended session reached the backend" check.
-    ended_at: AtomicI64,
-    last_active: AtomicI64,
-    persisted_active: AtomicI64,
-    tokens: Mutex<Vec<TokenHash>>,
-}
-
-impl Live {
-    fn from_record(rec: &SessionRecord, tokens: Vec<TokenHash>) -> Live {
-        Live {
-            id: rec.id,
-            sid: rec.sid.clone(),
-            document_id: rec.document_id.clone(),
-            user_id: rec.user_id.clone(),
-            device_id: rec.device_id.clone(),
-            device_type: rec.device_type.clone(),
-            threat_score: rec.threat_score,
-            login_time: rec.login_time,
-            ip: rec.ip.clone(),
-            country: rec.geo.as_ref().and_then(|g| g.country_code.clone()),
-            username: rec.username.clone(),
-            email: rec.email.clone(),
-            ended: AtomicBool::new(!rec.is_active()),
-            ended_at: AtomicI64::new(rec.logout_time.unwrap_or(0)),
-            last_active: AtomicI64::new(rec.last_active),
-            persisted_active: AtomicI64::new(rec.last_active),
-            tokens: Mutex::new(tokens),
-        }
-    }
-
-    pub fn is_ended(&self) -> bool {
-        self.ended.load(Ordering::Acquire)
-    }
-    /// Marks the session ended; `false` if it already was.
-    fn mark_ended(&self, now: i64) -> bool {
-        let newly = !self.ended.swap(true, Ordering::AcqRel);
-        if newly {
-            self.ended_at.store(now.max(1), Ordering::Release);
-        }
-        newly
-    }
-    pub fn last_active(&self) -> i64 {
-        self.last_active.load(Ordering::Relaxed)
-    }
-    fn token_hashes(&self) -> Vec<TokenHash> {
-        crate::sync::lock(&self.tokens).clone()
-    }
-    fn add_tokens(&self, hashes: &[TokenHash]) {
-        crate::sync::lock(&self.tokens).extend_from_slice(hashes);
-    }
-    fn remove_tokens(&self, hashes: &[TokenHash]) {
-        crate::sync::lock(&self.tokens).retain(|h| !hashes.contains(h));
-    }
-}
-
-#[derive(Default)]
-struct Index {
-    tokens: HashMap<TokenHash, TokenEntry>,
-    sessions: HashMap<u64, Arc<Live>>,
-    by_user: HashMap<String, Vec<u64>>,
-    /// Backend session ids (Strapi `sessionId`) → gateway session.
-    aliases: HashMap<String, u64>,
-    /// `sid` and `documentId` → gateway session (user API paths accept either).
-    by_key: HashMap<String, u64>,
-}
-
-impl Index {
-    fn insert_session(&mut self, live: Arc<Live>, aliases: &[String]) {
-        self.by_user.entry(live.user_id.clone()).or_default().push(live.id);
-        self.by_key.insert(live.sid.clone(), live.id);
-        self.by_key.insert(live.document_id.clone(), live.id);
-        for a in aliases {
-            self.aliases.insert(a.clone(), live.id);
-        }
-        self.sessions.insert(live.id, live);
-    }
-
-    fn remove_session(&mut self, live: &Live, aliases: &[String]) {
-        self.sessions.remove(&live.id);
-        if let Some(ids) = self.by_user.get_mut(&live.user_id) {
-            ids.retain(|i| *i != live.id);
-            if ids.is_empty() {
-                self.by_user.remove(&live.user_id);
-            }
-        }
-        self.by_key.remove(&live.sid);
-        self.by_key.remove(&live.document_id);
-        for a in aliases {
-            if self.aliases.get(a) == Some(&live.id) {
-                self.aliases.remove(a);
-            }
-        }
-        for h in live.token_hashes() {
-            self.tokens.remove(&h);
-        }
-    }
-}
 
 /// Result of looking a presented token up.
 #[derive(Debug, Clone)]
@@ -164,11 +51,11 @@ pub enum Check {
     /// Never seen in a backend response (or already purged).
     Unknown,
     /// A token of a live session.
-    Live(Arc<Live>, TokenEntry),
+    Live(Live, TokenEntry),
     /// A token of an ended session.
-    Ended(Arc<Live>),
+    Ended(Live),
     /// A refresh token that a refresh already replaced, presented after the grace period.
-    Reuse(Arc<Live>),
+    Reuse(Live),
 }
 
 /// Tokens the backend issued, with what their (trusted) claims say.
@@ -256,7 +143,7 @@ pub struct Sessions {
     revocation: RevocationQueue,
     store: Store,
     keyring: Keyring,
-    index: RwLock<Index>,
+    index: index::Index,
     locks: Vec<tokio::sync::Mutex<()>>,
     /// Next id counter `n` (see [`Replication::slot`]).
     next_id: AtomicU64,
@@ -301,30 +188,22 @@ impl Sessions {
     /// receiver of pending last-seen writes, which [`run_touch_writer`] drains.
     pub async fn open(
         parts: Parts,
-        mut seed: impl FnMut(&SessionRecord),
+        seed: impl FnMut(&SessionHot<'_>) + Send + 'static,
     ) -> Result<(Arc<Sessions>, mpsc::Receiver<(u64, i64)>), StoreError> {
         let Parts { cfg, store, keyring, metrics, replication, aftermath, clock } = parts;
         Metrics::preregister(&metrics.terminations, EndReason::ALL.map(EndReason::as_str));
         Metrics::preregister(&metrics.backend_revocations, revoke::OUTCOMES);
-        let snap = store.load().await?;
         let blocked = store.load_blocks().await?.into_iter().map(|b| (b.user_id.clone(), b)).collect();
-        let mut index = Index::default();
-        let mut max_id = snap.max_id;
-        let mut per_session: HashMap<u64, Vec<TokenHash>> = HashMap::new();
-        for (h, e) in &snap.tokens {
-            per_session.entry(e.session).or_default().push(*h);
+        // Each stored session goes into the index as it is decoded (its leading fields only).
+        fn fill<S: FnMut(&SessionHot<'_>)>(st: &mut (index::Index, S, u64), h: &SessionHot<'_>, last_active: i64) {
+            (st.1)(h);
+            st.2 = st.2.max(h.id);
+            st.0.insert(&hot_row(h, last_active), &[]);
         }
-        for rec in snap.sessions {
-            seed(&rec);
-            max_id = max_id.max(rec.id);
-            let live = Arc::new(Live::from_record(&rec, per_session.remove(&rec.id).unwrap_or_default()));
-            index.insert_session(live, &rec.aliases);
-        }
-        for (h, e) in snap.tokens {
-            if index.sessions.contains_key(&e.session) {
-                index.tokens.insert(h, e);
-            }
-        }
+        let (loaded, (index, _seed, max_id)) = store.load_with((index::Index::default(), seed, 0u64), fill).await?;
+        index.load_tokens(&loaded.tokens);
+        drop(loaded.tokens);
+        let max_id = max_id.max(loaded.max_id);
         let (touch_tx, touch_rx) = mpsc::channel(65_536);
         let me = Sessions {
             cfg,
@@ -334,7 +213,7 @@ impl Sessions {
             },
             store,
             keyring,
-            index: RwLock::new(index),
+            index,
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             // The first counter whose id lies above every id ever stored here.
             next_id: AtomicU64::new(max_id / replication.slots + 1),
@@ -371,7 +250,7 @@ impl Sessions {
         self.notices.subscribe()
     }
 
-    fn notify_session(&self, kind: &'static str, id: u64, sid: &str, user_id: &str) {
+    fn notify_session(&self, kind: &'static str, id: u64, sid: impl ToString, user_id: &str) {
         // No receivers is the normal case without a dashboard open: build nothing then.
         if self.notices.receiver_count() == 0 {
             return;
@@ -395,12 +274,9 @@ impl Sessions {
         &self.store
     }
 
-    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        crate::sync::read(&self.index)
-    }
-
-    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        crate::sync::write(&self.index)
+    /// The in-memory index (see `index`).
+    pub fn index(&self) -> &index::Index {
+        &self.index
     }
 
     fn stripe(&self, id: u64) -> usize {
@@ -421,11 +297,8 @@ impl Sessions {
 
     /// The per-request check: memory only.
     pub fn check(&self, hash: &TokenHash, now: i64) -> Check {
-        let idx = self.index();
-        let Some(entry) = idx.tokens.get(hash).copied() else { return Check::Unknown };
-        let Some(live) = idx.sessions.get(&entry.session).cloned() else { return Check::Unknown };
-        drop(idx);
-        if live.is_ended() {
+        let Some((live, entry, ended)) = self.index.check(hash) else { return Check::Unknown };
+        if ended {
             return Check::Ended(live);
         }
         if let (TokenKind::Refresh, Some(rotated)) = (entry.kind, entry.rotated_at) {
@@ -437,62 +310,63 @@ impl Sessions {
     }
 
     /// The session a backend session id belongs to.
-    pub fn by_alias(&self, alias: &str) -> Option<Arc<Live>> {
-        let idx = self.index();
-        idx.aliases.get(alias).and_then(|id| idx.sessions.get(id)).cloned()
+    pub fn by_alias(&self, alias: &str) -> Option<Live> {
+        self.index.by_alias(alias)
     }
 
-    pub fn live(&self, id: u64) -> Option<Arc<Live>> {
-        self.index().sessions.get(&id).cloned()
+    pub fn live(&self, id: u64) -> Option<Live> {
+        self.index.get(id)
+    }
+
+    pub fn is_ended(&self, live: &Live) -> bool {
+        self.index.is_ended(live)
+    }
+
+    pub fn last_active(&self, live: &Live) -> i64 {
+        self.index.last_active(live)
     }
 
     /// A session of `user_id` named by its `sid` or `documentId`.
-    pub fn find_for_user(&self, user_id: &str, key: &str) -> Option<Arc<Live>> {
-        let idx = self.index();
-        let live = idx.by_key.get(key).and_then(|id| idx.sessions.get(id))?;
-        (live.user_id == user_id).then(|| live.clone())
+    pub async fn find_for_user(&self, user_id: &str, key: &str) -> Result<Option<Live>, StoreError> {
+        let id = self.timed("read", self.store.find_key(key.to_string())).await?;
+        Ok(id.and_then(|id| self.live(id)).filter(|l| &*l.user_id == user_id))
     }
 
     pub fn user_session_ids(&self, user_id: &str) -> Vec<u64> {
-        self.index().by_user.get(user_id).cloned().unwrap_or_default()
+        self.index.user_sessions(user_id)
     }
 
-    /// Live sessions of a user carrying a given device id.
-    pub fn user_device_sessions(&self, user_id: &str, device_id: &str) -> Vec<u64> {
-        let idx = self.index();
-        idx.by_user
-            .get(user_id)
-            .map(|ids| {
-                ids.iter()
-                    .filter(|id| idx.sessions.get(id).is_some_and(|l| l.device_id.as_deref() == Some(device_id)))
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// Sessions of a user carrying a given device id (the device id is a listing field: read
+    /// from the store).
+    pub async fn user_device_sessions(&self, user_id: &str, device_id: &str) -> Result<Vec<u64>, StoreError> {
+        let recs = self.timed("read", self.store.get_many(self.user_session_ids(user_id))).await?;
+        Ok(recs.into_iter().filter(|r| r.device_id.as_deref() == Some(device_id)).map(|r| r.id).collect())
     }
 
     /// (sessions, active sessions, tokens) held in memory.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let idx = self.index();
-        let active = idx.sessions.values().filter(|l| !l.is_ended()).count();
-        (idx.sessions.len(), active, idx.tokens.len())
+        let o = self.overview();
+        (o.total, o.active, self.index.len().1)
+    }
+
+    /// Counts over every session in memory (active, online, by device, threat scores).
+    pub fn overview(&self) -> index::Overview {
+        self.index.overview(self.now(), self.cfg.inactivity_timeout.as_millis() as i64)
     }
 
     pub fn is_idle(&self, live: &Live, now: i64) -> bool {
-        now - live.last_active() > self.cfg.inactivity_timeout.as_millis() as i64
+        now - self.index.last_active(live) > self.cfg.inactivity_timeout.as_millis() as i64
     }
 
     /// Records activity. The disk write is deferred to the touch writer and happens at most once
     /// per `last_seen_interval` per session.
     pub fn touch(&self, live: &Live, now: i64) {
-        live.last_active.fetch_max(now, Ordering::Relaxed);
-        let persisted = live.persisted_active.load(Ordering::Relaxed);
-        if now - persisted >= self.cfg.last_seen_interval.as_millis() as i64
-            && live.persisted_active.compare_exchange(persisted, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-            && self.touch_tx.try_send((live.id, now)).is_err()
-        {
-            // Queue full: let a later request retry the write.
-            live.persisted_active.store(persisted, Ordering::Relaxed);
+        let interval = self.cfg.last_seen_interval.as_millis() as i64;
+        if let Some(before) = self.index.touch(live, now, interval) {
+            if self.touch_tx.try_send((live.id, now)).is_err() {
+                // Queue full: let a later request retry the write.
+                self.index.unpersist(live, before);
+            }
         }
     }
 
@@ -502,7 +376,7 @@ impl Sessions {
     }
 
     /// Creates a session from a successful login (or an adopted refresh).
-    pub async fn create(&self, origin: Origin, issued: Issued) -> Result<Arc<Live>, StoreError> {
+    pub async fn create(&self, origin: Origin, issued: Issued) -> Result<Live, StoreError> {
         let now = self.now();
         let id = self.allocate_id();
         let dev = origin.device;
@@ -539,17 +413,16 @@ impl Sessions {
             risk_signals: origin.risk.as_ref().map(|a| a.signals.clone()).unwrap_or_default(),
             tags: origin.risk.map(|a| a.tags).unwrap_or_default(),
             role: origin.role,
+            tokens: vec![],
         };
         let entries = issued.entries(id);
-        let live = Arc::new(Live::from_record(&rec, entries.iter().map(|(h, _)| *h).collect()));
+        let mut rec = rec;
+        rec.tokens = entries.iter().map(|(h, _)| *h).collect();
         let outbox = self.events(|| vec![Event::session(rec.clone(), entries.clone())]);
+        let row_rec = rec.clone();
         let changes = Changes { put_sessions: vec![rec], put_tokens: entries.clone(), outbox, ..Default::default() };
         self.timed("create", self.store.apply(changes, true)).await?;
-        {
-            let mut idx = self.index_mut();
-            idx.insert_session(live.clone(), &aliases);
-            idx.tokens.extend(entries);
-        }
+        let live = self.index.insert(&row(&row_rec, None), &entries);
         self.published();
         self.notify_session("created", live.id, &live.sid, &live.user_id);
         Ok(live)
@@ -558,18 +431,13 @@ impl Sessions {
     /// Attaches the tokens of a successful refresh to the same session and marks the presented
     /// refresh token as rotated out. If the session ended meanwhile, the new tokens are still
     /// indexed — under the ended session, so they are refused.
-    pub async fn rotate(
-        &self,
-        live: &Arc<Live>,
-        old_refresh: Option<TokenHash>,
-        issued: Issued,
-    ) -> Result<(), StoreError> {
+    pub async fn rotate(&self, live: &Live, old_refresh: Option<TokenHash>, issued: Issued) -> Result<(), StoreError> {
         let _g = self.lock_many(&[live.id]).await;
         let now = self.now();
         let Some(mut rec) = self.timed("read", self.store.get(live.id)).await? else { return Ok(()) };
         let mut entries = issued.entries(live.id);
         if let Some(old) = old_refresh {
-            let prev = self.index().tokens.get(&old).copied();
+            let prev = self.index.token(&old);
             if let Some(mut e) = prev.filter(|e| e.session == live.id && e.kind == TokenKind::Refresh) {
                 e.rotated_at.get_or_insert(now);
                 entries.push((old, e));
@@ -592,15 +460,22 @@ impl Sessions {
             rec.rotations.remove(0);
         }
         rec.last_active = rec.last_active.max(now);
+        // The record lists the session's tokens still indexed, and the new ones.
+        rec.tokens.retain(|h| self.index.token(h).is_some());
+        for (h, _) in &entries {
+            if !rec.tokens.contains(h) {
+                rec.tokens.push(*h);
+            }
+        }
         let outbox = self.events(|| {
-            let mut all = self.token_entries(live);
+            let mut all = self.token_entries(&rec);
             all.retain(|(h, _)| !entries.iter().any(|(n, _)| n == h));
             all.extend(entries.iter().copied());
             vec![Event::session(rec.clone(), all)]
         });
         // Ended while this refresh was in flight (the stripe lock keeps this stable until the
         // write): the backend just minted tokens for it, so its revocation starts over with them.
-        let put_revocations = if live.is_ended() {
+        let put_revocations = if self.index.is_ended(live) {
             let reason = rec.end_reason.unwrap_or(EndReason::Logout);
             self.revocation_entries(&[live.id], reason, now, now)
         } else {
@@ -618,14 +493,10 @@ impl Sessions {
         if requeued {
             self.revocation.notify.notify_one();
         }
-        live.add_tokens(&entries.iter().map(|(h, _)| *h).collect::<Vec<_>>());
-        live.last_active.fetch_max(now, Ordering::Relaxed);
-        {
-            let mut idx = self.index_mut();
-            if let Some(a) = issued.backend_session {
-                idx.aliases.insert(a, live.id);
-            }
-            idx.tokens.extend(entries);
+        self.index.put_tokens(live, &entries);
+        self.index.seen(live, now, false);
+        if let Some(a) = issued.backend_session {
+            self.index.add_alias(live, &a);
         }
         self.published();
         self.notify_session("rotated", live.id, &live.sid, &live.user_id);
@@ -687,7 +558,7 @@ impl Sessions {
             if let Some(live) = self.live(*id) {
                 // `ended_at` is real time (diagnostics, the test harness's "nothing ended got
                 // through" check), whatever the decision clock says.
-                if live.mark_ended(now_ms()) {
+                if self.index.mark_ended(&live, now_ms()) {
                     newly.push(*id);
                 }
             }
@@ -697,15 +568,7 @@ impl Sessions {
             rec.logout_time = Some(now);
             rec.end_reason = Some(reason);
         }
-        let outbox = self.events(|| {
-            records
-                .iter()
-                .map(|r| {
-                    let tokens = self.live(r.id).map(|l| self.token_entries(&l)).unwrap_or_default();
-                    Event::session(r.clone(), tokens)
-                })
-                .collect()
-        });
+        let outbox = self.events(|| records.iter().map(|r| Event::session(r.clone(), self.token_entries(r))).collect());
         let due = now + hold.map_or(0, |h| h.as_millis() as i64);
         let ended_ids: Vec<u64> = records.iter().map(|r| r.id).collect();
         let put_revocations = self.revocation_entries(&ended_ids, reason, now, due);
@@ -793,17 +656,10 @@ impl Sessions {
         self.store.apply(Changes { put_sessions: vec![rec], ..Default::default() }, true).await
     }
 
-    /// The tokens of every ended session with the time this instance learnt of the ending
-    /// (unix ms).
-    pub fn ended_tokens(&self) -> Vec<(TokenHash, i64)> {
-        let idx = self.index();
-        idx.tokens
-            .iter()
-            .filter_map(|(h, e)| {
-                let live = idx.sessions.get(&e.session)?;
-                live.is_ended().then(|| (*h, live.ended_at.load(Ordering::Acquire)))
-            })
-            .collect()
+    /// The token prefixes (see `index::Key`) of every ended session with the time this
+    /// instance learnt of the ending (unix ms).
+    pub fn ended_tokens(&self) -> Vec<([u8; 16], i64)> {
+        self.index.ended_tokens()
     }
 
     /// Runs a store operation, recording its latency as `store_operation_seconds{op}`.
@@ -869,20 +725,24 @@ impl Sessions {
         }
     }
 
-    /// Every session held in memory (for statistics).
-    pub fn all_live(&self) -> Vec<Arc<Live>> {
-        self.index().sessions.values().cloned().collect()
+    /// One page of sessions matching `q` (ids, in order), and how many match in all.
+    pub fn select(&self, q: &index::Query) -> (usize, Vec<u64>) {
+        self.index.select(q)
     }
 
-    /// A session by numeric id, `sid` or `documentId`.
-    pub fn find(&self, key: &str) -> Option<Arc<Live>> {
-        let idx = self.index();
-        let id = key
-            .parse::<u64>()
-            .ok()
-            .filter(|id| idx.sessions.contains_key(id))
-            .or_else(|| idx.by_key.get(key).copied())?;
-        idx.sessions.get(&id).cloned()
+    /// Every session id held in memory, ascending.
+    pub fn ids(&self) -> Vec<u64> {
+        self.index.ids()
+    }
+
+    /// A session by numeric id, `sid` or `documentId` (the last two through the store's key
+    /// index: they are listing fields, not kept in memory).
+    pub async fn find(&self, key: &str) -> Result<Option<Live>, StoreError> {
+        if let Some(live) = key.parse::<u64>().ok().and_then(|id| self.live(id)) {
+            return Ok(Some(live));
+        }
+        let id = self.timed("read", self.store.find_key(key.to_string())).await?;
+        Ok(id.and_then(|id| self.live(id)))
     }
 
     /// Full records (for the user API), with in-memory last-active applied.
@@ -890,7 +750,7 @@ impl Sessions {
         let mut recs = self.timed("read", self.store.get_many(ids)).await?;
         for r in &mut recs {
             if let Some(l) = self.live(r.id) {
-                r.last_active = r.last_active.max(l.last_active());
+                r.last_active = r.last_active.max(self.index.last_active(&l));
             }
         }
         Ok(recs)
@@ -915,38 +775,71 @@ impl Sessions {
         let ids: Vec<u64> = sessions.iter().map(|r| r.id).collect();
         let _g = self.lock_many(&ids).await;
         let mut delete_tokens = expired_tokens.clone();
-        let lives: Vec<(Arc<Live>, Vec<String>)> =
-            sessions.iter().filter_map(|r| self.live(r.id).map(|l| (l, r.aliases.clone()))).collect();
-        for (l, _) in &lives {
-            delete_tokens.extend(l.token_hashes());
+        for r in &sessions {
+            delete_tokens.extend(r.tokens.iter().copied());
         }
         self.timed(
             "purge",
             self.store.apply(Changes { delete_sessions: ids, delete_tokens, ..Default::default() }, true),
         )
         .await?;
-        let mut idx = self.index_mut();
-        for (l, aliases) in &lives {
-            idx.remove_session(l, aliases);
+        for r in &sessions {
+            self.index.remove_session(r.id, &r.aliases, &r.tokens);
         }
-        for h in &expired_tokens {
-            if let Some(e) = idx.tokens.remove(h) {
-                if let Some(l) = idx.sessions.get(&e.session) {
-                    l.remove_tokens(&[*h]);
-                }
-            }
-        }
+        self.index.remove_tokens(&expired_tokens);
         Ok(())
     }
 
-    /// Token entries of a session whose `exp` lies before `cutoff` (unix seconds).
-    pub(crate) fn expired_tokens_of(&self, id: u64, cutoff: i64) -> Vec<TokenHash> {
-        let Some(live) = self.live(id) else { return vec![] };
-        let idx = self.index();
-        live.token_hashes()
-            .into_iter()
-            .filter(|h| idx.tokens.get(h).and_then(|e| e.exp).is_some_and(|exp| exp < cutoff))
+    /// Tokens of a session whose `exp` lies before `cutoff` (unix seconds).
+    pub(crate) fn expired_tokens_of(&self, rec: &SessionRecord, cutoff: i64) -> Vec<TokenHash> {
+        rec.tokens
+            .iter()
+            .filter(|h| self.index.token(h).and_then(|e| e.exp).is_some_and(|exp| exp < cutoff))
+            .copied()
             .collect()
+    }
+
+    /// A record's tokens as the index has them.
+    pub(crate) fn token_entries(&self, rec: &SessionRecord) -> Vec<(TokenHash, TokenEntry)> {
+        rec.tokens.iter().filter_map(|h| self.index.token(h).filter(|e| e.session == rec.id).map(|e| (*h, e))).collect()
+    }
+}
+
+/// What the index keeps of a stored session's leading fields.
+fn hot_row<'a>(h: &'a SessionHot<'a>, last_active: i64) -> index::Row<'a> {
+    index::Row {
+        id: h.id,
+        sid: h.sid,
+        user_id: h.user_id,
+        username: h.username,
+        email: h.email,
+        ip: h.ip,
+        device_type: h.device_type,
+        login_time: h.login_time,
+        last_active,
+        ended_at: h.logout_time.map(|t| t.max(1)),
+        threat_score: h.threat_score,
+        country: h.geo.as_ref().and_then(|g| g.country_code.as_deref()),
+        aliases: h.aliases.clone(),
+    }
+}
+
+/// What the index keeps of a record; `ended_at` is when this instance learnt of its ending.
+pub(crate) fn row(rec: &SessionRecord, ended_at: Option<i64>) -> index::Row<'_> {
+    index::Row {
+        id: rec.id,
+        sid: &rec.sid,
+        user_id: &rec.user_id,
+        username: rec.username.as_deref(),
+        email: rec.email.as_deref(),
+        ip: &rec.ip,
+        device_type: &rec.device_type,
+        login_time: rec.login_time,
+        last_active: rec.last_active,
+        ended_at: if rec.is_active() { None } else { ended_at.or(rec.logout_time).or(Some(1)) },
+        threat_score: rec.threat_score,
+        country: rec.geo.as_ref().and_then(|g| g.country_code.as_deref()),
+        aliases: rec.aliases.iter().map(String::as_str).collect(),
     }
 }
 

@@ -63,12 +63,12 @@ pub async fn sweep_once(sessions: &Sessions, policy: SweepPolicy, shutdown: &wat
             let tokens_dead = last_exp.is_none_or(|e| e < now_s - grace_s);
             match rec.logout_time {
                 Some(t) if now - t > retention_ms && tokens_dead => purge.push(rec),
-                Some(_) => dropped.extend(sessions.expired_tokens_of(rec.id, now_s - grace_s)),
+                Some(_) => dropped.extend(sessions.expired_tokens_of(&rec, now_s - grace_s)),
                 None => {
                     if last_exp.is_some_and(|e| e < now_s) {
                         expired.push(rec.id);
                     }
-                    dropped.extend(sessions.expired_tokens_of(rec.id, now_s - grace_s));
+                    dropped.extend(sessions.expired_tokens_of(&rec, now_s - grace_s));
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Persistent session state. `store/` maps keys to versioned serde records and never sees an
 //! HTTP type; `session/` owns the lifecycle. Only `store/sled.rs` imports sled.
 
+mod codec;
 mod sled;
 
 pub use self::sled::SledStore as Store;
@@ -76,6 +77,9 @@ pub struct Sealed {
 }
 
 /// One gateway session. Times are unix milliseconds.
+///
+/// The field order is the disk layout (see `codec`): the fields a cold start reads
+/// ([`SessionHot`]) come first, in the same order, so a start decodes only that prefix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
     pub v: u8,
@@ -86,20 +90,27 @@ pub struct SessionRecord {
     pub user_id: String,
     pub username: Option<String>,
     pub email: Option<String>,
-    pub tenant_id: Option<String>,
-    pub device_id: Option<String>,
     pub ip: String,
-    pub user_agent: String,
     pub device_type: String,
     pub browser_name: String,
     pub os_name: String,
     pub login_time: i64,
     pub last_active: i64,
     pub logout_time: Option<i64>,
-    pub end_reason: Option<EndReason>,
-    pub origin: SessionOrigin,
+    /// 0–100 threat score of the login (absent when risk scoring is off).
+    #[serde(default)]
+    pub threat_score: Option<u32>,
+    /// Location of the login address (absent when no geo data is configured).
+    #[serde(default)]
+    pub geo: Option<crate::geo::GeoInfo>,
     /// Backend session ids (Strapi's `sessionId` claim), oldest first.
     pub aliases: Vec<String>,
+    // What a start does not read.
+    pub tenant_id: Option<String>,
+    pub device_id: Option<String>,
+    pub user_agent: String,
+    pub end_reason: Option<EndReason>,
+    pub origin: SessionOrigin,
     pub access: Option<Sealed>,
     pub refresh: Option<Sealed>,
     pub access_exp: Option<i64>,
@@ -107,22 +118,68 @@ pub struct SessionRecord {
     pub rotation_count: u32,
     /// Times of the most recent rotations (bounded).
     pub rotations: Vec<i64>,
-    /// Location of the login address (absent when no geo data is configured).
-    #[serde(default)]
-    pub geo: Option<crate::geo::GeoInfo>,
-    /// 0–100 threat score of the login (absent when risk scoring is off).
-    #[serde(default)]
-    pub threat_score: Option<u32>,
     #[serde(default)]
     pub risk_signals: Vec<crate::risk::Signal>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]
     pub role: Option<String>,
+    /// Hashes of the session's tokens in the token index (what a purge removes with it).
+    #[serde(default)]
+    pub tokens: Vec<TokenHash>,
+}
+
+/// The leading fields of a stored [`SessionRecord`], borrowed from the stored bytes: what a
+/// cold start builds the index (and the risk engine's login history) from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SessionHot<'a> {
+    pub v: u8,
+    pub id: u64,
+    pub sid: &'a str,
+    pub document_id: &'a str,
+    pub user_id: &'a str,
+    #[serde(borrow)]
+    pub username: Option<&'a str>,
+    #[serde(borrow)]
+    pub email: Option<&'a str>,
+    pub ip: &'a str,
+    pub device_type: &'a str,
+    pub browser_name: &'a str,
+    pub os_name: &'a str,
+    pub login_time: i64,
+    pub last_active: i64,
+    pub logout_time: Option<i64>,
+    pub threat_score: Option<u32>,
+    pub geo: Option<crate::geo::GeoInfo>,
+    #[serde(borrow)]
+    pub aliases: Vec<&'a str>,
 }
 
 impl SessionRecord {
     pub const VERSION: u8 = 1;
+
+    /// The leading fields, borrowed (what a cold start reads).
+    pub fn hot(&self) -> SessionHot<'_> {
+        SessionHot {
+            v: self.v,
+            id: self.id,
+            sid: &self.sid,
+            document_id: &self.document_id,
+            user_id: &self.user_id,
+            username: self.username.as_deref(),
+            email: self.email.as_deref(),
+            ip: &self.ip,
+            device_type: &self.device_type,
+            browser_name: &self.browser_name,
+            os_name: &self.os_name,
+            login_time: self.login_time,
+            last_active: self.last_active,
+            logout_time: self.logout_time,
+            threat_score: self.threat_score,
+            geo: self.geo.clone(),
+            aliases: self.aliases.iter().map(String::as_str).collect(),
+        }
+    }
 
     /// The device the session was opened from, as parsed at login.
     pub fn device(&self) -> crate::device::Device {
@@ -168,6 +225,7 @@ impl SessionRecord {
             risk_signals: vec![],
             tags: vec![],
             role: None,
+            tokens: vec![],
         }
     }
 
@@ -410,10 +468,10 @@ impl Changes {
     }
 }
 
-/// The whole store, read at startup to build the in-memory index.
+/// What a cold start read besides the sessions it handed over one by one.
 #[derive(Debug, Default)]
-pub struct Snapshot {
-    pub sessions: Vec<SessionRecord>,
+pub struct Loaded {
+    pub sessions: usize,
     pub tokens: Vec<(TokenHash, TokenEntry)>,
     pub max_id: u64,
 }
@@ -444,11 +502,15 @@ pub(crate) mod contract {
         assert_eq!(store.get(8).await.expect("get"), None);
 
         store.touch(vec![(7, 99)]).await.expect("touch");
-        let snap = store.load().await.expect("load");
-        assert_eq!(snap.sessions.len(), 1);
-        assert_eq!(snap.sessions[0].last_active, 99, "touches are merged into loaded records");
+        let collect = |seen: &mut Vec<(u64, i64)>, h: &SessionHot<'_>, last: i64| seen.push((h.id, last));
+        let (snap, seen) = store.load_with(Vec::new(), collect).await.expect("load");
+        assert_eq!(seen, vec![(7, 99)], "touches are merged into loaded records");
+        assert_eq!(snap.sessions, 1);
         assert_eq!(snap.tokens, vec![([1; 32], entry)]);
         assert_eq!(snap.max_id, 7);
+        assert_eq!(store.find_key("sess_00000000000000000000000000000007".into()).await.expect("key"), Some(7));
+        assert_eq!(store.find_key("doc000000000000000000007".into()).await.expect("key"), Some(7));
+        assert_eq!(store.find_key("sess_nope".into()).await.expect("key"), None);
 
         let page = store.scan(0, 10).await.expect("scan");
         assert_eq!(page.len(), 1);
@@ -458,9 +520,14 @@ pub(crate) mod contract {
             .apply(Changes { delete_sessions: vec![7], delete_tokens: vec![[1; 32]], ..Default::default() }, true)
             .await
             .expect("delete");
-        let snap = store.load().await.expect("load");
-        assert!(snap.sessions.is_empty() && snap.tokens.is_empty());
+        let (snap, seen) = store.load_with(Vec::new(), collect).await.expect("load");
+        assert!(seen.is_empty() && snap.tokens.is_empty());
         assert_eq!(snap.max_id, 7, "ids are never reused after a purge");
+        assert_eq!(
+            store.find_key("doc000000000000000000007".into()).await.expect("key"),
+            None,
+            "keys go with the record"
+        );
 
         // The outbox is FIFO, written atomically with the change it describes.
         store

@@ -8,7 +8,10 @@
 //! threads that write the log — a deadlock seen under replication load. The per-request token check
 //! never comes here; it reads the in-memory index in `session/`.
 //!
-//! Trees: `sessions` (id, big-endian u64 → JSON record), `tokens` (SHA-256 → JSON entry),
+//! Trees: `sessions` (id, big-endian u64 → record), `tokens` (SHA-256 → entry), both in the
+//! compact versioned encoding of `codec`; `keys` (`sid` and `documentId` → id, written when a
+//! record is first stored and removed with it: the user API and the admin look sessions up by
+//! these, and the in-memory index does not keep them);
 //! `touches` (id → last-active ms; kept apart so last-seen updates do not rewrite records),
 //! `meta` (`max_id`), `blocks` (user id → JSON block record), `audit` (time ms ++ sequence, both
 //! big-endian → JSON event; append-only, ordered by time), `alerts` (id → JSON alert record: the
@@ -16,9 +19,10 @@
 //! to Redis; FIFO), `revocations` (session id → JSON revocation record: the durable queue of
 //! backend sessions still to be revoked, written in the same transaction as the ending).
 
+use super::codec;
 use super::{
-    AlertRecord, AuditRecord, BlockRecord, Changes, RevocationRecord, SessionRecord, Snapshot, StoreError, TokenEntry,
-    TokenHash,
+    AlertRecord, AuditRecord, BlockRecord, Changes, Loaded, RevocationRecord, SessionHot, SessionRecord, StoreError,
+    TokenEntry, TokenHash,
 };
 use sled::Transactional;
 use std::path::Path;
@@ -28,6 +32,7 @@ pub struct SledStore {
     db: sled::Db,
     sessions: sled::Tree,
     tokens: sled::Tree,
+    keys: sled::Tree,
     touches: sled::Tree,
     meta: sled::Tree,
     blocks: sled::Tree,
@@ -43,7 +48,8 @@ pub struct SledStore {
 
 /// Changes encoded for the transaction writer.
 struct Encoded {
-    sessions: Vec<(u64, Vec<u8>)>,
+    /// (id, encoded record, its `sid` and `documentId`).
+    sessions: Vec<(u64, Vec<u8>, [String; 2])>,
     tokens: Vec<(TokenHash, Vec<u8>)>,
     delete_tokens: Vec<TokenHash>,
     delete_sessions: Vec<u64>,
@@ -67,6 +73,7 @@ struct TxTrees {
     db: sled::Db,
     sessions: sled::Tree,
     tokens: sled::Tree,
+    keys: sled::Tree,
     touches: sled::Tree,
     meta: sled::Tree,
     outbox: sled::Tree,
@@ -105,12 +112,16 @@ fn write_batch(t: &TxTrees, batch: &[Write]) -> Result<(), String> {
             outbox_ids.push(t.db.generate_id().map_err(|e| e.to_string())?);
         }
     }
-    (&t.sessions, &t.tokens, &t.touches, &t.meta, &t.outbox, &t.revocations)
-        .transaction(|(sessions, tok, touches, meta, out, revocations)| {
+    (&t.sessions, &t.tokens, &t.touches, &t.meta, &t.outbox, &t.revocations, &t.keys)
+        .transaction(|(sessions, tok, touches, meta, out, revocations, keys)| {
             let mut ids = outbox_ids.iter();
             for c in batch.iter().map(|w| &w.changes) {
-                for (id, v) in &c.sessions {
-                    sessions.insert(&id.to_be_bytes(), v.as_slice())?;
+                for (id, v, names) in &c.sessions {
+                    if sessions.insert(&id.to_be_bytes(), v.as_slice())?.is_none() {
+                        for k in names {
+                            keys.insert(k.as_bytes(), &id.to_be_bytes())?;
+                        }
+                    }
                 }
                 for (h, v) in &c.tokens {
                     tok.insert(h, v.as_slice())?;
@@ -119,7 +130,13 @@ fn write_batch(t: &TxTrees, batch: &[Write]) -> Result<(), String> {
                     tok.remove(h)?;
                 }
                 for id in &c.delete_sessions {
-                    sessions.remove(&id.to_be_bytes())?;
+                    if let Some(old) = sessions.remove(&id.to_be_bytes())? {
+                        // Unreadable, its keys stay behind: harmless, they name no record.
+                        let names = codec::with_hot(&old, |h| [h.sid.to_string(), h.document_id.to_string()]);
+                        for k in names.iter().flatten() {
+                            keys.remove(k.as_bytes())?;
+                        }
+                    }
                     touches.remove(&id.to_be_bytes())?;
                 }
                 if let Some(max) = c.max_id {
@@ -215,18 +232,21 @@ impl SledStore {
                 .open()
                 .map_err(sled_err)?;
             let tree = |name: &str| db.open_tree(name).map_err(sled_err);
-            let (sessions, tokens, touches, meta, outbox, revocations) = (
+            let (sessions, tokens, keys, touches, meta, outbox, revocations) = (
                 tree("sessions")?,
                 tree("tokens")?,
+                tree("keys")?,
                 tree("touches")?,
                 tree("meta")?,
                 tree("outbox")?,
                 tree("revocations")?,
             );
+            upgrade(&sessions, &tokens, &keys, &meta)?;
             let tx_trees = std::sync::Arc::new(TxTrees {
                 db: db.clone(),
                 sessions: sessions.clone(),
                 tokens: tokens.clone(),
+                keys: keys.clone(),
                 touches: touches.clone(),
                 meta: meta.clone(),
                 outbox: outbox.clone(),
@@ -240,6 +260,7 @@ impl SledStore {
             Ok(SledStore {
                 sessions,
                 tokens,
+                keys,
                 touches,
                 meta,
                 blocks: tree("blocks")?,
@@ -256,29 +277,59 @@ impl SledStore {
         .await
     }
 
-    /// Reads everything (startup only).
-    pub async fn load(&self) -> Result<Snapshot, StoreError> {
+    /// Reads the sessions and tokens (startup only). Each session's leading fields go to
+    /// `f` with its last-active time (the `touches` tree merged in), decoded in place: no record
+    /// is materialised. The tokens are read by a second thread meanwhile.
+    pub async fn load_with<St, F>(&self, state: St, mut f: F) -> Result<(Loaded, St), StoreError>
+    where
+        St: Send + 'static,
+        F: FnMut(&mut St, &SessionHot<'_>, i64) + Send + 'static,
+    {
         let me = self.clone();
         blocking(move || {
-            let mut snap = Snapshot::default();
-            for kv in me.sessions.iter() {
-                let (_, v) = kv.map_err(sled_err)?;
-                snap.sessions.push(serde_json::from_slice::<SessionRecord>(&v).map_err(codec_err)?);
-            }
-            for rec in &mut snap.sessions {
-                if let Some(t) = me.touches.get(rec.id.to_be_bytes()).map_err(sled_err)? {
-                    rec.last_active = rec.last_active.max(decode_i64(&t));
+            let mut state = state;
+            std::thread::scope(|scope| {
+                let tokens = scope.spawn(|| -> Result<Vec<(TokenHash, TokenEntry)>, StoreError> {
+                    let mut out = Vec::new();
+                    for kv in me.tokens.iter() {
+                        let (k, v) = kv.map_err(sled_err)?;
+                        let Ok(hash) = <TokenHash>::try_from(k.as_ref()) else { continue };
+                        out.push((hash, codec::decode_token(&v)?));
+                    }
+                    Ok(out)
+                });
+                let mut sessions = 0;
+                // Both trees are ordered by big-endian id: merge them in one pass.
+                let mut touches = me.touches.iter().peekable();
+                for kv in me.sessions.iter() {
+                    let (k, v) = kv.map_err(sled_err)?;
+                    let id = decode_i64(&k) as u64;
+                    let mut touched = None;
+                    while let Some(Ok((tk, tv))) = touches.peek() {
+                        let tid = decode_i64(tk) as u64;
+                        if tid > id {
+                            break;
+                        }
+                        if tid == id {
+                            touched = Some(decode_i64(tv));
+                        }
+                        touches.next();
+                    }
+                    codec::with_hot(&v, |h| f(&mut state, h, touched.map_or(h.last_active, |t| t.max(h.last_active))))?;
+                    sessions += 1;
                 }
-            }
-            for kv in me.tokens.iter() {
-                let (k, v) = kv.map_err(sled_err)?;
-                let Ok(hash) = <TokenHash>::try_from(k.as_ref()) else { continue };
-                snap.tokens.push((hash, serde_json::from_slice::<TokenEntry>(&v).map_err(codec_err)?));
-            }
-            snap.max_id = me.meta.get(MAX_ID).map_err(sled_err)?.map(|v| decode_i64(&v) as u64).unwrap_or(0);
-            Ok(snap)
+                let tokens = tokens.join().map_err(|_| StoreError::Sled("the token reader panicked".into()))??;
+                let max_id = me.meta.get(MAX_ID).map_err(sled_err)?.map(|v| decode_i64(&v) as u64).unwrap_or(0);
+                Ok((Loaded { sessions, tokens, max_id }, state))
+            })
         })
         .await
+    }
+
+    /// The session whose `sid` or `documentId` is `key`.
+    pub async fn find_key(&self, key: String) -> Result<Option<u64>, StoreError> {
+        let keys = self.keys.clone();
+        blocking(move || Ok(keys.get(key.as_bytes()).map_err(sled_err)?.map(|v| decode_i64(&v) as u64))).await
     }
 
     /// Applies `changes` atomically; with `durable`, returns only after they reached the disk.
@@ -286,8 +337,16 @@ impl SledStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let sessions = encode_keyed(&changes.put_sessions, |r| (r.id, r))?;
-        let tokens = encode_keyed(&changes.put_tokens, |(h, e)| (*h, e))?;
+        let sessions = changes
+            .put_sessions
+            .iter()
+            .map(|r| Ok((r.id, codec::encode_session(r)?, [r.sid.clone(), r.document_id.clone()])))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let tokens = changes
+            .put_tokens
+            .iter()
+            .map(|(h, e)| Ok((*h, codec::encode_token(e)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let revocations = encode_keyed(&changes.put_revocations, |r| (r.session, r))?;
         let encoded = Encoded {
             revocations,
@@ -336,7 +395,7 @@ impl SledStore {
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(v) = me.sessions.get(id.to_be_bytes()).map_err(sled_err)? {
-                    let mut rec: SessionRecord = serde_json::from_slice(&v).map_err(codec_err)?;
+                    let mut rec = codec::decode_session(&v)?;
                     if let Some(t) = me.touches.get(id.to_be_bytes()).map_err(sled_err)? {
                         rec.last_active = rec.last_active.max(decode_i64(&t));
                     }
@@ -359,7 +418,7 @@ impl SledStore {
             }
             for kv in tree.range(start..).take(limit) {
                 let (_, v) = kv.map_err(sled_err)?;
-                out.push(serde_json::from_slice(&v).map_err(codec_err)?);
+                out.push(codec::decode_session(&v)?);
             }
             Ok(out)
         })
@@ -388,6 +447,76 @@ impl SledStore {
         self.sync.done.store(upto, SeqCst);
         Ok(())
     }
+}
+
+/// Which encoding the session and token trees are in (`meta` key `format`).
+const FORMAT: &[u8] = b"format";
+
+/// Rewrites a data directory of the JSON encoding (version 1, releases before the compact one)
+/// in the current one, once: records and token entries re-encoded, each record given the list
+/// of its tokens, the `keys` tree filled. Batches of 10 000; a crash halfway leaves values of
+/// both encodings, which both decode, and the next start goes on from there. Then `format` is
+/// set and flushed.
+fn upgrade(sessions: &sled::Tree, tokens: &sled::Tree, keys: &sled::Tree, meta: &sled::Tree) -> Result<(), StoreError> {
+    if meta.get(FORMAT).map_err(sled_err)?.is_some_and(|v| v.first() == Some(&codec::VERSION)) {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut per_session: std::collections::HashMap<u64, Vec<TokenHash>> = std::collections::HashMap::new();
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    let mut converted = 0usize;
+    for kv in tokens.iter() {
+        let (k, v) = kv.map_err(sled_err)?;
+        let Ok(hash) = <TokenHash>::try_from(k.as_ref()) else { continue };
+        let e = codec::decode_token(&v)?;
+        per_session.entry(e.session).or_default().push(hash);
+        if codec::is_legacy(&v) {
+            batch.insert(k.as_ref(), codec::encode_token(&e)?);
+            n += 1;
+            converted += 1;
+        }
+        if n >= 10_000 {
+            tokens.apply_batch(std::mem::take(&mut batch)).map_err(sled_err)?;
+            n = 0;
+        }
+    }
+    tokens.apply_batch(batch).map_err(sled_err)?;
+    let (mut batch, mut key_batch, mut n) = (sled::Batch::default(), sled::Batch::default(), 0);
+    for kv in sessions.iter() {
+        let (k, v) = kv.map_err(sled_err)?;
+        if !codec::is_legacy(&v) {
+            continue;
+        }
+        let mut rec = codec::decode_session(&v)?;
+        rec.tokens = per_session.remove(&rec.id).unwrap_or_default();
+        batch.insert(k.as_ref(), codec::encode_session(&rec)?);
+        key_batch.insert(rec.sid.as_bytes(), &rec.id.to_be_bytes());
+        key_batch.insert(rec.document_id.as_bytes(), &rec.id.to_be_bytes());
+        n += 1;
+        converted += 1;
+        if n >= 10_000 {
+            // Keys first: a record in the new encoding always has its keys.
+            keys.apply_batch(std::mem::take(&mut key_batch)).map_err(sled_err)?;
+            sessions.apply_batch(std::mem::take(&mut batch)).map_err(sled_err)?;
+            n = 0;
+        }
+    }
+    keys.apply_batch(key_batch).map_err(sled_err)?;
+    sessions.apply_batch(batch).map_err(sled_err)?;
+    meta.insert(FORMAT, &[codec::VERSION]).map_err(sled_err)?;
+    // The one place a blocking flush is allowed besides `flush`: inside `open`, off the async
+    // threads.
+    #[allow(clippy::disallowed_methods)]
+    meta.flush().map_err(sled_err)?;
+    if converted > 0 {
+        tracing::info!(
+            values = converted,
+            ms = started.elapsed().as_millis() as u64,
+            "store upgraded to the compact encoding"
+        );
+    }
+    Ok(())
 }
 
 /// Every value of a tree, decoded, in key order.

@@ -35,7 +35,8 @@ pub struct Gateway {
     /// Every public address this gateway had (a restart binds a new port).
     addrs: Vec<SocketAddr>,
     /// Ended sessions' tokens seen by earlier runs of this gateway, with when they ended.
-    ended: std::collections::HashMap<[u8; 32], i64>,
+    /// Token hash prefixes (as the gateway's index keys them) of ended sessions.
+    ended: std::collections::HashMap<[u8; 16], i64>,
     /// The clock the gateway's session decisions read: the system clock until a test moves it
     /// forward with [`Gateway::advance`] (kept across restarts).
     clock: sessiongate::clock::Clock,
@@ -175,7 +176,8 @@ impl Gateway {
             .iter()
             .filter(|a| matches!(&a.via, strapi::Via::Gateway(h) if hosts.contains(h)))
             .filter_map(|a| {
-                let ended = self.ended.get(&a.hash)?;
+                let prefix: [u8; 16] = a.hash[..16].try_into().ok()?;
+                let ended = self.ended.get(&prefix)?;
                 (a.at_ms > ended + IN_FLIGHT_SLACK_MS).then(|| {
                     format!("{} token accepted on {} {} ms after its session ended", a.kind, a.route, a.at_ms - ended)
                 })

@@ -6,11 +6,10 @@
 //! bring an ended session back.
 
 use super::event::{Event, Item};
-use crate::session::{Live, Sessions};
+use crate::session::Sessions;
 use crate::store::{BlockRecord, Changes, EndReason, SessionRecord, StoreError, TokenEntry, TokenHash};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 /// Merges two versions of the same session.
 pub fn merge(local: &SessionRecord, remote: &SessionRecord) -> SessionRecord {
@@ -24,6 +23,11 @@ pub fn merge(local: &SessionRecord, remote: &SessionRecord) -> SessionRecord {
     for a in other_aliases {
         if !out.aliases.contains(a) {
             out.aliases.push(a.clone());
+        }
+    }
+    for h in &other.tokens {
+        if !out.tokens.contains(h) {
+            out.tokens.push(*h);
         }
     }
     out.last_active = local.last_active.max(remote.last_active);
@@ -122,10 +126,15 @@ impl Sessions {
                 Some(local) => merge(local, &item.rec),
                 None => item.rec,
             };
-            let known: HashMap<TokenHash, TokenEntry> = {
-                let idx = self.index();
-                item.tokens.iter().filter_map(|t| idx.tokens.get(&t.h).map(|e| (t.h, *e))).collect()
-            };
+            let mut merged = merged;
+            // The record lists every token indexed for it (an older sender's record may not).
+            for t in item.tokens.iter().filter(|t| t.entry.session == id) {
+                if !merged.tokens.contains(&t.h) {
+                    merged.tokens.push(t.h);
+                }
+            }
+            let known: HashMap<TokenHash, TokenEntry> =
+                item.tokens.iter().filter_map(|t| self.index.token(&t.h).map(|e| (t.h, e))).collect();
             let mut tokens = Vec::new();
             for t in item.tokens {
                 if t.entry.session != id {
@@ -161,30 +170,22 @@ impl Sessions {
             self.store.touch(touch_list.clone()).await?;
         }
 
-        let mut idx = self.index_mut();
         for (rec, tokens, is_new) in index_updates {
-            let hashes: Vec<TokenHash> = tokens.iter().map(|(h, _)| *h).collect();
-            match idx.sessions.get(&rec.id).cloned() {
+            match self.index.get(rec.id) {
                 Some(live) => {
-                    if !rec.is_active() && live.mark_ended(crate::clock::now_ms()) {
+                    if !rec.is_active() && self.index.mark_ended(&live, crate::clock::now_ms()) {
                         applied.ended += 1;
                         self.notify_session("ended", rec.id, &rec.sid, &rec.user_id);
                     }
-                    live.last_active.fetch_max(rec.last_active, Ordering::Relaxed);
-                    live.persisted_active.fetch_max(rec.last_active, Ordering::Relaxed);
-                    let have = live.token_hashes();
-                    live.add_tokens(&hashes.iter().filter(|h| !have.contains(h)).copied().collect::<Vec<_>>());
+                    self.index.seen(&live, rec.last_active, true);
                     for a in &rec.aliases {
-                        idx.aliases.insert(a.clone(), rec.id);
+                        self.index.add_alias(&live, a);
                     }
+                    self.index.put_tokens(&live, &tokens);
                 }
                 None => {
-                    let live = Arc::new(Live::from_record(&rec, hashes));
-                    if !rec.is_active() {
-                        // This instance learns of the ending now, not at the remote ending time.
-                        live.ended_at.store(crate::clock::now_ms(), Ordering::Release);
-                    }
-                    idx.insert_session(live, &rec.aliases);
+                    // This instance learns of an ending now, not at the remote ending time.
+                    self.index.insert(&crate::session::row(&rec, Some(crate::clock::now_ms())), &tokens);
                     self.notify_session(
                         if rec.is_active() { "created" } else { "ended" },
                         rec.id,
@@ -193,15 +194,13 @@ impl Sessions {
                     );
                 }
             }
-            idx.tokens.extend(tokens);
             if is_new {
                 applied.new_sessions.push(rec);
             }
         }
         for (id, ms) in touch_list {
-            if let Some(live) = idx.sessions.get(&id) {
-                live.last_active.fetch_max(ms, Ordering::Relaxed);
-                live.persisted_active.fetch_max(ms, Ordering::Relaxed);
+            if let Some(live) = self.index.get(id) {
+                self.index.seen(&live, ms, true);
             }
         }
         Ok(applied)
@@ -231,19 +230,10 @@ impl Sessions {
         Ok(())
     }
 
-    /// Token entries of a session as the index has them.
-    pub(crate) fn token_entries(&self, live: &Live) -> Vec<(TokenHash, TokenEntry)> {
-        let hashes = live.token_hashes();
-        let idx = self.index();
-        hashes.into_iter().filter_map(|h| idx.tokens.get(&h).map(|e| (h, *e))).collect()
-    }
-
     /// This instance's whole state in chunks of `chunk` sessions (for snapshots and republishing).
     /// Each chunk is read when asked for, so memory stays bounded.
     pub fn state_ids(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.index().sessions.keys().copied().collect();
-        ids.sort_unstable();
-        ids
+        self.ids()
     }
 
     /// Full state items of `ids` (records from the store, tokens from the index).
@@ -252,7 +242,7 @@ impl Sessions {
         Ok(recs
             .into_iter()
             .map(|rec| {
-                let tokens = self.live(rec.id).map(|l| self.token_entries(&l)).unwrap_or_default();
+                let tokens = self.token_entries(&rec);
                 Item::new(rec, tokens)
             })
             .collect())
