@@ -101,7 +101,6 @@ impl Sessions {
                 ..SessionRecord::blank(id, &row.user_id)
             };
             let e = issued.entries(id);
-            let rec = SessionRecord { tokens: e.iter().map(|(h, _)| *h).collect(), ..rec };
             outcomes.push(ImportOutcome::Created { id, session_id: rec.sid.clone() });
             entries.extend(e.iter().cloned());
             let event_entries = e;

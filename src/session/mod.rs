@@ -413,11 +413,8 @@ impl Sessions {
             risk_signals: origin.risk.as_ref().map(|a| a.signals.clone()).unwrap_or_default(),
             tags: origin.risk.map(|a| a.tags).unwrap_or_default(),
             role: origin.role,
-            tokens: vec![],
         };
         let entries = issued.entries(id);
-        let mut rec = rec;
-        rec.tokens = entries.iter().map(|(h, _)| *h).collect();
         let outbox = self.events(|| vec![Event::session(rec.clone(), entries.clone())]);
         let row_rec = rec.clone();
         let changes = Changes { put_sessions: vec![rec], put_tokens: entries.clone(), outbox, ..Default::default() };
@@ -460,19 +457,14 @@ impl Sessions {
             rec.rotations.remove(0);
         }
         rec.last_active = rec.last_active.max(now);
-        // The record lists the session's tokens still indexed, and the new ones.
-        rec.tokens.retain(|h| self.index.token(h).is_some());
-        for (h, _) in &entries {
-            if !rec.tokens.contains(h) {
-                rec.tokens.push(*h);
-            }
-        }
-        let outbox = self.events(|| {
-            let mut all = self.token_entries(&rec);
+        let outbox = if self.replication.enabled() {
+            let mut all = self.token_entries(vec![live.id]).await?.remove(&live.id).unwrap_or_default();
             all.retain(|(h, _)| !entries.iter().any(|(n, _)| n == h));
             all.extend(entries.iter().copied());
-            vec![Event::session(rec.clone(), all)]
-        });
+            self.events(|| vec![Event::session(rec.clone(), all)])
+        } else {
+            vec![]
+        };
         // Ended while this refresh was in flight (the stripe lock keeps this stable until the
         // write): the backend just minted tokens for it, so its revocation starts over with them.
         let put_revocations = if self.index.is_ended(live) {
@@ -568,7 +560,14 @@ impl Sessions {
             rec.logout_time = Some(now);
             rec.end_reason = Some(reason);
         }
-        let outbox = self.events(|| records.iter().map(|r| Event::session(r.clone(), self.token_entries(r))).collect());
+        let outbox = if self.replication.enabled() {
+            let mut tokens = self.token_entries(records.iter().map(|r| r.id).collect()).await?;
+            self.events(|| {
+                records.iter().map(|r| Event::session(r.clone(), tokens.remove(&r.id).unwrap_or_default())).collect()
+            })
+        } else {
+            vec![]
+        };
         let due = now + hold.map_or(0, |h| h.as_millis() as i64);
         let ended_ids: Vec<u64> = records.iter().map(|r| r.id).collect();
         let put_revocations = self.revocation_entries(&ended_ids, reason, now, due);
@@ -766,42 +765,53 @@ impl Sessions {
         (open(&rec.access), open(&rec.refresh))
     }
 
-    /// Removes purged sessions and expired token entries (called by the sweeper).
+    /// Removes purged sessions (with all their tokens) and expired token entries (called by
+    /// the sweeper).
     pub(crate) async fn purge(
         &self,
         sessions: Vec<SessionRecord>,
-        expired_tokens: Vec<TokenHash>,
+        expired_tokens: Vec<(u64, TokenHash)>,
     ) -> Result<(), StoreError> {
         let ids: Vec<u64> = sessions.iter().map(|r| r.id).collect();
         let _g = self.lock_many(&ids).await;
-        let mut delete_tokens = expired_tokens.clone();
-        for r in &sessions {
-            delete_tokens.extend(r.tokens.iter().copied());
-        }
+        // Under the stripe locks no token is added to these sessions meanwhile.
+        let mut tokens = self.token_entries(ids.clone()).await?;
         self.timed(
             "purge",
-            self.store.apply(Changes { delete_sessions: ids, delete_tokens, ..Default::default() }, true),
+            self.store.apply(
+                Changes { delete_sessions: ids, delete_tokens: expired_tokens.clone(), ..Default::default() },
+                true,
+            ),
         )
         .await?;
         for r in &sessions {
-            self.index.remove_session(r.id, &r.aliases, &r.tokens);
+            let hashes: Vec<TokenHash> = tokens.remove(&r.id).unwrap_or_default().into_iter().map(|(h, _)| h).collect();
+            self.index.remove_session(r.id, &r.aliases, &hashes);
         }
-        self.index.remove_tokens(&expired_tokens);
+        self.index.remove_tokens(&expired_tokens.iter().map(|(_, h)| *h).collect::<Vec<_>>());
         Ok(())
     }
 
-    /// Tokens of a session whose `exp` lies before `cutoff` (unix seconds).
-    pub(crate) fn expired_tokens_of(&self, rec: &SessionRecord, cutoff: i64) -> Vec<TokenHash> {
-        rec.tokens
-            .iter()
-            .filter(|h| self.index.token(h).and_then(|e| e.exp).is_some_and(|exp| exp < cutoff))
-            .copied()
-            .collect()
+    /// Tokens of `ids` whose `exp` lies before `cutoff` (unix seconds).
+    pub(crate) async fn expired_tokens(&self, ids: Vec<u64>, cutoff: i64) -> Result<Vec<(u64, TokenHash)>, StoreError> {
+        let all = self.store.tokens_of(ids).await?;
+        Ok(all
+            .into_iter()
+            .filter(|(_, e)| e.exp.is_some_and(|exp| exp < cutoff))
+            .map(|(h, e)| (e.session, h))
+            .collect())
     }
 
-    /// A record's tokens as the index has them.
-    pub(crate) fn token_entries(&self, rec: &SessionRecord) -> Vec<(TokenHash, TokenEntry)> {
-        rec.tokens.iter().filter_map(|h| self.index.token(h).filter(|e| e.session == rec.id).map(|e| (*h, e))).collect()
+    /// The stored tokens of each of `ids`.
+    pub(crate) async fn token_entries(
+        &self,
+        ids: Vec<u64>,
+    ) -> Result<HashMap<u64, Vec<(TokenHash, TokenEntry)>>, StoreError> {
+        let mut out: HashMap<u64, Vec<(TokenHash, TokenEntry)>> = HashMap::new();
+        for (h, e) in self.timed("read", self.store.tokens_of(ids)).await? {
+            out.entry(e.session).or_default().push((h, e));
+        }
+        Ok(out)
     }
 }
 

@@ -56,22 +56,29 @@ pub async fn sweep_once(sessions: &Sessions, policy: SweepPolicy, shutdown: &wat
         let now_s = now / 1000;
         let mut purge = Vec::new();
         let mut expired = Vec::new();
-        let mut dropped = Vec::new();
+        let mut kept = Vec::new();
         for rec in page {
             // The newest tokens carry the latest expiry; without any `exp`, only retention counts.
             let last_exp = rec.refresh_exp.max(rec.access_exp);
             let tokens_dead = last_exp.is_none_or(|e| e < now_s - grace_s);
             match rec.logout_time {
                 Some(t) if now - t > retention_ms && tokens_dead => purge.push(rec),
-                Some(_) => dropped.extend(sessions.expired_tokens_of(&rec, now_s - grace_s)),
+                Some(_) => kept.push(rec.id),
                 None => {
                     if last_exp.is_some_and(|e| e < now_s) {
                         expired.push(rec.id);
                     }
-                    dropped.extend(sessions.expired_tokens_of(&rec, now_s - grace_s));
+                    kept.push(rec.id);
                 }
             }
         }
+        let dropped = match sessions.expired_tokens(kept, now_s - grace_s).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "sweeper: could not read token entries");
+                vec![]
+            }
+        };
         if !expired.is_empty() {
             let ending = Ending::new(EndReason::Expired, Audit::EachSession(Kind::SessionExpired), "system");
             match sessions.end(&expired, &ending).await {

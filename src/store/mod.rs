@@ -124,9 +124,6 @@ pub struct SessionRecord {
     pub tags: Vec<String>,
     #[serde(default)]
     pub role: Option<String>,
-    /// Hashes of the session's tokens in the token index (what a purge removes with it).
-    #[serde(default)]
-    pub tokens: Vec<TokenHash>,
 }
 
 /// The leading fields of a stored [`SessionRecord`], borrowed from the stored bytes: what a
@@ -225,7 +222,6 @@ impl SessionRecord {
             risk_signals: vec![],
             tags: vec![],
             role: None,
-            tokens: vec![],
         }
     }
 
@@ -443,7 +439,9 @@ pub struct RevocationRecord {
 pub struct Changes {
     pub put_sessions: Vec<SessionRecord>,
     pub put_tokens: Vec<(TokenHash, TokenEntry)>,
-    pub delete_tokens: Vec<TokenHash>,
+    /// (session, token): the store keeps a session's tokens together.
+    pub delete_tokens: Vec<(u64, TokenHash)>,
+    /// Sessions to remove, with every token stored for them.
     pub delete_sessions: Vec<u64>,
     /// Replication events to publish (opaque bytes), queued in the same transaction so that a
     /// change that reached the disk is also one that will reach the other instances.
@@ -508,6 +506,10 @@ pub(crate) mod contract {
         assert_eq!(snap.sessions, 1);
         assert_eq!(snap.tokens, vec![([1; 32], entry)]);
         assert_eq!(snap.max_id, 7);
+        assert_eq!(store.tokens_of(vec![7, 8]).await.expect("tokens"), vec![([1; 32], entry)]);
+        store.apply(Changes { put_tokens: vec![([2; 32], entry)], ..Default::default() }, true).await.expect("put");
+        store.apply(Changes { delete_tokens: vec![(7, [2; 32])], ..Default::default() }, true).await.expect("del");
+        assert_eq!(store.tokens_of(vec![7]).await.expect("tokens").len(), 1);
         assert_eq!(store.find_key("sess_00000000000000000000000000000007".into()).await.expect("key"), Some(7));
         assert_eq!(store.find_key("doc000000000000000000007".into()).await.expect("key"), Some(7));
         assert_eq!(store.find_key("sess_nope".into()).await.expect("key"), None);
@@ -516,10 +518,8 @@ pub(crate) mod contract {
         assert_eq!(page.len(), 1);
         assert!(store.scan(7, 10).await.expect("scan").is_empty(), "scan is exclusive of `after`");
 
-        store
-            .apply(Changes { delete_sessions: vec![7], delete_tokens: vec![[1; 32]], ..Default::default() }, true)
-            .await
-            .expect("delete");
+        store.apply(Changes { delete_sessions: vec![7], ..Default::default() }, true).await.expect("delete");
+        assert!(store.tokens_of(vec![7]).await.expect("tokens").is_empty(), "tokens go with their session");
         let (snap, seen) = store.load_with(Vec::new(), collect).await.expect("load");
         assert!(seen.is_empty() && snap.tokens.is_empty());
         assert_eq!(snap.max_id, 7, "ids are never reused after a purge");

@@ -8,8 +8,9 @@
 //! threads that write the log — a deadlock seen under replication load. The per-request token check
 //! never comes here; it reads the in-memory index in `session/`.
 //!
-//! Trees: `sessions` (id, big-endian u64 → record), `tokens` (SHA-256 → entry), both in the
-//! compact versioned encoding of `codec`; `keys` (`sid` and `documentId` → id, written when a
+//! Trees: `sessions` (id, big-endian u64 → record), `tokens` (session id ++ SHA-256 → entry:
+//! a session's tokens sit together, so a purge or a replication event reads them with one range
+//! scan), both in the compact versioned encoding of `codec`; `keys` (`sid` and `documentId` → id, written when a
 //! record is first stored and removed with it: the user API and the admin look sessions up by
 //! these, and the in-memory index does not keep them);
 //! `touches` (id → last-active ms; kept apart so last-seen updates do not rewrite records),
@@ -50,8 +51,9 @@ pub struct SledStore {
 struct Encoded {
     /// (id, encoded record, its `sid` and `documentId`).
     sessions: Vec<(u64, Vec<u8>, [String; 2])>,
-    tokens: Vec<(TokenHash, Vec<u8>)>,
-    delete_tokens: Vec<TokenHash>,
+    /// (token key, encoded entry).
+    tokens: Vec<([u8; 40], Vec<u8>)>,
+    delete_tokens: Vec<(u64, TokenHash)>,
     delete_sessions: Vec<u64>,
     max_id: Option<u64>,
     meta: Vec<(&'static str, Vec<u8>)>,
@@ -106,6 +108,14 @@ fn run_writer(rx: std::sync::mpsc::Receiver<Write>) {
 }
 
 fn write_batch(t: &TxTrees, batch: &[Write]) -> Result<(), String> {
+    // A session's tokens, read here because a transaction cannot scan a range: this thread is
+    // the only writer, so none can be added between the scan and the transaction.
+    let mut session_tokens = Vec::new();
+    for id in batch.iter().flat_map(|w| &w.changes.delete_sessions) {
+        for kv in t.tokens.scan_prefix(id.to_be_bytes()) {
+            session_tokens.push((*id, kv.map_err(|e| e.to_string())?.0));
+        }
+    }
     let mut outbox_ids = Vec::new();
     for w in batch {
         for _ in &w.changes.outbox {
@@ -123,13 +133,22 @@ fn write_batch(t: &TxTrees, batch: &[Write]) -> Result<(), String> {
                         }
                     }
                 }
-                for (h, v) in &c.tokens {
-                    tok.insert(h, v.as_slice())?;
+                for (k, v) in &c.tokens {
+                    tok.insert(k.as_slice(), v.as_slice())?;
                 }
-                for h in &c.delete_tokens {
-                    tok.remove(h)?;
+                for (id, h) in &c.delete_tokens {
+                    tok.remove(token_key(*id, h).as_slice())?;
                 }
                 for id in &c.delete_sessions {
+                    for (_, k) in session_tokens.iter().filter(|(s, _)| s == id) {
+                        tok.remove(k)?;
+                    }
+                    // Tokens put earlier in this batch (not there when the scan ran).
+                    for (k, _) in batch.iter().flat_map(|w| &w.changes.tokens) {
+                        if k.starts_with(&id.to_be_bytes()) {
+                            tok.remove(k.as_slice())?;
+                        }
+                    }
                     if let Some(old) = sessions.remove(&id.to_be_bytes())? {
                         // Unreadable, its keys stay behind: harmless, they name no record.
                         let names = codec::with_hot(&old, |h| [h.sid.to_string(), h.document_id.to_string()]);
@@ -155,6 +174,7 @@ fn write_batch(t: &TxTrees, batch: &[Write]) -> Result<(), String> {
                 for (id, v) in &c.revocations {
                     revocations.insert(&id.to_be_bytes(), v.as_slice())?;
                 }
+
                 for id in &c.delete_revocations {
                     revocations.remove(&id.to_be_bytes())?;
                 }
@@ -293,7 +313,7 @@ impl SledStore {
                     let mut out = Vec::new();
                     for kv in me.tokens.iter() {
                         let (k, v) = kv.map_err(sled_err)?;
-                        let Ok(hash) = <TokenHash>::try_from(k.as_ref()) else { continue };
+                        let Some((_, hash)) = split_token_key(&k) else { continue };
                         out.push((hash, codec::decode_token(&v)?));
                     }
                     Ok(out)
@@ -326,6 +346,24 @@ impl SledStore {
         .await
     }
 
+    /// The tokens stored for each of `ids`.
+    pub async fn tokens_of(&self, ids: Vec<u64>) -> Result<Vec<(TokenHash, TokenEntry)>, StoreError> {
+        let tree = self.tokens.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            for id in ids {
+                for kv in tree.scan_prefix(id.to_be_bytes()) {
+                    let (k, v) = kv.map_err(sled_err)?;
+                    if let Some((_, hash)) = split_token_key(&k) {
+                        out.push((hash, codec::decode_token(&v)?));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// The session whose `sid` or `documentId` is `key`.
     pub async fn find_key(&self, key: String) -> Result<Option<u64>, StoreError> {
         let keys = self.keys.clone();
@@ -345,7 +383,7 @@ impl SledStore {
         let tokens = changes
             .put_tokens
             .iter()
-            .map(|(h, e)| Ok((*h, codec::encode_token(e)?)))
+            .map(|(h, e)| Ok((token_key(e.session, h), codec::encode_token(e)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let revocations = encode_keyed(&changes.put_revocations, |r| (r.session, r))?;
         let encoded = Encoded {
@@ -449,38 +487,53 @@ impl SledStore {
     }
 }
 
-/// Which encoding the session and token trees are in (`meta` key `format`).
-const FORMAT: &[u8] = b"format";
+/// A token's key: its session's id (big-endian), then its hash.
+fn token_key(session: u64, h: &TokenHash) -> [u8; 40] {
+    let mut k = [0; 40];
+    for (d, s) in k.iter_mut().zip(session.to_be_bytes().iter().chain(h)) {
+        *d = *s;
+    }
+    k
+}
 
-/// Rewrites a data directory of the JSON encoding (version 1, releases before the compact one)
-/// in the current one, once: records and token entries re-encoded, each record given the list
-/// of its tokens, the `keys` tree filled. Batches of 10 000; a crash halfway leaves values of
-/// both encodings, which both decode, and the next start goes on from there. Then `format` is
-/// set and flushed.
+fn split_token_key(k: &[u8]) -> Option<(u64, TokenHash)> {
+    let (id, hash) = (k.get(..8)?, k.get(8..)?);
+    Some((decode_i64(id) as u64, <TokenHash>::try_from(hash).ok()?))
+}
+
+/// Which layout the session and token trees are in (`meta` key `format`): 3 is the compact
+/// encoding with tokens keyed by session (1 was JSON keyed by hash).
+const FORMAT: &[u8] = b"format";
+const LAYOUT: u8 = 3;
+
+/// Rewrites a data directory of the JSON layout (releases before the compact one) in the current
+/// one, once: records and token entries re-encoded, tokens re-keyed by session, the `keys` tree
+/// filled. Batches of 10 000; a crash halfway leaves values of both encodings (both decode) and
+/// tokens under both keys (each batch moves one, atomically), and the next start goes on from
+/// there. Then `format` is set and flushed.
 fn upgrade(sessions: &sled::Tree, tokens: &sled::Tree, keys: &sled::Tree, meta: &sled::Tree) -> Result<(), StoreError> {
-    if meta.get(FORMAT).map_err(sled_err)?.is_some_and(|v| v.first() == Some(&codec::VERSION)) {
+    if meta.get(FORMAT).map_err(sled_err)?.is_some_and(|v| v.first() == Some(&LAYOUT)) {
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let mut per_session: std::collections::HashMap<u64, Vec<TokenHash>> = std::collections::HashMap::new();
+    let mut converted = 0usize;
+    // Tokens: keyed by hash (32 bytes) before, by session ++ hash (40) now.
     let mut batch = sled::Batch::default();
     let mut n = 0;
-    let mut converted = 0usize;
     for kv in tokens.iter() {
         let (k, v) = kv.map_err(sled_err)?;
         let Ok(hash) = <TokenHash>::try_from(k.as_ref()) else { continue };
         let e = codec::decode_token(&v)?;
-        per_session.entry(e.session).or_default().push(hash);
-        if codec::is_legacy(&v) {
-            batch.insert(k.as_ref(), codec::encode_token(&e)?);
-            n += 1;
-            converted += 1;
-        }
+        batch.insert(&token_key(e.session, &hash)[..], codec::encode_token(&e)?);
+        batch.remove(k.as_ref());
+        n += 1;
         if n >= 10_000 {
+            converted += n;
             tokens.apply_batch(std::mem::take(&mut batch)).map_err(sled_err)?;
             n = 0;
         }
     }
+    converted += n;
     tokens.apply_batch(batch).map_err(sled_err)?;
     let (mut batch, mut key_batch, mut n) = (sled::Batch::default(), sled::Batch::default(), 0);
     for kv in sessions.iter() {
@@ -488,23 +541,23 @@ fn upgrade(sessions: &sled::Tree, tokens: &sled::Tree, keys: &sled::Tree, meta: 
         if !codec::is_legacy(&v) {
             continue;
         }
-        let mut rec = codec::decode_session(&v)?;
-        rec.tokens = per_session.remove(&rec.id).unwrap_or_default();
+        let rec = codec::decode_session(&v)?;
         batch.insert(k.as_ref(), codec::encode_session(&rec)?);
         key_batch.insert(rec.sid.as_bytes(), &rec.id.to_be_bytes());
         key_batch.insert(rec.document_id.as_bytes(), &rec.id.to_be_bytes());
         n += 1;
-        converted += 1;
         if n >= 10_000 {
+            converted += n;
             // Keys first: a record in the new encoding always has its keys.
             keys.apply_batch(std::mem::take(&mut key_batch)).map_err(sled_err)?;
             sessions.apply_batch(std::mem::take(&mut batch)).map_err(sled_err)?;
             n = 0;
         }
     }
+    converted += n;
     keys.apply_batch(key_batch).map_err(sled_err)?;
     sessions.apply_batch(batch).map_err(sled_err)?;
-    meta.insert(FORMAT, &[codec::VERSION]).map_err(sled_err)?;
+    meta.insert(FORMAT, &[LAYOUT]).map_err(sled_err)?;
     // The one place a blocking flush is allowed besides `flush`: inside `open`, off the async
     // threads.
     #[allow(clippy::disallowed_methods)]
@@ -513,7 +566,7 @@ fn upgrade(sessions: &sled::Tree, tokens: &sled::Tree, keys: &sled::Tree, meta: 
         tracing::info!(
             values = converted,
             ms = started.elapsed().as_millis() as u64,
-            "store upgraded to the compact encoding"
+            "store upgraded to the compact layout"
         );
     }
     Ok(())

@@ -25,11 +25,7 @@ pub fn merge(local: &SessionRecord, remote: &SessionRecord) -> SessionRecord {
             out.aliases.push(a.clone());
         }
     }
-    for h in &other.tokens {
-        if !out.tokens.contains(h) {
-            out.tokens.push(*h);
-        }
-    }
+
     out.last_active = local.last_active.max(remote.last_active);
     out.login_time = local.login_time.min(remote.login_time);
     // The earliest ending wins, with its reason.
@@ -126,13 +122,6 @@ impl Sessions {
                 Some(local) => merge(local, &item.rec),
                 None => item.rec,
             };
-            let mut merged = merged;
-            // The record lists every token indexed for it (an older sender's record may not).
-            for t in item.tokens.iter().filter(|t| t.entry.session == id) {
-                if !merged.tokens.contains(&t.h) {
-                    merged.tokens.push(t.h);
-                }
-            }
             let known: HashMap<TokenHash, TokenEntry> =
                 item.tokens.iter().filter_map(|t| self.index.token(&t.h).map(|e| (t.h, e))).collect();
             let mut tokens = Vec::new();
@@ -238,12 +227,13 @@ impl Sessions {
 
     /// Full state items of `ids` (records from the store, tokens from the index).
     pub async fn state_items(&self, ids: Vec<u64>) -> Result<Vec<Item>, StoreError> {
-        let recs = self.records(ids).await?;
+        let recs = self.records(ids.clone()).await?;
+        let mut tokens = self.token_entries(ids).await?;
         Ok(recs
             .into_iter()
             .map(|rec| {
-                let tokens = self.token_entries(&rec);
-                Item::new(rec, tokens)
+                let id = rec.id;
+                Item::new(rec, tokens.remove(&id).unwrap_or_default())
             })
             .collect())
     }
