@@ -2,7 +2,7 @@
 //! rotation) and importing sessions from another session store. Both run online, beside live
 //! traffic, under the same per-session locks as every other write.
 
-use super::{device, now_ms, random_hex, tokens, Issued, Sessions};
+use super::{device, now_ms, tokens, Issued, Sessions};
 use crate::store::{Changes, Sealed, SessionRecord, StoreError};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -77,11 +77,12 @@ impl Sessions {
                 continue;
             }
             let id = self.allocate_id();
+            let (sid, document_id) = super::minted_names(id);
             let issued = Issued::new(row.token.clone(), row.refresh_token.clone(), None);
             let dev = device::parse(&row.user_agent);
             let rec = SessionRecord {
-                sid: format!("sess_{}", random_hex(16)),
-                document_id: super::document_id(),
+                sid,
+                document_id,
                 username: row.username,
                 email: row.email,
                 ip: row.ip.to_string(),

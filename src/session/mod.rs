@@ -162,14 +162,10 @@ pub struct Sessions {
     importing: tokio::sync::Mutex<()>,
 }
 
-fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
-}
-
-/// Strapi-style `documentId`: 24 lower-case alphanumerics.
-fn document_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..24).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+/// A new session's `sid` and Strapi-style `documentId` (24 lower-case alphanumerics), both
+/// carrying the session id beside random bits, so either finds the session without an index.
+fn minted_names(id: u64) -> (String, String) {
+    (crate::store::sid_for(id, rand::random()), crate::store::document_id_for(id, rand::random()))
 }
 
 /// What [`Sessions::open`] is built from.
@@ -328,8 +324,27 @@ impl Sessions {
 
     /// A session of `user_id` named by its `sid` or `documentId`.
     pub async fn find_for_user(&self, user_id: &str, key: &str) -> Result<Option<Live>, StoreError> {
+        Ok(self.by_name(key).await?.filter(|l| &*l.user_id == user_id))
+    }
+
+    /// The session named by its `sid` or `documentId`. A minted name carries the id: the
+    /// session at that id must have exactly this name (the `sid` is in memory; a `documentId`
+    /// is read from its record). Other names are in the store's key index.
+    async fn by_name(&self, key: &str) -> Result<Option<Live>, StoreError> {
+        if let Some(live) = crate::store::id_in_sid(key).and_then(|id| self.live(id)) {
+            if live.sid.to_string() == key {
+                return Ok(Some(live));
+            }
+        }
+        if let Some(id) = crate::store::id_in_document_id(key) {
+            if let Some(rec) = self.timed("read", self.store.get(id)).await? {
+                if rec.document_id == key {
+                    return Ok(self.live(id));
+                }
+            }
+        }
         let id = self.timed("read", self.store.find_key(key.to_string())).await?;
-        Ok(id.and_then(|id| self.live(id)).filter(|l| &*l.user_id == user_id))
+        Ok(id.and_then(|id| self.live(id)))
     }
 
     pub fn user_session_ids(&self, user_id: &str) -> Vec<u64> {
@@ -379,13 +394,14 @@ impl Sessions {
     pub async fn create(&self, origin: Origin, issued: Issued) -> Result<Live, StoreError> {
         let now = self.now();
         let id = self.allocate_id();
+        let (sid, document_id) = minted_names(id);
         let dev = origin.device;
         let aliases: Vec<String> = issued.backend_session.iter().cloned().collect();
         let rec = SessionRecord {
             v: SessionRecord::VERSION,
             id,
-            sid: format!("sess_{}", random_hex(16)),
-            document_id: document_id(),
+            sid,
+            document_id,
             user_id: origin.user_id,
             username: origin.username,
             email: origin.email,
@@ -740,8 +756,7 @@ impl Sessions {
         if let Some(live) = key.parse::<u64>().ok().and_then(|id| self.live(id)) {
             return Ok(Some(live));
         }
-        let id = self.timed("read", self.store.find_key(key.to_string())).await?;
-        Ok(id.and_then(|id| self.live(id)))
+        self.by_name(key).await
     }
 
     /// Full records (for the user API), with in-memory last-active applied.

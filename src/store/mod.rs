@@ -46,6 +46,44 @@ pub async fn write_batches<T, F, Fut>(
     }
 }
 
+/// The session id inside a gateway-minted `sid` (`sess_` + 16 hex digits of the id + 16 random
+/// ones). Ids minted so need no key index: the `keys` tree holds only the others (older
+/// releases' random ids, imports).
+pub fn id_in_sid(s: &str) -> Option<u64> {
+    let h = s.strip_prefix("sess_")?;
+    if h.len() != 32 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    u64::from_str_radix(h.get(..16)?, 16).ok().filter(|id| *id != 0)
+}
+
+/// The session id inside a gateway-minted `documentId` (24 lower-case alphanumerics: 13 base-36
+/// digits of the id, 11 random).
+pub fn id_in_document_id(s: &str) -> Option<u64> {
+    if s.len() != 24 || !s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()) {
+        return None;
+    }
+    u64::from_str_radix(s.get(..13)?, 36).ok().filter(|id| *id != 0)
+}
+
+/// A `sid` carrying `id`, with 64 bits of `random`.
+pub fn sid_for(id: u64, random: u64) -> String {
+    format!("sess_{id:016x}{random:016x}")
+}
+
+/// A Strapi-style `documentId` carrying `id`, then 11 characters of `random` (each taken modulo 36).
+pub fn document_id_for(id: u64, random: [u8; 11]) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut head = [b'0'; 13];
+    let mut n = id;
+    for d in head.iter_mut().rev() {
+        *d = DIGITS[(n % 36) as usize];
+        n /= 36;
+    }
+    let tail = random.map(|r| DIGITS[(r % 36) as usize]);
+    head.iter().chain(&tail).map(|b| *b as char).collect()
+}
+
 /// SHA-256 of a token exactly as the backend issued it; the only form in which tokens are
 /// looked up.
 pub type TokenHash = [u8; 32];
@@ -193,8 +231,8 @@ impl SessionRecord {
         SessionRecord {
             v: SessionRecord::VERSION,
             id,
-            sid: format!("sess_{id:032x}"),
-            document_id: format!("doc{id:021}"),
+            sid: sid_for(id, 0),
+            document_id: document_id_for(id, [0; 11]),
             user_id: user_id.into(),
             username: None,
             email: None,
@@ -485,13 +523,15 @@ pub(crate) mod contract {
 
     pub async fn run(store: &Store) {
         let entry = TokenEntry { session: 7, kind: TokenKind::Access, exp: Some(10), rotated_at: None };
+        // Names in an older release's form (random, not carrying the id) go to the key index.
+        let old_names = SessionRecord {
+            sid: "sess_00000000000000000000000000000007".into(),
+            document_id: "doc000000000000000000007".into(),
+            ..record(7, "u1")
+        };
         store
             .apply(
-                Changes {
-                    put_sessions: vec![record(7, "u1")],
-                    put_tokens: vec![([1; 32], entry)],
-                    ..Default::default()
-                },
+                Changes { put_sessions: vec![old_names], put_tokens: vec![([1; 32], entry)], ..Default::default() },
                 true,
             )
             .await
@@ -513,6 +553,9 @@ pub(crate) mod contract {
         assert_eq!(store.find_key("sess_00000000000000000000000000000007".into()).await.expect("key"), Some(7));
         assert_eq!(store.find_key("doc000000000000000000007".into()).await.expect("key"), Some(7));
         assert_eq!(store.find_key("sess_nope".into()).await.expect("key"), None);
+        store.apply(Changes { put_sessions: vec![record(8, "u1")], ..Default::default() }, true).await.expect("put");
+        assert_eq!(store.find_key(record(8, "u1").sid).await.expect("key"), None, "minted names need no entry");
+        store.apply(Changes { delete_sessions: vec![8], ..Default::default() }, true).await.expect("del");
 
         let page = store.scan(0, 10).await.expect("scan");
         assert_eq!(page.len(), 1);
@@ -522,7 +565,7 @@ pub(crate) mod contract {
         assert!(store.tokens_of(vec![7]).await.expect("tokens").is_empty(), "tokens go with their session");
         let (snap, seen) = store.load_with(Vec::new(), collect).await.expect("load");
         assert!(seen.is_empty() && snap.tokens.is_empty());
-        assert_eq!(snap.max_id, 7, "ids are never reused after a purge");
+        assert_eq!(snap.max_id, 8, "ids are never reused after a purge");
         assert_eq!(
             store.find_key("doc000000000000000000007".into()).await.expect("key"),
             None,
@@ -590,6 +633,19 @@ mod tests {
         assert_eq!(serde_json::from_str::<EndReason>("\"imported_ended\"").expect("decode"), EndReason::Imported);
         assert!(serde_json::from_str::<EndReason>("\"stolen laptop\"").is_err());
         assert_eq!(serde_json::to_string(&SessionOrigin::CredentialChange).expect("encode"), "\"credential_change\"");
+    }
+
+    #[test]
+    fn minted_ids_carry_the_session_id_and_others_do_not() {
+        for id in [1, 42, 1 << 40, u64::MAX] {
+            assert_eq!(id_in_sid(&sid_for(id, rand::random())), Some(id));
+            let doc = document_id_for(id, rand::random());
+            assert_eq!((doc.len(), id_in_document_id(&doc)), (24, Some(id)), "{doc}");
+        }
+        assert_eq!(id_in_sid("sess_0000000000000000000000000000002a"), None, "an older release's form");
+        assert_eq!(id_in_sid("sess_ABCDEF0000000000000000000000002a"), None);
+        assert_eq!(id_in_document_id("doc000000000000000000002"), None, "not base 36 of an id");
+        assert_eq!(id_in_document_id("zzzzzzzzzzzzzaaaaaaaaaaa"), None, "beyond u64");
     }
 
     #[test]

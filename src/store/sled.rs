@@ -49,8 +49,8 @@ pub struct SledStore {
 
 /// Changes encoded for the transaction writer.
 struct Encoded {
-    /// (id, encoded record, its `sid` and `documentId`).
-    sessions: Vec<(u64, Vec<u8>, [String; 2])>,
+    /// (id, encoded record, its `sid` and `documentId` where they do not carry the id).
+    sessions: Vec<(u64, Vec<u8>, Vec<String>)>,
     /// (token key, encoded entry).
     tokens: Vec<([u8; 40], Vec<u8>)>,
     delete_tokens: Vec<(u64, TokenHash)>,
@@ -151,7 +151,7 @@ fn write_batch(t: &TxTrees, batch: &[Write]) -> Result<(), String> {
                     }
                     if let Some(old) = sessions.remove(&id.to_be_bytes())? {
                         // Unreadable, its keys stay behind: harmless, they name no record.
-                        let names = codec::with_hot(&old, |h| [h.sid.to_string(), h.document_id.to_string()]);
+                        let names = codec::with_hot(&old, |h| unminted_keys(h.id, h.sid, h.document_id));
                         for k in names.iter().flatten() {
                             keys.remove(k.as_bytes())?;
                         }
@@ -378,7 +378,7 @@ impl SledStore {
         let sessions = changes
             .put_sessions
             .iter()
-            .map(|r| Ok((r.id, codec::encode_session(r)?, [r.sid.clone(), r.document_id.clone()])))
+            .map(|r| Ok((r.id, codec::encode_session(r)?, unminted_keys(r.id, &r.sid, &r.document_id))))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let tokens = changes
             .put_tokens
@@ -487,6 +487,18 @@ impl SledStore {
     }
 }
 
+/// The names of a session that do not carry its id (see `id_in_sid`): the `keys` tree's entries.
+fn unminted_keys(id: u64, sid: &str, document_id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if super::id_in_sid(sid) != Some(id) {
+        out.push(sid.to_string());
+    }
+    if super::id_in_document_id(document_id) != Some(id) {
+        out.push(document_id.to_string());
+    }
+    out
+}
+
 /// A token's key: its session's id (big-endian), then its hash.
 fn token_key(session: u64, h: &TokenHash) -> [u8; 40] {
     let mut k = [0; 40];
@@ -543,8 +555,9 @@ fn upgrade(sessions: &sled::Tree, tokens: &sled::Tree, keys: &sled::Tree, meta: 
         }
         let rec = codec::decode_session(&v)?;
         batch.insert(k.as_ref(), codec::encode_session(&rec)?);
-        key_batch.insert(rec.sid.as_bytes(), &rec.id.to_be_bytes());
-        key_batch.insert(rec.document_id.as_bytes(), &rec.id.to_be_bytes());
+        for k in unminted_keys(rec.id, &rec.sid, &rec.document_id) {
+            key_batch.insert(k.as_bytes(), &rec.id.to_be_bytes());
+        }
         n += 1;
         if n >= 10_000 {
             converted += n;
