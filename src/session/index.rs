@@ -17,7 +17,7 @@
 //! Names, agents, device ids and everything else a listing shows are read from the store for
 //! the page only.
 
-use crate::store::{TokenEntry, TokenHash, TokenKind};
+use crate::store::{SessionHot, TokenEntry, TokenHash, TokenKind};
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr};
@@ -228,24 +228,6 @@ impl std::fmt::Display for Sid {
             Sid::Other(s) => f.write_str(s),
         }
     }
-}
-
-/// What the index keeps of a session record.
-pub struct Row<'a> {
-    pub id: u64,
-    pub sid: &'a str,
-    pub user_id: &'a str,
-    pub username: Option<&'a str>,
-    pub email: Option<&'a str>,
-    pub ip: &'a str,
-    pub device_type: &'a str,
-    pub login_time: i64,
-    pub last_active: i64,
-    /// `Some` for an ended session: when this instance learnt of it (unix ms).
-    pub ended_at: Option<i64>,
-    pub threat_score: Option<u32>,
-    pub country: Option<&'a str>,
-    pub aliases: Vec<&'a str>,
 }
 
 struct UserRow {
@@ -549,14 +531,23 @@ impl Index {
         self.tokens.get(k.shard())
     }
 
-    /// Adds a session (or, if its id is already here, returns the one held) with its tokens.
-    pub fn insert(&self, row: &Row<'_>, tokens: &[(TokenHash, TokenEntry)]) -> Live {
+    /// Adds a session from its record's leading fields (or, if its id is already here, returns
+    /// the one held) with its tokens. `last_active` may be later than the record's (the
+    /// touches tree); an ended record counts as ended since `learnt_ended_at`, when this
+    /// instance learnt of it.
+    pub fn insert(
+        &self,
+        row: &SessionHot<'_>,
+        last_active: i64,
+        learnt_ended_at: i64,
+        tokens: &[(TokenHash, TokenEntry)],
+    ) -> Live {
         let live = {
             let mut t = crate::sync::write(&self.table);
             let existing = t.by_id.get(&row.id).copied().and_then(|slot| t.handle(slot));
             match existing {
                 Some(live) => live,
-                None => self.fill(&mut t, row),
+                None => self.fill(&mut t, row, last_active, row.logout_time.map(|_| learnt_ended_at.max(1))),
             }
         };
         for a in &row.aliases {
@@ -566,7 +557,7 @@ impl Index {
         live
     }
 
-    fn fill(&self, t: &mut Table, row: &Row<'_>) -> Live {
+    fn fill(&self, t: &mut Table, row: &SessionHot<'_>, last_active: i64, ended_at: Option<i64>) -> Live {
         let slot = t.alloc();
         let user = t.users.intern(row.user_id, row.username, row.email, row.id);
         let device = t.device(row.device_type);
@@ -587,12 +578,13 @@ impl Index {
             set(&s.sid_hi, i, |a| a.store(hi, Relaxed));
             set(&s.sid_lo, i, |a| a.store(lo, Relaxed));
             set(&s.user, i, |a| a.store(user, Relaxed));
-            set(&s.ended_at, i, |a| a.store(row.ended_at.map_or(0, |t| t.max(1)), Relaxed));
-            set(&s.last_active, i, |a| a.store(row.last_active, Relaxed));
-            set(&s.persisted, i, |a| a.store(row.last_active, Relaxed));
+            set(&s.ended_at, i, |a| a.store(ended_at.unwrap_or(0), Relaxed));
+            set(&s.last_active, i, |a| a.store(last_active, Relaxed));
+            set(&s.persisted, i, |a| a.store(last_active, Relaxed));
             set(&s.login, i, |a| a.store(row.login_time, Relaxed));
             set(&s.ip, i, |a| a.store(ip, Relaxed));
-            set(&s.country, i, |a| a.store(row.country.map_or(0, country_code), Relaxed));
+            let country = row.geo.as_ref().and_then(|g| g.country_code.as_deref()).map_or(0, country_code);
+            set(&s.country, i, |a| a.store(country, Relaxed));
             set(&s.device, i, |a| a.store(device, Relaxed));
             let threat = row.threat_score.map_or(NO_THREAT, |v| v.min(100) as u8);
             set(&s.threat, i, |a| a.store(threat, Relaxed));
@@ -713,13 +705,6 @@ impl Index {
         let t = self.table();
         let Some(a) = t.of(live).and_then(|(s, i)| s.ended_at.get(i)) else { return false };
         a.compare_exchange(0, now.max(1), AcqRel, Acquire).is_ok()
-    }
-
-    /// Sets the time this instance learnt of an ending already recorded.
-    pub fn set_ended_at(&self, live: &Live, now: i64) {
-        if let Some(a) = self.table().of(live).and_then(|(s, i)| s.ended_at.get(i)) {
-            a.store(now.max(1), Release);
-        }
     }
 
     pub fn last_active(&self, live: &Live) -> i64 {
@@ -899,10 +884,17 @@ impl Index {
         // Keeps the `want` best (key, id) pairs: a max-heap whose top is the worst kept.
         let mut heap: BinaryHeap<(i64, u64)> = BinaryHeap::with_capacity(want.min(1 << 16) + 1);
         let mut total = 0;
-        for (n, s) in t.segs.iter().enumerate() {
+        // Newest slots first for a descending order: slots are handed out in creation order
+        // (reused ones aside), so the heap fills with the page at once and later rows are one
+        // comparison each.
+        let segs = t.segs.len();
+        for m in 0..segs {
+            let n = if q.desc { segs - 1 - m } else { m };
+            let Some(s) = t.segs.get(n) else { continue };
             let base = n << SEG_BITS;
             let end = (t.next as usize).saturating_sub(base).min(SEG_LEN);
-            for i in 0..end {
+            for j in 0..end {
+                let i = if q.desc { end - 1 - j } else { j };
                 let id = s.id[i].load(Relaxed);
                 if id == 0 {
                     continue;
@@ -1003,28 +995,30 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SessionRecord;
 
     fn h(n: u32) -> TokenHash {
         super::super::tokens::hash(&format!("token-{n}"))
     }
 
-    fn row<'a>(id: u64, user: &'a str, sid: &'a str, aliases: &'a [String]) -> Row<'a> {
-        let aliases = aliases.iter().map(String::as_str).collect();
-        Row {
-            id,
-            sid,
-            user_id: user,
-            username: Some("name"),
-            email: None,
-            ip: "10.0.0.1",
-            device_type: "desktop",
+    /// A record as the tests index it: user, sid and aliases as given, a login at `id × 10`.
+    fn record(id: u64, user: &str, sid: &str, aliases: &[String]) -> SessionRecord {
+        SessionRecord {
+            sid: sid.into(),
+            username: Some("name".into()),
+            ip: "10.0.0.1".into(),
+            device_type: "desktop".into(),
             login_time: id as i64 * 10,
             last_active: id as i64 * 10,
-            ended_at: None,
             threat_score: Some(id as u32),
-            country: Some("de"),
-            aliases,
+            geo: Some(crate::geo::GeoInfo { country_code: Some("de".into()), ..Default::default() }),
+            aliases: aliases.to_vec(),
+            ..SessionRecord::blank(id, user)
         }
+    }
+
+    fn insert(idx: &Index, r: &SessionRecord, tokens: &[(TokenHash, TokenEntry)]) -> Live {
+        idx.insert(&r.hot(), r.last_active, 0, tokens)
     }
 
     fn access(session: u64) -> TokenEntry {
@@ -1041,7 +1035,7 @@ mod tests {
     fn a_token_round_trips_its_entry_and_names_its_session() {
         let idx = Index::default();
         let sid = format!("sess_{:032x}", 0xabcdef_u128);
-        let live = idx.insert(&row(7, "alice", &sid, &[]), &[(h(1), access(7))]);
+        let live = insert(&idx, &record(7, "alice", &sid, &[]), &[(h(1), access(7))]);
         let rotated =
             TokenEntry { session: 7, kind: TokenKind::Refresh, exp: None, rotated_at: Some(1_700_000_000_123) };
         idx.put_tokens(&live, &[(h(2), rotated)]);
@@ -1062,13 +1056,13 @@ mod tests {
     fn a_freed_slot_never_answers_for_its_next_tenant() {
         let idx = Index::default();
         let aliases = vec!["bs-1".to_string()];
-        let old = idx.insert(&row(1, "alice", "sess_x", &aliases), &[(h(1), access(1))]);
+        let old = insert(&idx, &record(1, "alice", "sess_x", &aliases), &[(h(1), access(1))]);
         assert!(idx.mark_ended(&old, 5));
         assert!(!idx.mark_ended(&old, 6), "once");
         // A stale entry left behind (the store's list of tokens missed it) must not name the
         // slot's next session.
         idx.remove_session(1, &aliases, &[]);
-        let new = idx.insert(&row(2, "bob", "sess_y", &[]), &[(h(2), access(2))]);
+        let new = insert(&idx, &record(2, "bob", "sess_y", &[]), &[(h(2), access(2))]);
         assert!(idx.check(&h(1)).is_none(), "the old token names no session");
         assert!(idx.by_alias("bs-1").is_none());
         assert!(idx.is_ended(&old), "a handle of a removed session reads as ended");
@@ -1081,7 +1075,7 @@ mod tests {
     #[test]
     fn touch_asks_for_a_disk_write_once_per_interval() {
         let idx = Index::default();
-        let live = idx.insert(&row(1, "u", "s", &[]), &[]);
+        let live = insert(&idx, &record(1, "u", "s", &[]), &[]);
         assert_eq!(idx.touch(&live, 10, 100), None, "persisted at 10 already");
         assert_eq!(idx.touch(&live, 200, 100), Some(10));
         assert_eq!(idx.touch(&live, 250, 100), None);
@@ -1094,11 +1088,10 @@ mod tests {
     fn select_filters_counts_and_pages_in_order() {
         let idx = Index::default();
         for id in 1..=50u64 {
-            let mut r = row(id, if id % 2 == 0 { "even" } else { "odd" }, "s", &[]);
-            let ip = format!("10.0.0.{}", id % 5);
-            r.ip = &ip;
-            r.device_type = if id % 3 == 0 { "mobile" } else { "desktop" };
-            let live = idx.insert(&r, &[]);
+            let mut r = record(id, if id % 2 == 0 { "even" } else { "odd" }, "s", &[]);
+            r.ip = format!("10.0.0.{}", id % 5);
+            r.device_type = if id % 3 == 0 { "mobile" } else { "desktop" }.into();
+            let live = insert(&idx, &r, &[]);
             if id > 40 {
                 idx.mark_ended(&live, 1);
             }

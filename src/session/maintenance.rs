@@ -117,7 +117,7 @@ impl Sessions {
         let changes = Changes { put_sessions, put_tokens: entries, outbox, ..Default::default() };
         self.timed("import", self.store.apply(changes, true)).await?;
         for (rec, e) in &records {
-            self.index.insert(&super::row(rec, rec.logout_time), e);
+            self.index.insert(&rec.hot(), rec.last_active, rec.logout_time.unwrap_or(0), e);
         }
         self.published();
         Ok(outcomes)

@@ -194,7 +194,7 @@ impl Sessions {
         fn fill<S: FnMut(&SessionHot<'_>)>(st: &mut (index::Index, S, u64), h: &SessionHot<'_>, last_active: i64) {
             (st.1)(h);
             st.2 = st.2.max(h.id);
-            st.0.insert(&hot_row(h, last_active), &[]);
+            st.0.insert(h, last_active, h.logout_time.unwrap_or(0), &[]);
         }
         let (loaded, (index, _seed, max_id)) = store.load_with((index::Index::default(), seed, 0u64), fill).await?;
         index.load_tokens(&loaded.tokens);
@@ -432,10 +432,10 @@ impl Sessions {
         };
         let entries = issued.entries(id);
         let outbox = self.events(|| vec![Event::session(rec.clone(), entries.clone())]);
-        let row_rec = rec.clone();
-        let changes = Changes { put_sessions: vec![rec], put_tokens: entries.clone(), outbox, ..Default::default() };
+        let changes =
+            Changes { put_sessions: vec![rec.clone()], put_tokens: entries.clone(), outbox, ..Default::default() };
         self.timed("create", self.store.apply(changes, true)).await?;
-        let live = self.index.insert(&row(&row_rec, None), &entries);
+        let live = self.index.insert(&rec.hot(), rec.last_active, 0, &entries);
         self.published();
         self.notify_session("created", live.id, &live.sid, &live.user_id);
         Ok(live)
@@ -827,44 +827,6 @@ impl Sessions {
             out.entry(e.session).or_default().push((h, e));
         }
         Ok(out)
-    }
-}
-
-/// What the index keeps of a stored session's leading fields.
-fn hot_row<'a>(h: &'a SessionHot<'a>, last_active: i64) -> index::Row<'a> {
-    index::Row {
-        id: h.id,
-        sid: h.sid,
-        user_id: h.user_id,
-        username: h.username,
-        email: h.email,
-        ip: h.ip,
-        device_type: h.device_type,
-        login_time: h.login_time,
-        last_active,
-        ended_at: h.logout_time.map(|t| t.max(1)),
-        threat_score: h.threat_score,
-        country: h.geo.as_ref().and_then(|g| g.country_code.as_deref()),
-        aliases: h.aliases.clone(),
-    }
-}
-
-/// What the index keeps of a record; `ended_at` is when this instance learnt of its ending.
-pub(crate) fn row(rec: &SessionRecord, ended_at: Option<i64>) -> index::Row<'_> {
-    index::Row {
-        id: rec.id,
-        sid: &rec.sid,
-        user_id: &rec.user_id,
-        username: rec.username.as_deref(),
-        email: rec.email.as_deref(),
-        ip: &rec.ip,
-        device_type: &rec.device_type,
-        login_time: rec.login_time,
-        last_active: rec.last_active,
-        ended_at: if rec.is_active() { None } else { ended_at.or(rec.logout_time).or(Some(1)) },
-        threat_score: rec.threat_score,
-        country: rec.geo.as_ref().and_then(|g| g.country_code.as_deref()),
-        aliases: rec.aliases.iter().map(String::as_str).collect(),
     }
 }
 

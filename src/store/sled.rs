@@ -325,15 +325,25 @@ impl SledStore {
                     let (k, v) = kv.map_err(sled_err)?;
                     let id = decode_i64(&k) as u64;
                     let mut touched = None;
-                    while let Some(Ok((tk, tv))) = touches.peek() {
-                        let tid = decode_i64(tk) as u64;
-                        if tid > id {
-                            break;
+                    loop {
+                        match touches.peek() {
+                            Some(Ok((tk, tv))) => {
+                                let tid = decode_i64(tk) as u64;
+                                if tid > id {
+                                    break;
+                                }
+                                if tid == id {
+                                    touched = Some(decode_i64(tv));
+                                }
+                                touches.next();
+                            }
+                            Some(Err(_)) => {
+                                if let Some(Err(e)) = touches.next() {
+                                    return Err(sled_err(e));
+                                }
+                            }
+                            None => break,
                         }
-                        if tid == id {
-                            touched = Some(decode_i64(tv));
-                        }
-                        touches.next();
                     }
                     codec::with_hot(&v, |h| f(&mut state, h, touched.map_or(h.last_active, |t| t.max(h.last_active))))?;
                     sessions += 1;

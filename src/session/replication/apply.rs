@@ -174,7 +174,7 @@ impl Sessions {
                 }
                 None => {
                     // This instance learns of an ending now, not at the remote ending time.
-                    self.index.insert(&crate::session::row(&rec, Some(crate::clock::now_ms())), &tokens);
+                    self.index.insert(&rec.hot(), rec.last_active, crate::clock::now_ms(), &tokens);
                     self.notify_session(
                         if rec.is_active() { "created" } else { "ended" },
                         rec.id,
