@@ -262,7 +262,12 @@ async fn redis_outage_keeps_enforcing_locally_and_catches_up() {
     let sid2 = sid_of(&a, &s2.jwt).await;
     assert!(until(5, || async { knows(&b, &sid2).await }).await, "the login made during the outage reaches B");
     assert!(until(5, || async { cluster_status(&a).connected && cluster_status(&a).outbox_pending == 0 }).await);
-    assert_eq!(b.admin_anon(Method::GET, "/readyz").send().await.status, 200);
+    // B is ready again once both its publisher and its follower have reached Redis (the
+    // publisher's next heartbeat): asynchronous, so waited for.
+    assert!(
+        until(10, || async { b.admin_anon(Method::GET, "/readyz").send().await.status == 200 }).await,
+        "B ready again after Redis returns"
+    );
     assert!(metric(&a, "sessiongate_cluster_publish_failures_total") >= 1.0);
 }
 
