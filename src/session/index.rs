@@ -316,8 +316,7 @@ struct Table {
 
 impl Table {
     fn seg(&self, slot: u32) -> Option<(&Segment, usize)> {
-        let s = self.segs.get((slot >> SEG_BITS) as usize)?;
-        Some((s, slot as usize & (SEG_LEN - 1)))
+        seg_of(&self.segs, slot)
     }
 
     /// The segment and offset of `live`'s slot, while it still holds `live`.
@@ -396,6 +395,12 @@ impl Table {
             Err(_) => (0, 0),
         }
     }
+}
+
+/// The segment and offset of `slot` in a snapshot of the segment list.
+fn seg_of(segs: &[Arc<Segment>], slot: u32) -> Option<(&Segment, usize)> {
+    let s = segs.get((slot >> SEG_BITS) as usize)?;
+    Some((s, slot as usize & (SEG_LEN - 1)))
 }
 
 /// Applies `f` to a column's cell (in bounds by construction; `get` keeps a write-locked
@@ -525,6 +530,12 @@ impl Index {
 
     fn table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
         crate::sync::read(&self.table)
+    }
+
+    /// The segments and the slot count, for a scan that does not hold the table lock.
+    fn segments(&self) -> (Vec<Arc<Segment>>, u32) {
+        let t = self.table();
+        (t.segs.clone(), t.next)
     }
 
     fn shard(&self, k: &Key) -> Option<&RwLock<TokMap>> {
@@ -788,13 +799,16 @@ impl Index {
 
     /// Counts over every session.
     pub fn overview(&self, now: i64, idle_ms: i64) -> Overview {
-        let t = self.table();
-        let mut o = Overview { total: t.by_id.len(), ..Default::default() };
+        let (segs, next, total, devices) = {
+            let t = self.table();
+            (t.segs.clone(), t.next, t.by_id.len(), t.devices.clone())
+        };
+        let mut o = Overview { total, ..Default::default() };
         let mut by_device = [0u64; 256];
-        for slot in 0..t.next {
-            let Some((s, i)) = t.seg(slot) else { break };
+        for slot in 0..next {
+            let Some((s, i)) = seg_of(&segs, slot) else { break };
             let (Some(id), Some(ended)) = (s.id.get(i), s.ended_at.get(i)) else { continue };
-            if id.load(Relaxed) == 0 || ended.load(Relaxed) != 0 {
+            if id.load(Acquire) == 0 || ended.load(Relaxed) != 0 {
                 continue;
             }
             o.active += 1;
@@ -810,7 +824,7 @@ impl Index {
             }
         }
         for (n, count) in by_device.iter().enumerate().filter(|(_, c)| **c > 0) {
-            let name = n.checked_sub(1).and_then(|d| t.devices.get(d)).map_or("unknown".to_string(), |d| d.to_string());
+            let name = n.checked_sub(1).and_then(|d| devices.get(d)).map_or("unknown".to_string(), |d| d.to_string());
             *o.by_device.entry(name).or_default() += count;
         }
         o
@@ -818,14 +832,14 @@ impl Index {
 
     /// Active sessions whose last activity lies more than `idle_ms` before `now`.
     pub fn idle(&self, now: i64, idle_ms: i64) -> Vec<u64> {
-        let t = self.table();
+        let (segs, next) = self.segments();
         let mut out = Vec::new();
-        for slot in 0..t.next {
-            let Some((s, i)) = t.seg(slot) else { break };
+        for slot in 0..next {
+            let Some((s, i)) = seg_of(&segs, slot) else { break };
             let (Some(id), Some(ended), Some(last)) = (s.id.get(i), s.ended_at.get(i), s.last_active.get(i)) else {
                 continue;
             };
-            let id = id.load(Relaxed);
+            let id = id.load(Acquire);
             if id != 0 && ended.load(Relaxed) == 0 && now - last.load(Relaxed) > idle_ms {
                 out.push(id);
             }
@@ -880,6 +894,10 @@ impl Index {
         } else {
             vec![]
         };
+        // Scan without the table lock (segments never move; the columns are atomics): a long
+        // scan must not hold back a login's write lock, and with it every request's check.
+        let (segs, next) = (t.segs.clone(), t.next);
+        drop(t);
         let want = q.offset.saturating_add(q.limit);
         // Keeps the `want` best (key, id) pairs: a max-heap whose top is the worst kept.
         let mut heap: BinaryHeap<(i64, u64)> = BinaryHeap::with_capacity(want.min(1 << 16) + 1);
@@ -887,15 +905,15 @@ impl Index {
         // Newest slots first for a descending order: slots are handed out in creation order
         // (reused ones aside), so the heap fills with the page at once and later rows are one
         // comparison each.
-        let segs = t.segs.len();
-        for m in 0..segs {
-            let n = if q.desc { segs - 1 - m } else { m };
-            let Some(s) = t.segs.get(n) else { continue };
+        let count = segs.len();
+        for m in 0..count {
+            let n = if q.desc { count - 1 - m } else { m };
+            let Some(s) = segs.get(n) else { continue };
             let base = n << SEG_BITS;
-            let end = (t.next as usize).saturating_sub(base).min(SEG_LEN);
+            let end = (next as usize).saturating_sub(base).min(SEG_LEN);
             for j in 0..end {
                 let i = if q.desc { end - 1 - j } else { j };
-                let id = s.id[i].load(Relaxed);
+                let id = s.id[i].load(Acquire);
                 if id == 0 {
                     continue;
                 }
