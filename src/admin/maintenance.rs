@@ -73,7 +73,7 @@ pub fn rotate(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayErr
         }
         *r = Rotation {
             state: "running",
-            total: sessions.counts().0,
+            total: sessions.index().len().0,
             started_at: Some(iso(crate::clock::now_ms())),
             key: sessions.keyring().current_kid().to_string(),
             ..Default::default()

@@ -510,7 +510,7 @@ async fn sync(cl: &Cluster, app: &Local, conn: &mut Conn<'_>) -> Result<Cursor, 
     }
     let trimmed = oldest.as_ref().is_some_and(|o| o.seq > cur.seq + 1);
     // New to this stream and empty: a peer's snapshot is faster than replaying the stream.
-    let fresh = !resumed && app.sessions.counts().0 == 0;
+    let fresh = !resumed && app.sessions.index().len().0 == 0;
     if trimmed || (fresh && newest > 0) {
         match load_snapshot(cl, app, conn, &epoch).await? {
             Some(c) => cur = c,

@@ -348,10 +348,16 @@ impl Table {
         })
     }
 
-    /// (slot, generation) of an occupied slot.
-    fn handle_light(&self, slot: u32) -> Option<(u32, u16)> {
+    /// The (session id, generation) an occupied slot holds, without building a handle.
+    fn occupant(&self, slot: u32) -> Option<(u64, u16)> {
         let (s, i) = self.seg(slot)?;
-        (s.id.get(i)?.load(Acquire) != 0).then(|| (slot, s.gen.get(i).map_or(0, |g| g.load(Relaxed))))
+        let id = s.id.get(i)?.load(Acquire);
+        (id != 0).then(|| (id, s.gen.get(i).map_or(0, |g| g.load(Relaxed))))
+    }
+
+    /// Whether `live`'s session ended (a freed slot counts as ended: fail closed).
+    fn ended(&self, live: &Live) -> bool {
+        self.of(live).and_then(|(s, i)| s.ended_at.get(i)).is_none_or(|a| a.load(Acquire) != 0)
     }
 
     fn alloc(&mut self) -> u32 {
@@ -509,25 +515,11 @@ pub struct Index {
 
 impl Default for Index {
     fn default() -> Index {
-        Index::with_capacity(0, 0)
+        Index { tokens: (0..SHARDS).map(|_| RwLock::default()).collect(), table: RwLock::default() }
     }
 }
 
 impl Index {
-    /// An empty index sized for `sessions` and `tokens` (a cold start knows both counts, so
-    /// the tables are allocated once instead of doubling their way there).
-    pub fn with_capacity(sessions: usize, tokens: usize) -> Index {
-        let per_shard = tokens.div_ceil(SHARDS);
-        let table =
-            Table { by_id: HashMap::with_capacity_and_hasher(sessions, Default::default()), ..Default::default() };
-        Index {
-            tokens: (0..SHARDS)
-                .map(|_| RwLock::new(TokMap::with_capacity_and_hasher(per_shard, Default::default())))
-                .collect(),
-            table: RwLock::new(table),
-        }
-    }
-
     fn table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
         crate::sync::read(&self.table)
     }
@@ -621,14 +613,18 @@ impl Index {
         let tok = *crate::sync::read(self.shard(&key)?).get(&key)?;
         let t = self.table();
         let live = t.handle(tok.slot).filter(|l| l.gen == tok.gen())?;
-        let ended = t.of(&live).and_then(|(s, i)| s.ended_at.get(i)).is_none_or(|a| a.load(Acquire) != 0);
+        let ended = t.ended(&live);
         let entry = tok.entry(live.id);
         Some((live, entry, ended))
     }
 
-    /// A token's entry, if it is indexed.
+    /// A token's entry, if it is indexed (no handle built: rotations, imports and replication
+    /// ask this per token).
     pub fn token(&self, hash: &TokenHash) -> Option<TokenEntry> {
-        self.check(hash).map(|(_, e, _)| e)
+        let key = Key::of(hash);
+        let tok = *crate::sync::read(self.shard(&key)?).get(&key)?;
+        let (id, gen) = self.table().occupant(tok.slot)?;
+        (gen == tok.gen()).then(|| tok.entry(id))
     }
 
     /// Indexes (or updates) tokens of `live`'s session.
@@ -642,14 +638,19 @@ impl Index {
     }
 
     /// Indexes tokens loaded from the store, each under the session its entry names (a token
-    /// of a session not in the index is dropped).
+    /// of a session not in the index is dropped). The shards are sized for them first, so a
+    /// cold start does not rehash its way there.
     pub fn load_tokens(&self, tokens: &[(TokenHash, TokenEntry)]) {
+        for shard in self.tokens.iter() {
+            crate::sync::write(shard).reserve(tokens.len().div_ceil(SHARDS));
+        }
         let t = self.table();
         for (h, e) in tokens {
-            let Some(live) = t.by_id.get(&e.session).and_then(|slot| t.handle_light(*slot)) else { continue };
+            let Some(slot) = t.by_id.get(&e.session).copied() else { continue };
+            let Some((_, gen)) = t.occupant(slot) else { continue };
             let key = Key::of(h);
             if let Some(shard) = self.shard(&key) {
-                crate::sync::write(shard).insert(key, Tok::new(e, live.0, live.1));
+                crate::sync::write(shard).insert(key, Tok::new(e, slot, gen));
             }
         }
     }
@@ -702,8 +703,7 @@ impl Index {
 
     /// Whether the session ended (a handle whose slot was freed counts as ended: fail closed).
     pub fn is_ended(&self, live: &Live) -> bool {
-        let t = self.table();
-        t.of(live).and_then(|(s, i)| s.ended_at.get(i)).is_none_or(|a| a.load(Acquire) != 0)
+        self.table().ended(live)
     }
 
     /// When this instance learnt the session ended (unix ms; 0 while live).
@@ -785,11 +785,9 @@ impl Index {
         let mut out = Vec::new();
         for shard in self.tokens.iter() {
             for (k, tok) in crate::sync::read(shard).iter() {
-                let Some((s, i)) = t.seg(tok.slot) else { continue };
-                let live = s.id.get(i).is_some_and(|a| a.load(Acquire) != 0)
-                    && s.gen.get(i).is_some_and(|g| g.load(Relaxed) == tok.gen());
+                let (Some((_, gen)), Some((s, i))) = (t.occupant(tok.slot), t.seg(tok.slot)) else { continue };
                 let ended = s.ended_at.get(i).map_or(0, |a| a.load(Acquire));
-                if live && ended != 0 {
+                if gen == tok.gen() && ended != 0 {
                     out.push((k.0, ended));
                 }
             }

@@ -358,7 +358,8 @@ impl Sessions {
         Ok(recs.into_iter().filter(|r| r.device_id.as_deref() == Some(device_id)).map(|r| r.id).collect())
     }
 
-    /// (sessions, active sessions, tokens) held in memory.
+    /// (sessions, active sessions, tokens) held in memory. The active count scans every slot;
+    /// for the totals alone, `index().len()`.
     pub fn counts(&self) -> (usize, usize, usize) {
         let o = self.overview();
         (o.total, o.active, self.index.len().1)
