@@ -125,15 +125,12 @@ pub(super) fn validate_alerts(v: &mut V<'_>, a: RawAlerts, default_threshold: u3
                 if to.is_empty() || to.iter().any(|t| !t.contains('@')) {
                     v.err(&format!("{key}.to"), "one or more e-mail addresses required");
                 }
-                let tls = match c.tls.as_deref().unwrap_or("starttls") {
-                    "starttls" => SmtpTls::StartTls,
-                    "tls" => SmtpTls::Tls,
-                    "none" => SmtpTls::None,
-                    other => {
-                        v.err(&format!("{key}.tls"), format!("{other:?}: expected \"starttls\", \"tls\" or \"none\""));
-                        SmtpTls::StartTls
-                    }
-                };
+                let tls = v.choice(
+                    &format!("{key}.tls"),
+                    c.tls.as_deref(),
+                    SmtpTls::StartTls,
+                    &[("starttls", SmtpTls::StartTls), ("tls", SmtpTls::Tls), ("none", SmtpTls::None)],
+                );
                 ChannelKind::Email {
                     to,
                     smtp: SmtpSettings {

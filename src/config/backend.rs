@@ -135,14 +135,12 @@ pub(super) fn extract(v: &mut V<'_>, e: RawExtract) -> ExtractConfig {
         request_identifier: v.pointer("extract.request_identifier", e.request_identifier),
         logout_all,
         credential_user_param: e.credential_user_param.filter(|s| !s.is_empty()),
-        refresh_precedence: match e.refresh_precedence.as_deref().unwrap_or("cookie") {
-            "cookie" => RefreshPrecedence::CookieFirst,
-            "body" => RefreshPrecedence::BodyFirst,
-            other => {
-                v.err("extract.refresh_precedence", format!("{other:?}: expected \"cookie\" or \"body\""));
-                RefreshPrecedence::CookieFirst
-            }
-        },
+        refresh_precedence: v.choice(
+            "extract.refresh_precedence",
+            e.refresh_precedence.as_deref(),
+            RefreshPrecedence::CookieFirst,
+            &[("cookie", RefreshPrecedence::CookieFirst), ("body", RefreshPrecedence::BodyFirst)],
+        ),
     };
     if extract.user_id.is_none() && extract.user_id_claim.is_none() {
         v.err("extract.user_id", "set extract.user_id (JSON pointer) or extract.user_id_claim (JWT claim)");
@@ -152,14 +150,12 @@ pub(super) fn extract(v: &mut V<'_>, e: RawExtract) -> ExtractConfig {
 
 /// `[backend]`.
 pub(super) fn backend(v: &mut V<'_>, b: RawBackend) -> BackendConfig {
-    let error_shape = match b.error_shape.as_deref().unwrap_or("plain") {
-        "strapi" => ErrorShape::Strapi,
-        "plain" => ErrorShape::Plain,
-        other => {
-            v.err("backend.error_shape", format!("{other:?}: expected \"strapi\" or \"plain\""));
-            ErrorShape::Plain
-        }
-    };
+    let error_shape = v.choice(
+        "backend.error_shape",
+        b.error_shape.as_deref(),
+        ErrorShape::Plain,
+        &[("strapi", ErrorShape::Strapi), ("plain", ErrorShape::Plain)],
+    );
     let mut body_formats = Vec::new();
     for (i, f) in b
         .body_formats

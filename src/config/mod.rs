@@ -286,6 +286,28 @@ login = ["POST"]
     }
 
     #[test]
+    fn a_name_outside_its_set_is_reported_with_the_names_expected() {
+        let base = "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:80\"\n";
+        let text =
+            format!("{base}[log]\nformat = \"xml\"\n[sessions]\nidle_policy = \"mark\"\nunknown_tokens = \"drop\"\n");
+        let err = Config::from_toml_str(&text, &[]).expect_err("invalid");
+        let found: Vec<(&str, &str)> = err.0.iter().map(|i| (i.key.as_str(), i.message.as_str())).collect();
+        assert!(found.contains(&("log.format", "\"xml\": expected \"text\" or \"json\"")), "{found:?}");
+        assert!(found.contains(&("sessions.unknown_tokens", "\"drop\": expected \"pass\" or \"reject\"")), "{found:?}");
+        assert!(!found.iter().any(|(k, _)| *k == "sessions.idle_policy"), "a valid name is taken");
+        let alerts = format!(
+            "{base}[alerts.channels.m]\ntype = \"email\"\nto = [\"a@b.c\"]\nsmtp_host = \"h\"\nfrom = \"x@b.c\"\ntls = \"ssl\"\n"
+        );
+        let err = Config::from_toml_str(&alerts, &[]).expect_err("invalid");
+        assert!(
+            err.0.iter().any(|i| i.message == "\"ssl\": expected \"starttls\", \"tls\" or \"none\""),
+            "{:?}",
+            err.0
+        );
+        assert_eq!(Config::from_toml_str(base, &[]).expect("defaults").log.format, LogFormat::Text);
+    }
+
+    #[test]
     fn admin_on_a_public_address_needs_a_token() {
         let base = "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:80\"\n";
         let err =

@@ -200,14 +200,8 @@ pub(super) fn validate_risk(
             Err(_) => v.err(&format!("geofence.allow_ips[{i}]"), format!("{net:?} is not a CIDR or address")),
         }
     }
-    let deny_unknown = match f.unknown_country.as_deref().unwrap_or("allow") {
-        "allow" => false,
-        "deny" => true,
-        other => {
-            v.err("geofence.unknown_country", format!("{other:?}: expected \"allow\" or \"deny\""));
-            false
-        }
-    };
+    let deny_unknown =
+        v.choice("geofence.unknown_country", f.unknown_country.as_deref(), false, &[("allow", false), ("deny", true)]);
     let geofence = GeofenceConfig {
         global: CountryFence {
             allowed: country_list(v, "geofence.allowed_countries", f.allowed_countries),

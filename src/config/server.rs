@@ -179,13 +179,11 @@ pub(super) fn log(v: &mut V<'_>, l: RawLog) -> LogConfig {
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
         v.err("log.level", format!("{level:?} is not a level or filter (e.g. \"info\", \"sessiongate=debug\")"));
     }
-    let format = match l.format.as_deref().unwrap_or("text") {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            v.err("log.format", format!("{other:?}: expected \"text\" or \"json\""));
-            LogFormat::Text
-        }
-    };
+    let format = v.choice(
+        "log.format",
+        l.format.as_deref(),
+        LogFormat::Text,
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+    );
     LogConfig { level, format }
 }

@@ -50,22 +50,18 @@ pub struct JwtConfig {
 
 /// `[sessions]`.
 pub(super) fn sessions(v: &mut V<'_>, se: RawSessions) -> SessionConfig {
-    let idle_policy = match se.idle_policy.as_deref().unwrap_or("mark") {
-        "mark" => IdlePolicy::Mark,
-        "terminate" => IdlePolicy::Terminate,
-        other => {
-            v.err("sessions.idle_policy", format!("{other:?}: expected \"mark\" or \"terminate\""));
-            IdlePolicy::Mark
-        }
-    };
-    let unknown_tokens = match se.unknown_tokens.as_deref().unwrap_or("pass") {
-        "pass" => UnknownTokens::Pass,
-        "reject" => UnknownTokens::Reject,
-        other => {
-            v.err("sessions.unknown_tokens", format!("{other:?}: expected \"pass\" or \"reject\""));
-            UnknownTokens::Pass
-        }
-    };
+    let idle_policy = v.choice(
+        "sessions.idle_policy",
+        se.idle_policy.as_deref(),
+        IdlePolicy::Mark,
+        &[("mark", IdlePolicy::Mark), ("terminate", IdlePolicy::Terminate)],
+    );
+    let unknown_tokens = v.choice(
+        "sessions.unknown_tokens",
+        se.unknown_tokens.as_deref(),
+        UnknownTokens::Pass,
+        &[("pass", UnknownTokens::Pass), ("reject", UnknownTokens::Reject)],
+    );
     let encryption_key = v
         .secret_source(
             "sessions.encryption_key_env",

@@ -22,6 +22,23 @@ impl V<'_> {
         self.issues.push(ConfigIssue { key: key.to_string(), message: message.into() });
     }
 
+    /// One of a fixed set of names: `raw`'s value, `default` when it is absent. Another name is
+    /// reported under `key` with the names expected, and `default` stands.
+    pub(super) fn choice<T: Copy>(&mut self, key: &str, raw: Option<&str>, default: T, names: &[(&str, T)]) -> T {
+        let Some(text) = raw else { return default };
+        if let Some((_, value)) = names.iter().find(|(n, _)| *n == text) {
+            return *value;
+        }
+        let quoted: Vec<String> = names.iter().map(|(n, _)| format!("{n:?}")).collect();
+        let expected = match quoted.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        self.err(key, format!("{text:?}: expected {expected}"));
+        default
+    }
+
     pub(super) fn duration(&mut self, key: &str, raw: Option<&str>, default: &str) -> Duration {
         let text = raw.unwrap_or(default);
         match humantime::parse_duration(text) {
