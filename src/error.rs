@@ -48,6 +48,8 @@ pub enum GatewayError {
     Unauthenticated,
     #[error("not found")]
     NotFound,
+    #[error("Method not allowed on this path")]
+    MethodNotAllowed,
     #[error("Cannot terminate current session. Use /logout instead.")]
     CannotTerminateCurrent,
     #[error("{0}")]
@@ -93,6 +95,7 @@ impl GatewayError {
             UserBlocked | GeoBlocked | RiskDenied => StatusCode::FORBIDDEN,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             CannotTerminateCurrent
             | BadRequest(_)
             | InvalidParameter(_)
@@ -117,6 +120,7 @@ impl GatewayError {
             | UnknownToken
             | Unauthenticated
             | NotFound
+            | MethodNotAllowed
             | CannotTerminateCurrent
             | BadRequest(_)
             | AmbiguousCredentials(_)
@@ -151,6 +155,7 @@ impl GatewayError {
             InvalidParameter(_) => "invalid_parameter",
             Unauthenticated => "unauthenticated",
             NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
             CannotTerminateCurrent => "cannot_terminate_current",
             BadRequest(_) => "bad_request",
             BodyTooLarge => "body_too_large",
@@ -194,6 +199,7 @@ fn strapi_name(status: StatusCode) -> &'static str {
         401 => "UnauthorizedError",
         403 => "ForbiddenError",
         404 => "NotFoundError",
+        405 => "MethodNotAllowedError",
         413 => "PayloadTooLargeError",
         415 => "UnsupportedMediaTypeError",
         429 => "RateLimitError",

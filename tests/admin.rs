@@ -48,12 +48,62 @@ async fn the_admin_api_needs_a_token_and_limits_failures() {
         let r = gw.admin_anon(Method::GET, &format!("{ADMIN}/sessions")).bearer("wrong-token-wrong-token").send().await;
         assert_eq!(r.status, 401);
     }
-    let limited = gw.admin(Method::GET, &format!("{ADMIN}/sessions")).send().await;
-    assert_eq!(limited.status, 429, "after 3 failures even the right token waits");
+    let limited =
+        gw.admin_anon(Method::GET, &format!("{ADMIN}/sessions")).bearer("wrong-token-wrong-token").send().await;
+    assert_eq!(limited.status, 429, "after 3 failures guessing waits");
     assert_eq!(limited.reason().as_deref(), Some("rate_limited"));
+    let ok = gw.admin(Method::GET, &format!("{ADMIN}/sessions")).send().await;
+    assert_eq!(ok.status, 200, "a valid token is never limited, even from a limited address");
     let st = gw.state().clone();
     let failures = eventually(5, || st.metrics.admin_auth_failures.get() == 3).await;
     assert!(failures);
+    let events = audit_until(&gw, "type=admin_auth_failed", |e| e.len() >= 2).await;
+    let first = events.iter().find(|e| e["details"]["failuresThisMinute"] == 1).expect("first failure audited");
+    assert_eq!(first["details"]["method"], "GET");
+    assert_eq!(first["details"]["path"], format!("{ADMIN}/sessions"));
+}
+
+/// A load balancer's probes of paths the admin port does not have (its defaults: `GET /`,
+/// `HEAD /healthz`, `OPTIONS *`, `/ping`) must never count as failed logins and lock out the
+/// operator's address.
+#[tokio::test]
+async fn probes_of_unknown_paths_never_lock_the_admin_out() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::start(&backend.url(), "[admin]\nauth_failures_per_minute = 3\n").await;
+    for _ in 0..5 {
+        for (method, path) in [
+            (Method::GET, "/"),
+            (Method::GET, "/nope"),
+            (Method::OPTIONS, "/"),
+            (Method::GET, "/admin/api/nope"),
+            (Method::DELETE, "/magic-sessionmanager/nope/1"),
+        ] {
+            let res = gw.admin_anon(method.clone(), path).send().await;
+            assert_eq!(res.status, 404, "{method} {path}");
+            assert_eq!(res.reason().as_deref(), Some("not_found"), "{method} {path}");
+        }
+    }
+    let ping = gw.admin_anon(Method::GET, "/ping").send().await;
+    assert_eq!(ping.status, 200);
+    assert_eq!(ping.text(), "OK");
+    for path in ["/healthz", "/readyz", "/ping", "/metrics"] {
+        let head = gw.admin_anon(Method::HEAD, path).send().await;
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert!(head.text().is_empty(), "HEAD {path} has no body");
+    }
+    let wrong = gw.admin_anon(Method::POST, "/healthz").send().await;
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.reason().as_deref(), Some("method_not_allowed"));
+    assert_eq!(wrong.headers["allow"], "GET, HEAD, OPTIONS");
+    let options = gw.admin_anon(Method::OPTIONS, &format!("{ADMIN}/sessions/1/terminate")).send().await;
+    assert_eq!(options.status, 204);
+    assert_eq!(options.headers["allow"], "POST, OPTIONS");
+    // HEAD works wherever GET does, behind the token too.
+    let head = gw.admin(Method::HEAD, &format!("{ADMIN}/stats")).send().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(gw.state().metrics.admin_auth_failures.get(), 0, "no probe counted as a failed login");
+    let res = gw.admin(Method::GET, &format!("{ADMIN}/sessions")).send().await;
+    assert_eq!(res.status, 200, "the operator is not locked out");
 }
 
 #[tokio::test]

@@ -51,7 +51,7 @@ pub fn handler(st: Arc<AdminState>) -> HandlerFn {
 }
 
 /// Serves the admin listener while the session index loads (a cold start of millions of
-/// sessions takes seconds): liveness (`/healthz`) answers 200, readiness (`/readyz`) 503
+/// sessions takes seconds): liveness (`/healthz`, `/ping`) answers 200, readiness (`/readyz`) 503
 /// `{"checks": {"index": "loading"}}`, anything else 503 `starting`. Each connection serves one
 /// request. Returns the listener, for the admin API, once `loaded` fires.
 pub async fn while_loading(
@@ -61,6 +61,7 @@ pub async fn while_loading(
     async fn answer(req: http::Request<hyper::body::Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
         let res = match req.uri().path() {
             "/healthz" => ok(serde_json::json!({"status": "ok"})),
+            "/ping" => probes::ping(),
             "/readyz" => json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({"ready": false, "checks": {"index": "loading"}}),

@@ -6,6 +6,13 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use serde_json::json;
 use std::time::Duration;
 
+/// Liveness for load balancers that expect a plain `OK` (oauth2-proxy's `/ping`).
+pub(crate) fn ping() -> Response<Body> {
+    let mut res = Response::new(crate::error::full("OK"));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    res
+}
+
 pub(super) async fn readyz(st: &AdminState) -> Response<Body> {
     let app = &st.app;
     let store_ok = app.sessions.store().size_on_disk().await.is_ok();

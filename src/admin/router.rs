@@ -96,8 +96,120 @@ pub(super) fn reason_of(body: &Value, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// How a user is blocked or unblocked.
+#[derive(Clone, Copy)]
+enum BlockOp {
+    Block,
+    Unblock,
+    Toggle,
+}
+
+/// An admin route, resolved from the method and path before anyone is authenticated, so that a
+/// load balancer's probe of an unknown path gets 404 (or 405) and never counts as a failed login.
+enum Resolved<'a> {
+    /// Probes and scraping: no token.
+    Open(Probe),
+    /// Everything else: behind a token.
+    Api(Route<'a>),
+}
+
+enum Probe {
+    Healthz,
+    Ping,
+    Readyz,
+    Metrics,
+}
+
+enum Route<'a> {
+    List(Option<bool>),
+    CleanInactive,
+    Detail(&'a str),
+    Terminate(&'a str),
+    TerminateAll(&'a str),
+    Block(&'a str, BlockOp),
+    UserSessions(&'a str),
+    Blocked,
+    Stats,
+    Events,
+    Settings,
+    Cluster,
+    Audit,
+    Alerts,
+    AlertsTest,
+    AlertRetry(&'a str),
+    Reload,
+    Keys,
+    RotateKeys,
+    Import,
+    Export,
+    NodeAuthList,
+    NodeAuthDelete(&'a str),
+    Cleanup,
+}
+
+/// The route for a method (HEAD already read as GET) and decoded path segments.
+fn resolve<'a>(method: &Method, segs: &[&'a str]) -> Option<Resolved<'a>> {
+    use Route::*;
+    const MSM: &str = "magic-sessionmanager";
+    let (get, post, delete) = (method == Method::GET, method == Method::POST, method == Method::DELETE);
+    let probe = match segs {
+        ["healthz"] => Some(Probe::Healthz),
+        ["ping"] => Some(Probe::Ping),
+        ["readyz"] => Some(Probe::Readyz),
+        ["metrics"] => Some(Probe::Metrics),
+        _ => None,
+    };
+    if let Some(p) = probe {
+        return get.then_some(Resolved::Open(p));
+    }
+    Some(Resolved::Api(match segs {
+        [MSM, "sessions"] if get => List(None),
+        [MSM, "sessions", "active"] if get => List(Some(true)),
+        [MSM, "sessions", "clean-inactive"] if post => CleanInactive,
+        [MSM, "sessions", id] if get => Detail(id),
+        [MSM, "sessions", id, "terminate"] if post => Terminate(id),
+        [MSM, "user", user, "terminate-all"] if post => TerminateAll(user),
+        [MSM, "user", user, "block"] if post => Block(user, BlockOp::Block),
+        [MSM, "user", user, "unblock"] if post => Block(user, BlockOp::Unblock),
+        [MSM, "user", user, "toggle-block"] if post => Block(user, BlockOp::Toggle),
+        [MSM, "users", user, "sessions"] if get => UserSessions(user),
+        [MSM, "blocked"] if get => Blocked,
+        [MSM, "stats"] if get => Stats,
+        [MSM, "events"] if get => Events,
+        [MSM, "settings"] if get => Settings,
+        [MSM, "cluster"] if get => Cluster,
+        [MSM, "audit"] if get => Audit,
+        [MSM, "alerts"] if get => Alerts,
+        [MSM, "alerts", "test"] if post => AlertsTest,
+        [MSM, "alerts", id, "retry"] if post => AlertRetry(id),
+        ["reload"] if post => Reload,
+        [MSM, "keys"] if get => Keys,
+        [MSM, "keys", "rotate"] if post => RotateKeys,
+        [MSM, "import"] if post => Import,
+        [MSM, "export"] if get => Export,
+        ["admin", "api", "sessions"] if get => NodeAuthList,
+        ["admin", "api", "sessions", handle] if delete => NodeAuthDelete(handle),
+        ["auth", "sessions", "cleanup"] if post => Cleanup,
+        _ => return None,
+    }))
+}
+
+/// The methods a path answers to, for a 405's `Allow` header; empty for an unknown path.
+fn allowed(segs: &[&str]) -> Vec<&'static str> {
+    let mut allow: Vec<&'static str> = [(Method::GET, "GET, HEAD"), (Method::POST, "POST"), (Method::DELETE, "DELETE")]
+        .into_iter()
+        .filter(|(m, _)| resolve(m, segs).is_some())
+        .map(|(_, name)| name)
+        .collect();
+    if !allow.is_empty() {
+        allow.push("OPTIONS");
+    }
+    allow
+}
+
 pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GatewayError> {
-    let method = req.method().clone();
+    // HEAD is answered as GET; hyper sends the headers without the body.
+    let method = if req.method() == Method::HEAD { Method::GET } else { req.method().clone() };
     let decoded: Vec<String> = req
         .uri()
         .path()
@@ -106,64 +218,87 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
         .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_string())
         .collect();
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
-    // Unauthenticated: probes, scraping and the dashboard's static files (they hold no data).
+    // The dashboard's static files hold no data and need no token.
     if method == Method::GET {
         if let Some(res) = super::dashboard::serve(&segs, req.uri().path().ends_with('/')) {
             return Ok(res);
         }
     }
-    match (&method, segs.as_slice()) {
-        (&Method::GET, ["healthz"]) => return Ok(ok(json!({"status": "ok"}))),
-        (&Method::GET, ["readyz"]) => return Ok(readyz(st).await),
-        (&Method::GET, ["metrics"]) => return Ok(metrics(st).await),
-        _ => {}
-    }
-    let actor = format!("admin:{}", st.auth.check(req.headers(), peer.ip(), &st.app.audit, &st.app.metrics)?);
+    let Some(route) = resolve(&method, &segs) else {
+        let allow = allowed(&segs);
+        if allow.is_empty() {
+            return Err(not_found());
+        }
+        let mut res = if method == Method::OPTIONS {
+            let mut r = Response::new(crate::error::full(""));
+            *r.status_mut() = http::StatusCode::NO_CONTENT;
+            r
+        } else {
+            GatewayError::MethodNotAllowed.into_response(crate::config::ErrorShape::Plain)
+        };
+        if let Ok(v) = http::HeaderValue::from_str(&allow.join(", ")) {
+            res.headers_mut().insert(http::header::ALLOW, v);
+        }
+        return Ok(res);
+    };
+    let route = match route {
+        Resolved::Open(Probe::Healthz) => return Ok(ok(json!({"status": "ok"}))),
+        Resolved::Open(Probe::Ping) => return Ok(ping()),
+        Resolved::Open(Probe::Readyz) => return Ok(readyz(st).await),
+        Resolved::Open(Probe::Metrics) => return Ok(metrics(st).await),
+        Resolved::Api(route) => route,
+    };
+    let who = st.auth.check(
+        req.headers(),
+        peer.ip(),
+        req.method().as_str(),
+        req.uri().path(),
+        &st.app.audit,
+        &st.app.metrics,
+    )?;
+    let actor = format!("admin:{who}");
     let q = query(&req);
-    match (&method, segs.as_slice()) {
-        (&Method::GET, ["magic-sessionmanager", "sessions"]) => list(st, &q, None).await,
-        (&Method::GET, ["magic-sessionmanager", "sessions", "active"]) => list(st, &q, Some(true)).await,
-        (&Method::POST, ["magic-sessionmanager", "sessions", "clean-inactive"]) => clean_inactive(st, &actor).await,
-        (&Method::GET, ["magic-sessionmanager", "sessions", id]) => detail(st, id).await,
-        (&Method::POST, ["magic-sessionmanager", "sessions", id, "terminate"]) => {
-            let id = id.to_string();
+    use Route::*;
+    match route {
+        List(active) => list(st, &q, active).await,
+        CleanInactive => clean_inactive(st, &actor).await,
+        Detail(id) => detail(st, id).await,
+        Terminate(id) => {
             let body = body_json(req).await?;
-            terminate(st, &id, &reason_of(&body, "admin_terminated"), &actor).await
+            terminate(st, id, &reason_of(&body, "admin_terminated"), &actor).await
         }
-        (&Method::POST, ["magic-sessionmanager", "user", user, "terminate-all"]) => {
-            let user = user.to_string();
+        TerminateAll(user) => {
             let body = body_json(req).await?;
-            terminate_all(st, &user, &reason_of(&body, "admin_terminated"), &actor).await
+            terminate_all(st, user, &reason_of(&body, "admin_terminated"), &actor).await
         }
-        (&Method::POST, ["magic-sessionmanager", "user", user, op @ ("toggle-block" | "block" | "unblock")]) => {
-            let (user, op) = (user.to_string(), op.to_string());
+        Block(user, op) => {
             let body = body_json(req).await?;
-            let block = match op.as_str() {
-                "block" => true,
-                "unblock" => false,
-                _ => !st.app.sessions.is_blocked(&user),
+            let block = match op {
+                BlockOp::Block => true,
+                BlockOp::Unblock => false,
+                BlockOp::Toggle => !st.app.sessions.is_blocked(user),
             };
-            set_block(st, &user, block, body.get("reason").and_then(Value::as_str).map(str::to_string), &actor).await
+            set_block(st, user, block, body.get("reason").and_then(Value::as_str).map(str::to_string), &actor).await
         }
-        (&Method::GET, ["magic-sessionmanager", "users", user, "sessions"]) => user_sessions(st, user).await,
-        (&Method::GET, ["magic-sessionmanager", "blocked"]) => Ok(blocked(st)),
-        (&Method::GET, ["magic-sessionmanager", "stats"]) => Ok(stats(st)),
-        (&Method::GET, ["magic-sessionmanager", "events"]) => Ok(events(st)),
-        (&Method::GET, ["magic-sessionmanager", "settings"]) => Ok(ok(json!({"data": {
+        UserSessions(user) => user_sessions(st, user).await,
+        Blocked => Ok(blocked(st)),
+        Stats => Ok(stats(st)),
+        Events => Ok(events(st)),
+        Settings => Ok(ok(json!({"data": {
             "effective": crate::config::describe(&st.app.cfg()),
             "version": env!("CARGO_PKG_VERSION"),
         }}))),
-        (&Method::GET, ["magic-sessionmanager", "cluster"]) => Ok(match &st.app.cluster {
+        Cluster => Ok(match &st.app.cluster {
             Some(c) => ok(json!({"enabled": true, "data": c.status()})),
             None => ok(json!({"enabled": false})),
         }),
-        (&Method::GET, ["magic-sessionmanager", "audit"]) => audit_export(st, &q).await,
-        (&Method::GET, ["magic-sessionmanager", "alerts"]) => alerts_list(st, &q).await,
-        (&Method::POST, ["magic-sessionmanager", "alerts", "test"]) => {
+        Audit => audit_export(st, &q).await,
+        Alerts => alerts_list(st, &q).await,
+        AlertsTest => {
             let body = body_json(req).await?;
             alerts_test(st, &body, &actor)
         }
-        (&Method::POST, ["magic-sessionmanager", "alerts", id, "retry"]) => {
+        AlertRetry(id) => {
             let id = id.parse::<u64>().map_err(|_| not_found())?;
             if st.app.alert_worker.retry(id).await? {
                 Ok(ok(json!({"success": true, "id": id, "status": "pending"})))
@@ -171,25 +306,42 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
                 Err(not_found())
             }
         }
-        (&Method::POST, ["reload"]) => Ok(match crate::reload::reload(&st.app, &actor).await {
+        Reload => Ok(match crate::reload::reload(&st.app, &actor).await {
             Ok(r) => ok(json!({"data": r})),
             Err(e) => super::json(
                 http::StatusCode::BAD_REQUEST,
                 json!({"error": {"status": 400, "reason": "invalid_config", "message": "configuration refused; the previous one stays in force", "errors": e.messages()}}),
             ),
         }),
-        (&Method::GET, ["magic-sessionmanager", "keys"]) => Ok(maintenance::keys(st)),
-        (&Method::POST, ["magic-sessionmanager", "keys", "rotate"]) => maintenance::rotate(st, &actor),
-        (&Method::POST, ["magic-sessionmanager", "import"]) => {
+        Keys => Ok(maintenance::keys(st)),
+        RotateKeys => maintenance::rotate(st, &actor),
+        Import => {
             let body = body_json_limited(req, MAX_IMPORT_BODY).await?;
             maintenance::import(st, &body, &actor).await
         }
-        (&Method::GET, ["magic-sessionmanager", "export"]) => maintenance::export(st, &q),
-        (&Method::GET, ["admin", "api", "sessions"]) => node_auth_list(st).await,
-        (&Method::DELETE, ["admin", "api", "sessions", handle]) => {
+        Export => maintenance::export(st, &q),
+        NodeAuthList => node_auth_list(st).await,
+        NodeAuthDelete(handle) => {
             terminate(st, handle, "admin_terminated", &actor).await.map(|_| ok(json!({"success": true})))
         }
-        (&Method::POST, ["auth", "sessions", "cleanup"]) => cleanup(st, &actor).await,
-        _ => Err(not_found()),
+        Cleanup => cleanup(st, &actor).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_paths_and_methods_resolve_to_nothing() {
+        assert!(matches!(resolve(&Method::GET, &["ping"]), Some(Resolved::Open(Probe::Ping))));
+        assert!(matches!(resolve(&Method::GET, &["magic-sessionmanager", "stats"]), Some(Resolved::Api(Route::Stats))));
+        assert!(resolve(&Method::GET, &["nope"]).is_none());
+        assert!(resolve(&Method::POST, &["healthz"]).is_none());
+        assert!(allowed(&["nope"]).is_empty());
+        assert_eq!(allowed(&["healthz"]), ["GET, HEAD", "OPTIONS"]);
+        assert_eq!(allowed(&["admin", "api", "sessions", "7"]), ["DELETE", "OPTIONS"]);
+        // `sessions/<id>` is GET; `sessions/clean-inactive` is POST, and also reads as an id.
+        assert_eq!(allowed(&["magic-sessionmanager", "sessions", "clean-inactive"]), ["GET, HEAD", "POST", "OPTIONS"]);
     }
 }
