@@ -17,8 +17,17 @@ fn main() -> ExitCode {
             match sessiongate::startup::load_config(&path) {
                 Ok(cfg) => {
                     print!("{}", sessiongate::config::describe(&cfg));
-                    println!("{}: OK", path.display());
-                    ExitCode::SUCCESS
+                    // Every file and secret `run` would read, read the same way.
+                    let problems = sessiongate::startup::preflight(&cfg);
+                    if problems.is_empty() {
+                        println!("{}: OK", path.display());
+                        return ExitCode::SUCCESS;
+                    }
+                    eprintln!("{}: the configuration is valid, but `run` would fail:", path.display());
+                    for p in &problems {
+                        eprintln!("  - {p}");
+                    }
+                    ExitCode::from(EX_USAGE)
                 }
                 Err(e) => {
                     eprintln!("{}: {e}", path.display());

@@ -39,6 +39,81 @@ fn check_config_accepts_the_example_and_never_prints_secrets() {
     assert!(!text.contains(key) && !String::from_utf8_lossy(&out.stderr).contains(key));
 }
 
+/// check-config reads every file and secret `run` would, and says what `run` would fail on —
+/// all of it, not one problem per restart.
+#[test]
+fn check_config_resolves_every_file_and_secret_as_run_would() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let file = d.join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "preset = \"strapi-v5\"\n[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{0}/cert.pem\"\ntls_key = \"{0}/key.pem\"\n\
+             [upstream]\nurl = \"http://127.0.0.1:1\"\n[store]\ndata_dir = \"{0}/data\"\n\
+             [sessions]\nencryption_key_file = \"{0}/enc.key\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntokens = [{{ name = \"ops\", env = \"SG_CLI_TEST_TOKEN\" }}]\n\
+             [geo]\ncity_db = \"{0}/city.mmdb\"\nvpn_list = \"{0}/vpn.txt\"\n",
+            d.display()
+        ),
+    )
+    .expect("write");
+    let check = |token: &str| {
+        let out =
+            Command::new(BIN).arg("check-config").arg(&file).env("SG_CLI_TEST_TOKEN", token).output().expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, err, _) = check("short");
+    assert_eq!(code, Some(64), "{err}");
+    for key in
+        ["sessions.encryption_key", "admin.tokens[0]", "at least 16", "server.tls_cert", "geo.city_db", "geo.vpn_list"]
+    {
+        assert!(err.contains(key), "missing {key} in:\n{err}");
+    }
+    assert!(!err.contains("short"), "the token is not echoed: {err}");
+    // `run` fails on the first of them.
+    let out =
+        Command::new(BIN).args(["run", "--config"]).arg(&file).env("SG_CLI_TEST_TOKEN", "short").output().expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sessions.encryption_key"));
+
+    // Provide every file: OK.
+    let key = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
+    std::fs::write(d.join("enc.key"), key).expect("key");
+    let city = support::geoip_test_db("GeoIP2-City-Test.mmdb");
+    std::fs::copy(city, d.join("city.mmdb")).expect("city");
+    std::fs::write(d.join("vpn.txt"), "10.9.0.0/16\n").expect("list");
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(d.join("key.pem"))
+        .arg("-out")
+        .arg(d.join("cert.pem"))
+        .output()
+        .expect("openssl");
+    assert!(ok.status.success());
+    let (code, err, out) = check("a-long-enough-admin-token");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("OK"), "{out}");
+    assert!(!out.contains(key) && !out.contains("a-long-enough-admin-token"), "no secret printed: {out}");
+}
+
 #[test]
 fn keygen_prints_fresh_32_byte_keys() {
     use base64::Engine;

@@ -54,8 +54,16 @@ pub(super) fn admin(v: &mut V<'_>, a: RawAdmin, server_listen: SocketAddr) -> Ad
         if admin.tokens.is_empty() && !admin.listen.ip().is_loopback() {
             v.err("admin.tokens", format!("required when admin.listen ({}) is not a loopback address", admin.listen));
         }
-        if admin.listen == server_listen && admin.listen.port() != 0 {
-            v.err("admin.listen", format!("must differ from server.listen (both {})", admin.listen));
+        // 0.0.0.0:9090 and 127.0.0.1:9090 cannot both be bound: the wildcard takes the port on
+        // every address.
+        let overlap = admin.listen.ip() == server_listen.ip()
+            || admin.listen.ip().is_unspecified()
+            || server_listen.ip().is_unspecified();
+        if admin.listen.port() == server_listen.port() && admin.listen.port() != 0 && overlap {
+            v.err(
+                "admin.listen",
+                format!("{} and server.listen ({server_listen}) cannot both be bound: use another port", admin.listen),
+            );
         }
     }
     admin

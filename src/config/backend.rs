@@ -101,7 +101,9 @@ pub(super) fn routes(v: &mut V<'_>, r: RawRoutes) -> Vec<RouteRule> {
             );
         }
     }
-    if !rules.iter().any(|r| r.class == RouteClass::Login) {
+    // A login rule refused above was already reported; "none given" would be a second, false error.
+    let refused = v.issues.iter().any(|i| i.key.starts_with("routes.login["));
+    if !refused && !rules.iter().any(|r| r.class == RouteClass::Login) {
         v.err("routes.login", "at least one login route is required (or set preset = \"strapi-v5\")");
     }
     rules

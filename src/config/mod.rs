@@ -116,18 +116,97 @@ struct RawConfig {
     log: RawLog,
 }
 
+/// Reads one section, reporting every bad value with its full key path (`server.idle_timeout`):
+/// on an error the offending key is set aside and the rest read again, so one bad value hides
+/// neither the section's other errors nor its good values. The keys set aside go to `bad`, so
+/// that validation does not report them again as missing.
 fn section<T: serde::de::DeserializeOwned + Default>(
     table: &mut toml::Table,
     key: &str,
     issues: &mut Vec<ConfigIssue>,
+    bad: &mut Vec<String>,
 ) -> Option<T> {
-    let value = table.remove(key)?;
-    match T::deserialize(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            issues.push(ConfigIssue { key: key.to_string(), message: e.message().trim().to_string() });
-            Some(T::default())
+    let mut value = table.remove(key)?;
+    // Each round removes one key; a section has far fewer than this.
+    for _ in 0..256 {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
+        let segments: Vec<&serde_path_to_error::Segment> = e.path().iter().collect();
+        let mut path = key.to_string();
+        for seg in &segments {
+            match seg {
+                serde_path_to_error::Segment::Map { key } => {
+                    path.push('.');
+                    path.push_str(key);
+                }
+                serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                _ => {}
+            }
         }
+        let message = e.inner().message().trim().to_string();
+        match unknown_field(&message) {
+            Some((field, expected)) => {
+                let hint = did_you_mean(field, &expected).map(|m| format!("; did you mean `{m}`?")).unwrap_or_default();
+                issues.push(ConfigIssue { key: path, message: format!("unknown key{hint}") });
+            }
+            None => {
+                issues.push(ConfigIssue { key: path.clone(), message });
+                bad.push(path);
+            }
+        }
+        let removed = set_aside(&mut value, &segments);
+        if !removed {
+            bad.push(key.to_string());
+            return Some(T::default());
+        }
+    }
+    Some(T::default())
+}
+
+/// `unknown field `x`, expected one of `a`, `b`` → ("x", ["a", "b"]), from serde's message.
+fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, tail) = rest.split_once('`')?;
+    let expected = tail.split('`').skip(1).step_by(2).collect();
+    Some((field, expected))
+}
+
+/// The closest expected name, when it is close enough to be the likely intent.
+fn did_you_mean<'a>(given: &str, expected: &[&'a str]) -> Option<&'a str> {
+    expected
+        .iter()
+        .map(|e| (strsim::jaro_winkler(given, e), *e))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, e)| e)
+}
+
+/// Removes the value at `segments` from `value`. Returns false when there is nothing to remove:
+/// the error concerns the section itself (not a table, say).
+fn set_aside(value: &mut toml::Value, segments: &[&serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((last, parent)) = segments.split_last() else { return false };
+    let mut at = value;
+    for seg in parent {
+        let next = match (seg, at) {
+            (Segment::Map { key }, toml::Value::Table(t)) => t.get_mut(key.as_str()),
+            (Segment::Seq { index }, toml::Value::Array(a)) => a.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    match (last, at) {
+        (Segment::Map { key }, toml::Value::Table(t)) => t.remove(key.as_str()).is_some(),
+        (Segment::Seq { index }, toml::Value::Array(a)) if *index < a.len() => {
+            a.remove(*index);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -140,6 +219,7 @@ impl Config {
     /// Parses and validates a TOML document, running `checks` too.
     pub fn from_toml_str(text: &str, checks: Checks) -> Result<Config, ConfigErrors> {
         let mut issues = Vec::new();
+        let mut bad = Vec::new();
         let mut table: toml::Table = match text.parse() {
             Ok(t) => t,
             Err(e) => {
@@ -161,31 +241,44 @@ impl Config {
         };
         let raw = RawConfig {
             preset,
-            server: section(&mut table, "server", &mut issues).unwrap_or_default(),
-            upstream: section(&mut table, "upstream", &mut issues).unwrap_or_default(),
-            store: section(&mut table, "store", &mut issues).unwrap_or_default(),
-            sessions: section(&mut table, "sessions", &mut issues).unwrap_or_default(),
-            jwt: section(&mut table, "jwt", &mut issues),
-            routes: section(&mut table, "routes", &mut issues).unwrap_or_default(),
-            extract: section(&mut table, "extract", &mut issues).unwrap_or_default(),
-            backend: section(&mut table, "backend", &mut issues).unwrap_or_default(),
-            user_api: section(&mut table, "user_api", &mut issues).unwrap_or_default(),
-            admin: section(&mut table, "admin", &mut issues).unwrap_or_default(),
-            geo: section(&mut table, "geo", &mut issues).unwrap_or_default(),
-            risk: section(&mut table, "risk", &mut issues).unwrap_or_default(),
-            geofence: section(&mut table, "geofence", &mut issues).unwrap_or_default(),
-            roles: section(&mut table, "roles", &mut issues).unwrap_or_default(),
-            alerts: section(&mut table, "alerts", &mut issues).unwrap_or_default(),
-            cluster: section(&mut table, "cluster", &mut issues),
-            log: section(&mut table, "log", &mut issues).unwrap_or_default(),
+            server: section(&mut table, "server", &mut issues, &mut bad).unwrap_or_default(),
+            upstream: section(&mut table, "upstream", &mut issues, &mut bad).unwrap_or_default(),
+            store: section(&mut table, "store", &mut issues, &mut bad).unwrap_or_default(),
+            sessions: section(&mut table, "sessions", &mut issues, &mut bad).unwrap_or_default(),
+            jwt: section(&mut table, "jwt", &mut issues, &mut bad),
+            routes: section(&mut table, "routes", &mut issues, &mut bad).unwrap_or_default(),
+            extract: section(&mut table, "extract", &mut issues, &mut bad).unwrap_or_default(),
+            backend: section(&mut table, "backend", &mut issues, &mut bad).unwrap_or_default(),
+            user_api: section(&mut table, "user_api", &mut issues, &mut bad).unwrap_or_default(),
+            admin: section(&mut table, "admin", &mut issues, &mut bad).unwrap_or_default(),
+            geo: section(&mut table, "geo", &mut issues, &mut bad).unwrap_or_default(),
+            risk: section(&mut table, "risk", &mut issues, &mut bad).unwrap_or_default(),
+            geofence: section(&mut table, "geofence", &mut issues, &mut bad).unwrap_or_default(),
+            roles: section(&mut table, "roles", &mut issues, &mut bad).unwrap_or_default(),
+            alerts: section(&mut table, "alerts", &mut issues, &mut bad).unwrap_or_default(),
+            cluster: section(&mut table, "cluster", &mut issues, &mut bad),
+            log: section(&mut table, "log", &mut issues, &mut bad).unwrap_or_default(),
         };
+        let sections = [
+            "preset", "server", "upstream", "store", "sessions", "jwt", "routes", "extract", "backend", "user_api",
+            "admin", "geo", "risk", "geofence", "roles", "alerts", "cluster", "log",
+        ];
         for key in table.keys() {
-            issues.push(issue(key, "unknown key"));
+            let hint = did_you_mean(key, &sections).map(|m| format!("; did you mean `{m}`?")).unwrap_or_default();
+            issues.push(issue(key, &format!("unknown key{hint}")));
         }
+        let before = issues.len();
         let cfg = validate::validate(raw, &mut issues);
+        // A key whose value was set aside above is not reported again as missing or defaulted.
         for check in checks {
             issues.extend(check(&cfg));
         }
+        let covered = |k: &str| {
+            bad.iter()
+                .any(|b| k == b || k.strip_prefix(b.as_str()).is_some_and(|r| r.starts_with('.') || r.starts_with('[')))
+        };
+        let found = issues.split_off(before);
+        issues.extend(found.into_iter().filter(|it| !covered(&it.key)));
         if issues.is_empty() {
             Ok(cfg)
         } else {
@@ -272,7 +365,7 @@ login = ["POST"]
         let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
         for k in [
             "bogus",
-            "store",
+            "store.typo_key",
             "server.listen",
             "server.trusted_proxies[1]",
             "upstream.url",
@@ -283,6 +376,75 @@ login = ["POST"]
             assert!(keys.contains(&k), "missing {k} in {keys:?}");
         }
         assert!(err.to_string().contains("typo_key"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_name_their_full_key_and_hide_nothing_else() {
+        let text = r#"
+preset = "strapi-v5"
+[server]
+idle_timeout = 60
+max_connections = "many"
+listen = "nowhere"
+drain_timeout = "5s"
+trusted_proxies = ["10.0.0.0/8", 7]
+[upstream]
+url = 5
+[sessions]
+inactivity_timeout = "soon"
+[stor]
+data_dir = "x"
+[admin]
+lisen = "127.0.0.1:1"
+"#;
+        let err = Config::from_toml_str(text, &[]).expect_err("invalid");
+        let found: Vec<(&str, &str)> = err.0.iter().map(|i| (i.key.as_str(), i.message.as_str())).collect();
+        let keys: Vec<&str> = found.iter().map(|(k, _)| *k).collect();
+        for k in [
+            "server.idle_timeout",
+            "server.max_connections",
+            "server.listen",
+            "server.trusted_proxies[1]",
+            "upstream.url",
+            "sessions.inactivity_timeout",
+            "stor",
+            "admin.lisen",
+        ] {
+            assert!(keys.contains(&k), "missing {k} in {found:?}");
+        }
+        assert_eq!(keys.iter().filter(|k| **k == "upstream.url").count(), 1, "no phantom `required`: {found:?}");
+        assert!(found.iter().any(|(k, m)| *k == "server.idle_timeout" && m.contains("integer")), "{found:?}");
+        assert!(found.contains(&("stor", "unknown key; did you mean `store`?")), "{found:?}");
+        assert!(found.contains(&("admin.lisen", "unknown key; did you mean `listen`?")), "{found:?}");
+        assert!(!keys.contains(&"server"), "no section-level error: {found:?}");
+    }
+
+    #[test]
+    fn contradictions_between_keys_are_errors() {
+        let base = "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:80\"\n";
+        let text = format!(
+            "{base}[server]\nlisten = \"0.0.0.0:9590\"\n[admin]\nlisten = \"127.0.0.1:9590\"\n[risk]\nalert_at = 90\ndeny_at = 80\n\
+             [geofence]\nallowed_countries = [\"DE\", \"uk\"]\nblocked_countries = [\"de\", \"XX\", \"XK\"]\n\
+             [geofence.roles.editor]\nallowed_countries = [\"FR\"]\nblocked_countries = [\"FR\"]\n"
+        );
+        let err = Config::from_toml_str(&text, &[]).expect_err("invalid");
+        let found: Vec<(&str, &str)> = err.0.iter().map(|i| (i.key.as_str(), i.message.as_str())).collect();
+        let keys: Vec<&str> = found.iter().map(|(k, _)| *k).collect();
+        for k in [
+            "admin.listen",
+            "risk.alert_at",
+            "geofence.allowed_countries[1]",
+            "geofence.blocked_countries[1]",
+            "geofence.blocked_countries",
+            "geofence.roles.editor.blocked_countries",
+        ] {
+            assert!(keys.contains(&k), "missing {k} in {found:?}");
+        }
+        assert!(!keys.contains(&"geofence.blocked_countries[2]"), "XK (Kosovo, as MaxMind has it) is accepted");
+        assert!(found.iter().any(|(_, m)| m.contains("\"GB\"")), "UK hints at GB: {found:?}");
+        // Different ports, or two specific addresses, are fine.
+        let ok = format!("{base}[server]\nlisten = \"10.0.0.1:9590\"\n[admin]\nlisten = \"127.0.0.1:9590\"\n");
+        assert!(Config::from_toml_str(&ok, &[]).is_ok());
     }
 
     #[test]

@@ -104,17 +104,37 @@ impl RolesConfig {
     }
 }
 
+/// ISO 3166-1 alpha-2 codes (the 249 assigned ones, from the ISO list via pycountry), plus `XK`
+/// (Kosovo), which MaxMind's databases return.
+const COUNTRY_CODES: &str = "\
+AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS \
+BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE \
+EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM \
+HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC \
+LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA \
+NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW \
+SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO \
+TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS XK YE YT ZA ZM ZW";
+
 pub(super) fn country_list(v: &mut V<'_>, key: &str, raw: Option<Vec<String>>) -> Vec<String> {
     let mut out = Vec::new();
     for (i, c) in raw.unwrap_or_default().into_iter().enumerate() {
         let up = c.trim().to_ascii_uppercase();
-        if up.len() == 2 && up.bytes().all(|b| b.is_ascii_uppercase()) {
+        if up.len() == 2 && COUNTRY_CODES.split_ascii_whitespace().any(|k| k == up) {
             out.push(up);
         } else {
-            v.err(&format!("{key}[{i}]"), format!("{c:?} is not an ISO 3166-1 alpha-2 country code"));
+            let hint = if up == "UK" { " (the United Kingdom is \"GB\")" } else { "" };
+            v.err(&format!("{key}[{i}]"), format!("{c:?} is not an ISO 3166-1 alpha-2 country code{hint}"));
         }
     }
     out
+}
+
+/// A country both allowed and blocked in one fence is a contradiction, not a precedence rule.
+fn check_fence(v: &mut V<'_>, prefix: &str, fence: &CountryFence) {
+    for c in fence.blocked.iter().filter(|c| fence.allowed.contains(c)) {
+        v.err(&format!("{prefix}blocked_countries"), format!("{c} is also in {prefix}allowed_countries"));
+    }
 }
 
 pub(super) fn validate_risk(
@@ -182,6 +202,11 @@ pub(super) fn validate_risk(
         weights,
         rules,
     };
+    if let Some(deny) = risk.deny_at {
+        if risk.alert_at > deny {
+            v.err("risk.alert_at", format!("{} is above risk.deny_at ({deny}): logins scoring between the two would be denied without an alert", risk.alert_at));
+        }
+    }
     if risk.impossible_travel_kmh <= 0.0 {
         v.err("risk.impossible_travel_kmh", "must be greater than 0");
     }
@@ -191,6 +216,7 @@ pub(super) fn validate_risk(
             allowed: country_list(v, &format!("geofence.roles.{role}.allowed_countries"), rf.allowed_countries),
             blocked: country_list(v, &format!("geofence.roles.{role}.blocked_countries"), rf.blocked_countries),
         };
+        check_fence(v, &format!("geofence.roles.{role}."), &fence);
         roles_fence.insert(role, fence);
     }
     let mut allow_ips = Vec::new();
@@ -202,15 +228,12 @@ pub(super) fn validate_risk(
     }
     let deny_unknown =
         v.choice("geofence.unknown_country", f.unknown_country.as_deref(), false, &[("allow", false), ("deny", true)]);
-    let geofence = GeofenceConfig {
-        global: CountryFence {
-            allowed: country_list(v, "geofence.allowed_countries", f.allowed_countries),
-            blocked: country_list(v, "geofence.blocked_countries", f.blocked_countries),
-        },
-        roles: roles_fence,
-        deny_unknown,
-        allow_ips,
+    let global = CountryFence {
+        allowed: country_list(v, "geofence.allowed_countries", f.allowed_countries),
+        blocked: country_list(v, "geofence.blocked_countries", f.blocked_countries),
     };
+    check_fence(v, "geofence.", &global);
+    let geofence = GeofenceConfig { global, roles: roles_fence, deny_unknown, allow_ips };
     let token = v.secret_source("roles.token_env", ro.token_env, "roles.token_file", ro.token_file);
     let lookup = ro.lookup.filter(|s| !s.is_empty());
     if let Some(l) = &lookup {
