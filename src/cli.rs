@@ -25,13 +25,14 @@ pub struct Cli {
 
 #[derive(Args, Clone)]
 pub struct AdminArgs {
-    /// Admin API base URL.
-    #[arg(long, global = true, env = "SESSIONGATE_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
-    admin_url: String,
+    /// Admin API base URL [default: from --config's admin.listen, else http://127.0.0.1:9090].
+    #[arg(long, global = true, env = "SESSIONGATE_ADMIN_URL")]
+    admin_url: Option<String>,
     /// Admin token (prefer the environment variable or --admin-token-file).
     #[arg(long, global = true, env = "SESSIONGATE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// File holding the admin token (e.g. data/admin.token).
+    /// File holding the admin token [default: from --config: its first admin token, else
+    /// data_dir/admin.token].
     #[arg(long, global = true, env = "SESSIONGATE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
@@ -93,16 +94,32 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
         /// json (array, {"data": [...]} or one object per line) or csv (with a header line).
-        #[arg(long, default_value = "json")]
+        #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
         format: String,
         file: PathBuf,
     },
+    /// Probe a running gateway's admin port: liveness (`/healthz`), or readiness with --ready.
+    /// Exits 0 when it answers 200, 1 otherwise (for container health checks). The address is
+    /// --admin-url, else --config's admin.listen.
+    Health {
+        /// Probe `/readyz` instead of `/healthz`.
+        #[arg(long)]
+        ready: bool,
+        /// Admin API base URL [default: from --config's admin.listen].
+        #[arg(long, env = "SESSIONGATE_ADMIN_URL")]
+        admin_url: Option<String>,
+        /// Give up after this long.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions { shell: clap_complete::Shell },
     /// Export every stored session, without tokens (admin API client).
     Export {
         #[command(flatten)]
         admin: AdminArgs,
         /// json (one object per line) or csv.
-        #[arg(long, default_value = "json")]
+        #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
         format: String,
         /// Write to this file instead of standard output.
         #[arg(long, short)]
@@ -153,11 +170,15 @@ pub enum UsersOp {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Block a user: end their sessions and refuse their logins.
+    /// Block a user: end their sessions and refuse their logins. A user id the gateway has
+    /// never seen a session of is refused (a typo?) unless --force.
     Block {
         user: String,
         #[arg(long)]
         reason: Option<String>,
+        /// Block a user before their first login.
+        #[arg(long)]
+        force: bool,
     },
     /// Unblock a user.
     Unblock { user: String },
@@ -229,7 +250,7 @@ pub enum AuditOp {
         #[arg(long)]
         user: Option<String>,
         /// csv or json.
-        #[arg(long, default_value = "csv")]
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
         format: String,
         /// Write to this file instead of standard output.
         #[arg(long, short)]
@@ -237,43 +258,132 @@ pub enum AuditOp {
     },
 }
 
-/// Runs an admin subcommand.
-pub fn admin_command(command: Command) -> ExitCode {
+/// Runs an admin subcommand; `config` is `--config`, read for the admin URL and token when
+/// flags and environment do not give them.
+pub fn admin_command(command: Command, config: &std::path::Path) -> ExitCode {
     match command {
-        Command::Sessions { admin, op } => client(admin, |c, json| Box::pin(sessions(c, json, op))),
-        Command::Users { admin, op } => client(admin, |c, json| Box::pin(users(c, json, op))),
-        Command::Audit { admin, op } => client(admin, |c, _| Box::pin(audit(c, op))),
-        Command::Cluster { admin } => client(admin, |c, json| Box::pin(cluster(c, json))),
-        Command::RotateKey { admin } => client(admin, |c, json| Box::pin(ops::rotate_key(c, json))),
+        Command::Sessions { admin, op } => client(admin, config, |c, json| Box::pin(sessions(c, json, op))),
+        Command::Users { admin, op } => client(admin, config, |c, json| Box::pin(users(c, json, op))),
+        Command::Audit { admin, op } => client(admin, config, |c, _| Box::pin(audit(c, op))),
+        Command::Cluster { admin } => client(admin, config, |c, json| Box::pin(cluster(c, json))),
+        Command::RotateKey { admin } => client(admin, config, |c, json| Box::pin(ops::rotate_key(c, json))),
         Command::Import { admin, format, file } => {
-            client(admin, move |c, json| Box::pin(async move { ops::import(c, json, &format, &file).await }))
+            client(admin, config, move |c, json| Box::pin(async move { ops::import(c, json, &format, &file).await }))
         }
         Command::Export { admin, format, output } => {
-            client(admin, move |c, _| Box::pin(async move { ops::export(c, &format, output.as_deref()).await }))
+            client(admin, config, move |c, _| Box::pin(async move { ops::export(c, &format, output.as_deref()).await }))
         }
-        Command::Run | Command::CheckConfig { .. } | Command::Keygen | Command::Geoip { .. } => {
-            ExitCode::from(EX_USAGE)
-        }
+        Command::Run
+        | Command::CheckConfig { .. }
+        | Command::Keygen
+        | Command::Geoip { .. }
+        | Command::Health { .. }
+        | Command::Completions { .. } => ExitCode::from(EX_USAGE),
     }
 }
 
 type Op<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ClientError>> + 'a>>;
 
-/// Runs one admin client operation.
-fn client(args: AdminArgs, op: impl for<'a> FnOnce(&'a AdminClient, bool) -> Op<'a>) -> ExitCode {
-    let token = match (&args.admin_token, &args.admin_token_file) {
-        (Some(t), _) => t.clone(),
-        (None, Some(f)) => match std::fs::read_to_string(f) {
+/// The admin API's address and token as the configuration file gives them: `admin.listen` (a
+/// wildcard address is reached on loopback) and its first configured token, else the token
+/// `run` generates into `data_dir/admin.token`. `None` when the file is missing or invalid.
+struct FromConfig {
+    url: String,
+    token: Result<String, String>,
+}
+
+fn from_config(path: &std::path::Path) -> Option<FromConfig> {
+    let cfg = crate::startup::load_config(path).ok()?;
+    let token = match cfg.admin.tokens.first() {
+        Some(t) => t.source.require("admin.tokens[0]").map(|s| String::from_utf8_lossy(s.expose()).trim().to_string()),
+        None => {
+            let file = cfg.store.data_dir.join("admin.token");
+            std::fs::read_to_string(&file).map(|t| t.trim().to_string()).map_err(|e| format!("{}: {e}", file.display()))
+        }
+    };
+    Some(FromConfig { url: admin_url_of(cfg.admin.listen), token })
+}
+
+/// The URL that reaches an admin listener bound to `addr`.
+fn admin_url_of(addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+}
+
+const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9090";
+
+/// Runs one admin client operation. Flags and environment first, then the configuration file.
+fn client(
+    args: AdminArgs,
+    config: &std::path::Path,
+    op: impl for<'a> FnOnce(&'a AdminClient, bool) -> Op<'a>,
+) -> ExitCode {
+    let from_cfg = if args.admin_url.is_none() || (args.admin_token.is_none() && args.admin_token_file.is_none()) {
+        from_config(config)
+    } else {
+        None
+    };
+    let token = match (&args.admin_token, &args.admin_token_file, &from_cfg) {
+        (Some(t), _, _) => t.clone(),
+        (None, Some(f), _) => match std::fs::read_to_string(f) {
             Ok(t) => t.trim().to_string(),
             Err(e) => {
                 eprintln!("--admin-token-file {}: {e}", f.display());
                 return ExitCode::from(EX_USAGE);
             }
         },
-        (None, None) => {
-            eprintln!("an admin token is required: --admin-token-file, SESSIONGATE_ADMIN_TOKEN or --admin-token");
+        (None, None, Some(FromConfig { token: Ok(t), .. })) => t.clone(),
+        (None, None, Some(FromConfig { token: Err(e), .. })) => {
+            eprintln!("the admin token of {}: {e}", config.display());
             return ExitCode::from(EX_USAGE);
         }
+        (None, None, None) => {
+            eprintln!(
+                "an admin token is required: --admin-token-file, SESSIONGATE_ADMIN_TOKEN, --admin-token, \
+                 or a readable --config ({})",
+                config.display()
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let url = args.admin_url.clone().or(from_cfg.map(|c| c.url)).unwrap_or_else(|| DEFAULT_ADMIN_URL.to_string());
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let c = AdminClient::new(&url, token);
+    match rt.block_on(op(&c, args.json)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `sessiongate health [--ready]`: 0 when the probe answers 200.
+pub fn health(
+    config: &std::path::Path,
+    ready: bool,
+    admin_url: Option<String>,
+    timeout: std::time::Duration,
+) -> ExitCode {
+    let url = match admin_url {
+        Some(u) => u,
+        None => match crate::startup::load_config(config) {
+            Ok(cfg) => admin_url_of(cfg.admin.listen),
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                return ExitCode::from(EX_USAGE);
+            }
+        },
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -282,14 +392,32 @@ fn client(args: AdminArgs, op: impl for<'a> FnOnce(&'a AdminClient, bool) -> Op<
             return ExitCode::FAILURE;
         }
     };
-    let c = AdminClient::new(&args.admin_url, token);
-    match rt.block_on(op(&c, args.json)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
+    let path = if ready { "/readyz" } else { "/healthz" };
+    // The probes need no token.
+    let c = AdminClient::new(&url, String::new());
+    match rt.block_on(async { tokio::time::timeout(timeout, c.call(Method::GET, path, None)).await }) {
+        Ok(Ok(body)) => {
+            println!("{url}{path}: {}", String::from_utf8_lossy(&body));
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("{url}{path}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("{url}{path}: no answer within {}", humantime::format_duration(timeout));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `sessiongate completions <shell>`.
+pub fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sessiongate", &mut out);
+    print(&String::from_utf8_lossy(&out));
+    ExitCode::SUCCESS
 }
 
 fn query(pairs: &[(&str, Option<String>)]) -> String {
@@ -380,8 +508,8 @@ async fn users(c: &AdminClient, json: bool, op: UsersOp) -> Result<(), ClientErr
         UsersOp::TerminateAll { user, reason } => {
             (format!("/magic-sessionmanager/user/{}/terminate-all", enc(user)), json!({"reason": reason}))
         }
-        UsersOp::Block { user, reason } => {
-            (format!("/magic-sessionmanager/user/{}/block", enc(user)), json!({"reason": reason}))
+        UsersOp::Block { user, reason, force } => {
+            (format!("/magic-sessionmanager/user/{}/block", enc(user)), json!({"reason": reason, "force": force}))
         }
         UsersOp::Unblock { user } => (format!("/magic-sessionmanager/user/{}/unblock", enc(user)), json!({})),
     };

@@ -50,6 +50,10 @@ pub enum GatewayError {
     NotFound,
     #[error("Method not allowed on this path")]
     MethodNotAllowed,
+    /// An admin action names a user no session was ever seen of (a typo, or a username where
+    /// the id was meant); `force` acts anyway.
+    #[error("no session of user {0:?} is known to the gateway; pass \"force\": true to block a user before their first login")]
+    UnknownUser(String),
     #[error("Cannot terminate current session. Use /logout instead.")]
     CannotTerminateCurrent,
     #[error("{0}")]
@@ -94,7 +98,7 @@ impl GatewayError {
             AdminUnauthorized => StatusCode::UNAUTHORIZED,
             UserBlocked | GeoBlocked | RiskDenied => StatusCode::FORBIDDEN,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            NotFound => StatusCode::NOT_FOUND,
+            NotFound | UnknownUser(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             CannotTerminateCurrent
             | BadRequest(_)
@@ -120,6 +124,7 @@ impl GatewayError {
             | UnknownToken
             | Unauthenticated
             | NotFound
+            | UnknownUser(_)
             | MethodNotAllowed
             | CannotTerminateCurrent
             | BadRequest(_)
@@ -155,6 +160,7 @@ impl GatewayError {
             InvalidParameter(_) => "invalid_parameter",
             Unauthenticated => "unauthenticated",
             NotFound => "not_found",
+            UnknownUser(_) => "unknown_user",
             MethodNotAllowed => "method_not_allowed",
             CannotTerminateCurrent => "cannot_terminate_current",
             BadRequest(_) => "bad_request",

@@ -37,13 +37,15 @@ fn main() -> ExitCode {
         }
         Command::Run => run(&cli.config),
         Command::Geoip { op } => cli::geoip(&cli.config, op),
+        Command::Health { ready, admin_url, timeout } => cli::health(&cli.config, ready, admin_url, timeout),
+        Command::Completions { shell } => cli::completions(shell),
         admin @ (Command::Sessions { .. }
         | Command::Users { .. }
         | Command::Audit { .. }
         | Command::Cluster { .. }
         | Command::RotateKey { .. }
         | Command::Import { .. }
-        | Command::Export { .. }) => cli::admin_command(admin),
+        | Command::Export { .. }) => cli::admin_command(admin, &cli.config),
     }
 }
 

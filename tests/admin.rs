@@ -310,9 +310,22 @@ async fn blocked_users_cannot_log_in_until_unblocked_even_across_restarts() {
     for k in ["login", "user_blocked", "login_blocked", "user_unblocked"] {
         assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
     }
-    // Explicit block / unblock routes are idempotent.
-    assert_eq!(gw.admin(Method::POST, &format!("{ADMIN}/user/3/block")).send().await.json()["blocked"], true);
-    assert_eq!(gw.admin(Method::POST, &format!("{ADMIN}/user/3/block")).send().await.json()["blocked"], true);
+    // A user no session was ever seen of is refused (a typo, or a username for the id)…
+    let unknown = gw.admin(Method::POST, &format!("{ADMIN}/user/3/block")).send().await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.reason().as_deref(), Some("unknown_user"));
+    assert!(!gw.state().sessions.is_blocked("3"));
+    // …unless forced, to block before a first login. Explicit block / unblock are idempotent.
+    let force = json!({"force": true});
+    assert_eq!(
+        gw.admin(Method::POST, &format!("{ADMIN}/user/3/block")).json(force.clone()).send().await.json()["blocked"],
+        true
+    );
+    assert_eq!(
+        gw.admin(Method::POST, &format!("{ADMIN}/user/3/block")).send().await.json()["blocked"],
+        true,
+        "a blocked user is known"
+    );
     assert_eq!(gw.admin(Method::POST, &format!("{ADMIN}/user/3/unblock")).send().await.json()["blocked"], false);
 }
 

@@ -114,6 +114,74 @@ fn check_config_resolves_every_file_and_secret_as_run_would() {
     assert!(!out.contains(key) && !out.contains("a-long-enough-admin-token"), "no secret printed: {out}");
 }
 
+/// The admin CLI and `health` find the admin port and its token through `--config`, as an
+/// operator on the gateway's host runs them; their errors say what to fix.
+#[test]
+fn the_cli_reads_the_config_probes_health_and_refuses_unknown_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "preset = \"strapi-v5\"\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+             [store]\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\nready_requires_upstream = false\n[log]\nformat = \"json\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("write");
+    let mut gw = support::process::spawn_binary(&file);
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .env_remove("SESSIONGATE_ADMIN_URL")
+            .env_remove("SESSIONGATE_ADMIN_TOKEN")
+            .env_remove("SESSIONGATE_ADMIN_TOKEN_FILE")
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = cli(&["health"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("http://127.0.0.1:{port}/healthz")) && out.contains("ok"), "{out}");
+    let (code, out, err) = cli(&["health", "--ready"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("\"ready\":true"), "{out}");
+    // No URL or token given: both come from the config (the generated data_dir/admin.token).
+    let (code, out, err) = cli(&["sessions", "list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("0 sessions"), "{out}");
+    let (code, _, err) = cli(&["users", "block", "nosuchuser"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404") && err.contains("nosuchuser") && err.contains("force"), "{err}");
+    let (code, out, err) = cli(&["users", "block", "nosuchuser", "--force"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("blocked"), "{out}");
+    let _ = gw.child.kill();
+    let _ = gw.child.wait();
+
+    let (code, _, err) = cli(&["health", "--admin-url", "http://127.0.0.1:1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("http://127.0.0.1:1"), "the URL tried is named: {err}");
+    let (code, _, err) = cli(&["sessions", "list", "--admin-url", "http://127.0.0.1:1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot reach the admin API at http://127.0.0.1:1"), "{err}");
+    let (code, _, err) = cli(&["export", "--format", "xml"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("possible values: json, csv"), "{err}");
+    let out = Command::new(BIN).args(["completions", "bash"]).output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_sessiongate()"));
+    let out = Command::new(BIN).arg("--version").output().expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), concat!("sessiongate ", env!("CARGO_PKG_VERSION")));
+}
+
 #[test]
 fn keygen_prints_fresh_32_byte_keys() {
     use base64::Engine;

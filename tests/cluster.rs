@@ -179,6 +179,11 @@ async fn three_instances_agree_on_sessions_revocations_blocks_and_last_seen() {
 
     // A block on C refuses logins on A; an unblock on B lifts it everywhere.
     let m = a.login("mallory").await;
+    // C refuses to block a user it has seen no session of: wait for the login to replicate.
+    let sessions_on_c = format!("{ADMIN}/users/{}/sessions", m.user_id);
+    assert!(
+        until(5, || async { c.admin(Method::GET, &sessions_on_c).send().await.json()["meta"]["count"] == 1 }).await
+    );
     let res = c.admin(Method::POST, &format!("{ADMIN}/user/{}/block", m.user_id)).send().await;
     assert_eq!(res.status, 200);
     assert!(until(5, || async { refuses(&a, &m.jwt).await }).await, "the blocked user's session ends everywhere");

@@ -144,3 +144,95 @@ fn systemd_unit_verifies_and_scores_as_well_hardened() {
         .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
     assert!(out.status.success() && score <= 2.0, "exposure {score}:\n{text}");
 }
+
+/// The image's HEALTHCHECK, run as written (the binary path pointed at the test build, the
+/// config found through the Dockerfile's `SESSIONGATE_CONFIG`): healthy while the gateway
+/// runs, unhealthy once it is gone.
+#[tokio::test]
+async fn the_image_health_check_probes_the_running_gateway() {
+    let docker = read("deploy/Dockerfile");
+    let line = docker.lines().skip_while(|l| !l.starts_with("HEALTHCHECK")).nth(1).expect("HEALTHCHECK … CMD");
+    let cmd: Vec<String> =
+        serde_json::from_str(line.trim().strip_prefix("CMD").expect("exec form").trim()).expect("JSON array");
+    assert_eq!(cmd[0], "/usr/local/bin/sessiongate");
+    let env = docker.lines().find_map(|l| l.strip_prefix("ENV SESSIONGATE_CONFIG=")).expect("ENV SESSIONGATE_CONFIG");
+    assert!(docker.contains(&format!("COPY deploy/gateway.toml {env}")), "the config is where the ENV says");
+    assert!(docker.contains("CMD [\"run\"]") && docker.contains("org.opencontainers.image.licenses"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "preset = \"strapi-v5\"\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+             [store]\ndata_dir = \"{}\"\n[admin]\nlisten = \"0.0.0.0:{port}\"\ntokens = [{{ name = \"ops\", env = \"SG_DEPLOY_TOKEN\" }}]\n[log]\nformat = \"json\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("write");
+    let probe = || {
+        Command::new(BIN)
+            .args(&cmd[1..])
+            .env("SESSIONGATE_CONFIG", &file)
+            .env_remove("SESSIONGATE_ADMIN_URL")
+            .output()
+            .expect("run")
+    };
+    let spawned = Command::new(BIN)
+        .args(["run"])
+        .env("SESSIONGATE_CONFIG", &file)
+        .env("SG_DEPLOY_TOKEN", "a-deploy-test-admin-token")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut child = Guard(spawned);
+    let mut healthy = false;
+    for _ in 0..100 {
+        if probe().status.success() {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "healthy while running (admin on 0.0.0.0 is probed on loopback)");
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let out = probe();
+    assert_eq!(out.status.code(), Some(1), "unhealthy once stopped");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("http://127.0.0.1:{port}/healthz")));
+}
+
+/// Kills the child when the test fails half-way.
+struct Guard(std::process::Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+/// The compose file as `docker compose up` reads it: images that exist or are built here, every
+/// variable required with a message, Redis set up as the README asks.
+#[test]
+fn the_compose_file_builds_what_it_runs_and_configures_redis_as_documented() {
+    let compose = read("deploy/docker-compose.yml");
+    for line in compose.lines().map(str::trim).filter(|l| l.starts_with("image:")) {
+        let image = line.trim_start_matches("image:").trim();
+        assert!(image.starts_with("redis:7") || image == "sessiongate:local", "{image}: not pullable nor built here");
+    }
+    assert!(compose.contains("context: ..") && compose.contains("dockerfile: deploy/Dockerfile"));
+    assert!(compose.contains("context: ${STRAPI_CONTEXT:?"), "the backend is built from the operator's project");
+    // Every variable is required, with a message (`${VAR:?…}`), so `up` stops and names it.
+    for (i, _) in compose.match_indices("${") {
+        let rest = &compose[i + 2..];
+        let name_end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).expect("end");
+        assert!(rest[name_end..].starts_with(":?"), "${{{}}} has no :? message", &rest[..name_end]);
+    }
+    for setting in ["\"--appendfsync\", \"always\"", "\"--maxmemory-policy\", \"noeviction\"", "\"--requirepass\""] {
+        assert!(compose.contains(setting), "redis: {setting}");
+    }
+    assert!(compose.contains("REDIS_URL: redis://:${REDIS_PASSWORD"), "the gateway authenticates to Redis");
+    let readme = read("README.md");
+    assert!(readme.contains("`appendfsync always`") && readme.contains("`maxmemory-policy noeviction`"));
+}

@@ -278,7 +278,9 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
                 BlockOp::Unblock => false,
                 BlockOp::Toggle => !st.app.sessions.is_blocked(user),
             };
-            set_block(st, user, block, body.get("reason").and_then(Value::as_str).map(str::to_string), &actor).await
+            let force = body.get("force").and_then(Value::as_bool).unwrap_or(false);
+            let reason = body.get("reason").and_then(Value::as_str).map(str::to_string);
+            set_block(st, user, block, force, reason, &actor).await
         }
         UserSessions(user) => user_sessions(st, user).await,
         Blocked => Ok(blocked(st)),

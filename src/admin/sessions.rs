@@ -235,11 +235,17 @@ pub(super) async fn set_block(
     st: &AdminState,
     user: &str,
     block: bool,
+    force: bool,
     reason: Option<String>,
     actor: &str,
 ) -> Result<Response<Body>, GatewayError> {
     let app = &st.app;
     if block {
+        // A user the gateway has never seen a session of is most likely a typo (a username
+        // where the id was meant): blocking it would answer "blocked" and protect nothing.
+        if !force && app.sessions.user_session_ids(user).is_empty() && !app.sessions.is_blocked(user) {
+            return Err(GatewayError::UnknownUser(user.chars().take(200).collect()));
+        }
         let ending = Ending::new(EndReason::UserBlocked, Audit::Once(Kind::UserBlocked), actor)
             .user(user)
             .details(json!({"reason": reason}))
