@@ -80,8 +80,12 @@ fn run(path: &std::path::Path) -> ExitCode {
                 return ExitCode::from(e.exit_code() as u8);
             }
         };
+        // systemd (`Type=notify`): ready once both listeners serve and the index is loaded. A
+        // no-op without NOTIFY_SOCKET; a failed send only loses the notification.
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         wait_for_signal().await;
         tracing::info!("shutting down");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         running.shutdown().await;
         ExitCode::SUCCESS
     })

@@ -236,3 +236,106 @@ fn the_compose_file_builds_what_it_runs_and_configures_redis_as_documented() {
     let readme = read("README.md");
     assert!(readme.contains("`appendfsync always`") && readme.contains("`maxmemory-policy noeviction`"));
 }
+
+/// The systemd unit run the way it is installed (its header's commands), with the unit's
+/// effective settings — EnvironmentFile, WorkingDirectory inside StateDirectory, ExecStartPre,
+/// ExecStart, `Type=notify` — the install paths moved under a temporary root: check-config
+/// passes, READY=1 arrives once it serves, the admin token file works for the API and the CLI,
+/// the data lands in the state directory, SIGTERM sends STOPPING=1 and exits 0.
+/// (ProtectSystem and the other sandboxing settings need systemd itself; `systemd-analyze`
+/// checks them above.)
+#[test]
+fn the_systemd_unit_starts_the_gateway_as_installed() {
+    let unit = read("deploy/systemd/sessiongate.service");
+    let service: Vec<(&str, &str)> = unit
+        .lines()
+        .skip_while(|l| *l != "[Service]")
+        .take_while(|l| *l != "[Install]")
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let get = |k: &str| service.iter().find(|(key, _)| *key == k).map(|(_, v)| *v).unwrap_or_else(|| panic!("{k}"));
+    assert_eq!(get("Type"), "notify");
+    assert_eq!(get("WorkingDirectory"), format!("/var/lib/{}", get("StateDirectory")));
+    for step in [
+        "deploy/systemd/gateway.toml /etc/sessiongate/gateway.toml",
+        "/etc/sessiongate/env",
+        "/etc/sessiongate/admin.token",
+    ] {
+        assert!(unit.contains(step), "the install steps create {step}");
+    }
+
+    let root = tempfile::tempdir().expect("tempdir");
+    let (etc, state) = (root.path().join("etc"), root.path().join("state"));
+    std::fs::create_dir_all(&etc).expect("etc");
+    std::fs::create_dir_all(&state).expect("StateDirectory, as systemd creates it");
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let (public, admin) = (free(), free());
+    let map = |s: &str| {
+        s.replace("/etc/sessiongate", &etc.display().to_string())
+            .replace("/var/lib/sessiongate", &state.display().to_string())
+            .replace("/usr/local/bin/sessiongate", BIN)
+    };
+    let config = map(&read("deploy/systemd/gateway.toml"))
+        .replace("0.0.0.0:8080", &format!("127.0.0.1:{public}"))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"));
+    assert!(config.contains(&format!("data_dir = \"{}\"", state.display())), "data in the state directory");
+    std::fs::write(etc.join("gateway.toml"), config).expect("config");
+    std::fs::write(etc.join("env"), "SESSION_ENCRYPTION_KEY=q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=\n")
+        .expect("env");
+    let token = "0123456789abcdef0123456789abcdef0123456789abcdef";
+    std::fs::write(etc.join("admin.token"), format!("{token}\n")).expect("token");
+    let env: Vec<(String, String)> = std::fs::read_to_string(map(get("EnvironmentFile")))
+        .expect("EnvironmentFile")
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let command = |line: &str| {
+        let words: Vec<String> = map(line).split_whitespace().map(str::to_string).collect();
+        let mut c = Command::new(&words[0]);
+        c.args(&words[1..])
+            .envs(env.iter().cloned())
+            .env_remove("SESSIONGATE_CONFIG")
+            .current_dir(map(get("WorkingDirectory")));
+        c
+    };
+    let pre = command(get("ExecStartPre")).output().expect("ExecStartPre");
+    assert!(pre.status.success(), "ExecStartPre: {}", String::from_utf8_lossy(&pre.stderr));
+
+    let notify_path = root.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
+    let child = command(get("ExecStart"))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ExecStart");
+    let mut child = Guard(child);
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    // Ready means serving: the admin API answers at once, with the token file's token.
+    let stats = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("authorization: Bearer {token}"))
+        .arg(format!("http://127.0.0.1:{admin}/magic-sessionmanager/stats"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&stats.stdout), "200");
+    let cli = Command::new(BIN)
+        .args(["sessions", "list", "--config"])
+        .arg(etc.join("gateway.toml"))
+        .env_remove("SESSIONGATE_ADMIN_URL")
+        .env_remove("SESSIONGATE_ADMIN_TOKEN")
+        .output()
+        .expect("cli");
+    assert!(cli.status.success(), "the CLI finds address and token: {}", String::from_utf8_lossy(&cli.stderr));
+    assert!(std::fs::read_dir(&state).expect("state").count() > 0, "the store is in the state directory");
+
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let n = notify.recv(&mut buf).expect("STOPPING=1");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    let status = child.0.wait().expect("wait");
+    assert!(status.success(), "a clean stop exits 0: {status:?}");
+}
