@@ -101,9 +101,20 @@ fn shipped_gateway_configurations_validate() {
     assert!(embedded.contains("[cluster]"), "{embedded}");
     check_config(&embedded, "ConfigMap gateway.toml");
     // The Kubernetes probes and the systemd unit name routes and commands that exist.
-    for probe in ["path: /readyz", "path: /healthz", "replicas: 2", "kind: PodDisruptionBudget", "kind: Secret"] {
+    for probe in [
+        "path: /readyz",
+        "path: /healthz",
+        "replicas: 2",
+        "kind: PodDisruptionBudget",
+        "secretRef: {name: sessiongate}",
+    ] {
         assert!(k8s.contains(probe), "{probe}");
     }
+    // The Secret is referenced, never shipped: an `apply` must not overwrite the one the
+    // instructions create with placeholders.
+    assert!(!k8s.contains("kind: Secret") && !k8s.contains("REPLACE"), "no Secret template in the manifest");
+    assert!(!k8s.contains(":latest"), "no unpullable :latest image");
+    assert!(embedded.contains("ready_requires_upstream = false"), "a backend blip does not drain every pod");
     let unit = read("deploy/systemd/sessiongate.service");
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID") && unit.contains("NoNewPrivileges=true"));
     let docker = read("deploy/Dockerfile");
@@ -338,4 +349,31 @@ fn the_systemd_unit_starts_the_gateway_as_installed() {
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
     let status = child.0.wait().expect("wait");
     assert!(status.success(), "a clean stop exits 0: {status:?}");
+}
+
+/// The Kubernetes manifest against the API schemas (kubernetes-validate, installed by .ci/test),
+/// strict: unknown fields are errors. Memory: request = limit, and the limit fits the sessions
+/// the header promises by the README's sizing formula.
+#[test]
+fn kubernetes_manifest_passes_schema_validation_and_its_memory_fits_the_sizing_formula() {
+    let out = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "deploy/kubernetes/sessiongate.yaml"])
+        .current_dir(ROOT)
+        .output()
+        .expect("kubernetes-validate is installed by .ci/test");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let k8s = read("deploy/kubernetes/sessiongate.yaml");
+    assert!(k8s.contains("requests: {cpu: 250m, memory: 1Gi}") && k8s.contains("limits: {memory: 1Gi}"));
+    let cache: f64 = k8s
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cache_capacity_bytes = "))
+        .and_then(|v| v.parse().ok())
+        .expect("cache_capacity_bytes in the ConfigMap");
+    // README "Sizing": RSS ≈ 25 MiB + cache + 400 B a session; the limit adds 25 %.
+    let mib = 1024.0 * 1024.0;
+    let sessions = ((1024.0 * mib) / 1.25 - 25.0 * mib - cache) / 400.0;
+    assert!((1.8e6..2.0e6).contains(&sessions), "the header's \"about 1.9 M sessions\" ({sessions:.0})");
+    assert!(k8s.contains("holds about 1.9 M sessions"));
+    let kustomization = read("deploy/kubernetes/kustomization.yaml");
+    assert!(kustomization.contains("- sessiongate.yaml") && kustomization.contains("name: sessiongate"));
 }
