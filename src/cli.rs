@@ -301,17 +301,7 @@ fn from_config(path: &std::path::Path) -> Option<FromConfig> {
             std::fs::read_to_string(&file).map(|t| t.trim().to_string()).map_err(|e| format!("{}: {e}", file.display()))
         }
     };
-    Some(FromConfig { url: admin_url_of(cfg.admin.listen), token })
-}
-
-/// The URL that reaches an admin listener bound to `addr`.
-fn admin_url_of(addr: std::net::SocketAddr) -> String {
-    let ip = match addr.ip() {
-        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
-        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+    Some(FromConfig { url: crate::admin::client::local_url(cfg.admin.listen), token })
 }
 
 const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9090";
@@ -378,7 +368,7 @@ pub fn health(
     let url = match admin_url {
         Some(u) => u,
         None => match crate::startup::load_config(config) {
-            Ok(cfg) => admin_url_of(cfg.admin.listen),
+            Ok(cfg) => crate::admin::client::local_url(cfg.admin.listen),
             Err(e) => {
                 eprintln!("{}: {e}", config.display());
                 return ExitCode::from(EX_USAGE);

@@ -329,12 +329,24 @@ pub async fn start_with_clock(cfg: Config, listeners: Listeners, clock: clock::C
         )));
     }
     tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
         public = %public_addr,
         admin = %admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        dashboard = %admin_addr.map(|a| format!("{}/dashboard/", admin::client::local_url(a))).unwrap_or_else(|| "off".into()),
         tls = tls.is_some(),
         upstream = %cfg.upstream.url,
         "sessiongate listening"
     );
+    // Say so at once when the backend does not answer, rather than at the first 502.
+    let probe = state.clone();
+    tokio::spawn(async move {
+        if !admin::upstream_reachable(&probe).await {
+            tracing::warn!(
+                upstream = %probe.cfg().upstream.url,
+                "the backend does not answer (its health path, or a TCP connect); requests get 502 until it does"
+            );
+        }
+    });
     Ok(Running {
         public_addr,
         admin_addr,

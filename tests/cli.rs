@@ -131,6 +131,18 @@ fn the_cli_reads_the_config_probes_health_and_refuses_unknown_users() {
     )
     .expect("write");
     let mut gw = support::process::spawn_binary(&file);
+    // The startup log: version, dashboard URL, and a warning that the backend does not answer.
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("the backend does not answer")) {
+        match gw.logs.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(l) => lines.push(l),
+            Err(_) => panic!("no warning about the unreachable backend in:\n{}", lines.join("\n")),
+        }
+    }
+    let listening = lines.iter().find(|l| l.contains("sessiongate listening")).expect("listening line");
+    let v: Value = serde_json::from_str(listening).expect("JSON log");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"), "{listening}");
+    assert_eq!(v["dashboard"], format!("http://127.0.0.1:{port}/dashboard/"), "{listening}");
     let cli = |args: &[&str]| {
         let out = Command::new(BIN)
             .args(args)

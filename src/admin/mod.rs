@@ -7,6 +7,7 @@ pub mod client;
 mod dashboard;
 pub mod maintenance;
 mod probes;
+pub(crate) use probes::upstream_reachable;
 mod reports;
 mod router;
 mod sessions;

@@ -16,7 +16,7 @@ pub(crate) fn ping() -> Response<Body> {
 pub(super) async fn readyz(st: &AdminState) -> Response<Body> {
     let app = &st.app;
     let store_ok = app.sessions.store().size_on_disk().await.is_ok();
-    let upstream_ok = if app.cfg().admin.ready_requires_upstream { upstream_reachable(st).await } else { true };
+    let upstream_ok = if app.cfg().admin.ready_requires_upstream { upstream_reachable(app).await } else { true };
     // An isolated instance still enforces everything it knows; whether it should take traffic
     // is the operator's choice (`cluster.ready_when_isolated`).
     let cluster = app.cluster.as_ref().map(|c| (c.is_connected(), c.config().ready_when_isolated));
@@ -31,8 +31,7 @@ pub(super) async fn readyz(st: &AdminState) -> Response<Body> {
 }
 
 /// The backend answers its health path (any status below 500), or accepts a TCP connection.
-pub(super) async fn upstream_reachable(st: &AdminState) -> bool {
-    let app = &st.app;
+pub(crate) async fn upstream_reachable(app: &crate::state::AppState) -> bool {
     let probe = async {
         match &app.cfg().upstream.health_path {
             Some(p) => {
