@@ -31,11 +31,17 @@ fn check_config_reports_every_error_at_once_and_exits_64() {
 fn check_config_accepts_the_example_and_never_prints_secrets() {
     let key = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml.example");
-    let out =
-        Command::new(BIN).args(["check-config", example]).env("SESSION_ENCRYPTION_KEY", key).output().expect("run");
+    let out = Command::new(BIN)
+        .args(["check-config", example])
+        .env("SESSION_ENCRYPTION_KEY", key)
+        .env("SESSIONGATE_UPSTREAM__URL", "http://env-backend:1337")
+        .output()
+        .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("env SESSION_ENCRYPTION_KEY") && text.contains("OK"), "{text}");
+    assert!(text.contains("upstream.url from env SESSIONGATE_UPSTREAM__URL"), "overrides are shown: {text}");
+    assert!(text.contains("http://env-backend:1337"), "and in force: {text}");
     assert!(!text.contains(key) && !String::from_utf8_lossy(&out.stderr).contains(key));
 }
 

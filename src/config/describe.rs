@@ -7,6 +7,10 @@ pub fn describe(cfg: &Config) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let d = |d: Duration| humantime::format_duration(d).to_string();
+    // Precedence: environment > file > preset > defaults.
+    for (key, var) in &cfg.overrides {
+        let _ = writeln!(o, "override                 {key} from env {var}");
+    }
     let _ = writeln!(o, "server.listen            {}", cfg.server.listen);
     let _ = writeln!(o, "server.tls               {}", if cfg.server.tls.is_some() { "on" } else { "off" });
     let _ = writeln!(o, "server.worker_threads    {} (0: one per CPU)", cfg.server.worker_threads);

@@ -84,6 +84,71 @@ pub struct Config {
     pub log: LogConfig,
     /// The file this was read from (`None` when built from a string): what a reload re-reads.
     pub source: Option<std::path::PathBuf>,
+    /// Keys set by environment variables (`SESSIONGATE_UPSTREAM__URL`), which take precedence
+    /// over the file: (key path, variable).
+    pub overrides: Vec<(String, String)>,
+}
+
+/// The prefix of environment overrides: `SESSIONGATE_<SECTION>__<KEY>[__<KEY>…]`, each `__` a
+/// level of the TOML document (`SESSIONGATE_PRESET` for the top-level `preset`).
+pub const ENV_PREFIX: &str = "SESSIONGATE_";
+
+/// Sets the keys named by environment overrides in `table`; returns (key path, variable) of
+/// each. A value that reads as TOML (a number, a boolean, an array, a quoted string) is taken as
+/// such; anything else is a string. Variables of the CLI (`SESSIONGATE_CONFIG`,
+/// `SESSIONGATE_ADMIN_TOKEN`, …) have no `__` and are not overrides.
+fn apply_env(
+    table: &mut toml::Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<(String, String)> {
+    let mut applied = Vec::new();
+    let mut vars: Vec<(String, String)> = vars.into_iter().collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+        let path: Vec<String> = if rest == "PRESET" {
+            vec!["preset".to_string()]
+        } else if rest.contains("__") {
+            rest.split("__").map(str::to_ascii_lowercase).collect()
+        } else {
+            continue;
+        };
+        let key = path.join(".");
+        if path.iter().any(String::is_empty) {
+            issues.push(issue(&var, "an empty key between `__` separators"));
+            continue;
+        }
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        if set_path(table, &path, value) {
+            applied.push((key, var));
+        } else {
+            issues.push(issue(&key, &format!("{var}: the file sets a value here, not a table")));
+        }
+    }
+    applied
+}
+
+/// Sets `path` (non-empty) in `table`, creating tables on the way; false when the way passes
+/// through a value that is not a table.
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> bool {
+    match path {
+        [] => false,
+        [last] => {
+            table.insert(last.clone(), value);
+            true
+        }
+        [first, rest @ ..] => {
+            match table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => false,
+            }
+        }
+    }
 }
 
 /// A value that may be a secret: a literal from the file, or an env var / file.
@@ -216,8 +281,19 @@ fn set_aside(value: &mut toml::Value, segments: &[&serde_path_to_error::Segment]
 pub type Checks = &'static [fn(&Config) -> Vec<ConfigIssue>];
 
 impl Config {
-    /// Parses and validates a TOML document, running `checks` too.
+    /// Parses and validates a TOML document, running `checks` too. No environment overrides:
+    /// see [`Config::from_toml_str_with_env`].
     pub fn from_toml_str(text: &str, checks: Checks) -> Result<Config, ConfigErrors> {
+        Config::from_toml_str_with_env(text, checks, std::iter::empty())
+    }
+
+    /// Parses a TOML document, applies the environment overrides in `vars` (precedence:
+    /// environment > file > preset > defaults), and validates the result.
+    pub fn from_toml_str_with_env(
+        text: &str,
+        checks: Checks,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
         let mut issues = Vec::new();
         let mut bad = Vec::new();
         let mut table: toml::Table = match text.parse() {
@@ -231,6 +307,7 @@ impl Config {
                 }]));
             }
         };
+        let overrides = apply_env(&mut table, vars, &mut issues);
         let preset = match table.remove("preset") {
             None => None,
             Some(toml::Value::String(s)) => Some(s),
@@ -268,7 +345,8 @@ impl Config {
             issues.push(issue(key, &format!("unknown key{hint}")));
         }
         let before = issues.len();
-        let cfg = validate::validate(raw, &mut issues);
+        let mut cfg = validate::validate(raw, &mut issues);
+        cfg.overrides = overrides;
         // A key whose value was set aside above is not reported again as missing or defaulted.
         for check in checks {
             issues.extend(check(&cfg));
@@ -280,17 +358,26 @@ impl Config {
         let found = issues.split_off(before);
         issues.extend(found.into_iter().filter(|it| !covered(&it.key)));
         if issues.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(ConfigErrors(issues))
+            return Ok(cfg);
         }
+        // Name the variable behind a bad value: the file does not show it.
+        for it in &mut issues {
+            let from = cfg.overrides.iter().find(|(k, _)| {
+                it.key == *k
+                    || it.key.strip_prefix(k.as_str()).is_some_and(|r| r.starts_with('.') || r.starts_with('['))
+            });
+            if let Some((_, var)) = from {
+                it.message = format!("{} (set by {var})", it.message);
+            }
+        }
+        Err(ConfigErrors(issues))
     }
 
-    /// Reads and validates a config file.
+    /// Reads and validates a config file, with the process's environment overrides.
     pub fn from_file(path: &std::path::Path, checks: Checks) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors(vec![issue("(file)", &format!("cannot read {}: {e}", path.display()))]))?;
-        let mut cfg = Config::from_toml_str(&text, checks)?;
+        let mut cfg = Config::from_toml_str_with_env(&text, checks, std::env::vars())?;
         cfg.source = Some(path.to_path_buf());
         Ok(cfg)
     }
@@ -445,6 +532,65 @@ lisen = "127.0.0.1:1"
         // Different ports, or two specific addresses, are fine.
         let ok = format!("{base}[server]\nlisten = \"10.0.0.1:9590\"\n[admin]\nlisten = \"127.0.0.1:9590\"\n");
         assert!(Config::from_toml_str(&ok, &[]).is_ok());
+    }
+
+    #[test]
+    fn environment_overrides_beat_the_file_and_the_preset() {
+        let file = "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://file:1\"\n[server]\nmax_connections = 10\n";
+        let vars = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let cfg = Config::from_toml_str_with_env(
+            file,
+            &[],
+            vars(&[
+                ("SESSIONGATE_UPSTREAM__URL", "http://env:2"),
+                ("SESSIONGATE_SERVER__MAX_CONNECTIONS", "500"),
+                ("SESSIONGATE_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
+                ("SESSIONGATE_SESSIONS__INACTIVITY_TIMEOUT", "5m"),
+                ("SESSIONGATE_EXTRACT__REFRESH_COOKIE", "my_refresh"),
+                ("SESSIONGATE_ADMIN_TOKEN", "not-an-override"),
+                ("SESSIONGATE_CONFIG", "/not/an/override"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(cfg.upstream.url.to_string(), "http://env:2/");
+        assert_eq!(cfg.server.max_connections, 500, "typed as TOML: an integer");
+        assert_eq!(cfg.server.trusted_proxies.len(), 1, "an array");
+        assert_eq!(cfg.sessions.inactivity_timeout, Duration::from_secs(300), "not TOML: a string");
+        assert_eq!(cfg.extract.refresh_cookie.as_deref(), Some("my_refresh"), "over the preset");
+        let keys: Vec<&str> = cfg.overrides.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "extract.refresh_cookie",
+                "server.max_connections",
+                "server.trusted_proxies",
+                "sessions.inactivity_timeout",
+                "upstream.url"
+            ]
+        );
+        assert!(describe(&cfg).contains("override                 upstream.url from env SESSIONGATE_UPSTREAM__URL"));
+        // A bad value or an unknown key names its variable.
+        let err = Config::from_toml_str_with_env(
+            file,
+            &[],
+            vars(&[("SESSIONGATE_SERVER__MAX_CONNECTIONS", "many"), ("SESSIONGATE_UPSTREAM__URLL", "x")]),
+        )
+        .expect_err("invalid");
+        let found: Vec<String> = err.0.iter().map(|i| i.to_string()).collect();
+        assert!(
+            found.iter().any(|m| m.starts_with("server.max_connections:")
+                && m.ends_with("(set by SESSIONGATE_SERVER__MAX_CONNECTIONS)")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|m| m
+                    .contains("upstream.urll: unknown key; did you mean `url`? (set by SESSIONGATE_UPSTREAM__URLL)")),
+            "{found:?}"
+        );
+        // Without the environment, the file as written.
+        assert_eq!(Config::from_toml_str(file, &[]).expect("valid").server.max_connections, 10);
     }
 
     #[test]

@@ -143,5 +143,6 @@ pub(super) fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Con
         cluster,
         log,
         source: None,
+        overrides: Vec::new(),
     }
 }
