@@ -101,6 +101,8 @@ tokens = [{ name = "bench", file = "$WORK/admin-token" }]
 ready_requires_upstream = false
 [log]
 level = "warn"
+${ACCESS_LOG:+format = \"json\"}
+${ACCESS_LOG:+access = \"all\"}
 EOF
 }
 GW_PID=
@@ -180,6 +182,23 @@ row "|---|---:|---:|---:|---:|---:|---:|---:|"
 row "| direct | $DH_RPS | $DH_P50 | $DH_P99 | $DH_P999 | 0 | $DH_ERR | $DH_CPU (upstream) |"
 row "| nginx | $NH_RPS | $NH_P50 | $NH_P99 | $NH_P999 | $(python3 -c "print('%.3f' % ($NH_P99-$DH_P99))") | $NH_ERR | $NH_CPU (worker) |"
 row "| sessiongate, tracked token | $GH_RPS | $GH_P50 | $GH_P99 | $GH_P999 | $(python3 -c "print('%.3f' % ($GH_P99-$DH_P99))") | $GH_ERR | $GH_CPU |"
+row ""
+
+# --- scenario 1c: the access log's cost (JSON, every request, to a file) -------------------------
+echo "== scenario 1c: access log on" >&2
+stop_gateway
+ACCESS_LOG=1 start_gateway "$WORK/data"
+read -r A_RPS A_P50 A_P99 A_P999 A_ERR < <(run_wrk "http://$GW/api/articles" -H "$AUTH")
+read -r AH_RPS AH_P50 AH_P99 AH_P999 AH_ERR AH_CPU < <(CPU_PID=$GW_PID run_rate "http://$GW/api/articles" $HALF -H "$AUTH")
+ACCESS_LINES=$(grep -c '"target":"sessiongate::access"' "$WORK/gateway.log" || true)
+stop_gateway
+start_gateway "$WORK/data"
+row "Access log (\`log.format = \"json\"\`, \`log.access = \"all\"\`, written to a file; $ACCESS_LINES lines):"
+row ""
+row "| tracked token | req/s at saturation | × without | p99 ms | CPU µs/req at $HALF req/s | × without |"
+row "|---|---:|---:|---:|---:|---:|"
+row "| access log off | $G_RPS | 1.00 | $G_P99 | $GH_CPU | 1.00 |"
+row "| access log on | $A_RPS | $(ratio $A_RPS $G_RPS) | $A_P99 | $AH_CPU | $(ratio $AH_CPU $GH_CPU) |"
 row ""
 
 # --- scenario 3: login capture and refresh ------------------------------------------------------

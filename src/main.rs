@@ -57,7 +57,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    sessiongate::telemetry::init(&cfg.log);
+    let _log_guard = sessiongate::telemetry::init(&cfg.log);
     let rt = match runtime(cfg.server.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {

@@ -102,6 +102,8 @@ pub struct Metrics {
     pub backend_revocations_pending: IntGauge,
     pub store_latency: HistogramVec,
     pub store_size: IntGauge,
+    /// Log lines dropped because the log consumer could not keep up (set at each scrape).
+    pub log_lines_dropped: IntGauge,
     /// Bytes of the in-memory session index, by part (see `session::index::Memory`).
     pub index_bytes: IntGaugeVec,
     pub audit_dropped: IntCounter,
@@ -216,6 +218,11 @@ impl Metrics {
         must(registry.register(Box::new(index_bytes.clone())));
         let store_size = must(IntGauge::new("store_size_bytes", "Size of the sled database on disk"));
         must(registry.register(Box::new(store_size.clone())));
+        let log_lines_dropped = must(IntGauge::new(
+            "log_lines_dropped",
+            "Log lines dropped since start because stderr's consumer could not keep up",
+        ));
+        must(registry.register(Box::new(log_lines_dropped.clone())));
         let audit_dropped =
             must(IntCounter::new("audit_events_dropped_total", "Audit events dropped because the writer fell behind"));
         must(registry.register(Box::new(audit_dropped.clone())));
@@ -287,6 +294,7 @@ impl Metrics {
             backend_revocations_pending,
             store_latency,
             store_size,
+            log_lines_dropped,
             index_bytes,
             audit_dropped,
             alerts,

@@ -244,7 +244,11 @@ async fn the_binary_serves_drains_on_sigterm_and_never_logs_tokens() {
         (v["jwt"].as_str().expect("jwt").to_string(), v["refreshToken"].as_str().expect("rt").to_string());
     let r = req(http::Method::POST, "/api/auth/refresh").json(json!({"refreshToken": refresh})).send().await.json();
     let jwt2 = r["jwt"].as_str().expect("jwt").to_string();
-    req(http::Method::GET, "/api/articles").bearer(&jwt2).send().await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    req(http::Method::GET, "/api/articles").bearer(&jwt2).header("traceparent", trace).send().await;
+    let seen = backend.seen();
+    let forwarded = seen.iter().rev().find(|r| r.path == "/api/articles").expect("forwarded");
+    assert_eq!(forwarded.headers["traceparent"], trace, "traceparent passes through");
     req(http::Method::POST, "/api/auth/logout").bearer(&jwt2).send().await;
     assert_eq!(req(http::Method::GET, "/api/articles").bearer(&jwt).send().await.status, 401);
 
@@ -265,6 +269,35 @@ async fn the_binary_serves_drains_on_sigterm_and_never_logs_tokens() {
         let sig = t.rsplit('.').next().expect("sig");
         assert!(!text.contains(sig), "a raw token reached the logs");
     }
+    // The access log (on by default with JSON logs): one line per request, in order.
+    let access: Vec<Value> = all
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "sessiongate::access")
+        .collect();
+    let summary: Vec<(String, String, u64, String)> = access
+        .iter()
+        .map(|v| {
+            let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+            (s("method"), s("route"), v["status"].as_u64().unwrap_or(0), s("decision"))
+        })
+        .collect();
+    let expect = [
+        ("POST", "login", 200, "allow"),
+        ("POST", "refresh", 200, "allow"),
+        ("GET", "other", 200, "allow"),
+        ("POST", "logout", 200, "allow"),
+        ("GET", "other", 401, "session_terminated"),
+    ];
+    let expect: Vec<(String, String, u64, String)> =
+        expect.iter().map(|(m, r, s, d)| (m.to_string(), r.to_string(), *s, d.to_string())).collect();
+    assert_eq!(summary, expect, "{access:#?}");
+    let traced = &access[2];
+    assert_eq!(traced["traceparent"], trace);
+    assert!(traced["session"].as_str().is_some_and(|s| s.starts_with("sess_")), "{traced}");
+    assert_eq!(traced["client"], "127.0.0.1");
+    assert!(traced["upstream_ms"].as_f64().is_some() && traced["added_ms"].as_f64().is_some(), "{traced}");
+    assert!(traced["request_id"].as_str().is_some_and(|r| !r.is_empty()));
 }
 
 #[test]

@@ -68,6 +68,7 @@ pub(super) async fn metrics(st: &AdminState) -> Response<Body> {
     for (part, bytes) in mem.parts() {
         m.index_bytes.with_label_values(&[part]).set(bytes as i64);
     }
+    m.log_lines_dropped.set(crate::telemetry::dropped_lines() as i64);
     if let Ok(size) = app.sessions.store().size_on_disk().await {
         m.store_size.set(size as i64);
     }

@@ -147,5 +147,11 @@ pub fn describe(cfg: &Config) -> String {
             let _ = writeln!(o, "cluster                  off (this instance runs alone)");
         }
     }
+    let access = match cfg.log.access {
+        crate::config::AccessLog::Off => "off".to_string(),
+        crate::config::AccessLog::All => "every request".to_string(),
+        crate::config::AccessLog::Sample => format!("refusals, 5xx and {} of the rest", cfg.log.access_sample),
+    };
+    let _ = writeln!(o, "log                      {} · {:?} · access log: {access}", cfg.log.level, cfg.log.format);
     o
 }

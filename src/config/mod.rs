@@ -594,6 +594,18 @@ lisen = "127.0.0.1:1"
     }
 
     #[test]
+    fn the_access_log_is_on_by_default_with_json_logs() {
+        let base = "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:80\"\n";
+        let log = |extra: &str| Config::from_toml_str(&format!("{base}[log]\n{extra}"), &[]).map(|c| c.log);
+        assert_eq!(log("").expect("text").access, AccessLog::Off);
+        assert_eq!(log("format = \"json\"\n").expect("json").access, AccessLog::All);
+        let sampled = log("format = \"json\"\naccess = \"sample\"\naccess_sample = 0.25\n").expect("sample");
+        assert_eq!((sampled.access, sampled.access_sample), (AccessLog::Sample, 0.25));
+        assert!(log("access_sample = 2.0\n").is_err());
+        assert!(log("access = \"some\"\n").is_err());
+    }
+
+    #[test]
     fn a_name_outside_its_set_is_reported_with_the_names_expected() {
         let base = "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:80\"\n";
         let text =

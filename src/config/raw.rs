@@ -126,6 +126,8 @@ pub struct RawUserApi {
 pub struct RawLog {
     pub level: Option<String>,
     pub format: Option<String>,
+    pub access: Option<String>,
+    pub access_sample: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -70,6 +70,19 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
+    /// One line per public request (target `sessiongate::access`).
+    pub access: AccessLog,
+    /// With `AccessLog::Sample`: the fraction of allowed, non-5xx requests logged.
+    pub access_sample: f64,
+}
+
+/// Which requests the access log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    /// Every refusal and every 5xx, and `access_sample` of the rest.
+    Sample,
+    All,
 }
 
 /// `[server]`.
@@ -185,5 +198,17 @@ pub(super) fn log(v: &mut V<'_>, l: RawLog) -> LogConfig {
         LogFormat::Text,
         &[("text", LogFormat::Text), ("json", LogFormat::Json)],
     );
-    LogConfig { level, format }
+    // On by default where logs are shipped as JSON; a terminal's text log stays readable.
+    let default_access = if format == LogFormat::Json { AccessLog::All } else { AccessLog::Off };
+    let access = v.choice(
+        "log.access",
+        l.access.as_deref(),
+        default_access,
+        &[("off", AccessLog::Off), ("sample", AccessLog::Sample), ("all", AccessLog::All)],
+    );
+    let access_sample = l.access_sample.unwrap_or(0.01);
+    if !(0.0..=1.0).contains(&access_sample) {
+        v.err("log.access_sample", format!("{access_sample} is not a fraction from 0 to 1"));
+    }
+    LogConfig { level, format, access, access_sample }
 }

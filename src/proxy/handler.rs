@@ -14,7 +14,7 @@ use super::learn;
 use super::user_api;
 use crate::audit::{Event, Kind};
 use crate::backend::fields;
-use crate::config::{Config, RefreshPrecedence};
+use crate::config::{AccessLog, Config, RefreshPrecedence};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::metrics::{LoginResult, RefreshResult};
 use crate::routes::{self, RouteClass, RouteMatch};
@@ -108,6 +108,13 @@ struct LogoutEnded {
     records: Vec<SessionRecord>,
 }
 
+/// A W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), the only form logged.
+fn is_traceparent(t: &str) -> bool {
+    let parts: Vec<&str> = t.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2)
+}
+
 /// Entry point for every public request.
 pub async fn handle(
     st: Arc<AppState>,
@@ -136,6 +143,12 @@ pub async fn handle(
         upstream_elapsed: None,
     };
     let method = req.method().clone();
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| is_traceparent(t))
+        .map(str::to_string);
     let (mut res, decision) = match handle_inner(&st, &mut ctx, req).await {
         Ok(res) => (res, "allow"),
         Err(e) => {
@@ -160,16 +173,30 @@ pub async fn handle(
     // `decision` is "allow" or a reason code of `GatewayError`: a closed set of label values.
     let added = started.elapsed().saturating_sub(ctx.upstream_elapsed.unwrap_or_default());
     st.metrics.record_request(ctx.route, res.status().as_u16(), decision, ctx.upstream_elapsed, added);
-    tracing::debug!(
-        request_id = %ctx.request_id,
-        %method,
-        route = ctx.route.as_str(),
-        status = res.status().as_u16(),
-        client = %ctx.client_ip,
-        session = %ctx.session.as_ref().map_or_else(|| "-".to_string(), |s| s.sid.to_string()),
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let status = res.status().as_u16();
+    let log = &st.cfg().log;
+    let logged = match log.access {
+        AccessLog::Off => false,
+        AccessLog::All => true,
+        AccessLog::Sample => decision != "allow" || status >= 500 || rand::random::<f64>() < log.access_sample,
+    };
+    if logged {
+        // Never a token: the session by its id, the client by its address.
+        tracing::info!(
+            target: crate::telemetry::ACCESS_TARGET,
+            request_id = %ctx.request_id,
+            %method,
+            route = ctx.route.as_str(),
+            status,
+            decision,
+            session = %ctx.session.as_ref().map_or_else(|| "-".to_string(), |s| s.sid.to_string()),
+            client = %ctx.client_ip,
+            upstream_ms = ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1e3),
+            added_ms = added.as_secs_f64() * 1e3,
+            traceparent = traceparent.as_deref(),
+            "request"
+        );
+    }
     Ok(res)
 }
 
