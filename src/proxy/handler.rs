@@ -181,21 +181,19 @@ pub async fn handle(
         AccessLog::Sample => decision != "allow" || status >= 500 || rand::random::<f64>() < log.access_sample,
     };
     if logged {
-        // Never a token: the session by its id, the client by its address.
-        tracing::info!(
-            target: crate::telemetry::ACCESS_TARGET,
-            request_id = %ctx.request_id,
-            %method,
-            route = ctx.route.as_str(),
+        let session = ctx.session.as_ref().map(|s| s.sid.to_string());
+        crate::telemetry::access(&crate::telemetry::Access {
+            request_id: &ctx.request_id,
+            method: method.as_str(),
+            route: ctx.route.as_str(),
             status,
             decision,
-            session = %ctx.session.as_ref().map_or_else(|| "-".to_string(), |s| s.sid.to_string()),
-            client = %ctx.client_ip,
-            upstream_ms = ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1e3),
-            added_ms = added.as_secs_f64() * 1e3,
-            traceparent = traceparent.as_deref(),
-            "request"
-        );
+            session: session.as_deref().unwrap_or("-"),
+            client: ctx.client_ip,
+            upstream_ms: ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1e3),
+            added_ms: added.as_secs_f64() * 1e3,
+            traceparent: traceparent.as_deref(),
+        });
     }
     Ok(res)
 }
