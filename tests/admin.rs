@@ -483,6 +483,21 @@ async fn node_auth_admin_shape_and_cleanup() {
     assert_eq!(gw.get("/api/articles").bearer(&a.jwt).send().await.status, 401);
     assert_eq!(gw.admin(Method::DELETE, "/admin/api/sessions/nope").send().await.status, 404);
     assert_eq!(gw.admin(Method::GET, "/admin/api/sessions").send().await.json()["total"], 1);
+    // Paginated, newest first: `limit` from `offset`, `nextOffset` null on the last page.
+    gw.login("carol").await;
+    gw.login("alice").await;
+    let first = gw.admin(Method::GET, "/admin/api/sessions?limit=2").send().await.json();
+    assert_eq!((first["total"].as_u64(), first["nextOffset"].as_u64()), (Some(3), Some(2)), "{first}");
+    let users: Vec<&str> =
+        first["sessions"].as_array().expect("page").iter().filter_map(|s| s["userId"].as_str()).collect();
+    assert_eq!(users.len(), 2);
+    let last = gw.admin(Method::GET, "/admin/api/sessions?limit=2&offset=2").send().await.json();
+    assert_eq!(last["sessions"].as_array().map(Vec::len), Some(1));
+    assert!(last["nextOffset"].is_null());
+    assert_eq!(last["sessions"][0]["userId"], "2", "bob's is the oldest active one");
+    let bad = gw.admin(Method::GET, "/admin/api/sessions?limit=0").send().await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.reason().as_deref(), Some("invalid_parameter"));
     let clean = gw.admin(Method::POST, "/auth/sessions/cleanup").send().await;
     assert_eq!(clean.status, 200);
     assert_eq!(clean.json()["success"], true);

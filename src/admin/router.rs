@@ -322,7 +322,7 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
             maintenance::import(st, &body, &actor).await
         }
         Export => maintenance::export(st, &q),
-        NodeAuthList => node_auth_list(st).await,
+        NodeAuthList => node_auth_list(st, &q).await,
         NodeAuthDelete(handle) => {
             terminate(st, handle, "admin_terminated", &actor).await.map(|_| ok(json!({"success": true})))
         }

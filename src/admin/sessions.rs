@@ -53,25 +53,6 @@ pub(super) fn events(st: &AdminState) -> Response<Body> {
     res
 }
 
-/// Every stored session record, with in-memory last-active applied.
-pub(super) async fn all_records(st: &AdminState) -> Result<Vec<SessionRecord>, GatewayError> {
-    let store = st.app.sessions.store();
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.scan(after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        out.extend(page);
-    }
-    for r in &mut out {
-        if let Some(l) = st.app.sessions.live(r.id) {
-            r.last_active = r.last_active.max(st.app.sessions.last_active(&l));
-        }
-    }
-    Ok(out)
-}
-
 /// A session as admins see it: the plugin's fields plus who, where from and why it ended.
 pub(super) fn admin_json(st: &AdminState, rec: &SessionRecord, now: i64) -> Value {
     let mut v = session_json(rec, None, now, st.app.sessions.config().inactivity_timeout);
@@ -291,11 +272,38 @@ pub(super) async fn clean_inactive(st: &AdminState, actor: &str) -> Result<Respo
 }
 
 /// node-auth `SessionInfo` list of the active sessions.
-pub(super) async fn node_auth_list(st: &AdminState) -> Result<Response<Body>, GatewayError> {
-    let recs = all_records(st).await?;
+/// The node-auth listing of active sessions, newest first, a page at a time: `limit` (100,
+/// at most 500) from `offset` (0); `nextOffset` is null on the last page.
+pub(super) async fn node_auth_list(
+    st: &AdminState,
+    q: &BTreeMap<String, String>,
+) -> Result<Response<Body>, GatewayError> {
+    let limit = usize_param(q, "limit", 100, MAX_PAGE_SIZE)?;
+    let offset = match q.get("offset").filter(|v| !v.is_empty()) {
+        None => 0,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| GatewayError::InvalidParameter(format!("offset: expected a number from 0, got {v:?}")))?,
+    };
+    let query = crate::session::index::Query {
+        active: Some(true),
+        user: None,
+        ip: None,
+        device: None,
+        country: None,
+        since: None,
+        until: None,
+        min_threat: None,
+        sort: SortKey::LoginTime,
+        desc: true,
+        offset,
+        limit,
+    };
+    let (total, ids) = st.app.sessions.select(&query);
+    let mut recs = st.app.sessions.records(ids.clone()).await?;
+    recs.sort_by_key(|r| ids.iter().position(|i| *i == r.id));
     let data: Vec<Value> = recs
         .iter()
-        .filter(|r| r.is_active())
         .map(|r| {
             json!({
                 "sessionHandle": r.sid,
@@ -310,5 +318,6 @@ pub(super) async fn node_auth_list(st: &AdminState) -> Result<Response<Body>, Ga
             })
         })
         .collect();
-    Ok(ok(json!({"sessions": data, "total": data.len()})))
+    let next = (offset + data.len() < total).then_some(offset + data.len());
+    Ok(ok(json!({"sessions": data, "total": total, "offset": offset, "limit": limit, "nextOffset": next})))
 }
