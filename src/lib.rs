@@ -309,6 +309,7 @@ pub async fn start_with_clock(cfg: Config, listeners: Listeners, clock: clock::C
         proxy::public_handler(state.clone()),
         public,
         tls.clone(),
+        metrics.listener("public"),
         shutdown_rx.clone(),
     ))];
     let admin_addr = admin.as_ref().map(|(_, a)| *a);
@@ -325,6 +326,7 @@ pub async fn start_with_clock(cfg: Config, listeners: Listeners, clock: clock::C
             admin::handler(admin_state),
             listener,
             None,
+            metrics.listener("admin"),
             shutdown_rx,
         )));
     }

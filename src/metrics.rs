@@ -104,6 +104,19 @@ pub struct Metrics {
     pub store_size: IntGauge,
     /// Log lines dropped because the log consumer could not keep up (set at each scrape).
     pub log_lines_dropped: IntGauge,
+    connections_open: IntGaugeVec,
+    connections_rejected: IntCounterVec,
+    requests_in_flight: IntGaugeVec,
+    /// Configuration reloads by result (`applied`, `refused`).
+    pub config_reloads: IntCounterVec,
+    /// Unix time of the last applied configuration (the start counts as one).
+    pub config_last_reload_success: IntGauge,
+    /// Alerts waiting for delivery (set at each scrape).
+    pub alerts_queued: IntGauge,
+    /// Age of each loaded geo source (database build time, or a list's file time), set at scrape.
+    pub geo_data_age: IntGaugeVec,
+    /// Process metrics under their standard names (`process_*`), without the namespace.
+    process: Registry,
     /// Bytes of the in-memory session index, by part (see `session::index::Memory`).
     pub index_bytes: IntGaugeVec,
     pub audit_dropped: IntCounter,
@@ -223,6 +236,37 @@ impl Metrics {
             "Log lines dropped since start because stderr's consumer could not keep up",
         ));
         must(registry.register(Box::new(log_lines_dropped.clone())));
+        let connections_open =
+            must(IntGaugeVec::new(Opts::new("connections_open", "Open client connections"), &["listener"]));
+        must(registry.register(Box::new(connections_open.clone())));
+        let connections_rejected = counter(
+            "connections_rejected_total",
+            "Connections closed at accept: server.max_connections or server.max_connections_per_ip reached",
+            &["listener", "reason"],
+        );
+        let requests_in_flight = must(IntGaugeVec::new(
+            Opts::new("requests_in_flight", "Requests being handled (until their response head)"),
+            &["listener"],
+        ));
+        must(registry.register(Box::new(requests_in_flight.clone())));
+        let config_reloads = counter("config_reloads_total", "Configuration reloads by result", &["result"]);
+        Metrics::preregister(&config_reloads, ["applied", "refused"]);
+        let config_last_reload_success = must(IntGauge::new(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time the configuration in force was applied (start or reload)",
+        ));
+        must(registry.register(Box::new(config_last_reload_success.clone())));
+        config_last_reload_success.set(crate::clock::now_ms() / 1000);
+        let alerts_queued = must(IntGauge::new("alerts_queued", "Alerts waiting for delivery"));
+        must(registry.register(Box::new(alerts_queued.clone())));
+        let geo_data_age = must(IntGaugeVec::new(
+            Opts::new(
+                "geo_data_age_seconds",
+                "Age of each loaded geo source: database build time, or a list's file time",
+            ),
+            &["source"],
+        ));
+        must(registry.register(Box::new(geo_data_age.clone())));
         let audit_dropped =
             must(IntCounter::new("audit_events_dropped_total", "Audit events dropped because the writer fell behind"));
         must(registry.register(Box::new(audit_dropped.clone())));
@@ -275,9 +319,10 @@ impl Metrics {
         let build = must(IntGaugeVec::new(Opts::new("build_info", "Build information"), &["version"]));
         must(registry.register(Box::new(build.clone())));
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let process = Registry::new();
         #[cfg(target_os = "linux")]
         {
-            let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+            let _ = process.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         }
         Metrics {
             registry,
@@ -295,6 +340,14 @@ impl Metrics {
             store_latency,
             store_size,
             log_lines_dropped,
+            connections_open,
+            connections_rejected,
+            requests_in_flight,
+            config_reloads,
+            config_last_reload_success,
+            alerts_queued,
+            geo_data_age,
+            process,
             index_bytes,
             audit_dropped,
             alerts,
@@ -328,10 +381,22 @@ impl Metrics {
         h.observe(added.as_secs_f64());
     }
 
+    /// The series of one listener (`public`, `admin`).
+    pub fn listener(&self, name: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            open: self.connections_open.with_label_values(&[name]),
+            rejected_total: self.connections_rejected.with_label_values(&[name, "max_connections"]),
+            rejected_per_ip: self.connections_rejected.with_label_values(&[name, "max_connections_per_ip"]),
+            in_flight: self.requests_in_flight.with_label_values(&[name]),
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        let _ = prometheus::TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
 }
@@ -340,6 +405,15 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
+}
+
+/// A listener's connection and request gauges, resolved once.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    pub open: IntGauge,
+    pub rejected_total: IntCounter,
+    pub rejected_per_ip: IntCounter,
+    pub in_flight: IntGauge,
 }
 
 /// `2xx`, `4xx`, … for a status code.

@@ -86,6 +86,8 @@ pub async fn reload(st: &AppState, actor: &str) -> Result<Reloaded, ReloadError>
     let result = apply(st).await;
     match &result {
         Ok(r) => {
+            st.metrics.config_reloads.with_label_values(&["applied"]).inc();
+            st.metrics.config_last_reload_success.set(crate::clock::now_ms() / 1000);
             tracing::info!(applied = ?r.applied, restart_required = ?r.restart_required, %actor, "configuration reloaded");
             for s in &r.restart_required {
                 tracing::warn!(section = s, "configuration changed in a section that applies only at restart");
@@ -95,6 +97,7 @@ pub async fn reload(st: &AppState, actor: &str) -> Result<Reloaded, ReloadError>
             })));
         }
         Err(e) => {
+            st.metrics.config_reloads.with_label_values(&["refused"]).inc();
             for m in e.messages() {
                 tracing::error!(error = %m, "configuration reload refused; the previous configuration stays in force");
             }

@@ -639,3 +639,61 @@ async fn the_admin_port_is_live_but_not_ready_while_the_index_loads() {
     let back = task.await.expect("handed back");
     assert_eq!(back.local_addr().expect("addr"), addr);
 }
+
+/// The operational series: open connections, cap rejections, in-flight requests, reloads, the
+/// alert queue, geo data age, and the process metrics under their standard names.
+#[tokio::test]
+async fn metrics_show_connections_in_flight_reloads_queues_and_data_age() {
+    let backend = MockStrapi::start().await;
+    let city = support::geoip_test_db("GeoIP2-City-Test.mmdb");
+    let gw =
+        Gateway::start(&backend.url(), &format!("[server]\nmax_connections = 2\n[geo]\ncity_db = \"{city}\"\n")).await;
+    let a = gw.login("alice").await;
+    let scrape = || async {
+        let res = gw.admin_anon(Method::GET, "/metrics").send().await;
+        (parse_metrics(&res.text()), res.text())
+    };
+    // A request held by a slow backend is in flight, its connection open.
+    backend.with(|s| s.delay = Some(std::time::Duration::from_millis(800)));
+    let slow = {
+        let req = gw.get("/api/articles").bearer(&a.jwt);
+        tokio::spawn(async move { req.send().await.status })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (m, text) = scrape().await;
+    let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("{k} missing:\n{text}"));
+    assert_eq!(get("sessiongate_requests_in_flight{listener=\"public\"}"), 1.0);
+    assert_eq!(get("sessiongate_connections_open{listener=\"public\"}"), 1.0);
+    assert!(get("sessiongate_connections_open{listener=\"admin\"}") >= 1.0, "the scrape's own");
+    // The cap: two open, the third is closed at accept and counted.
+    let held = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut third = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let mut buf = [0u8; 1];
+    use tokio::io::AsyncReadExt;
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), third.read(&mut buf))
+        .await
+        .expect("closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection over the cap is closed");
+    drop(held);
+    assert_eq!(slow.await.expect("join"), 200);
+    backend.with(|s| s.delay = None);
+    let (m, text) = scrape().await;
+    let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("{k} missing:\n{text}"));
+    assert_eq!(get("sessiongate_connections_rejected_total{listener=\"public\",reason=\"max_connections\"}"), 1.0);
+    assert_eq!(get("sessiongate_requests_in_flight{listener=\"public\"}"), 0.0);
+    assert_eq!(get("sessiongate_config_reloads_total{result=\"applied\"}"), 0.0);
+    let started = get("sessiongate_config_last_reload_success_timestamp_seconds");
+    assert!(started > 1.7e9, "the start counts as the first application: {started}");
+    assert_eq!(gw.admin(Method::POST, "/reload").send().await.status, 200);
+    let (m, text) = scrape().await;
+    let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("{k} missing:\n{text}"));
+    assert_eq!(get("sessiongate_config_reloads_total{result=\"applied\"}"), 1.0);
+    assert!(get("sessiongate_config_last_reload_success_timestamp_seconds") >= started);
+    assert_eq!(get("sessiongate_alerts_queued"), 0.0);
+    // MaxMind's test database was built years ago.
+    assert!(get("sessiongate_geo_data_age_seconds{source=\"geo.city_db\"}") > 86400.0 * 30.0);
+    assert!(get("process_resident_memory_bytes") > 0.0, "standard process_* names");
+    assert!(!text.contains("sessiongate_process_"), "not namespaced");
+}

@@ -69,6 +69,10 @@ pub(super) async fn metrics(st: &AdminState) -> Response<Body> {
         m.index_bytes.with_label_values(&[part]).set(bytes as i64);
     }
     m.log_lines_dropped.set(crate::telemetry::dropped_lines() as i64);
+    m.alerts_queued.set(app.alert_worker.queued() as i64);
+    for (source, age) in app.geo.ages(std::time::SystemTime::now()) {
+        m.geo_data_age.with_label_values(&[source]).set(age);
+    }
     if let Ok(size) = app.sessions.store().size_on_disk().await {
         m.store_size.set(size as i64);
     }

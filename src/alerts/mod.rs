@@ -246,6 +246,13 @@ pub fn new(
     (hub, worker, rx)
 }
 
+impl Worker {
+    /// Alerts waiting for delivery (pending or being attempted).
+    pub fn queued(&self) -> usize {
+        crate::sync::lock(&self.pending).len()
+    }
+}
+
 /// New alert settings and channels from a configuration reload; queued alerts stay queued
 /// (an alert for a channel that no longer exists fails its next attempt, visibly).
 pub fn reconfigure(hub: &AlertHub, worker: &Worker, cfg: AlertsConfig, sender: Sender) {

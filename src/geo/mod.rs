@@ -209,6 +209,27 @@ impl Geo {
         report
     }
 
+    /// (source key, age in seconds) of each loaded source: a database's build time (its
+    /// metadata), a list's file time. What `sessiongate_geo_data_age_seconds` reports.
+    pub fn ages(&self, now: SystemTime) -> Vec<(&'static str, i64)> {
+        let secs = |t: SystemTime| now.duration_since(t).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let mut out = Vec::new();
+        for db in [&self.city, &self.city_v6, &self.asn, &self.anonymous] {
+            if let Some(d) = db.value.load().as_ref() {
+                let built = std::time::UNIX_EPOCH + std::time::Duration::from_secs(d.metadata().build_epoch);
+                out.push((db.key, secs(built)));
+            }
+        }
+        for list in [&self.tor, &self.vpn, &self.datacenter] {
+            if list.value.load().is_some() {
+                if let Some(t) = *crate::sync::lock(&list.mtime) {
+                    out.push((list.key, secs(t)));
+                }
+            }
+        }
+        out
+    }
+
     /// Looks an address up in everything loaded.
     pub fn lookup(&self, ip: IpAddr) -> GeoInfo {
         let ip = match ip {

@@ -18,6 +18,7 @@ pub mod user_api;
 use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::Body;
+use crate::metrics::ListenerMetrics;
 use crate::state::AppState;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
@@ -25,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus::IntGauge;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -99,13 +101,14 @@ struct Activity {
     last_ms: AtomicI64,
 }
 
-/// Decrements the in-flight count when a request's handling ends, however it ends.
-struct InFlight(Arc<Activity>);
+/// Decrements the in-flight counts when a request's handling ends, however it ends.
+struct InFlight(Arc<Activity>, IntGauge);
 
 impl InFlight {
-    fn start(a: &Arc<Activity>) -> InFlight {
+    fn start(a: &Arc<Activity>, gauge: &IntGauge) -> InFlight {
         a.inflight.fetch_add(1, Ordering::AcqRel);
-        InFlight(a.clone())
+        gauge.inc();
+        InFlight(a.clone(), gauge.clone())
     }
 }
 
@@ -113,6 +116,23 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.last_ms.store(now_ms(), Ordering::Release);
         self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.1.dec();
+    }
+}
+
+/// Counts a connection open for as long as it lives.
+struct Open(IntGauge);
+
+impl Open {
+    fn new(g: &IntGauge) -> Open {
+        g.inc();
+        Open(g.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -126,6 +146,7 @@ async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
     tls: bool,
+    in_flight: IntGauge,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -134,7 +155,7 @@ async fn serve_connection<I>(
     let activity = Arc::new(Activity { inflight: AtomicUsize::new(0), last_ms: AtomicI64::new(now_ms()) });
     let svc_activity = activity.clone();
     let svc = service_fn(move |req| {
-        let guard = InFlight::start(&svc_activity);
+        let guard = InFlight::start(&svc_activity, &in_flight);
         let fut = handler(req, peer, tls);
         async move {
             let res = fut.await;
@@ -192,6 +213,7 @@ pub async fn serve(
     handler: HandlerFn,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    metrics: ListenerMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = builder(&cfg);
@@ -216,11 +238,13 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.rejected_total.inc();
             tracing::warn!(%peer, max = cfg.max_connections, "connection limit reached; closing new connection");
             drop(stream);
             continue;
         };
         let Ok(ip_slot) = per_ip.acquire(peer.ip()) else {
+            metrics.rejected_per_ip.inc();
             tracing::warn!(%peer, max = cfg.max_connections_per_ip, "per-address connection limit reached; closing new connection");
             drop(stream);
             continue;
@@ -228,12 +252,17 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (h, builder, tls, shutdown) = (handler.clone(), builder.clone(), tls.clone(), shutdown.clone());
         let (handshake_timeout, idle) = (cfg.tls_handshake_timeout, cfg.idle_timeout);
+        let (open, in_flight) = (Open::new(&metrics.open), metrics.in_flight.clone());
         connections.spawn(async move {
-            let _permit = (permit, ip_slot);
+            let _permit = (permit, ip_slot, open);
             match tls {
-                None => serve_connection(h, idle, builder, TokioIo::new(stream), peer, false, shutdown).await,
+                None => {
+                    serve_connection(h, idle, builder, TokioIo::new(stream), peer, false, in_flight, shutdown).await
+                }
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => serve_connection(h, idle, builder, TokioIo::new(s), peer, true, shutdown).await,
+                    Ok(Ok(s)) => {
+                        serve_connection(h, idle, builder, TokioIo::new(s), peer, true, in_flight, shutdown).await
+                    }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
