@@ -136,6 +136,13 @@ impl Drop for Open {
     }
 }
 
+/// Who a connection is with, and the listener's in-flight gauge.
+struct Peer {
+    addr: SocketAddr,
+    tls: bool,
+    in_flight: IntGauge,
+}
+
 /// Serves one connection until it ends. It is closed gracefully (HTTP/1.1: after the current
 /// response; HTTP/2: GOAWAY, open streams finish) when the gateway shuts down or when no
 /// request has been in flight for `idle_timeout`.
@@ -144,13 +151,12 @@ async fn serve_connection<I>(
     idle: Duration,
     builder: auto::Builder<TokioExecutor>,
     io: I,
-    peer: SocketAddr,
-    tls: bool,
-    in_flight: IntGauge,
+    conn: Peer,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let Peer { addr: peer, tls, in_flight } = conn;
     let idle_ms = idle.as_millis() as i64;
     let activity = Arc::new(Activity { inflight: AtomicUsize::new(0), last_ms: AtomicI64::new(now_ms()) });
     let svc_activity = activity.clone();
@@ -257,11 +263,13 @@ pub async fn serve(
             let _permit = (permit, ip_slot, open);
             match tls {
                 None => {
-                    serve_connection(h, idle, builder, TokioIo::new(stream), peer, false, in_flight, shutdown).await
+                    let p = Peer { addr: peer, tls: false, in_flight };
+                    serve_connection(h, idle, builder, TokioIo::new(stream), p, shutdown).await
                 }
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => {
-                        serve_connection(h, idle, builder, TokioIo::new(s), peer, true, in_flight, shutdown).await
+                        let p = Peer { addr: peer, tls: true, in_flight };
+                        serve_connection(h, idle, builder, TokioIo::new(s), p, shutdown).await
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
