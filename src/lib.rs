@@ -35,6 +35,7 @@ pub mod geo;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod retry;
 pub mod risk;
 pub mod routes;
 pub mod session;
@@ -156,6 +157,25 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, Startup
 /// [`start`] with the clock session decisions read: tests pass a driven one
 /// ([`clock::Clock::driven`]) and move time forward instead of sleeping.
 pub async fn start_with_clock(cfg: Config, listeners: Listeners, clock: clock::Clock) -> Result<Running, StartupError> {
+    start_inner(cfg, listeners, clock, None).await
+}
+
+/// [`start`] with the log writer `telemetry::init` returned: the access log is written through
+/// it. What the binary calls.
+pub async fn start_with_log(
+    cfg: Config,
+    listeners: Listeners,
+    log: telemetry::LogSink,
+) -> Result<Running, StartupError> {
+    start_inner(cfg, listeners, clock::Clock::system(), Some(log)).await
+}
+
+async fn start_inner(
+    cfg: Config,
+    listeners: Listeners,
+    clock: clock::Clock,
+    log: Option<telemetry::LogSink>,
+) -> Result<Running, StartupError> {
     let cfg = Arc::new(cfg);
     let keyring = startup::load_keyring(&cfg).await?;
     let verifier = startup::load_verifier(&cfg)?;
@@ -257,6 +277,7 @@ pub async fn start_with_clock(cfg: Config, listeners: Listeners, clock: clock::C
         alerts: alert_hub,
         alert_worker: alert_worker.clone(),
         cluster: cluster.clone(),
+        log,
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drained_tx, drained_rx) = watch::channel(false);

@@ -57,7 +57,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let _log_guard = sessiongate::telemetry::init(&cfg.log);
+    let (_log_guard, log) = sessiongate::telemetry::init(&cfg.log);
     let rt = match runtime(cfg.server.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {
@@ -73,7 +73,7 @@ fn run(path: &std::path::Path) -> ExitCode {
                 return ExitCode::from(e.exit_code() as u8);
             }
         };
-        let running = match sessiongate::start(cfg, listeners).await {
+        let running = match sessiongate::start_with_log(cfg, listeners, log).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("{e}");

@@ -29,6 +29,9 @@ pub struct AppState {
     pub alert_worker: Arc<crate::alerts::Worker>,
     /// Present when `[cluster]` is configured.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The process's log writer (access lines, dropped-line count); `None` in library tests,
+    /// which install no subscriber.
+    pub log: Option<crate::telemetry::LogSink>,
 }
 
 impl AppState {

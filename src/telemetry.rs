@@ -4,17 +4,14 @@
 use crate::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-static DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> = std::sync::OnceLock::new();
-
-/// Lines dropped since start because the log's consumer could not keep up.
-pub fn dropped_lines() -> u64 {
-    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+/// The log's writer, for what the gateway writes itself (access lines) and the count of lines
+/// dropped. One per process (the subscriber is global); the gateway holds it in its state.
+#[derive(Clone)]
+pub struct LogSink {
+    writer: tracing_appender::non_blocking::NonBlocking,
+    format: LogFormat,
+    dropped: tracing_appender::non_blocking::ErrorCounter,
 }
-
-/// Where access lines go: the same writer as every other line (so lines never interleave), in
-/// the log's format.
-static ACCESS: std::sync::OnceLock<(tracing_appender::non_blocking::NonBlocking, LogFormat)> =
-    std::sync::OnceLock::new();
 
 /// One access log line. Never a token: the session by its id, the client by its address.
 #[derive(serde::Serialize)]
@@ -32,41 +29,47 @@ pub struct Access<'a> {
     pub traceparent: Option<&'a str>,
 }
 
-/// Writes an access line, formatted here rather than through `tracing`: it is written once per
-/// request, and the generic JSON formatter costs several microseconds a line. The JSON shape is
-/// the one of every other line (`timestamp`, `level`, `target`, `message`, then the fields).
-/// Nothing is written before [`init`] (library tests).
-pub fn access(line: &Access<'_>) {
-    use std::io::Write;
-    let Some((writer, format)) = ACCESS.get() else { return };
-    let ts = humantime::format_rfc3339_micros(std::time::SystemTime::now());
-    let mut buf = Vec::with_capacity(320);
-    match format {
-        LogFormat::Json => {
-            #[derive(serde::Serialize)]
-            struct Line<'a> {
-                timestamp: String,
-                level: &'static str,
-                message: &'static str,
-                #[serde(flatten)]
-                fields: &'a Access<'a>,
-                target: &'static str,
+impl LogSink {
+    /// Lines dropped since start because the log's consumer could not keep up.
+    pub fn dropped_lines(&self) -> u64 {
+        self.dropped.dropped_lines() as u64
+    }
+
+    /// Writes an access line, formatted here rather than through `tracing`: it is written once
+    /// per request, and the generic JSON formatter costs several microseconds a line. The JSON
+    /// shape is the one of every other line (`timestamp`, `level`, `target`, `message`, then the
+    /// fields). It goes through the same writer as every other line, so lines never interleave.
+    pub fn access(&self, line: &Access<'_>) {
+        use std::io::Write;
+        let format = &self.format;
+        let ts = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+        let mut buf = Vec::with_capacity(320);
+        match format {
+            LogFormat::Json => {
+                #[derive(serde::Serialize)]
+                struct Line<'a> {
+                    timestamp: String,
+                    level: &'static str,
+                    message: &'static str,
+                    #[serde(flatten)]
+                    fields: &'a Access<'a>,
+                    target: &'static str,
+                }
+                let line = Line {
+                    timestamp: ts.to_string(),
+                    level: "INFO",
+                    message: "request",
+                    fields: line,
+                    target: ACCESS_TARGET,
+                };
+                if serde_json::to_writer(&mut buf, &line).is_err() {
+                    return;
+                }
+                buf.push(b'\n');
             }
-            let line = Line {
-                timestamp: ts.to_string(),
-                level: "INFO",
-                message: "request",
-                fields: line,
-                target: ACCESS_TARGET,
-            };
-            if serde_json::to_writer(&mut buf, &line).is_err() {
-                return;
-            }
-            buf.push(b'\n');
-        }
-        LogFormat::Text => {
-            let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
-            let _ = writeln!(
+            LogFormat::Text => {
+                let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+                let _ = writeln!(
                 buf,
                 "{ts}  INFO {ACCESS_TARGET}: request request_id={:?} method={} route={} status={} decision={} session={} client={} upstream_ms={} added_ms={:.3} traceparent={}",
                 line.request_id,
@@ -80,9 +83,10 @@ pub fn access(line: &Access<'_>) {
                 line.added_ms,
                 line.traceparent.unwrap_or("-"),
             );
+            }
         }
+        let _ = self.writer.clone().write_all(&buf);
     }
-    let _ = writer.clone().write_all(&buf);
 }
 
 /// The `target` of access lines (`log.access` decides which requests get one).
@@ -91,8 +95,9 @@ pub const ACCESS_TARGET: &str = "sessiongate::access";
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level` (the access log
 /// is `log.access`'s alone, whatever the level, and a reload can change it). Lines go to stderr through a background writer, so a request never
 /// waits on a slow log consumer: when its buffer is full, lines are dropped and counted.
-/// Keep the guard until exit: dropping it flushes what is buffered.
-pub fn init(cfg: &LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
+/// Keep the guard until exit: dropping it flushes what is buffered. The sink goes to
+/// [`crate::start_with_log`].
+pub fn init(cfg: &LogConfig) -> (tracing_appender::non_blocking::WorkerGuard, LogSink) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
     use std::io::IsTerminal;
     // The writer thread flushes whenever its queue is empty: lines reach stderr at once when the
@@ -102,8 +107,7 @@ pub fn init(cfg: &LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
         .buffered_lines_limit(64 * 1024)
         .thread_name("log writer")
         .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
-    let _ = DROPPED.set(writer.error_counter());
-    let _ = ACCESS.set((writer.clone(), cfg.format));
+    let sink = LogSink { writer: writer.clone(), format: cfg.format, dropped: writer.error_counter() };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -112,5 +116,5 @@ pub fn init(cfg: &LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
-    guard
+    (guard, sink)
 }

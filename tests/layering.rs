@@ -14,6 +14,7 @@ const ORDER: &[(&str, &str)] = &[
     ("L0", "routes"),
     ("L0", "clock"),
     ("L0", "sync"),
+    ("L0", "retry"),
     ("L0", "device"),
     ("L0", "config"),
     ("L0", "error"),
@@ -46,6 +47,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("lettre", "alerts/channels.rs"),
     ("rustls", "backend/tls.rs"),
     ("hyper_rustls", "backend/tls.rs"),
+    ("backon", "retry.rs"),
 ];
 
 fn src() -> PathBuf {

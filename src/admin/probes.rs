@@ -68,7 +68,9 @@ pub(super) async fn metrics(st: &AdminState) -> Response<Body> {
     for (part, bytes) in mem.parts() {
         m.index_bytes.with_label_values(&[part]).set(bytes as i64);
     }
-    m.log_lines_dropped.set(crate::telemetry::dropped_lines() as i64);
+    if let Some(log) = &app.log {
+        m.log_lines_dropped.set(log.dropped_lines() as i64);
+    }
     m.alerts_queued.set(app.alert_worker.queued() as i64);
     for (source, age) in app.geo.ages(std::time::SystemTime::now()) {
         m.geo_data_age.with_label_values(&[source]).set(age);

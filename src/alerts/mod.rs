@@ -343,11 +343,11 @@ impl Worker {
         true
     }
 
+    /// About `backoff_initial` doubling to `backoff_max`, with jitter: several instances whose
+    /// deliveries failed together do not retry together.
     fn backoff_ms(&self, attempts: u32) -> i64 {
         let cfg = self.cfg.load();
-        let base = cfg.backoff_initial.as_millis() as i64;
-        let max = cfg.backoff_max.as_millis() as i64;
-        base.saturating_mul(1i64 << attempts.saturating_sub(1).min(30)).min(max)
+        crate::retry::delay_after(attempts, cfg.backoff_initial, cfg.backoff_max).as_millis() as i64
     }
 
     /// Starts deliveries of every due alert not already in flight.

@@ -133,9 +133,9 @@ pub async fn attempt(
     Attempt { outcome, fresh: Some((fresh_access, fresh_refresh)) }
 }
 
-/// Backoff before attempt `n + 1` (n ≥ 1): 1 s, 2 s, 4 s, … up to 5 min.
+/// Backoff before attempt `n + 1` (n ≥ 1): about 1 s, 2 s, 4 s, … up to 5 min, with jitter.
 pub fn backoff(attempts: u32) -> Duration {
-    BACKOFF_INITIAL.saturating_mul(1u32 << attempts.saturating_sub(1).min(16)).min(BACKOFF_MAX)
+    crate::retry::delay_after(attempts, BACKOFF_INITIAL, BACKOFF_MAX)
 }
 
 /// Revokes tokens that belong to no gateway session (a login the gateway refused after the
@@ -163,9 +163,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_five_minutes() {
+    fn backoff_doubles_up_to_five_minutes_with_jitter() {
         let s: Vec<u64> = (1..=12).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(s, vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
-        assert_eq!(backoff(u32::MAX).as_secs(), 300);
+        for (d, base) in s.iter().zip([1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]) {
+            assert!(*d >= base && *d < base * 2, "{s:?}");
+        }
+        assert!((300..600).contains(&backoff(u32::MAX).as_secs()));
     }
 }

@@ -287,7 +287,8 @@ fn encode_cursor(c: &Cursor) -> Vec<u8> {
 /// makes one last attempt so a drained instance leaves nothing behind.
 pub async fn run_publisher(cl: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
     let mut conn: Option<Conn<'_>> = None;
-    let mut backoff = Duration::from_millis(100);
+    let fresh = || crate::retry::schedule(Duration::from_millis(100), MAX_BACKOFF);
+    let mut backoff = fresh();
     let mut next_heartbeat = tokio::time::Instant::now();
     loop {
         let stopping = tokio::select! {
@@ -303,8 +304,7 @@ pub async fn run_publisher(cl: Arc<Cluster>, mut shutdown: watch::Receiver<bool>
                     if stopping {
                         return;
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.next().unwrap_or(MAX_BACKOFF)).await;
                     continue;
                 }
             }
@@ -314,7 +314,7 @@ pub async fn run_publisher(cl: Arc<Cluster>, mut shutdown: watch::Receiver<bool>
         match publish_round(&cl, c, heartbeat).await {
             Ok(()) => {
                 cl.set_ok(&cl.publisher_ok, true, None);
-                backoff = Duration::from_millis(100);
+                backoff = fresh();
                 if heartbeat {
                     next_heartbeat = tokio::time::Instant::now() + cl.cfg.heartbeat_interval;
                 }
@@ -324,8 +324,7 @@ pub async fn run_publisher(cl: Arc<Cluster>, mut shutdown: watch::Receiver<bool>
                 cl.set_ok(&cl.publisher_ok, false, Some(&e));
                 conn = None;
                 if !stopping {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.next().unwrap_or(MAX_BACKOFF)).await;
                     // Retry soon even if nothing new happens.
                     cl.replication.notify.notify_one();
                 }
@@ -389,7 +388,8 @@ async fn publish_round(cl: &Cluster, conn: &mut Conn<'_>, heartbeat: bool) -> Re
 
 /// Follows the stream until shutdown, reconnecting (and re-syncing) after every failure.
 pub async fn run_follower(cl: Arc<Cluster>, app: Arc<Local>, mut shutdown: watch::Receiver<bool>) {
-    let mut backoff = Duration::from_millis(100);
+    let fresh = || crate::retry::schedule(Duration::from_millis(100), MAX_BACKOFF);
+    let mut backoff = fresh();
     loop {
         let started = tokio::time::Instant::now();
         let result = tokio::select! {
@@ -402,13 +402,12 @@ pub async fn run_follower(cl: Arc<Cluster>, app: Arc<Local>, mut shutdown: watch
         }
         // A connection that lasted a while was healthy: start the backoff over.
         if started.elapsed() > MAX_BACKOFF * 2 {
-            backoff = Duration::from_millis(100);
+            backoff = fresh();
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next().unwrap_or(MAX_BACKOFF)) => {}
             _ = shutdown.changed() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

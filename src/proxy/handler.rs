@@ -173,27 +173,29 @@ pub async fn handle(
     // `decision` is "allow" or a reason code of `GatewayError`: a closed set of label values.
     let added = started.elapsed().saturating_sub(ctx.upstream_elapsed.unwrap_or_default());
     st.metrics.record_request(ctx.route, res.status().as_u16(), decision, ctx.upstream_elapsed, added);
-    let status = res.status().as_u16();
-    let log = &st.cfg().log;
-    let logged = match log.access {
-        AccessLog::Off => false,
-        AccessLog::All => true,
-        AccessLog::Sample => decision != "allow" || status >= 500 || rand::random::<f64>() < log.access_sample,
-    };
-    if logged {
-        let session = ctx.session.as_ref().map(|s| s.sid.to_string());
-        crate::telemetry::access(&crate::telemetry::Access {
-            request_id: &ctx.request_id,
-            method: method.as_str(),
-            route: ctx.route.as_str(),
-            status,
-            decision,
-            session: session.as_deref().unwrap_or("-"),
-            client: ctx.client_ip,
-            upstream_ms: ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1e3),
-            added_ms: added.as_secs_f64() * 1e3,
-            traceparent: traceparent.as_deref(),
-        });
+    if let Some(sink) = &st.log {
+        let status = res.status().as_u16();
+        let log = &st.cfg().log;
+        let logged = match log.access {
+            AccessLog::Off => false,
+            AccessLog::All => true,
+            AccessLog::Sample => decision != "allow" || status >= 500 || rand::random::<f64>() < log.access_sample,
+        };
+        if logged {
+            let session = ctx.session.as_ref().map(|s| s.sid.to_string());
+            sink.access(&crate::telemetry::Access {
+                request_id: &ctx.request_id,
+                method: method.as_str(),
+                route: ctx.route.as_str(),
+                status,
+                decision,
+                session: session.as_deref().unwrap_or("-"),
+                client: ctx.client_ip,
+                upstream_ms: ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1e3),
+                added_ms: added.as_secs_f64() * 1e3,
+                traceparent: traceparent.as_deref(),
+            });
+        }
     }
     Ok(res)
 }
