@@ -88,7 +88,21 @@ pub async fn reload(st: &AppState, actor: &str) -> Result<Reloaded, ReloadError>
         Ok(r) => {
             st.metrics.config_reloads.with_label_values(&["applied"]).inc();
             st.metrics.config_last_reload_success.set(crate::clock::now_ms() / 1000);
-            tracing::info!(applied = ?r.applied, restart_required = ?r.restart_required, %actor, "configuration reloaded");
+            // Lists as JSON arrays in JSON logs (a tracing field would be their Debug text).
+            match &st.log {
+                Some(log) => log.info_with_lists(
+                    "sessiongate::reload",
+                    "configuration reloaded",
+                    &[
+                        ("applied", serde_json::json!(r.applied)),
+                        ("restart_required", serde_json::json!(r.restart_required)),
+                        ("actor", serde_json::json!(actor)),
+                    ],
+                ),
+                None => {
+                    tracing::info!(applied = ?r.applied, restart_required = ?r.restart_required, %actor, "configuration reloaded")
+                }
+            }
             for s in &r.restart_required {
                 tracing::warn!(section = s, "configuration changed in a section that applies only at restart");
             }

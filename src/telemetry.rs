@@ -35,6 +35,52 @@ impl LogSink {
         self.dropped.dropped_lines() as u64
     }
 
+    /// Writes an INFO event whose fields include lists, so that JSON logs carry them as JSON
+    /// arrays (`tracing` records a list as its Debug text). Honours the log filter for
+    /// `target`. In text format, lists are written comma-separated.
+    pub fn info_with_lists(&self, target: &'static str, message: &str, fields: &[(&str, serde_json::Value)]) {
+        use std::io::Write;
+        // The filter was built from log.level / RUST_LOG: ask it, as a tracing event would.
+        if !tracing::enabled!(target: "sessiongate", tracing::Level::INFO) {
+            return;
+        }
+        let ts = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+        let mut buf = Vec::with_capacity(256);
+        match self.format {
+            LogFormat::Json => {
+                let mut line = serde_json::Map::new();
+                line.insert("timestamp".into(), ts.to_string().into());
+                line.insert("level".into(), "INFO".into());
+                line.insert("message".into(), message.into());
+                for (k, v) in fields {
+                    line.insert((*k).into(), v.clone());
+                }
+                line.insert("target".into(), target.into());
+                if serde_json::to_writer(&mut buf, &line).is_err() {
+                    return;
+                }
+                buf.push(b'\n');
+            }
+            LogFormat::Text => {
+                let _ = write!(buf, "{ts}  INFO {target}: {message}");
+                for (k, v) in fields {
+                    let text = match v {
+                        serde_json::Value::Array(a) => a
+                            .iter()
+                            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let _ = write!(buf, " {k}={text}");
+                }
+                buf.push(b'\n');
+            }
+        }
+        let _ = self.writer.clone().write_all(&buf);
+    }
+
     /// Writes an access line, formatted here rather than through `tracing`: it is written once
     /// per request, and the generic JSON formatter costs several microseconds a line. The JSON
     /// shape is the one of every other line (`timestamp`, `level`, `target`, `message`, then the

@@ -175,6 +175,24 @@ fn the_cli_reads_the_config_probes_health_and_refuses_unknown_users() {
     let (code, out, err) = cli(&["sessions", "list"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("0 sessions"), "{out}");
+    // A reload's log line lists its sections as a JSON array, not as Debug text.
+    let (code, _, err) = cli(&["health"]);
+    assert_eq!(code, Some(0), "{err}");
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).expect("generated token");
+    let reload = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H"])
+        .arg(format!("authorization: Bearer {}", token.trim()))
+        .arg(format!("http://127.0.0.1:{port}/reload"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&reload.stdout), "200");
+    let reloaded = loop {
+        let l = gw.logs.recv_timeout(std::time::Duration::from_secs(10)).expect("a reload line");
+        if l.contains("configuration reloaded") {
+            break serde_json::from_str::<Value>(&l).expect("JSON");
+        }
+    };
+    assert!(reloaded["applied"].is_array() && reloaded["restart_required"].is_array(), "{reloaded}");
     let (code, _, err) = cli(&["users", "block", "nosuchuser"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("404") && err.contains("nosuchuser") && err.contains("force"), "{err}");
