@@ -93,27 +93,7 @@ fn check_config_resolves_every_file_and_secret_as_run_would() {
     let city = support::geoip_test_db("GeoIP2-City-Test.mmdb");
     std::fs::copy(city, d.join("city.mmdb")).expect("city");
     std::fs::write(d.join("vpn.txt"), "10.9.0.0/16\n").expect("list");
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(d.join("key.pem"))
-        .arg("-out")
-        .arg(d.join("cert.pem"))
-        .output()
-        .expect("openssl");
-    assert!(ok.status.success());
+    support::self_signed(d);
     let (code, err, out) = check("a-long-enough-admin-token");
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("OK"), "{out}");

@@ -285,20 +285,7 @@ pub(super) async fn node_auth_list(
             .parse::<usize>()
             .map_err(|_| GatewayError::InvalidParameter(format!("offset: expected a number from 0, got {v:?}")))?,
     };
-    let query = crate::session::index::Query {
-        active: Some(true),
-        user: None,
-        ip: None,
-        device: None,
-        country: None,
-        since: None,
-        until: None,
-        min_threat: None,
-        sort: SortKey::LoginTime,
-        desc: true,
-        offset,
-        limit,
-    };
+    let query = crate::session::index::Query { active: Some(true), offset, limit, ..Default::default() };
     let (total, ids) = st.app.sessions.select(&query);
     let mut recs = st.app.sessions.records(ids.clone()).await?;
     recs.sort_by_key(|r| ids.iter().position(|i| *i == r.id));

@@ -457,6 +457,26 @@ pub struct Query {
     pub limit: usize,
 }
 
+impl Default for Query {
+    /// Every session, newest login first, the first 25.
+    fn default() -> Query {
+        Query {
+            active: None,
+            user: None,
+            ip: None,
+            device: None,
+            country: None,
+            since: None,
+            until: None,
+            min_threat: None,
+            sort: SortKey::LoginTime,
+            desc: true,
+            offset: 0,
+            limit: 25,
+        }
+    }
+}
+
 /// Counts over every session in memory (statistics, probes).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Overview {
