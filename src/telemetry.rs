@@ -36,8 +36,8 @@ impl LogSink {
     }
 
     /// Writes an INFO event whose fields include lists, so that JSON logs carry them as JSON
-    /// arrays (`tracing` records a list as its Debug text). Honours the log filter for
-    /// `target`. In text format, lists are written comma-separated.
+    /// arrays (`tracing` records a list as its Debug text). Written when the log filter lets
+    /// INFO events of this crate through. In text format, lists are written comma-separated.
     pub fn info_with_lists(&self, target: &'static str, message: &str, fields: &[(&str, serde_json::Value)]) {
         use std::io::Write;
         // The filter was built from log.level / RUST_LOG: ask it, as a tracing event would.

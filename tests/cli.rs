@@ -116,11 +116,12 @@ fn the_cli_reads_the_config_probes_health_and_refuses_unknown_users() {
         ),
     )
     .expect("write");
-    let mut gw = support::process::spawn_binary(&file);
+    let support::process::Spawned { child, logs, .. } = support::process::spawn_binary(&file);
+    let mut child = support::process::KillOnDrop(child);
     // The startup log: version, dashboard URL, and a warning that the backend does not answer.
     let mut lines = Vec::new();
     while !lines.iter().any(|l: &String| l.contains("the backend does not answer")) {
-        match gw.logs.recv_timeout(std::time::Duration::from_secs(10)) {
+        match logs.recv_timeout(std::time::Duration::from_secs(10)) {
             Ok(l) => lines.push(l),
             Err(_) => panic!("no warning about the unreachable backend in:\n{}", lines.join("\n")),
         }
@@ -167,7 +168,7 @@ fn the_cli_reads_the_config_probes_health_and_refuses_unknown_users() {
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&reload.stdout), "200");
     let reloaded = loop {
-        let l = gw.logs.recv_timeout(std::time::Duration::from_secs(10)).expect("a reload line");
+        let l = logs.recv_timeout(std::time::Duration::from_secs(10)).expect("a reload line");
         if l.contains("configuration reloaded") {
             break serde_json::from_str::<Value>(&l).expect("JSON");
         }
@@ -179,8 +180,8 @@ fn the_cli_reads_the_config_probes_health_and_refuses_unknown_users() {
     let (code, out, err) = cli(&["users", "block", "nosuchuser", "--force"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("blocked"), "{out}");
-    let _ = gw.child.kill();
-    let _ = gw.child.wait();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
 
     let (code, _, err) = cli(&["health", "--admin-url", "http://127.0.0.1:1"]);
     assert_eq!(code, Some(1));

@@ -15,6 +15,16 @@ pub struct Spawned {
     pub logs: Receiver<String>,
 }
 
+/// Kills the child when dropped: a test that fails half-way leaves no gateway running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `sessiongate run --config <config>` (JSON logs expected) and waits for the line that
 /// reports its addresses. The lines read meanwhile stay available in `logs`.
 pub fn spawn_binary(config: &std::path::Path) -> Spawned {
