@@ -164,11 +164,14 @@ pub enum SessionsOp {
 
 #[derive(Subcommand)]
 pub enum UsersOp {
-    /// End every session of a user.
+    /// End every session of a user (all but one with --except).
     TerminateAll {
         user: String,
         #[arg(long)]
         reason: Option<String>,
+        /// Keep this session (id, sessionId or documentId) of the user.
+        #[arg(long)]
+        except: Option<String>,
     },
     /// Block a user: end their sessions and refuse their logins. A user id the gateway has
     /// never seen a session of is refused (a typo?) unless --force.
@@ -495,9 +498,10 @@ async fn sessions(c: &AdminClient, json: bool, op: SessionsOp) -> Result<(), Cli
 
 async fn users(c: &AdminClient, json: bool, op: UsersOp) -> Result<(), ClientError> {
     let (path, body) = match &op {
-        UsersOp::TerminateAll { user, reason } => {
-            (format!("/magic-sessionmanager/user/{}/terminate-all", enc(user)), json!({"reason": reason}))
-        }
+        UsersOp::TerminateAll { user, reason, except } => (
+            format!("/magic-sessionmanager/user/{}/terminate-all", enc(user)),
+            json!({"reason": reason, "except": except}),
+        ),
         UsersOp::Block { user, reason, force } => {
             (format!("/magic-sessionmanager/user/{}/block", enc(user)), json!({"reason": reason, "force": force}))
         }

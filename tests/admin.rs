@@ -267,6 +267,28 @@ async fn terminate_all_ends_every_session_of_one_user() {
 }
 
 #[tokio::test]
+async fn terminate_all_can_keep_one_session() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::with_defaults(&backend).await;
+    let a1 = gw.login("alice").await;
+    let a2 = gw.login("alice").await;
+    let b = gw.login("bob").await;
+    let current = gw.get("/api/magic-sessionmanager/current-session").bearer(&a2.jwt).send().await.json();
+    let keep = current["data"]["sessionId"].as_str().expect("sessionId").to_string();
+    // Another user's session cannot be the one kept.
+    let bobs = gw.get("/api/magic-sessionmanager/current-session").bearer(&b.jwt).send().await.json();
+    let theirs = json!({"except": bobs["data"]["sessionId"]});
+    let res = gw.admin(Method::POST, &format!("{ADMIN}/user/1/terminate-all")).json(theirs).send().await;
+    assert_eq!(res.status, 404);
+    let res =
+        gw.admin(Method::POST, &format!("{ADMIN}/user/1/terminate-all")).json(json!({"except": keep})).send().await;
+    assert_eq!(res.json()["terminated"], 1);
+    assert_eq!(gw.get("/api/articles").bearer(&a1.jwt).send().await.status, 401);
+    assert_eq!(gw.get("/api/articles").bearer(&a2.jwt).send().await.status, 200, "kept");
+    assert_eq!(gw.get("/api/articles").bearer(&b.jwt).send().await.status, 200);
+}
+
+#[tokio::test]
 async fn blocked_users_cannot_log_in_until_unblocked_even_across_restarts() {
     let backend = MockStrapi::start().await;
     let mut gw = Gateway::with_defaults(&backend).await;

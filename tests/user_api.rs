@@ -77,6 +77,35 @@ async fn logout_ends_only_the_current_session_and_revokes_it_at_the_backend() {
     assert_eq!(backend.session_status(&backend_sid(&a2.jwt)), Some(Status::Active));
 }
 
+/// "Log out my other devices": every session of the user but the one asking ends, revoked at
+/// the backend; the current one and other users' stay.
+#[tokio::test]
+async fn logout_others_keeps_the_current_session() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::with_defaults(&backend).await;
+    let a1 = gw.login("alice").await;
+    let a2 = gw.login("alice").await;
+    let a3 = gw.login("alice").await;
+    let b = gw.login("bob").await;
+    let res = gw.post(&format!("{API}/logout-others")).bearer(&a2.jwt).send().await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json(), json!({"message": "Logged out from all other devices successfully", "terminated": 2}));
+    for t in [&a1.jwt, &a3.jwt] {
+        assert_eq!(gw.get("/api/articles").bearer(t).send().await.reason().as_deref(), Some("session_terminated"));
+    }
+    assert_eq!(gw.get("/api/articles").bearer(&a2.jwt).send().await.status, 200, "the current session stays");
+    assert_eq!(gw.get("/api/articles").bearer(&b.jwt).send().await.status, 200);
+    let (s1, s3) = (backend_sid(&a1.jwt), backend_sid(&a3.jwt));
+    assert!(
+        eventually(5, || backend.session_status(&s1) == Some(Status::Revoked)
+            && backend.session_status(&s3) == Some(Status::Revoked))
+        .await
+    );
+    assert_eq!(backend.session_status(&backend_sid(&a2.jwt)), Some(Status::Active));
+    let again = gw.post(&format!("{API}/logout-others")).bearer(&a2.jwt).send().await.json();
+    assert_eq!(again["terminated"], 0, "idempotent");
+}
+
 #[tokio::test]
 async fn logout_all_ends_every_session_of_the_user() {
     let backend = MockStrapi::start().await;

@@ -269,7 +269,8 @@ pub async fn route(st: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
         }
         TerminateAll(user) => {
             let body = body_json(req).await?;
-            terminate_all(st, user, &reason_of(&body, "admin_terminated"), &actor).await
+            let except = body.get("except").and_then(Value::as_str).filter(|s| !s.is_empty());
+            terminate_all(st, user, except, &reason_of(&body, "admin_terminated"), &actor).await
         }
         Block(user, op) => {
             let body = body_json(req).await?;

@@ -197,18 +197,28 @@ pub(super) async fn terminate(
     ))
 }
 
+/// Ends every session of a user, or all but `except` (a session id, `sessionId` or
+/// `documentId` of that user's; another user's answers 404).
 pub(super) async fn terminate_all(
     st: &AdminState,
     user: &str,
+    except: Option<&str>,
     reason: &str,
     actor: &str,
 ) -> Result<Response<Body>, GatewayError> {
     let app = &st.app;
+    let keep = match except {
+        Some(id) => Some(app.sessions.find_for_user(user, id).await?.ok_or_else(not_found)?.id),
+        None => None,
+    };
     let ending = Ending::new(admin_end_reason(reason), Audit::Once(Kind::TerminateAll), actor)
         .user(user)
-        .details(json!({"reason": reason}))
+        .details(json!({"reason": reason, "except": except}))
         .alert(Trigger::AdminTermination, format!("all sessions terminated by {actor}: {reason}"));
-    let n = app.sessions.end_user(user, &ending).await?.len();
+    let n = match keep {
+        Some(keep) => app.sessions.end_user_except(user, keep, &ending).await?.len(),
+        None => app.sessions.end_user(user, &ending).await?.len(),
+    };
     Ok(ok(json!({"success": true, "userId": user, "terminated": n})))
 }
 

@@ -104,6 +104,11 @@ pub async fn handle(
             sessions.end_user(&current.user_id, &ending).await?;
             Ok(ok(json!({ "message": "Logged out from all devices successfully" })))
         }
+        (&Method::POST, ["logout-others"]) => {
+            let ending = Ending::new(EndReason::UserTerminated, Audit::EachSession(Kind::Terminate), "user");
+            let n = sessions.end_user_except(&current.user_id, current.id, &ending).await?.len();
+            Ok(ok(json!({ "message": "Logged out from all other devices successfully", "terminated": n })))
+        }
         (&Method::DELETE, ["my-sessions", id]) => {
             let target = sessions.find_for_user(&current.user_id, id).await?.ok_or(GatewayError::NotFound)?;
             if target.id == current.id {

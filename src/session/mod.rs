@@ -538,6 +538,17 @@ impl Sessions {
         self.end(&self.user_session_ids(user_id), ending).await
     }
 
+    /// Ends every session of a user but one ("log out my other devices").
+    pub async fn end_user_except(
+        &self,
+        user_id: &str,
+        keep: u64,
+        ending: &Ending,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let ids: Vec<u64> = self.user_session_ids(user_id).into_iter().filter(|id| *id != keep).collect();
+        self.end(&ids, ending).await
+    }
+
     async fn end_with_aftermath(
         &self,
         ids: &[u64],
