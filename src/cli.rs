@@ -296,7 +296,15 @@ struct FromConfig {
 }
 
 fn from_config(path: &std::path::Path) -> Option<FromConfig> {
-    let cfg = crate::startup::load_config(path).ok()?;
+    let cfg = match crate::startup::load_config(path) {
+        Ok(cfg) => cfg,
+        // A file that is there but invalid is worth a word: the defaults may not be what was meant.
+        Err(e) if path.exists() => {
+            eprintln!("not reading the admin address and token from {}: {e}", path.display());
+            return None;
+        }
+        Err(_) => return None,
+    };
     let token = match cfg.admin.tokens.first() {
         Some(t) => t.source.require("admin.tokens[0]").map(|s| String::from_utf8_lossy(s.expose()).trim().to_string()),
         None => {
