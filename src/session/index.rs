@@ -1133,20 +1133,7 @@ mod tests {
             }
         }
         let q = |edit: &dyn Fn(&mut Query)| {
-            let mut q = Query {
-                active: None,
-                user: None,
-                ip: None,
-                device: None,
-                country: None,
-                since: None,
-                until: None,
-                min_threat: None,
-                sort: SortKey::LoginTime,
-                desc: true,
-                offset: 0,
-                limit: 3,
-            };
+            let mut q = Query { limit: 3, ..Query::default() };
             edit(&mut q);
             idx.select(&q)
         };
