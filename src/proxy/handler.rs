@@ -143,9 +143,11 @@ pub async fn handle(
         upstream_elapsed: None,
     };
     let method = req.method().clone();
-    let traceparent = req
-        .headers()
-        .get("traceparent")
+    // Read only for the access log (the header itself is forwarded unchanged).
+    let traceparent = st
+        .log
+        .as_ref()
+        .and(req.headers().get("traceparent"))
         .and_then(|v| v.to_str().ok())
         .filter(|t| is_traceparent(t))
         .map(str::to_string);
