@@ -12,6 +12,21 @@ pub struct Device {
     pub os_name: String,
 }
 
+/// The browser family of an agent (`Chrome`, `Firefox`, `Safari`, …; `Unknown` when it names
+/// none; a script is its own family, e.g. `HTTP Library curl`).
+pub fn family(ua: &str) -> String {
+    family_of(&parse(ua).browser_name)
+}
+
+/// The family part of a parsed `browser_name` ("Chrome 143" → "Chrome").
+pub fn family_of(browser_name: &str) -> String {
+    match browser_name.rsplit_once(' ') {
+        Some((name, version)) if version.bytes().all(|b| b.is_ascii_digit()) && !version.is_empty() => name.into(),
+        _ if browser_name.is_empty() => "Unknown".into(),
+        _ => browser_name.into(),
+    }
+}
+
 pub fn parse(ua: &str) -> Device {
     let unknown =
         || Device { device_type: "unknown".into(), browser_name: "Unknown".into(), os_name: "Unknown".into() };
@@ -78,5 +93,17 @@ mod tests {
             let d = parse(ua);
             assert_eq!((d.device_type.as_str(), d.browser_name.as_str(), d.os_name.as_str()), (t, b, o), "{ua}");
         }
+    }
+
+    #[test]
+    fn families_drop_the_version() {
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+        assert_eq!(family(chrome), "Chrome");
+        assert_eq!(family("curl/8.5.0"), "HTTP Library curl", "a script is a family of its own");
+        assert_eq!(family(""), "Unknown");
+        assert_eq!(family_of("Chrome 143"), "Chrome");
+        assert_eq!(family_of("Internet Explorer 11"), "Internet Explorer");
+        assert_eq!(family_of("Safari"), "Safari");
+        assert_eq!(family_of(""), "Unknown");
     }
 }

@@ -30,6 +30,12 @@ pub enum GatewayError {
     RefreshTokenReuse,
     #[error("Session expired due to inactivity")]
     SessionInactive,
+    #[error("Session has reached its maximum age; please log in again")]
+    SessionMaxAge,
+    #[error("Session was used from another location or browser; please log in again")]
+    SessionChanged,
+    #[error("Too many active sessions; log out of another device first")]
+    SessionLimit,
     #[error("Token is not tracked by the gateway")]
     UnknownToken,
     #[error("User is blocked")]
@@ -92,11 +98,10 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
-            SessionTerminated | RefreshTokenReuse | SessionInactive | UnknownToken | Unauthenticated => {
-                StatusCode::UNAUTHORIZED
-            }
+            SessionTerminated | RefreshTokenReuse | SessionInactive | SessionMaxAge | SessionChanged | UnknownToken
+            | Unauthenticated => StatusCode::UNAUTHORIZED,
             AdminUnauthorized => StatusCode::UNAUTHORIZED,
-            UserBlocked | GeoBlocked | RiskDenied => StatusCode::FORBIDDEN,
+            UserBlocked | GeoBlocked | RiskDenied | SessionLimit => StatusCode::FORBIDDEN,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             NotFound | UnknownUser(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -121,6 +126,9 @@ impl GatewayError {
             SessionTerminated
             | RefreshTokenReuse
             | SessionInactive
+            | SessionMaxAge
+            | SessionChanged
+            | SessionLimit
             | UnknownToken
             | Unauthenticated
             | NotFound
@@ -151,6 +159,9 @@ impl GatewayError {
             SessionTerminated => "session_terminated",
             RefreshTokenReuse => "refresh_token_reuse",
             SessionInactive => "session_inactive",
+            SessionMaxAge => "session_max_age",
+            SessionChanged => "session_changed",
+            SessionLimit => "session_limit",
             UnknownToken => "unknown_token",
             UserBlocked => "user_blocked",
             GeoBlocked => "geo_blocked",
@@ -291,6 +302,9 @@ mod tests {
             (GatewayError::SessionTerminated, 401, Side::Client, "session_terminated"),
             (GatewayError::RefreshTokenReuse, 401, Side::Client, "refresh_token_reuse"),
             (GatewayError::SessionInactive, 401, Side::Client, "session_inactive"),
+            (GatewayError::SessionMaxAge, 401, Side::Client, "session_max_age"),
+            (GatewayError::SessionChanged, 401, Side::Client, "session_changed"),
+            (GatewayError::SessionLimit, 403, Side::Client, "session_limit"),
             (GatewayError::UnknownToken, 401, Side::Client, "unknown_token"),
             (GatewayError::Unauthenticated, 401, Side::Client, "unauthenticated"),
             (GatewayError::NotFound, 404, Side::Client, "not_found"),

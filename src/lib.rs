@@ -13,7 +13,8 @@
 //! L4  state            handles only; nothing below L5 sees it
 //! L3  cluster/         replication transport (redis.rs: the only Redis user)
 //! L2  session/         lifecycle, enforce (token → Decision), admission (login → Admission),
-//!                      ending (one path after an ending), replication (events, merge),
+//!                      seen (request → Sighting), ending (one path after an ending),
+//!                      replication (events, merge),
 //!                      revoke (the durable queue), sweeper, maintenance, tokens, crypto
 //! L1  geo, risk (rules.rs: the only CEL user), store (sled.rs: the only sled user), audit,
 //!     backend (client, tls.rs: every rustls config, revoke, roles, fields), alerts
@@ -292,17 +293,7 @@ async fn start_inner(
         tokio::spawn(audit::run_writer(store, metrics.clone(), audit_rx, drained_rx.clone())),
     ];
     let mut background = vec![
-        tokio::spawn(session::sweeper::run(
-            sessions,
-            cfg.store.sweep_interval,
-            session::sweeper::SweepPolicy {
-                retention: cfg.store.terminated_retention,
-                expired_token_grace: cfg.store.expired_token_grace,
-                batch: cfg.store.sweep_batch,
-                audit_retention: cfg.admin.audit_retention,
-            },
-            shutdown_rx.clone(),
-        )),
+        tokio::spawn(session::sweeper::run(sessions, state.config.clone(), shutdown_rx.clone())),
         tokio::spawn(rebuild_login_counters(state.clone())),
         tokio::spawn(geo::run_reloader(geo, cfg.geo.reload_interval, shutdown_rx.clone())),
         tokio::spawn(alerts::run(alert_worker, alert_rx, shutdown_rx.clone())),

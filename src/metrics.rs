@@ -25,6 +25,9 @@ pub(crate) fn assert_stable_names(names: &[&str]) {
     assert_eq!(sorted.len(), names.len(), "duplicate names in {names:?}");
 }
 
+/// The `kind` label of `exchanges_closed_total`.
+pub const EXCHANGE_KINDS: [&str; 3] = ["websocket", "stream", "waiting"];
+
 /// `logins_total{result}`: a closed set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginResult {
@@ -35,15 +38,18 @@ pub enum LoginResult {
     Blocked,
     GeoBlocked,
     RiskDenied,
+    /// Over `policies.max_sessions_per_user` with `on_exceed = "refuse"`.
+    SessionLimit,
 }
 
 impl LoginResult {
-    pub const ALL: [LoginResult; 5] = [
+    pub const ALL: [LoginResult; 6] = [
         LoginResult::Success,
         LoginResult::Failed,
         LoginResult::Blocked,
         LoginResult::GeoBlocked,
         LoginResult::RiskDenied,
+        LoginResult::SessionLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +59,7 @@ impl LoginResult {
             LoginResult::Blocked => "blocked",
             LoginResult::GeoBlocked => "geo_blocked",
             LoginResult::RiskDenied => "risk_denied",
+            LoginResult::SessionLimit => "session_limit",
         }
     }
 }
@@ -122,6 +129,11 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     pub alerts: IntCounterVec,
     pub admin_auth_failures: IntCounter,
+    /// Long-lived exchanges closed because their session ended, by kind (`websocket`, `stream`,
+    /// `waiting`).
+    pub exchanges_closed: IntCounterVec,
+    /// Open protocol-switched tunnels (WebSocket).
+    pub upgrades_open: IntGauge,
     pub cluster: ClusterMetrics,
 }
 
@@ -272,6 +284,14 @@ impl Metrics {
         must(registry.register(Box::new(audit_dropped.clone())));
         let admin_auth_failures = must(IntCounter::new("admin_auth_failures_total", "Failed admin authentications"));
         must(registry.register(Box::new(admin_auth_failures.clone())));
+        let exchanges_closed = counter(
+            "exchanges_closed_total",
+            "Long-lived exchanges (tunnels, streamed responses, waits for the backend) closed because their session ended",
+            &["kind"],
+        );
+        Metrics::preregister(&exchanges_closed, EXCHANGE_KINDS);
+        let upgrades_open = must(IntGauge::new("upgrades_open", "Open protocol-switched (WebSocket) tunnels"));
+        must(registry.register(Box::new(upgrades_open.clone())));
         let gauge = |name: &str, help: &str| {
             let g = must(IntGauge::new(name, help));
             must(registry.register(Box::new(g.clone())));
@@ -352,6 +372,8 @@ impl Metrics {
             audit_dropped,
             alerts,
             admin_auth_failures,
+            exchanges_closed,
+            upgrades_open,
             cluster,
         }
     }

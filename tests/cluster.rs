@@ -588,3 +588,45 @@ async fn redis_paused_killed_and_restarted_during_traffic_blocks_no_request_and_
         assert_eq!(b.get("/api/articles").bearer(&l.jwt).send().await.status, 200, "untouched sessions stay live");
     }
 }
+
+/// A WebSocket opened on one instance closes within a second of a logout on another: the
+/// replicated ending marks that instance's index like a local one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_on_one_instance_closes_when_the_session_ends_on_another() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Setup::new().await;
+    let a = Gateway::start(&s.backend.url(), &member(&s.redis, &s.key, "a", "")).await;
+    let b = Gateway::start(&s.backend.url(), &member(&s.redis, &s.key, "b", "")).await;
+    let alice = a.login("alice").await;
+    let sid = sid_of(&a, &alice.jwt).await;
+    assert!(until(5, || knows(&b, &sid)).await, "the session reaches b");
+    // The handshake must name the session on b: wait until b tracks the token itself (under
+    // load, b has been seen to list the session a moment before its tokens answer).
+    let tracked = || async { b.get(&format!("{API}/current-session")).bearer(&alice.jwt).send().await.status == 200 };
+    assert!(until(5, tracked).await, "b tracks the token");
+    let mut ws = tokio::net::TcpStream::connect(b.addr).await.expect("connect");
+    let handshake = format!(
+        "GET /ws/echo HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        alice.jwt
+    );
+    ws.write_all(handshake.as_bytes()).await.expect("write");
+    let mut head = vec![0u8; 512];
+    let n = ws.read(&mut head).await.expect("head");
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head[..n]));
+    let t0 = Instant::now();
+    assert_eq!(a.post(&format!("{API}/logout")).bearer(&alice.jwt).send().await.status, 200);
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match ws.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "b's tunnel still open a second after the logout on a");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    assert_eq!(metric(&b, "sessiongate_exchanges_closed_total{kind=\"websocket\"}"), 1.0);
+}

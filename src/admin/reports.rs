@@ -126,14 +126,9 @@ pub(super) fn alerts_test(st: &AdminState, body: &Value, actor: &str) -> Result<
 
 pub(super) async fn cleanup(st: &AdminState, actor: &str) -> Result<Response<Body>, GatewayError> {
     let app = &st.app;
-    let policy = sweeper::SweepPolicy {
-        retention: app.cfg().store.terminated_retention,
-        expired_token_grace: app.cfg().store.expired_token_grace,
-        batch: app.cfg().store.sweep_batch,
-        audit_retention: app.cfg().admin.audit_retention,
-    };
+    let policy = sweeper::SweepPolicy::of(&app.cfg());
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let r = sweeper::sweep_once(&app.sessions, policy, &rx).await;
+    let r = sweeper::sweep_once(&app.sessions, &policy, &rx).await;
     app.audit.record(
         Event::new(Kind::Cleanup)
             .actor(actor)

@@ -43,6 +43,10 @@ pub enum Trigger {
     RefreshReuse,
     AdminTermination,
     PasswordChange,
+    /// A newer login over the session limit ended a session.
+    SessionEvicted,
+    /// A live session was used from another country, network or browser family.
+    SessionChanged,
     /// The admin API's test alert.
     Test,
     Custom(String),
@@ -50,7 +54,7 @@ pub enum Trigger {
 
 impl Trigger {
     /// The triggers `alerts.triggers` may route.
-    pub const ROUTABLE: [Trigger; 7] = [
+    pub const ROUTABLE: [Trigger; 9] = [
         Trigger::NewCountry,
         Trigger::Anonymizer,
         Trigger::HighScore,
@@ -58,6 +62,8 @@ impl Trigger {
         Trigger::RefreshReuse,
         Trigger::AdminTermination,
         Trigger::PasswordChange,
+        Trigger::SessionEvicted,
+        Trigger::SessionChanged,
     ];
 
     /// The stable name (`alerts.triggers` keys, the event's `type`, stored records).
@@ -80,6 +86,8 @@ impl Trigger {
             Trigger::RefreshReuse => "refresh_reuse",
             Trigger::AdminTermination => "admin_termination",
             Trigger::PasswordChange => "password_change",
+            Trigger::SessionEvicted => "session_evicted",
+            Trigger::SessionChanged => "session_changed",
             Trigger::Test => "test",
         }
     }
@@ -106,6 +114,8 @@ impl Trigger {
             Trigger::RefreshReuse => "Refresh token reuse: session terminated".into(),
             Trigger::AdminTermination => "Sessions terminated by an admin".into(),
             Trigger::PasswordChange => "Password changed: sessions terminated".into(),
+            Trigger::SessionEvicted => "Session limit reached: oldest session ended".into(),
+            Trigger::SessionChanged => "Session used from another place or browser".into(),
             Trigger::Test => "Test alert".into(),
             Trigger::Custom(name) => format!("Alert: {name}"),
         }

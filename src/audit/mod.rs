@@ -41,10 +41,16 @@ pub enum Kind {
     BackendRevoked,
     /// An ended session could not be revoked at the backend and was given up.
     BackendRevokeFailed,
+    /// A newer login over the session limit ended this one.
+    SessionEvicted,
+    /// Ended at `policies.max_session_age`.
+    SessionMaxAge,
+    /// A live session was used from another country, network or browser family.
+    SessionChanged,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 24] = [
+    pub const ALL: [Kind; 27] = [
         Kind::Login,
         Kind::LoginFailed,
         Kind::LoginBlocked,
@@ -69,6 +75,9 @@ impl Kind {
         Kind::BackendSessionRevoked,
         Kind::BackendRevoked,
         Kind::BackendRevokeFailed,
+        Kind::SessionEvicted,
+        Kind::SessionMaxAge,
+        Kind::SessionChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +106,9 @@ impl Kind {
             Kind::BackendSessionRevoked => "backend_session_revoked",
             Kind::BackendRevoked => "backend_revoked",
             Kind::BackendRevokeFailed => "backend_revoke_failed",
+            Kind::SessionEvicted => "session_evicted",
+            Kind::SessionMaxAge => "session_max_age",
+            Kind::SessionChanged => "session_changed",
         }
     }
 

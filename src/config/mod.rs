@@ -8,7 +8,7 @@
 //! holds its types and checks — `server` (`[server]`, `[upstream]`, `[store]`, `[log]`),
 //! `sessions` (`[sessions]`, `[jwt]`), `backend` (`[routes]`, `[extract]`, `[backend]`,
 //! `[user_api]`), `admin`, `risk` (`[geo]`, `[risk]`, `[geofence]`, `[roles]`), `alerts`,
-//! `cluster`. Vocabularies owned above this layer (rule variables, alert triggers) are checked
+//! `policies`, `cluster`. Vocabularies owned above this layer (rule variables, alert triggers) are checked
 //! by their owners through [`Checks`].
 
 mod admin;
@@ -16,6 +16,7 @@ mod alerts;
 mod backend;
 mod cluster;
 mod describe;
+mod policies;
 mod preset;
 pub mod raw;
 mod risk;
@@ -29,6 +30,7 @@ pub use alerts::*;
 pub use backend::*;
 pub use cluster::*;
 pub use describe::describe;
+pub use policies::*;
 pub use risk::*;
 pub use server::*;
 pub use sessions::*;
@@ -79,6 +81,7 @@ pub struct Config {
     pub geofence: GeofenceConfig,
     pub roles: RolesConfig,
     pub alerts: AlertsConfig,
+    pub policies: PoliciesConfig,
     /// `None`: this instance runs alone on sled.
     pub cluster: Option<ClusterConfig>,
     pub log: LogConfig,
@@ -177,6 +180,7 @@ struct RawConfig {
     geofence: RawGeofence,
     roles: RawRoles,
     alerts: RawAlerts,
+    policies: RawPolicies,
     cluster: Option<RawCluster>,
     log: RawLog,
 }
@@ -333,12 +337,13 @@ impl Config {
             geofence: section(&mut table, "geofence", &mut issues, &mut bad).unwrap_or_default(),
             roles: section(&mut table, "roles", &mut issues, &mut bad).unwrap_or_default(),
             alerts: section(&mut table, "alerts", &mut issues, &mut bad).unwrap_or_default(),
+            policies: section(&mut table, "policies", &mut issues, &mut bad).unwrap_or_default(),
             cluster: section(&mut table, "cluster", &mut issues, &mut bad),
             log: section(&mut table, "log", &mut issues, &mut bad).unwrap_or_default(),
         };
         let sections = [
             "preset", "server", "upstream", "store", "sessions", "jwt", "routes", "extract", "backend", "user_api",
-            "admin", "geo", "risk", "geofence", "roles", "alerts", "cluster", "log",
+            "admin", "geo", "risk", "geofence", "roles", "alerts", "policies", "cluster", "log",
         ];
         for key in table.keys() {
             let hint = did_you_mean(key, &sections).map(|m| format!("; did you mean `{m}`?")).unwrap_or_default();

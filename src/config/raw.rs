@@ -292,3 +292,23 @@ pub struct RawCluster {
     pub snapshot_timeout: Option<String>,
     pub ready_when_isolated: Option<bool>,
 }
+
+/// A policy's keys (`[policies]` itself, or `[policies.roles.<role>]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub max_sessions_per_user: Option<u32>,
+    pub on_exceed: Option<String>,
+    pub max_session_age: Option<String>,
+    pub on_change: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicies {
+    pub max_sessions_per_user: Option<u32>,
+    pub on_exceed: Option<String>,
+    pub max_session_age: Option<String>,
+    pub on_change: Option<String>,
+    pub roles: Option<std::collections::BTreeMap<String, RawPolicy>>,
+}

@@ -122,6 +122,7 @@ pub(super) fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Con
     let admin = super::admin::admin(&mut v, raw.admin, server.listen);
     let (geo, risk, geofence, roles) = super::risk::validate_risk(&mut v, raw.geo, raw.risk, raw.geofence, raw.roles);
     let alerts = super::alerts::validate_alerts(&mut v, raw.alerts, risk.alert_at);
+    let policies = super::policies::policies(&mut v, raw.policies, roles.is_configured());
     let cluster = raw.cluster.and_then(|c| super::cluster::validate_cluster(&mut v, c));
     let log = super::server::log(&mut v, raw.log);
     Config {
@@ -140,6 +141,7 @@ pub(super) fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Con
         geofence,
         roles,
         alerts,
+        policies,
         cluster,
         log,
         source: None,

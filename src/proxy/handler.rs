@@ -11,14 +11,16 @@ use super::body::{self, AuthBody};
 use super::credentials::{self, Cookies, Token};
 use super::headers;
 use super::learn;
+use super::longlived::{self, UntilEnded};
 use super::user_api;
 use crate::audit::{Event, Kind};
 use crate::backend::fields;
-use crate::config::{AccessLog, Config, RefreshPrecedence};
+use crate::config::{AccessLog, Config, OnChange, Policy, RefreshPrecedence};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::metrics::{LoginResult, RefreshResult};
 use crate::routes::{self, RouteClass, RouteMatch};
 use crate::session::enforce::{Decision, Enforcer, Presented, Refusal};
+use crate::session::seen::Sighting;
 use crate::session::{tokens, Audit, EndReason, Ending, Live, SessionOrigin};
 use crate::state::AppState;
 use crate::store::{SessionRecord, TokenEntry, TokenKind};
@@ -60,6 +62,8 @@ pub struct RequestCtx {
     pub refresh_session: Option<Live>,
     /// Time spent waiting for the backend's response head.
     pub upstream_elapsed: Option<Duration>,
+    /// The protocol a client asked to switch to (`Upgrade`, other routes only).
+    pub upgrade: Option<HeaderValue>,
 }
 
 /// Where a refresh credential was found.
@@ -141,6 +145,7 @@ pub async fn handle(
         access_exp: None,
         refresh_session: None,
         upstream_elapsed: None,
+        upgrade: None,
     };
     let method = req.method().clone();
     // Read only for the access log (the header itself is forwarded unchanged).
@@ -214,14 +219,18 @@ async fn handle_inner(
     // The route match borrows from this snapshot, so a reload landing meanwhile cannot free
     // the rule it points to (later phases read the configuration in force when they run).
     let cfg = st.config.load_full();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let normalized = routes::normalize_path(parts.uri.path());
     let matched = classify(&cfg, ctx, &parts, &normalized);
+    // Only plain routes switch protocols: auth routes' bodies are read, the user API is ours.
+    let upgrade = if ctx.route == RouteClass::Other { longlived::ask(&mut parts) } else { None };
+    ctx.upgrade = upgrade.as_ref().map(|u| u.protocol.clone());
     let body = read_body(&cfg, ctx.route, &parts.headers, body).await?;
     let auth_body = parse_auth_body(&cfg, ctx.route, &parts, &body)?;
     let matched = apply_body_condition(ctx, matched, auth_body.json());
     let mut creds = credentials(&cfg, ctx.route, &parts.headers, auth_body.json())?;
     enforce(st, ctx, &mut creds).await?;
+    sight(st, ctx, &parts.headers).await?;
     if ctx.route == RouteClass::UserApi {
         let rest = &normalized[cfg.user_api.prefix.len()..];
         // The gateway answers these itself, so it checks the access token's expiry itself.
@@ -237,7 +246,11 @@ async fn handle_inner(
     };
     let up = upstream_request(st, &cfg, ctx, parts, body, auth_body, &creds)?;
     let sent = Instant::now();
-    let res = st.upstream.send(up).await;
+    // A plain request of a session waits for the backend only while the session lasts (a long
+    // poll of a logged-out session is answered at once). Auth routes are never cut: a logout
+    // ends its own session before it is forwarded.
+    let racing = ctx.session.as_ref().filter(|_| ctx.route == RouteClass::Other);
+    let res = longlived::answer_or_end(&st.sessions, &st.metrics, racing, st.upstream.send(up)).await;
     ctx.upstream_elapsed = Some(sent.elapsed());
     if !ended.records.is_empty() {
         // No answer (an upstream failure) proves nothing: the logout's revocations go ahead.
@@ -245,6 +258,9 @@ async fn handle_inner(
         Box::pin(settle_logout(st, ctx, &creds, &ended, status)).await;
     }
     let res = res?;
+    if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return longlived::tunnel(&st.sessions, &st.metrics, ctx.session.clone(), upgrade, res);
+    }
     observe(st, ctx, matched.as_ref(), &creds, res).await
 }
 
@@ -401,7 +417,7 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Resu
             let refused = slot.as_ref().is_some_and(|t| {
                 matches!(
                     enforcer.decide(&t.text, Presented::Access, now),
-                    Decision::Refuse(Refusal::Ended | Refusal::Reuse(..) | Refusal::Idle(_))
+                    Decision::Refuse(Refusal::Ended | Refusal::Reuse(..) | Refusal::Idle(_) | Refusal::MaxAge(_))
                 )
             });
             if refused {
@@ -446,6 +462,29 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Resu
     Ok(())
 }
 
+/// Phase 5b: where the request's session is used from (`session::seen`). A change of
+/// country, network or browser family is handed to [`learn::session_changed`]; a new address
+/// in the same place is kept (written off the request path, at most once per last-seen
+/// interval).
+async fn sight(st: &AppState, ctx: &RequestCtx, headers: &HeaderMap) -> Result<(), GatewayError> {
+    let Some(live) = ctx.session.as_ref().or(ctx.refresh_session.as_ref()) else { return Ok(()) };
+    let cfg = st.cfg();
+    let policy = policy_of(st, &cfg, live);
+    if policy.on_change == OnChange::Off {
+        return Ok(());
+    }
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let now = st.sessions.clock().now_ms();
+    match st.sessions.sight(live, ctx.client_ip, agent, &st.geo, now) {
+        Sighting::Same { write: None } => Ok(()),
+        Sighting::Same { write: Some(seen) } => {
+            learn::write_seen(st, live, seen, false, None);
+            Ok(())
+        }
+        Sighting::Changed(change) => Box::pin(learn::session_changed(st, ctx, live, agent, *change, policy)).await,
+    }
+}
+
 /// The most credentials a request can present: the bearer, the access cookie, and the refresh
 /// cookie and body field.
 const MAX_CREDENTIALS: usize = 4;
@@ -481,6 +520,15 @@ fn enforcer<'a>(st: &'a AppState, cfg: &'a Config) -> Enforcer<'a> {
         sessions: &st.sessions,
         verifier: st.verifier.as_ref(),
         session_id_claim: cfg.extract.session_id_claim.as_deref(),
+        policies: &cfg.policies,
+    }
+}
+
+/// The policy of `live`'s session (its role's, when policies differ by role).
+pub(super) fn policy_of(st: &AppState, cfg: &Config, live: &Live) -> Policy {
+    match cfg.policies.by_role() {
+        true => *cfg.policies.for_role(st.sessions.role(live).as_deref()),
+        false => cfg.policies.global,
     }
 }
 
@@ -596,6 +644,9 @@ fn upstream_request(
         Some(h) => parts.headers.insert(header::HOST, h),
         None => parts.headers.remove(header::HOST),
     };
+    if let Some(protocol) = &ctx.upgrade {
+        longlived::forward_ask(&mut parts.headers, protocol);
+    }
     credentials::set_bearer(&mut parts.headers, creds.bearer.as_ref());
     forward_cookies(cfg, ctx.route, &mut parts.headers, creds);
     if ctx.route.is_auth() {
@@ -711,7 +762,15 @@ async fn observe(
             RouteClass::Refresh => st.metrics.refresh(RefreshResult::Rejected),
             _ => {}
         }
-        return Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()));
+        let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+        // A streamed answer to a session's request ends when the session does.
+        let body = match &ctx.session {
+            Some(live) if ctx.route == RouteClass::Other && UntilEnded::streams(parts.status, &parts.headers) => {
+                UntilEnded::wrap(body, st.sessions.clone(), live.clone(), st.metrics.clone())
+            }
+            _ => body,
+        };
+        return Ok(Response::from_parts(parts, body));
     }
     let bytes = http_body_util::Limited::new(body, st.cfg().upstream.max_response_body_bytes)
         .collect()

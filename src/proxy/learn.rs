@@ -7,12 +7,16 @@ use super::handler::{names_current_backend_session, split_proven, Creds, Request
 use crate::alerts::Trigger;
 use crate::audit::{Event, Kind};
 use crate::backend::fields;
+use crate::config::{OnChange, OnExceed, Policy};
 use crate::error::GatewayError;
 use crate::metrics::RefreshResult;
+use crate::risk::LoginFacts;
 use crate::routes::RouteMatch;
 use crate::session::admission::{Admission, Admitted, Admitter, Login, Refused};
+use crate::session::seen::Change;
 use crate::session::{tokens, Audit, EndReason, Ending, Issued, Live, Origin, SessionOrigin};
 use crate::state::AppState;
+use crate::store::Seen;
 use http::HeaderMap;
 use serde_json::Value;
 
@@ -80,6 +84,7 @@ pub(super) async fn create(
         roles: &st.roles,
         risk: &st.risk,
         score_threshold: st.alerts.config().score_threshold,
+        policies: &st.cfg().policies,
     };
     let login =
         Login { user_id: &user_id, ip: ctx.client_ip, user_agent: &ctx.user_agent, response: json, now_ms: now };
@@ -87,7 +92,7 @@ pub(super) async fn create(
         Admission::Admit(a) => a,
         Admission::Refuse(r) => return Err(deny_login(st, ctx, &user_id, issued, kind.as_str(), r)),
     };
-    let Admitted { geo, device, role, risk: assessment, risky, alerts: triggers } = admitted;
+    let Admitted { geo, device, role, risk: assessment, risky, alerts: triggers, policy } = admitted;
     if let (Some(details), Some(a)) = (risky, &assessment) {
         tracing::warn!(request_id = %ctx.request_id, user = %user_id, score = a.score, client = %ctx.client_ip, "risky login");
         st.audit.record(Event::new(Kind::RiskAlert).user(&user_id).ip(ctx.client_ip).actor("system").details(details));
@@ -119,6 +124,17 @@ pub(super) async fn create(
     let device_type = origin.device.device_type.clone();
     let live = st.sessions.create(origin, issued).await?;
     tracing::info!(request_id = %ctx.request_id, session = %live.sid, user = %live.user_id, client = %ctx.client_ip, kind = kind.as_str(), "session created");
+    if let (Some(max), OnExceed::EvictOldest) = (policy.max_sessions_per_user, policy.on_exceed) {
+        // After the creation, so logins racing each other each trim to the limit.
+        let ending = Ending::new(EndReason::SessionLimit, Audit::EachSession(Kind::SessionEvicted), "system")
+            .ip(ctx.client_ip)
+            .details(serde_json::json!({"limit": max, "newSession": live.sid.to_string()}))
+            .alert(Trigger::SessionEvicted, format!("a new login went over the limit of {max} sessions"));
+        let evicted = st.sessions.trim_user(&live.user_id, max as usize, live.id, &ending).await?;
+        if !evicted.is_empty() {
+            tracing::info!(request_id = %ctx.request_id, user = %live.user_id, evicted = evicted.len(), limit = max, "session limit: oldest sessions ended");
+        }
+    }
     let event = if kind == SessionOrigin::Refresh { Kind::Refresh } else { Kind::Login };
     st.audit.record(
         Event::new(event).user(&*live.user_id).session(live.sid.to_string()).ip(ctx.client_ip).actor("client").details(
@@ -268,5 +284,83 @@ pub(super) async fn credential_change(
         ctx.session =
             Some(create(st, ctx, creds, &HeaderMap::new(), json, issued, SessionOrigin::CredentialChange).await?);
     }
+    Ok(())
+}
+
+/// Writes where a session was last used from, off the request path (a failure is logged: the
+/// index already holds it, and the next new address writes again).
+pub(super) fn write_seen(st: &AppState, live: &Live, seen: Seen, changed: bool, threat: Option<u32>) {
+    let (sessions, live) = (st.sessions.clone(), live.clone());
+    tokio::spawn(async move {
+        if let Err(e) = sessions.record_seen(&live, seen, changed, threat).await {
+            tracing::warn!(session = %live.sid, error = %e, "could not record where the session was last used from");
+        }
+    });
+}
+
+/// A live session was used from another country, network or browser family: it is re-scored
+/// as a login from there would be, audited and alerted (`session_changed`), and under
+/// `on_change = "terminate"` ended — the request gets 401 `session_changed`.
+pub(super) async fn session_changed(
+    st: &AppState,
+    ctx: &RequestCtx,
+    live: &Live,
+    agent: &str,
+    change: Change,
+    policy: Policy,
+) -> Result<(), GatewayError> {
+    let role = st.sessions.role(live);
+    let device = crate::device::parse(agent);
+    let assessment = st.risk.enabled().then(|| {
+        st.risk.assess(&LoginFacts {
+            user_id: &live.user_id,
+            ip: ctx.client_ip,
+            geo: &change.geo,
+            device: &device,
+            user_agent: agent,
+            role: role.as_deref(),
+            now_ms: st.sessions.clock().now_ms(),
+        })
+    });
+    let score = assessment.as_ref().map(|a| a.score);
+    let terminate = policy.on_change == OnChange::Terminate;
+    let details = serde_json::json!({
+        "what": change.what,
+        "from": change.from,
+        "to": change.to,
+        "ip": ctx.client_ip.to_string(),
+        "score": score,
+        "action": if terminate { "terminate" } else { "alert" },
+    });
+    let why = format!("used from another {}", change.what.join(" and "));
+    tracing::warn!(request_id = %ctx.request_id, session = %live.sid, user = %live.user_id, client = %ctx.client_ip, what = ?change.what, terminate, "session changed mid-session");
+    write_seen(st, live, change.seen.clone(), true, score);
+    if terminate {
+        let ending = Ending::new(EndReason::SessionChanged, Audit::EachSession(Kind::SessionChanged), "system")
+            .ip(ctx.client_ip)
+            .details(details)
+            .alert(Trigger::SessionChanged, why);
+        st.sessions.end(&[live.id], &ending).await?;
+        return Err(GatewayError::SessionChanged);
+    }
+    st.audit.record(
+        Event::new(Kind::SessionChanged)
+            .user(&*live.user_id)
+            .session(live.sid.to_string())
+            .ip(ctx.client_ip)
+            .actor("system")
+            .details(details),
+    );
+    let facts = crate::alerts::Facts {
+        user_id: Some(live.user_id.to_string()),
+        session: Some(live.sid.to_string()),
+        ip: Some(ctx.client_ip.to_string()),
+        geo: Some(change.geo),
+        score,
+        reasons: change.what.iter().map(|w| w.to_string()).collect(),
+        summary: format!("Session {} of user {} {why} ({})", live.sid, live.user_id, ctx.client_ip),
+        ..Default::default()
+    };
+    st.alerts.raise(Trigger::SessionChanged, &facts);
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod form;
 pub mod handler;
 pub mod headers;
 mod learn;
+mod longlived;
 pub mod user_api;
 
 use crate::clock::now_ms;
@@ -169,7 +170,8 @@ async fn serve_connection<I>(
             Ok::<_, std::convert::Infallible>(res)
         }
     });
-    let conn = builder.serve_connection(io, svc);
+    // With upgrades: a WebSocket handshake the backend accepts becomes a tunnel (`longlived`).
+    let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let mut tick = tokio::time::interval(Duration::from_millis((idle_ms / 4).clamp(50, 5_000) as u64));
     let mut closing = false;

@@ -37,6 +37,16 @@ pub fn session_json(rec: &SessionRecord, current: Option<u64>, now: i64, inactiv
         "documentId": rec.document_id,
         "sessionId": rec.sid,
         "ipAddress": rec.ip,
+        // Where it was last used from (the login's address until another was seen).
+        "lastIpAddress": rec.seen.as_ref().map_or(&rec.ip, |s| &s.ip),
+        "lastSeenFrom": rec.seen.as_ref().map(|s| json!({
+            "ipAddress": s.ip,
+            "at": iso(s.at),
+            "countryCode": s.country_code,
+            "asn": s.asn,
+            "browser": s.family,
+            "changes": s.changes,
+        })),
         "userAgent": rec.user_agent,
         "loginTime": iso(rec.login_time),
         "lastActive": iso(rec.last_active),

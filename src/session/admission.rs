@@ -1,5 +1,6 @@
 //! Login admission: a login the backend accepted → [`Admission`], with no HTTP in sight. The
-//! gateway may still refuse it (a blocked user, a fenced country, a risk rule); an admitted
+//! gateway may still refuse it (a blocked user, a fenced country, the session limit under
+//! `on_exceed = "refuse"`, a risk rule); an admitted
 //! login carries what the new session records (geo, device, role, assessment) and the alerts it
 //! raises once the session exists. The proxy gathers nothing and decides nothing: it asks
 //! [`Admitter::admit`] and acts on the answer.
@@ -7,6 +8,7 @@
 use crate::alerts::Trigger;
 use crate::audit::Kind;
 use crate::backend::roles::Roles;
+use crate::config::{OnExceed, PoliciesConfig, Policy};
 use crate::device::{self, Device};
 use crate::error::GatewayError;
 use crate::geo::{Geo, GeoInfo};
@@ -31,6 +33,7 @@ pub enum Refusal {
     Blocked,
     GeoBlocked,
     RiskDenied,
+    SessionLimit,
 }
 
 impl Refusal {
@@ -45,6 +48,7 @@ impl Refusal {
             Refusal::Blocked => LoginResult::Blocked,
             Refusal::GeoBlocked => LoginResult::GeoBlocked,
             Refusal::RiskDenied => LoginResult::RiskDenied,
+            Refusal::SessionLimit => LoginResult::SessionLimit,
         }
     }
 
@@ -53,6 +57,7 @@ impl Refusal {
             Refusal::Blocked => GatewayError::UserBlocked,
             Refusal::GeoBlocked => GatewayError::GeoBlocked,
             Refusal::RiskDenied => GatewayError::RiskDenied,
+            Refusal::SessionLimit => GatewayError::SessionLimit,
         }
     }
 
@@ -60,7 +65,7 @@ impl Refusal {
     pub fn kind(self) -> Kind {
         match self {
             Refusal::Blocked => Kind::LoginBlocked,
-            Refusal::GeoBlocked | Refusal::RiskDenied => Kind::LoginDenied,
+            Refusal::GeoBlocked | Refusal::RiskDenied | Refusal::SessionLimit => Kind::LoginDenied,
         }
     }
 }
@@ -88,9 +93,14 @@ pub struct Admitted {
     pub risky: Option<Value>,
     /// Alerts to raise once the session exists: a trigger and, for custom alerts, its channels.
     pub alerts: Vec<(Trigger, Option<Vec<String>>)>,
+    /// The session's policy (its role's): the caller trims the user's sessions to its limit
+    /// once the new one exists.
+    pub policy: Policy,
 }
 
 #[derive(Debug)]
+// One per login, moved once and never stored: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Admission {
     Admit(Admitted),
     Refuse(Refused),
@@ -104,6 +114,7 @@ pub struct Admitter<'a> {
     pub risk: &'a Risk,
     /// `alerts.score_threshold`.
     pub score_threshold: u32,
+    pub policies: &'a PoliciesConfig,
 }
 
 /// Everything a decision needs, gathered.
@@ -112,6 +123,8 @@ pub struct Facts<'a> {
     pub blocked: bool,
     pub geo: Option<GeoInfo>,
     pub role: Option<String>,
+    /// The user's sessions that have not ended.
+    pub live_sessions: usize,
 }
 
 impl Admitter<'_> {
@@ -124,7 +137,8 @@ impl Admitter<'_> {
             true => None,
             false => self.roles.resolve(login.user_id, login.response).await,
         };
-        self.decide(Facts { login, blocked, geo, role })
+        let live_sessions = self.sessions.live_sessions_of(login.user_id).len();
+        self.decide(Facts { login, blocked, geo, role, live_sessions })
     }
 
     /// The decision itself: memory only (the risk history is read, not written).
@@ -141,6 +155,14 @@ impl Admitter<'_> {
         if let Err(why) = self.risk.check_fence(&located, f.role.as_deref(), login.ip) {
             let details = serde_json::json!({"country": located.country_code, "role": f.role});
             return refuse(Refusal::GeoBlocked, why, details, None);
+        }
+        let policy = *self.policies.for_role(f.role.as_deref());
+        if let (Some(max), OnExceed::Refuse) = (policy.max_sessions_per_user, policy.on_exceed) {
+            if f.live_sessions >= max as usize {
+                let why = format!("{} active sessions; the limit is {max}", f.live_sessions);
+                let details = serde_json::json!({"sessions": f.live_sessions, "limit": max, "role": f.role});
+                return refuse(Refusal::SessionLimit, why, details, None);
+            }
         }
         let facts = LoginFacts {
             user_id: login.user_id,
@@ -175,7 +197,7 @@ impl Admitter<'_> {
         if located.is_anonymous() || located.is_datacenter {
             alerts.push((Trigger::Anonymizer, None));
         }
-        Admission::Admit(Admitted { geo: f.geo, device, role: f.role, risk: assessment, risky, alerts })
+        Admission::Admit(Admitted { geo: f.geo, device, role: f.role, risk: assessment, risky, alerts, policy })
     }
 }
 
@@ -226,7 +248,18 @@ mod tests {
         let geo_db = Geo::new(&cfg.geo);
         let upstream = std::sync::Arc::new(crate::backend::Upstream::new(&cfg.upstream).expect("client"));
         let roles = Roles::new(cfg.roles.clone(), None, upstream);
-        let admitter = Admitter { sessions: &sessions, geo: &geo_db, roles: &roles, risk: &risk, score_threshold: 60 };
+        let mut policies = crate::config::PoliciesConfig::default();
+        let limited =
+            crate::config::Policy { max_sessions_per_user: Some(2), on_exceed: OnExceed::Refuse, ..Default::default() };
+        policies.roles.insert("kiosk".into(), limited);
+        let admitter = Admitter {
+            sessions: &sessions,
+            geo: &geo_db,
+            roles: &roles,
+            risk: &risk,
+            score_threshold: 60,
+            policies: &policies,
+        };
         let tor = Some(GeoInfo { country_code: Some("NL".into()), is_tor: true, ..Default::default() });
         // (case, user, blocked, geo, role, expected) — in order: the risk history grows.
         type Case = (&'static str, &'static str, bool, Option<GeoInfo>, Option<&'static str>, &'static str);
@@ -247,6 +280,8 @@ mod tests {
             ),
             ("deny rule", "u3", false, tor, None, "refused risk_denied"),
             ("custom alert", "u4", false, geo("DE", false), Some("night"), "admitted [night-shift]"),
+            ("a role's session limit, refusing", "u5", false, geo("DE", false), Some("kiosk"), "refused session_limit"),
+            ("blocked beats the limit", "u5", true, geo("DE", false), Some("kiosk"), "refused blocked"),
         ];
         for (name, user, blocked, g, role, expected) in cases {
             let body = Value::Null;
@@ -257,8 +292,13 @@ mod tests {
                 response: &body,
                 now_ms: 1,
             };
-            let decided =
-                admitter.decide(Facts { login: &login, blocked, geo: g.clone(), role: role.map(str::to_string) });
+            let decided = admitter.decide(Facts {
+                login: &login,
+                blocked,
+                geo: g.clone(),
+                role: role.map(str::to_string),
+                live_sessions: 5,
+            });
             let got = outcome(&decided).replace("custom:night-shift", "night-shift");
             assert_eq!(got, expected, "{name}");
             if let Admission::Admit(_) = decided {

@@ -7,7 +7,7 @@ use super::tokens::{self, Verifier};
 use super::{Audit, Check, EndReason, Ending, Live, Sessions};
 use crate::alerts::Trigger;
 use crate::audit::Kind;
-use crate::config::{IdlePolicy, UnknownTokens};
+use crate::config::{IdlePolicy, PoliciesConfig, UnknownTokens};
 use crate::error::GatewayError;
 use crate::store::{TokenEntry, TokenKind};
 use serde_json::Value;
@@ -43,6 +43,8 @@ pub enum Refusal {
     Reuse(Live, String),
     /// Inactive past `sessions.inactivity_timeout` under `idle_policy = "terminate"`.
     Idle(Live),
+    /// Older than its policy's `max_session_age`.
+    MaxAge(Live),
     /// A JWT the gateway never saw, under `unknown_tokens = "reject"`.
     UnknownToken,
 }
@@ -54,6 +56,7 @@ impl Refusal {
             Refusal::Ended => GatewayError::SessionTerminated,
             Refusal::Reuse(..) => GatewayError::RefreshTokenReuse,
             Refusal::Idle(_) => GatewayError::SessionInactive,
+            Refusal::MaxAge(_) => GatewayError::SessionMaxAge,
             Refusal::UnknownToken => GatewayError::UnknownToken,
         }
     }
@@ -70,6 +73,9 @@ impl Refusal {
             Refusal::Idle(live) => {
                 Some((live, Ending::new(EndReason::IdleTimeout, Audit::EachSession(Kind::IdleTerminated), "system")))
             }
+            Refusal::MaxAge(live) => {
+                Some((live, Ending::new(EndReason::MaxAge, Audit::EachSession(Kind::SessionMaxAge), "system")))
+            }
             Refusal::Ended | Refusal::UnknownToken => None,
         }
     }
@@ -83,6 +89,8 @@ pub struct Enforcer<'a> {
     pub verifier: Option<&'a Verifier>,
     /// `extract.session_id_claim`.
     pub session_id_claim: Option<&'a str>,
+    /// `[policies]` (the age limit).
+    pub policies: &'a PoliciesConfig,
 }
 
 impl Enforcer<'_> {
@@ -107,7 +115,23 @@ impl Enforcer<'_> {
         if self.sessions.config().idle_policy == IdlePolicy::Terminate && self.sessions.is_idle(&live, now) {
             return Decision::Refuse(Refusal::Idle(live));
         }
+        if self.too_old(&live, now) {
+            return Decision::Refuse(Refusal::MaxAge(live));
+        }
         Decision::Live(live, entry)
+    }
+
+    /// Whether the session is older than its policy allows (the role is looked up only when
+    /// policies differ by role).
+    fn too_old(&self, live: &Live, now: i64) -> bool {
+        if !self.policies.bounds_age() {
+            return false;
+        }
+        let role = if self.policies.by_role() { self.sessions.role(live) } else { None };
+        self.policies
+            .for_role(role.as_deref())
+            .max_session_age
+            .is_some_and(|max| now - self.sessions.login_time(live) > max.as_millis() as i64)
     }
 
     /// A token never seen may still belong to a tracked backend session (issued by the backend
@@ -144,6 +168,7 @@ mod tests {
             Decision::Refuse(Refusal::Ended) => "ended",
             Decision::Refuse(Refusal::Reuse(..)) => "reuse",
             Decision::Refuse(Refusal::Idle(_)) => "idle",
+            Decision::Refuse(Refusal::MaxAge(_)) => "too old",
             Decision::Refuse(Refusal::UnknownToken) => "unknown token",
         }
     }
@@ -242,8 +267,13 @@ mod tests {
                 }
             })
             .await;
-            let e =
-                Enforcer { sessions: &w.sessions, verifier: Some(&w.verifier), session_id_claim: Some("sessionId") };
+            let policies = PoliciesConfig::default();
+            let e = Enforcer {
+                sessions: &w.sessions,
+                verifier: Some(&w.verifier),
+                session_id_claim: Some("sessionId"),
+                policies: &policies,
+            };
             for (name, only, pick, presented, after, expected) in CASES {
                 if only.is_some_and(|o| o != strict) {
                     continue;
@@ -257,7 +287,8 @@ mod tests {
     #[tokio::test]
     async fn refusals_say_what_they_end_and_answer() {
         let w = testing::world(|c| c.sessions.refresh_reuse_grace = Duration::ZERO).await;
-        let e = Enforcer { sessions: &w.sessions, verifier: None, session_id_claim: None };
+        let policies = PoliciesConfig::default();
+        let e = Enforcer { sessions: &w.sessions, verifier: None, session_id_claim: None, policies: &policies };
         let Decision::Refuse(r) = e.decide(&w.rotated_out, Presented::Refresh, w.t0 + 1_000) else {
             panic!("reuse is refused");
         };
@@ -268,5 +299,20 @@ mod tests {
         assert!(Refusal::Ended.ends().is_none());
         assert_eq!(Refusal::UnknownToken.error().reason(), "unknown_token");
         assert_eq!(Refusal::Ended.error().reason(), "session_terminated");
+    }
+
+    #[tokio::test]
+    async fn a_session_past_its_age_is_refused_and_ended() {
+        let w = testing::world(|_| {}).await;
+        let mut policies = PoliciesConfig::default();
+        policies.global.max_session_age = Some(Duration::from_secs(10));
+        let e = Enforcer { sessions: &w.sessions, verifier: None, session_id_claim: None, policies: &policies };
+        let login = w.sessions.login_time(&w.sessions.live(w.a.id).expect("live"));
+        assert_eq!(word(&e.decide(&w.a.access, Presented::Access, login + 9_000)), "live access");
+        let got = e.decide(&w.a_refresh(), Presented::Refresh, login + 10_001);
+        assert_eq!(word(&got), "too old", "the refresh token too: no refresh past the age");
+        let Decision::Refuse(r) = got else { unreachable!() };
+        assert_eq!(r.error().reason(), "session_max_age");
+        assert_eq!(r.ends().map(|(_, e)| e.reason), Some(EndReason::MaxAge));
     }
 }

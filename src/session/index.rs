@@ -14,6 +14,11 @@
 //! - **Users** are interned: a slot holds a 4-byte number; the user's row holds the name, the
 //!   latest username and e-mail, and the user's session ids.
 //!
+//! - **Policy columns**: the role (interned), and where the session was last used from — a
+//!   hash of the address, a hash of the agent, and the country, network and browser family
+//!   packed in 64 bits — so the mid-session change check compares integers and looks the
+//!   address up only when it changed.
+//!
 //! Names, agents, device ids and everything else a listing shows are read from the store for
 //! the page only.
 
@@ -35,6 +40,8 @@ const ROTATED_MASK: u64 = (1 << GEN_SHIFT) - 1;
 /// Slot flags.
 const IP_V6: u8 = 1;
 const ODD_SID: u8 = 2;
+/// The last address seen is not on disk yet.
+const SEEN_PENDING: u8 = 4;
 const NO_THREAT: u8 = u8::MAX;
 
 /// The token table's key: the first 16 bytes of the token's SHA-256.
@@ -165,11 +172,22 @@ struct Segment {
     device: Box<[AtomicU8]>,
     threat: Box<[AtomicU8]>,
     flags: Box<[AtomicU8]>,
+    // Policy columns.
+    /// 1 + the number of the role in `Table::roles`; 0 = none known.
+    role: Box<[AtomicU8]>,
+    /// Where the session was last used from (see [`Place`]); 0 = not yet known.
+    seen_place: Box<[AtomicU64]>,
+    /// Hashes of the last address and agent (0 = not known).
+    seen_ip: Box<[AtomicU32]>,
+    seen_ua: Box<[AtomicU32]>,
+    /// When a new address was last queued for the disk (unix seconds).
+    seen_written: Box<[AtomicU32]>,
 }
 
 /// Bytes one slot occupies (hot columns, listing columns).
 const HOT_SLOT_BYTES: usize = 8 + 2 + 4 + 16 + 8 + 8 + 8;
 const LISTING_SLOT_BYTES: usize = 8 + 4 + 2 + 1 + 1 + 1;
+const POLICY_SLOT_BYTES: usize = 1 + 8 + 4 + 4 + 4;
 
 impl Segment {
     fn new() -> Segment {
@@ -188,6 +206,11 @@ impl Segment {
             device: column(),
             threat: column(),
             flags: column(),
+            role: column(),
+            seen_place: column(),
+            seen_ip: column(),
+            seen_ua: column(),
+            seen_written: column(),
         }
     }
 }
@@ -312,6 +335,8 @@ struct Table {
     v6: Vec<Ipv6Addr>,
     v6_ids: HashMap<Ipv6Addr, u32>,
     odd_sids: HashMap<u64, Arc<str>, BuildHasherDefault<Mix>>,
+    roles: Vec<Arc<str>>,
+    families: Vec<Arc<str>>,
 }
 
 impl Table {
@@ -373,18 +398,7 @@ impl Table {
     }
 
     fn device(&mut self, d: &str) -> u8 {
-        if d.is_empty() {
-            return 0;
-        }
-        if let Some(n) = self.devices.iter().position(|x| &**x == d) {
-            return n as u8 + 1;
-        }
-        if self.devices.len() >= 254 {
-            // Device types are the parser's small closed set; more means garbage.
-            return 0;
-        }
-        self.devices.push(d.into());
-        self.devices.len() as u8
+        intern(&mut self.devices, d)
     }
 
     fn ip(&mut self, ip: &str) -> (u32, u8) {
@@ -403,6 +417,87 @@ impl Table {
     }
 }
 
+/// 1 + the number of `name` in a small vocabulary (device types, roles, browser families),
+/// added if new; 0 for an empty name, or once 254 are held (these are small closed sets in
+/// practice: more means garbage, which then shares "unknown").
+fn intern(names: &mut Vec<Arc<str>>, name: &str) -> u8 {
+    if name.is_empty() {
+        return 0;
+    }
+    if let Some(n) = names.iter().position(|x| &**x == name) {
+        return n as u8 + 1;
+    }
+    if names.len() >= 254 {
+        return 0;
+    }
+    names.push(name.into());
+    names.len() as u8
+}
+
+fn interned(names: &[Arc<str>], n: u8) -> Option<Arc<str>> {
+    n.checked_sub(1).and_then(|i| names.get(i as usize)).cloned()
+}
+
+/// FNV-1a of `bytes`, never 0 (0 means "not known" in the columns). Only equality is asked of
+/// it: a collision makes a changed address or agent look unchanged for one request pair.
+fn fnv(bytes: &[u8]) -> u32 {
+    let h = bytes.iter().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
+    h | 1
+}
+
+pub fn ip_hash(ip: IpAddr) -> u32 {
+    match ip {
+        IpAddr::V4(v4) => fnv(&v4.octets()),
+        IpAddr::V6(v6) => fnv(&v6.octets()),
+    }
+}
+
+pub fn ua_hash(ua: &str) -> u32 {
+    fnv(ua.as_bytes())
+}
+
+/// Where a session was used from: country, network (ASN) and browser family, packed in 64
+/// bits (bit 63 set: known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Place {
+    /// Two ASCII letters (0: unknown).
+    pub country: u16,
+    /// 0: unknown.
+    pub asn: u32,
+    /// An interned browser family (0: unknown).
+    pub family: u8,
+}
+
+impl Place {
+    const KNOWN: u64 = 1 << 63;
+
+    fn pack(self) -> u64 {
+        Place::KNOWN | u64::from(self.country) | (u64::from(self.asn) << 16) | (u64::from(self.family) << 48)
+    }
+
+    fn unpack(v: u64) -> Option<Place> {
+        (v & Place::KNOWN != 0).then_some(Place { country: v as u16, asn: (v >> 16) as u32, family: (v >> 48) as u8 })
+    }
+
+    /// The country as two letters.
+    pub fn country_code(&self) -> Option<String> {
+        let [a, b] = self.country.to_be_bytes();
+        (self.country != 0).then(|| String::from_utf8_lossy(&[a, b]).into_owned())
+    }
+}
+
+/// What the index holds of where a session was last used from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastSeen {
+    pub place: Option<Place>,
+    pub ip_hash: u32,
+    pub ua_hash: u32,
+    /// When a new address was last queued for the disk (unix seconds).
+    pub written: u32,
+    /// A new address is held that is not on disk yet.
+    pub pending: bool,
+}
+
 /// The segment and offset of `slot` in a snapshot of the segment list.
 fn seg_of(segs: &[Arc<Segment>], slot: u32) -> Option<(&Segment, usize)> {
     let s = segs.get((slot >> SEG_BITS) as usize)?;
@@ -417,7 +512,7 @@ fn set<A>(column: &[A], i: usize, f: impl FnOnce(&A)) {
     }
 }
 
-fn country_code(c: &str) -> u16 {
+pub(crate) fn country_code(c: &str) -> u16 {
     match c.as_bytes() {
         [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
             (u16::from(a.to_ascii_uppercase()) << 8) | u16::from(b.to_ascii_uppercase())
@@ -531,11 +626,19 @@ fn table_bytes<T>(cap: usize) -> usize {
 pub struct Index {
     tokens: Box<[RwLock<TokMap>]>,
     table: RwLock<Table>,
+    /// Bumped whenever a session ends or leaves the index (local or replicated endings alike:
+    /// both go through [`Index::mark_ended`]), so long-lived exchanges waiting on a session
+    /// wake and look.
+    endings: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Index {
     fn default() -> Index {
-        Index { tokens: (0..SHARDS).map(|_| RwLock::default()).collect(), table: RwLock::default() }
+        Index {
+            tokens: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            table: RwLock::default(),
+            endings: tokio::sync::watch::Sender::new(0),
+        }
     }
 }
 
@@ -584,6 +687,24 @@ impl Index {
         let slot = t.alloc();
         let user = t.users.intern(row.user_id, row.username, row.email, row.id);
         let device = t.device(row.device_type);
+        let role = row.role.map_or(0, |r| intern(&mut t.roles, r));
+        let place = match &row.seen {
+            Some(seen) => Place {
+                country: seen.country_code.as_deref().map_or(0, country_code),
+                asn: seen.asn.unwrap_or(0),
+                family: intern(&mut t.families, &seen.family),
+            },
+            None => Place {
+                country: row.geo.as_ref().and_then(|g| g.country_code.as_deref()).map_or(0, country_code),
+                asn: row.geo.as_ref().and_then(|g| g.asn).unwrap_or(0),
+                // "Unknown" is both "no agent" and "an agent woothee does not know": no baseline.
+                family: match crate::device::family_of(row.browser_name) {
+                    f if f == "Unknown" => 0,
+                    f => intern(&mut t.families, &f),
+                },
+            },
+        };
+        let seen_ip = row.seen.as_ref().map_or(row.ip, |s| s.ip.as_str()).parse().map_or(0, ip_hash);
         let (ip, mut flags) = t.ip(row.ip);
         let sid = Sid::parse(row.sid);
         let (hi, lo) = match &sid {
@@ -612,6 +733,12 @@ impl Index {
             let threat = row.threat_score.map_or(NO_THREAT, |v| v.min(100) as u8);
             set(&s.threat, i, |a| a.store(threat, Relaxed));
             set(&s.flags, i, |a| a.store(flags, Relaxed));
+            set(&s.role, i, |a| a.store(role, Relaxed));
+            set(&s.seen_place, i, |a| a.store(place.pack(), Relaxed));
+            set(&s.seen_ip, i, |a| a.store(seen_ip, Relaxed));
+            set(&s.seen_ua, i, |a| a.store(0, Relaxed));
+            let written = row.seen.as_ref().map_or(row.login_time, |s| s.at) / 1000;
+            set(&s.seen_written, i, |a| a.store(written.clamp(0, i64::from(u32::MAX)) as u32, Relaxed));
             gen = s.gen.get(i).map_or(0, |g| g.load(Relaxed));
             // Published last: a reader that sees the id sees the fields.
             set(&s.id, i, |a| a.store(row.id, Release));
@@ -707,6 +834,8 @@ impl Index {
             t.users.release(u, id);
         }
         t.free.push(slot);
+        drop(t);
+        self.ended_one();
     }
 
     /// Names `live`'s session as the backend session `alias`.
@@ -733,9 +862,101 @@ impl Index {
 
     /// Marks the session ended at `now`; `false` if it already was (or is gone).
     pub fn mark_ended(&self, live: &Live, now: i64) -> bool {
+        let marked = {
+            let t = self.table();
+            let Some(a) = t.of(live).and_then(|(s, i)| s.ended_at.get(i)) else { return false };
+            a.compare_exchange(0, now.max(1), AcqRel, Acquire).is_ok()
+        };
+        if marked {
+            self.ended_one();
+        }
+        marked
+    }
+
+    fn ended_one(&self) {
+        self.endings.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees a change after every ending (see [`Index::endings`]'s field).
+    pub fn endings(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.endings.subscribe()
+    }
+
+    /// When the session began (unix ms; 0 if it is gone).
+    pub fn login_time(&self, live: &Live) -> i64 {
+        self.table().of(live).and_then(|(s, i)| s.login.get(i).map(|a| a.load(Relaxed))).unwrap_or(0)
+    }
+
+    /// The role the session was opened with, if one is known.
+    pub fn role(&self, live: &Live) -> Option<Arc<str>> {
         let t = self.table();
-        let Some(a) = t.of(live).and_then(|(s, i)| s.ended_at.get(i)) else { return false };
-        a.compare_exchange(0, now.max(1), AcqRel, Acquire).is_ok()
+        let n = t.of(live).and_then(|(s, i)| s.role.get(i).map(|a| a.load(Relaxed)))?;
+        interned(&t.roles, n)
+    }
+
+    /// Where the session was last used from, as held here.
+    pub fn last_seen(&self, live: &Live) -> Option<LastSeen> {
+        let t = self.table();
+        let (s, i) = t.of(live)?;
+        Some(LastSeen {
+            place: Place::unpack(s.seen_place.get(i)?.load(Relaxed)),
+            ip_hash: s.seen_ip.get(i)?.load(Relaxed),
+            ua_hash: s.seen_ua.get(i)?.load(Relaxed),
+            written: s.seen_written.get(i)?.load(Relaxed),
+            pending: s.flags.get(i)?.load(Relaxed) & SEEN_PENDING != 0,
+        })
+    }
+
+    /// Records where the session was just used from. `place` replaces the known place when
+    /// given; `written` the time a new address was last queued for the disk.
+    pub fn set_last_seen(
+        &self,
+        live: &Live,
+        ip_hash: u32,
+        ua_hash: u32,
+        place: Option<Place>,
+        written: Option<u32>,
+        pending: bool,
+    ) {
+        let t = self.table();
+        let Some((s, i)) = t.of(live) else { return };
+        set(&s.seen_ip, i, |a| a.store(ip_hash, Relaxed));
+        set(&s.seen_ua, i, |a| a.store(ua_hash, Relaxed));
+        if let Some(p) = place {
+            set(&s.seen_place, i, |a| a.store(p.pack(), Relaxed));
+        }
+        if let Some(w) = written {
+            set(&s.seen_written, i, |a| a.store(w, Relaxed));
+        }
+        set(&s.flags, i, |a| {
+            if pending {
+                a.fetch_or(SEEN_PENDING, Relaxed);
+            } else {
+                a.fetch_and(!SEEN_PENDING, Relaxed);
+            }
+        });
+    }
+
+    /// The number of a browser family (interned on first sight).
+    pub fn family(&self, name: &str) -> u8 {
+        let t = self.table();
+        if let Some(n) = t.families.iter().position(|x| &**x == name) {
+            return n as u8 + 1;
+        }
+        drop(t);
+        intern(&mut crate::sync::write(&self.table).families, name)
+    }
+
+    /// The name of a browser family number.
+    pub fn family_name(&self, n: u8) -> Option<Arc<str>> {
+        interned(&self.table().families, n)
+    }
+
+    /// Sets the threat score shown for the session (a re-score).
+    pub fn set_threat(&self, live: &Live, score: u32) {
+        if let Some((s, i)) = self.table().of(live) {
+            set(&s.threat, i, |a| a.store(score.min(100) as u8, Relaxed));
+        }
     }
 
     pub fn last_active(&self, live: &Live) -> i64 {
@@ -1015,7 +1236,7 @@ impl Index {
                 .sum::<usize>();
         Memory {
             token_table,
-            session_table: slots * HOT_SLOT_BYTES
+            session_table: slots * (HOT_SLOT_BYTES + POLICY_SLOT_BYTES)
                 + t.free.capacity() * 4
                 + table_bytes::<(u64, Arc<str>)>(t.odd_sids.capacity()),
             listing_columns: slots * LISTING_SLOT_BYTES

@@ -17,6 +17,7 @@ pub mod index;
 pub mod maintenance;
 pub mod replication;
 pub mod revoke;
+pub mod seen;
 pub mod sweeper;
 pub mod tokens;
 
@@ -318,6 +319,19 @@ impl Sessions {
         self.index.is_ended(live)
     }
 
+    /// Resolves once `live`'s session has ended — here or on another instance (a replicated
+    /// ending marks the index the same way), or by leaving the index. What long-lived exchanges
+    /// (tunnels, streamed responses, a wait for the backend) race against.
+    pub async fn until_ended(&self, live: &Live) {
+        // Subscribed before looking, so an ending between the two is not missed.
+        let mut endings = self.index.endings();
+        while !self.is_ended(live) {
+            if endings.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     pub fn last_active(&self, live: &Live) -> i64 {
         self.index.last_active(live)
     }
@@ -349,6 +363,73 @@ impl Sessions {
 
     pub fn user_session_ids(&self, user_id: &str) -> Vec<u64> {
         self.index.user_sessions(user_id)
+    }
+
+    /// A user's sessions that have not ended, oldest login first: (id, login time).
+    pub fn live_sessions_of(&self, user_id: &str) -> Vec<(u64, i64)> {
+        let mut out: Vec<(u64, i64)> = self
+            .user_session_ids(user_id)
+            .into_iter()
+            .filter_map(|id| self.live(id))
+            .filter(|l| !self.is_ended(l))
+            .map(|l| (l.id, self.index.login_time(&l)))
+            .collect();
+        out.sort_by_key(|(id, login)| (*login, *id));
+        out
+    }
+
+    /// Ends a user's oldest sessions until at most `max` are left, never `keep` (the session
+    /// a login just opened). Returns the ended records.
+    pub async fn trim_user(
+        &self,
+        user_id: &str,
+        max: usize,
+        keep: u64,
+        ending: &Ending,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let live = self.live_sessions_of(user_id);
+        let over = live.len().saturating_sub(max);
+        let ids: Vec<u64> = live.into_iter().map(|(id, _)| id).filter(|id| *id != keep).take(over).collect();
+        self.end(&ids, ending).await
+    }
+
+    /// When the session began (unix ms).
+    pub fn login_time(&self, live: &Live) -> i64 {
+        self.index.login_time(live)
+    }
+
+    /// The role the session was opened with, when known.
+    pub fn role(&self, live: &Live) -> Option<Arc<str>> {
+        self.index.role(live)
+    }
+
+    /// Writes where the session was last used from (and a new threat score, after a re-score).
+    /// Serialised with the session's other writes; an ended session keeps its ending.
+    pub async fn record_seen(
+        &self,
+        live: &Live,
+        mut seen: crate::store::Seen,
+        changed: bool,
+        threat: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let _g = self.lock_many(&[live.id]).await;
+        let Some(mut rec) = self.timed("read", self.store.get(live.id)).await? else { return Ok(()) };
+        seen.changes = rec.seen.as_ref().map_or(0, |s| s.changes) + u32::from(changed);
+        rec.seen = Some(seen);
+        if let Some(t) = threat {
+            rec.threat_score = Some(t);
+            self.index.set_threat(live, t);
+        }
+        let outbox = if self.replication.enabled() {
+            let tokens = self.token_entries(vec![live.id]).await?.remove(&live.id).unwrap_or_default();
+            self.events(|| vec![Event::session(rec.clone(), tokens)])
+        } else {
+            vec![]
+        };
+        self.timed("seen", self.store.apply(Changes { put_sessions: vec![rec], outbox, ..Default::default() }, false))
+            .await?;
+        self.published();
+        Ok(())
     }
 
     /// Sessions of a user carrying a given device id (the device id is a listing field: read
@@ -430,6 +511,7 @@ impl Sessions {
             risk_signals: origin.risk.as_ref().map(|a| a.signals.clone()).unwrap_or_default(),
             tags: origin.risk.map(|a| a.tags).unwrap_or_default(),
             role: origin.role,
+            seen: None,
         };
         let entries = issued.entries(id);
         let outbox = self.events(|| vec![Event::session(rec.clone(), entries.clone())]);

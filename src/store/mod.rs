@@ -143,6 +143,12 @@ pub struct SessionRecord {
     pub geo: Option<crate::geo::GeoInfo>,
     /// Backend session ids (Strapi's `sessionId` claim), oldest first.
     pub aliases: Vec<String>,
+    /// The user's role at login, when `[roles]` says where it comes from (per-role policies).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Where the session was last used from, once that was not the login's address.
+    #[serde(default)]
+    pub seen: Option<Seen>,
     // What a start does not read.
     pub tenant_id: Option<String>,
     pub device_id: Option<String>,
@@ -160,8 +166,22 @@ pub struct SessionRecord {
     pub risk_signals: Vec<crate::risk::Signal>,
     #[serde(default)]
     pub tags: Vec<String>,
-    #[serde(default)]
-    pub role: Option<String>,
+}
+
+/// Where a live session was last used from (kept like last-seen: written when the place or
+/// browser changes, and for a new address at most once per `sessions.last_seen_interval`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seen {
+    pub ip: String,
+    /// When this address was last written (unix ms).
+    pub at: i64,
+    pub country_code: Option<String>,
+    pub asn: Option<u32>,
+    /// The browser family (`Chrome`, `Firefox`, …; `Unknown` when the agent names none).
+    pub family: String,
+    /// Changes of country, network or browser family seen in this session.
+    pub changes: u32,
 }
 
 /// The leading fields of a stored [`SessionRecord`], borrowed from the stored bytes: what a
@@ -188,6 +208,9 @@ pub struct SessionHot<'a> {
     pub geo: Option<crate::geo::GeoInfo>,
     #[serde(borrow)]
     pub aliases: Vec<&'a str>,
+    #[serde(borrow)]
+    pub role: Option<&'a str>,
+    pub seen: Option<Seen>,
 }
 
 impl SessionRecord {
@@ -213,6 +236,8 @@ impl SessionRecord {
             threat_score: self.threat_score,
             geo: self.geo.clone(),
             aliases: self.aliases.iter().map(String::as_str).collect(),
+            role: self.role.as_deref(),
+            seen: self.seen.clone(),
         }
     }
 
@@ -260,6 +285,7 @@ impl SessionRecord {
             risk_signals: vec![],
             tags: vec![],
             role: None,
+            seen: None,
         }
     }
 
@@ -327,10 +353,16 @@ pub enum EndReason {
     BackendRevoked,
     /// Imported already ended (`sessiongate import`).
     Imported,
+    /// Evicted by a newer login over `policies.max_sessions_per_user`.
+    SessionLimit,
+    /// Older than `policies.max_session_age`.
+    MaxAge,
+    /// Used from another country, network or browser family under `on_change = "terminate"`.
+    SessionChanged,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 12] = [
+    pub const ALL: [EndReason; 15] = [
         EndReason::Logout,
         EndReason::LogoutAll,
         EndReason::UserTerminated,
@@ -343,6 +375,9 @@ impl EndReason {
         EndReason::PasswordChange,
         EndReason::BackendRevoked,
         EndReason::Imported,
+        EndReason::SessionLimit,
+        EndReason::MaxAge,
+        EndReason::SessionChanged,
     ];
 
     /// Stable snake_case name (records, metric label, API `endReason`).
@@ -360,6 +395,9 @@ impl EndReason {
             EndReason::PasswordChange => "password_change",
             EndReason::BackendRevoked => "backend_revoked",
             EndReason::Imported => "imported_ended",
+            EndReason::SessionLimit => "session_limit",
+            EndReason::MaxAge => "max_age",
+            EndReason::SessionChanged => "session_changed",
         }
     }
 

@@ -872,9 +872,12 @@ impl MockStrapi {
                 let st = st.clone();
                 let mut stop_rx = stop_rx.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
+                    let svc = service_fn(move |mut req: Request<Incoming>| {
                         let st = st.clone();
                         async move {
+                            if let Some(res) = long_lived(&st, &mut req).await {
+                                return Ok::<_, std::convert::Infallible>(res);
+                            }
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                             let delay = {
@@ -905,11 +908,11 @@ impl MockStrapi {
                                     handle(&st, &req)
                                 }
                             };
-                            Ok::<_, std::convert::Infallible>(res)
+                            Ok::<_, std::convert::Infallible>(res.map(|b| b.boxed()))
                         }
                     });
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     tokio::select! {
                         _ = conn => {}
                         _ = stop_rx.changed() => {}
@@ -999,6 +1002,68 @@ impl MockStrapi {
             (a, r)
         })
     }
+}
+
+type MockBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// Routes of an app's plugins that hold a connection open, as a Strapi app with a WebSocket or
+/// event-stream plugin would (Strapi itself has none): `GET /ws/echo` switches to an echo of
+/// raw bytes, `GET /api/events` streams `data: <n>` every 100 ms, `GET /api/poll` answers after
+/// 30 s. Each records the request as seen; none looks at tokens (the gateway does).
+async fn long_lived(state: &Mutex<MockState>, req: &mut Request<Incoming>) -> Option<Response<MockBody>> {
+    let path = req.uri().path().to_string();
+    if req.method() != Method::GET || !["/ws/echo", "/api/events", "/api/poll"].contains(&path.as_str()) {
+        return None;
+    }
+    if let Ok(mut s) = state.lock() {
+        s.seen.push(Seen {
+            method: req.method().clone(),
+            path: req.uri().to_string(),
+            headers: req.headers().clone(),
+            body: Bytes::new(),
+        });
+    }
+    let mut res = Response::new(Full::new(Bytes::new()).boxed());
+    match path.as_str() {
+        "/ws/echo" => {
+            if req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()) != Some("websocket") {
+                *res.status_mut() = StatusCode::BAD_REQUEST;
+                return Some(res);
+            }
+            let on = hyper::upgrade::on(req);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(up) = on.await else { return };
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = res.headers_mut();
+            h.insert(header::UPGRADE, "websocket".parse().expect("hv"));
+            h.insert(header::CONNECTION, "Upgrade".parse().expect("hv"));
+            h.insert("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".parse().expect("hv"));
+        }
+        "/api/events" => {
+            let ticks = futures_util::stream::unfold(0u64, |n| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let frame = hyper::body::Frame::data(Bytes::from(format!("data: {n}\n\n")));
+                Some((Ok::<_, std::convert::Infallible>(frame), n + 1))
+            });
+            *res.body_mut() = http_body_util::StreamBody::new(ticks).boxed();
+            res.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().expect("hv"));
+        }
+        _ => {
+            // A long poll: the answer (its head) comes when there is news — here, in 30 s.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            *res.body_mut() = Full::new(Bytes::from_static(b"{}")).boxed();
+        }
+    }
+    Some(res)
 }
 
 /// The backend session id inside a token (unverified; test helper).

@@ -129,6 +129,21 @@ function place(geo) {
     [geo.city, countryName(geo)].filter(Boolean).join(', ') || '—');
 }
 
+// The login address, and where the session was last used from when that differs.
+function ipCell(s) {
+  if (!s.lastIpAddress || s.lastIpAddress === s.ipAddress) return s.ipAddress;
+  return h('span', { class: 'last-ip', title: t('detail.lastIp') }, s.ipAddress, h('br'),
+    h('small', { class: 'muted' }, `→ ${s.lastIpAddress}`));
+}
+
+function lastSeen(s) {
+  const l = s.lastSeenFrom;
+  if (!l) return s.lastIpAddress || null;
+  const at = [l.countryCode, l.asn ? `AS${l.asn}` : null, l.browser].filter(Boolean).join(' · ');
+  const changes = l.changes ? ` — ${t('detail.changes', { n: l.changes })}` : '';
+  return `${l.ipAddress} (${at}, ${fmtDate(l.at)})${changes}`;
+}
+
 // ----- API ----------------------------------------------------------------------------------
 
 class Unauthorized extends Error {}
@@ -313,7 +328,7 @@ function sessionsView(params) {
     const rows = res.data.map((s) => h('tr', { 'data-session': s.sessionId },
       h('td', {}, h('a', { href: `#/user/${encodeURIComponent(s.userId)}` }, s.user?.username || s.userId)),
       h('td', { title: s.deviceType }, deviceIcon(s.deviceType), ` ${s.browserName} · ${s.osName}`),
-      h('td', {}, s.ipAddress),
+      h('td', {}, ipCell(s)),
       h('td', {}, place(s.geoLocation)),
       h('td', {}, h('a', { href: `#/session/${encodeURIComponent(s.sessionId)}` }, fmtDate(s.loginTime))),
       h('td', { title: fmtDate(s.lastActive), 'data-time': s.lastActive }, fmtRelative(s.lastActive)),
@@ -374,7 +389,7 @@ function detailView(id) {
       h('div', { class: 'card' }, kv([
         ['detail.user', `${s.user?.username || ''} (${s.userId}) ${s.user?.email || ''}`.trim()],
         ['detail.sessionId', s.sessionId], ['detail.documentId', s.documentId],
-        ['col.ip', s.ipAddress], ['detail.userAgent', s.userAgent],
+        ['col.ip', s.ipAddress], ['detail.lastIp', lastSeen(s)], ['detail.userAgent', s.userAgent],
         ['detail.browser', s.browserName], ['detail.os', s.osName], ['col.device', s.deviceType],
         ['detail.loginTime', fmtDate(s.loginTime)], ['col.lastActive', `${fmtDate(s.lastActive)} (${fmtRelative(s.lastActive)})`],
         ['detail.logoutTime', s.logoutTime ? fmtDate(s.logoutTime) : null], ['detail.endReason', s.endReason],
@@ -439,7 +454,7 @@ function userView(userId) {
         h('tbody', {}, res.data.map((s) => h('tr', {},
           h('td', {}, h('a', { href: `#/session/${encodeURIComponent(s.sessionId)}` }, fmtDate(s.loginTime))),
           h('td', { title: s.deviceType }, deviceIcon(s.deviceType), ` ${s.browserName} · ${s.osName}`),
-          h('td', {}, s.ipAddress), h('td', {}, place(s.geoLocation)),
+          h('td', {}, ipCell(s)), h('td', {}, place(s.geoLocation)),
           h('td', { title: fmtDate(s.lastActive) }, fmtRelative(s.lastActive)),
           h('td', {}, badge(statusOf(s))), h('td', {}, threat(s.threatScore)))))));
   };

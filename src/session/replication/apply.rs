@@ -45,6 +45,14 @@ pub fn merge(local: &SessionRecord, remote: &SessionRecord) -> SessionRecord {
     if out.threat_score.is_none() {
         out.threat_score = other.threat_score;
     }
+    // Where it was last used from: the latest sighting, with the score it was given.
+    let at = |r: &SessionRecord| r.seen.as_ref().map(|s| (s.at, s.changes));
+    if at(other) > at(&out) {
+        out.seen = other.seen.clone();
+        if other.seen.as_ref().is_some_and(|s| s.changes > 0) {
+            out.threat_score = other.threat_score.or(out.threat_score);
+        }
+    }
     out
 }
 
@@ -244,6 +252,22 @@ mod tests {
     use super::*;
     use crate::store::contract::record;
     use crate::store::TokenKind;
+
+    #[test]
+    fn the_latest_sighting_wins_with_its_score() {
+        let base = record(1, "u");
+        let mut moved = base.clone();
+        moved.seen = Some(crate::store::Seen { ip: "1.2.3.4".into(), at: 70, changes: 1, ..Default::default() });
+        moved.threat_score = Some(40);
+        let mut rotated = base.clone();
+        rotated.rotation_count = 1;
+        rotated.threat_score = Some(0);
+        for (l, r) in [(&moved, &rotated), (&rotated, &moved)] {
+            let m = merge(l, r);
+            assert_eq!(m.seen.as_ref().map(|s| s.ip.as_str()), Some("1.2.3.4"));
+            assert_eq!((m.rotation_count, m.threat_score), (1, Some(40)), "the re-score travels with it");
+        }
+    }
 
     #[test]
     fn merge_is_idempotent_commutative_and_ending_wins() {
