@@ -15,7 +15,7 @@ use super::longlived::{self, UntilEnded};
 use super::user_api;
 use crate::audit::{Event, Kind};
 use crate::backend::fields;
-use crate::config::{AccessLog, Config, OnChange, Policy, RefreshPrecedence};
+use crate::config::{AccessLog, Config, OnChange, RefreshPrecedence};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::metrics::{LoginResult, RefreshResult};
 use crate::routes::{self, RouteClass, RouteMatch};
@@ -230,7 +230,7 @@ async fn handle_inner(
     let matched = apply_body_condition(ctx, matched, auth_body.json());
     let mut creds = credentials(&cfg, ctx.route, &parts.headers, auth_body.json())?;
     enforce(st, ctx, &mut creds).await?;
-    sight(st, ctx, &parts.headers).await?;
+    sight(st, &cfg, ctx, &parts.headers).await?;
     if ctx.route == RouteClass::UserApi {
         let rest = &normalized[cfg.user_api.prefix.len()..];
         // The gateway answers these itself, so it checks the access token's expiry itself.
@@ -466,10 +466,9 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Resu
 /// country, network or browser family is handed to [`learn::session_changed`]; a new address
 /// in the same place is kept (written off the request path, at most once per last-seen
 /// interval).
-async fn sight(st: &AppState, ctx: &RequestCtx, headers: &HeaderMap) -> Result<(), GatewayError> {
+async fn sight(st: &AppState, cfg: &Config, ctx: &RequestCtx, headers: &HeaderMap) -> Result<(), GatewayError> {
     let Some(live) = ctx.session.as_ref().or(ctx.refresh_session.as_ref()) else { return Ok(()) };
-    let cfg = st.cfg();
-    let policy = policy_of(st, &cfg, live);
+    let policy = *st.sessions.policy(&cfg.policies, live);
     if policy.on_change == OnChange::Off {
         return Ok(());
     }
@@ -521,14 +520,6 @@ fn enforcer<'a>(st: &'a AppState, cfg: &'a Config) -> Enforcer<'a> {
         verifier: st.verifier.as_ref(),
         session_id_claim: cfg.extract.session_id_claim.as_deref(),
         policies: &cfg.policies,
-    }
-}
-
-/// The policy of `live`'s session (its role's, when policies differ by role).
-pub(super) fn policy_of(st: &AppState, cfg: &Config, live: &Live) -> Policy {
-    match cfg.policies.by_role() {
-        true => *cfg.policies.for_role(st.sessions.role(live).as_deref()),
-        false => cfg.policies.global,
     }
 }
 

@@ -32,19 +32,19 @@ static CLIENT_FORWARDING: [HeaderName; 5] = [
     header::FORWARDED,
 ];
 
+/// The options a `Connection` header lists (`keep-alive`, `upgrade`, header names), trimmed.
+pub fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
+}
+
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them: one pass over the names, no removals, no allocation.
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+    let named: Vec<HeaderName> =
+        connection_options(headers).filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()).collect();
     for n in named {
         headers.remove(n);
     }

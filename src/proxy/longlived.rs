@@ -31,13 +31,7 @@ pub(super) fn ask(parts: &mut http::request::Parts) -> Option<Ask> {
     if parts.version != http::Version::HTTP_11 {
         return None;
     }
-    let wants = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let wants = super::headers::connection_options(&parts.headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
     let protocol = parts.headers.get(header::UPGRADE).filter(|_| wants)?.clone();
     let on = parts.extensions.remove::<OnUpgrade>()?;
     Some(Ask { protocol, on })

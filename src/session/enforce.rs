@@ -127,9 +127,8 @@ impl Enforcer<'_> {
         if !self.policies.bounds_age() {
             return false;
         }
-        let role = if self.policies.by_role() { self.sessions.role(live) } else { None };
-        self.policies
-            .for_role(role.as_deref())
+        self.sessions
+            .policy(self.policies, live)
             .max_session_age
             .is_some_and(|max| now - self.sessions.login_time(live) > max.as_millis() as i64)
     }

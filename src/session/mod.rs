@@ -403,6 +403,14 @@ impl Sessions {
         self.index.role(live)
     }
 
+    /// The policy of `live`'s session: its role's, looked up only when policies differ by role.
+    pub fn policy<'a>(&self, policies: &'a crate::config::PoliciesConfig, live: &Live) -> &'a crate::config::Policy {
+        match policies.by_role() {
+            true => policies.for_role(self.role(live).as_deref()),
+            false => &policies.global,
+        }
+    }
+
     /// Writes where the session was last used from (and a new threat score, after a re-score).
     /// Serialised with the session's other writes; an ended session keeps its ending.
     pub async fn record_seen(

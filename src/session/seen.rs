@@ -82,11 +82,10 @@ impl Sessions {
         // What is kept is the last *known* of each: an unknown side never erases it, so a
         // request without an agent (or from an address the geo data lacks) cannot reset the
         // baseline a later request is compared with.
-        let keep = |now: u64, was: Option<u64>| if now != 0 { now } else { was.unwrap_or(0) };
         let now = Place {
-            country: keep(country.into(), before.map(|b| b.country.into())) as u16,
-            asn: keep(asn.into(), before.map(|b| b.asn.into())) as u32,
-            family: keep(family.into(), before.map(|b| b.family.into())) as u8,
+            country: known_or(country, before.map(|b| b.country)),
+            asn: known_or(asn, before.map(|b| b.asn)),
+            family: known_or(family, before.map(|b| b.family)),
         };
         let moved = last.ip_hash != ip_h;
         if what.is_empty() {
@@ -123,17 +122,30 @@ impl Sessions {
     }
 }
 
+/// `now`, unless it is unknown (0): then what was known before.
+fn known_or<T: Copy + Default + PartialEq>(now: T, before: Option<T>) -> T {
+    if now != T::default() {
+        now
+    } else {
+        before.unwrap_or_default()
+    }
+}
+
+/// Two known values that differ (an unknown side is no change).
+fn differs<T: Default + PartialEq>(a: T, b: T) -> bool {
+    a != T::default() && b != T::default() && a != b
+}
+
 /// What differs between two places; an unknown side (no geo data for an address) is no change.
 fn changes(before: &Place, now: &Place) -> Vec<&'static str> {
-    let differs = |a: u64, b: u64| a != 0 && b != 0 && a != b;
     let mut what = Vec::new();
-    if differs(before.country.into(), now.country.into()) {
+    if differs(before.country, now.country) {
         what.push("country");
     }
-    if differs(before.asn.into(), now.asn.into()) {
+    if differs(before.asn, now.asn) {
         what.push("network");
     }
-    if differs(before.family.into(), now.family.into()) {
+    if differs(before.family, now.family) {
         what.push("browser");
     }
     what
