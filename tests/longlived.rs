@@ -136,3 +136,32 @@ async fn a_long_poll_of_an_ended_session_is_answered_at_once() {
     assert!(t0.elapsed() < Duration::from_secs(1));
     assert!(metrics(&gw).await.contains("sessiongate_exchanges_closed_total{kind=\"waiting\"} 1"));
 }
+
+#[tokio::test]
+async fn an_open_tunnel_still_counts_against_the_connection_cap() {
+    let backend = MockStrapi::start().await;
+    let gw = Gateway::start(&backend.url(), "[server]\nmax_connections = 2\n").await;
+    let alice = gw.login("alice").await;
+    let mut ws = open(&gw, "/ws/echo", &alice.jwt, WS).await;
+    assert!(head(&mut ws).await.starts_with("HTTP/1.1 101"));
+    let mut second = open(&gw, "/api/articles", &alice.jwt, "").await;
+    assert!(head(&mut second).await.starts_with("HTTP/1.1 200"), "one connection besides the tunnel");
+    // A third, while the tunnel and the second are open, is over the cap.
+    let mut third = open(&gw, "/api/articles", &alice.jwt, "").await;
+    closed_within(&mut third, Duration::from_secs(2)).await;
+    let m = metrics(&gw).await;
+    assert!(m.contains("sessiongate_connections_open{listener=\"public\"} 2"), "{m}");
+    // The tunnel closes with its session; its place is free again.
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !metrics(&gw).await.contains("sessiongate_connections_open{listener=\"public\"} 1") {
+        assert!(Instant::now() < deadline, "the second connection's place is not free");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gw.post(&format!("{API}/logout")).bearer(&alice.jwt).send().await.status, 200);
+    closed_within(&mut ws, Duration::from_secs(1)).await;
+    let bob = gw.login("bob").await;
+    let mut again = open(&gw, "/ws/echo", &bob.jwt, WS).await;
+    assert!(head(&mut again).await.starts_with("HTTP/1.1 101"), "the tunnel's place was given back");
+    assert_eq!(gw.get("/api/articles").bearer(&bob.jwt).send().await.status, 200);
+}

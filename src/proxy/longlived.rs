@@ -23,6 +23,8 @@ use std::task::{Context, Poll};
 pub(super) struct Ask {
     pub(super) protocol: HeaderValue,
     pub(super) on: OnUpgrade,
+    /// The connection's share of the listener's limits, held while the tunnel is open.
+    slot: Option<super::HeldSlot>,
 }
 
 /// The switch a request asks for: HTTP/1.1 with `Connection: upgrade` and an `Upgrade` header
@@ -34,7 +36,7 @@ pub(super) fn ask(parts: &mut http::request::Parts) -> Option<Ask> {
     let wants = super::headers::connection_options(&parts.headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
     let protocol = parts.headers.get(header::UPGRADE).filter(|_| wants)?.clone();
     let on = parts.extensions.remove::<OnUpgrade>()?;
-    Some(Ask { protocol, on })
+    Some(Ask { protocol, on, slot: parts.extensions.remove::<super::HeldSlot>() })
 }
 
 /// Puts the switch back on a request the backend gets (hop-by-hop headers were removed).
@@ -71,6 +73,7 @@ pub(super) fn tunnel(
             }
         };
         let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+        let _slot = client.slot;
         metrics.upgrades_open.inc();
         let ended = async {
             match &live {

@@ -137,11 +137,27 @@ impl Drop for Open {
     }
 }
 
-/// Who a connection is with, and the listener's in-flight gauge.
+/// What one connection holds of the listener's limits: its connection permit, its place in its
+/// address's count, and its place in `connections_open`. Released when the last holder drops:
+/// the connection task, or the tunnel a protocol switch hands the socket to (so an open
+/// WebSocket still counts against `server.max_connections` and the per-address cap).
+struct ConnectionSlot {
+    _held: (tokio::sync::OwnedSemaphorePermit, Option<IpSlot>, Open),
+}
+
+/// A request's share of its connection's [`ConnectionSlot`] (put in the extensions of requests
+/// that ask to switch protocols).
+#[derive(Clone)]
+struct HeldSlot {
+    _slot: Arc<ConnectionSlot>,
+}
+
+/// Who a connection is with, what it holds, and the listener's in-flight gauge.
 struct Peer {
     addr: SocketAddr,
     tls: bool,
     in_flight: IntGauge,
+    slot: Arc<ConnectionSlot>,
 }
 
 /// Serves one connection until it ends. It is closed gracefully (HTTP/1.1: after the current
@@ -157,11 +173,15 @@ async fn serve_connection<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let Peer { addr: peer, tls, in_flight } = conn;
+    let Peer { addr: peer, tls, in_flight, slot } = conn;
     let idle_ms = idle.as_millis() as i64;
     let activity = Arc::new(Activity { inflight: AtomicUsize::new(0), last_ms: AtomicI64::new(now_ms()) });
     let svc_activity = activity.clone();
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        if req.headers().contains_key(http::header::UPGRADE) {
+            // A tunnel may outlive this connection task: it takes the slot along.
+            req.extensions_mut().insert(HeldSlot { _slot: slot.clone() });
+        }
         let guard = InFlight::start(&svc_activity, &in_flight);
         let fut = handler(req, peer, tls);
         async move {
@@ -262,15 +282,15 @@ pub async fn serve(
         let (handshake_timeout, idle) = (cfg.tls_handshake_timeout, cfg.idle_timeout);
         let (open, in_flight) = (Open::new(&metrics.open), metrics.in_flight.clone());
         connections.spawn(async move {
-            let _permit = (permit, ip_slot, open);
+            let slot = Arc::new(ConnectionSlot { _held: (permit, ip_slot, open) });
             match tls {
                 None => {
-                    let p = Peer { addr: peer, tls: false, in_flight };
+                    let p = Peer { addr: peer, tls: false, in_flight, slot };
                     serve_connection(h, idle, builder, TokioIo::new(stream), p, shutdown).await
                 }
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => {
-                        let p = Peer { addr: peer, tls: true, in_flight };
+                        let p = Peer { addr: peer, tls: true, in_flight, slot };
                         serve_connection(h, idle, builder, TokioIo::new(s), p, shutdown).await
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
