@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod directus;
 pub mod process;
 pub mod real_strapi;
 pub mod receivers;
