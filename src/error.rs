@@ -227,6 +227,24 @@ fn strapi_name(status: StatusCode) -> &'static str {
     }
 }
 
+/// Directus's `extensions.code` for a status: the code its own answers use for the same
+/// condition, so a Directus client (the SDK refreshes or logs out on `INVALID_CREDENTIALS` and
+/// `TOKEN_EXPIRED`) reacts as it would to Directus.
+fn directus_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "INVALID_PAYLOAD",
+        401 => "INVALID_CREDENTIALS",
+        403 => "FORBIDDEN",
+        404 => "ROUTE_NOT_FOUND",
+        405 => "METHOD_NOT_ALLOWED",
+        413 => "CONTENT_TOO_LARGE",
+        415 => "UNSUPPORTED_MEDIA_TYPE",
+        429 => "REQUESTS_EXCEEDED",
+        502..=504 => "SERVICE_UNAVAILABLE",
+        _ => "INTERNAL_SERVER_ERROR",
+    }
+}
+
 /// A JSON error response in the configured shape.
 pub fn error_response(shape: ErrorShape, status: StatusCode, reason: &'static str, message: &str) -> Response<Body> {
     let body = match shape {
@@ -241,6 +259,9 @@ pub fn error_response(shape: ErrorShape, status: StatusCode, reason: &'static st
         }),
         ErrorShape::Plain => serde_json::json!({
             "error": { "status": status.as_u16(), "reason": reason, "message": message }
+        }),
+        ErrorShape::Directus => serde_json::json!({
+            "errors": [{ "message": message, "extensions": { "code": directus_code(status), "reason": reason } }]
         }),
     };
     let mut res = Response::new(full(body.to_string()));
@@ -336,6 +357,22 @@ mod tests {
         let res = GatewayError::SessionTerminated.into_response(ErrorShape::Strapi);
         assert_eq!(res.status(), 401);
         assert_eq!(res.headers()["x-sessiongate-reason"], "session_terminated");
+    }
+
+    #[tokio::test]
+    async fn directus_shape_uses_directus_codes() {
+        use http_body_util::BodyExt;
+        let res = GatewayError::SessionTerminated.into_response(ErrorShape::Directus);
+        assert_eq!(res.status(), 401);
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"errors": [{"message": "Session has been terminated",
+                "extensions": {"code": "INVALID_CREDENTIALS", "reason": "session_terminated"}}]})
+        );
+        assert_eq!(directus_code(StatusCode::FORBIDDEN), "FORBIDDEN");
+        assert_eq!(directus_code(StatusCode::GATEWAY_TIMEOUT), "SERVICE_UNAVAILABLE");
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub struct ExtractConfig {
     pub refresh_token: Option<String>,
     pub refresh_cookie: Option<String>,
     pub access_cookie: Option<String>,
+    /// A query parameter carrying an access token (Directus: `access_token`).
+    pub access_query: Option<String>,
     pub user_id: Option<String>,
     pub user_id_claim: Option<String>,
     pub username: Option<String>,
@@ -58,6 +60,8 @@ pub enum ErrorShape {
     Strapi,
     /// `{"error":{"status","reason","message"}}`
     Plain,
+    /// Directus: `{"errors":[{"message","extensions":{"code","reason"}}]}`
+    Directus,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +131,7 @@ pub(super) fn extract(v: &mut V<'_>, e: RawExtract) -> ExtractConfig {
         refresh_token: v.pointer("extract.refresh_token", e.refresh_token),
         refresh_cookie: e.refresh_cookie.filter(|s| !s.is_empty()),
         access_cookie: e.access_cookie.filter(|s| !s.is_empty()),
+        access_query: e.access_query.filter(|s| !s.is_empty()),
         user_id: v.pointer("extract.user_id", e.user_id),
         user_id_claim: e.user_id_claim.filter(|s| !s.is_empty()),
         username: v.pointer("extract.username", e.username),
@@ -156,7 +161,7 @@ pub(super) fn backend(v: &mut V<'_>, b: RawBackend) -> BackendConfig {
         "backend.error_shape",
         b.error_shape.as_deref(),
         ErrorShape::Plain,
-        &[("strapi", ErrorShape::Strapi), ("plain", ErrorShape::Plain)],
+        &[("strapi", ErrorShape::Strapi), ("plain", ErrorShape::Plain), ("directus", ErrorShape::Directus)],
     );
     let mut body_formats = Vec::new();
     for (i, f) in b

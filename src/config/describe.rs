@@ -39,6 +39,23 @@ pub fn describe(cfg: &Config) -> String {
     for r in cfg.routes.rules() {
         let _ = writeln!(o, "route {:<18} {}", r.class.as_str(), r.source);
     }
+    let x = &cfg.extract;
+    let mut transports = vec!["Authorization: Bearer".to_string()];
+    transports.extend(x.access_query.as_ref().map(|q| format!("query ?{q}=")));
+    transports.extend(x.access_cookie.as_ref().map(|c| format!("cookie {c}")));
+    let _ = writeln!(o, "access tokens from       {}", transports.join(", "));
+    let policy = |p: &Policy| {
+        let limit = match p.max_sessions_per_user {
+            Some(n) => format!("at most {n} per user ({:?})", p.on_exceed),
+            None => "no session limit".into(),
+        };
+        let age = p.max_session_age.map_or("no age limit".into(), |a| format!("at most {}", d(a)));
+        format!("{limit}, {age}, on change {:?}", p.on_change)
+    };
+    let _ = writeln!(o, "policies                 {}", policy(&cfg.policies.global));
+    for (role, p) in &cfg.policies.roles {
+        let _ = writeln!(o, "policies.roles.{role:<9} {}", policy(p));
+    }
     let formats: Vec<&str> = cfg.backend.body_formats.iter().map(|f| f.as_str()).collect();
     let first = match cfg.extract.refresh_precedence {
         RefreshPrecedence::CookieFirst => "cookie",

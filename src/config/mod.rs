@@ -405,7 +405,7 @@ mod tests {
         std::env::set_var("SG_DESCRIBE_TEST_SECRET", "super-secret-value");
         let cfg = Config::from_toml_str(
             "preset = \"strapi-v5\"\n[upstream]\nurl = \"http://b:1\"\n[admin]\ntokens = [{ name = \"ops\", env = \"SG_DESCRIBE_TEST_SECRET\" }]\n\
-             [alerts.channels.hook]\ntype = \"webhook\"\nurl = \"http://h:1/x\"\nsecret_env = \"SG_DESCRIBE_TEST_SECRET\"\n[alerts.triggers]\nanonymizer = [\"hook\"]\n", &[]
+             [alerts.channels.hook]\ntype = \"webhook\"\nurl = \"http://h:1/x\"\nsecret_env = \"SG_DESCRIBE_TEST_SECRET\"\n[alerts.triggers]\nanonymizer = [\"hook\"]\n[policies]\nmax_sessions_per_user = 3\n[extract]\naccess_query = \"access_token\"\n", &[]
         )
         .expect("valid");
         let text = describe(&cfg);
@@ -417,6 +417,8 @@ mod tests {
             "hook(webhook)",
             "anonymizer→hook",
             "ops from env SG_DESCRIBE_TEST_SECRET",
+            "policies                 at most 3 per user (EvictOldest), no age limit, on change Alert",
+            "access tokens from       Authorization: Bearer, query ?access_token=",
         ] {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }

@@ -91,6 +91,7 @@ pub struct RawExtract {
     pub refresh_token: Option<String>,
     pub refresh_cookie: Option<String>,
     pub access_cookie: Option<String>,
+    pub access_query: Option<String>,
     pub user_id: Option<String>,
     pub user_id_claim: Option<String>,
     pub username: Option<String>,

@@ -114,6 +114,50 @@ fn trim_ows(b: &[u8]) -> &[u8] {
     &b[start..end]
 }
 
+/// Decodes one part of a query string as qs (Express's parser) does: `+` is a space, then
+/// `%`-escapes (invalid UTF-8 replaced).
+fn query_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
+}
+
+/// The access token in query parameter `name`, read as qs reads it: keys are decoded too
+/// (`%61ccess_token` is `access_token`), and an empty value counts as absent. A key given twice,
+/// or in bracket form (`name[]`, `name[x]`: an array or object), is refused — it names no
+/// single token — rather than guessed at.
+pub fn query_token(query: Option<&str>, name: &str) -> Result<Option<Token>, GatewayError> {
+    let Some(query) = query else { return Ok(None) };
+    let mut found: Option<String> = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = query_decode(k);
+        let bracketed = key.strip_prefix(name).is_some_and(|rest| rest.starts_with('['));
+        if bracketed || (key == name && found.is_some()) {
+            return Err(GatewayError::AmbiguousCredentials("the access token query parameter is given more than once"));
+        }
+        if key == name {
+            found = Some(query_decode(v));
+        }
+    }
+    Ok(found.filter(|t| !t.is_empty()).map(Token::from_text))
+}
+
+/// The query string without parameter `name` (in any encoding of its key), plus `name=<token>`
+/// encoded once: the query token exactly as checked.
+pub fn set_query_token(query: Option<&str>, name: &str, token: Option<&Token>) -> String {
+    const VALUE: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    let mut parts: Vec<String> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && query_decode(p.split_once('=').map_or(*p, |(k, _)| k)) != name)
+        .map(str::to_string)
+        .collect();
+    if let Some(t) = token {
+        parts.push(format!("{name}={}", percent_encoding::utf8_percent_encode(&t.text, VALUE)));
+    }
+    parts.join("&")
+}
+
 /// Makes `Authorization` exactly `Bearer <token>`, or removes it when there is no token.
 pub fn set_bearer(headers: &mut HeaderMap, token: Option<&Token>) {
     let Some(t) = token else {
@@ -244,6 +288,30 @@ fn cookie_value(v: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_query_token_is_read_as_qs_reads_it_and_forwarded_as_checked() {
+        let t = |q: &str| query_token(Some(q), "access_token").map(|o| o.map(|t| t.text));
+        assert_eq!(t("access_token=abc").ok(), Some(Some("abc".into())));
+        assert_eq!(t("x=1&%61ccess_token=a%2Bb+c").ok(), Some(Some("a+b c".into())), "keys are decoded too");
+        assert_eq!(t("access_token=").ok(), Some(None), "empty counts as absent");
+        assert_eq!(t("ACCESS_TOKEN=abc").ok(), Some(None), "names are case-sensitive");
+        for bad in [
+            "access_token=a&access_token=b",
+            "access_token[]=a",
+            "access_token[0]=a",
+            "access_token=a&%61ccess_token=b",
+        ] {
+            assert!(matches!(t(bad), Err(GatewayError::AmbiguousCredentials(_))), "{bad}");
+        }
+        let tok = Token::from_text("a+b/c".into());
+        assert_eq!(
+            set_query_token(Some("x=1&%61ccess_token=zzz&y=2"), "access_token", Some(&tok)),
+            "x=1&y=2&access_token=a%2Bb%2Fc"
+        );
+        assert_eq!(set_query_token(Some("access_token=zzz"), "access_token", None), "");
+        assert_eq!(set_query_token(None, "access_token", None), "");
+    }
 
     fn auth(value: &[u8]) -> HeaderMap {
         let mut h = HeaderMap::new();

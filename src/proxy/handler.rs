@@ -79,6 +79,8 @@ pub(super) struct Creds {
     /// Access tokens: the bearer, then the access cookie (when configured). Each is checked;
     /// the first that belongs to a live session is the request's session.
     pub(super) bearer: Option<Token>,
+    /// The access token of `extract.access_query` (Directus's `?access_token=`).
+    pub(super) query_token: Option<Token>,
     pub(super) access_cookie: Option<Token>,
     /// Refresh credentials in the backend's precedence order (refresh and logout routes). The
     /// first one is the one the backend reads — the only one forwarded.
@@ -228,7 +230,7 @@ async fn handle_inner(
     let body = read_body(&cfg, ctx.route, &parts.headers, body).await?;
     let auth_body = parse_auth_body(&cfg, ctx.route, &parts, &body)?;
     let matched = apply_body_condition(ctx, matched, auth_body.json());
-    let mut creds = credentials(&cfg, ctx.route, &parts.headers, auth_body.json())?;
+    let mut creds = credentials(&cfg, ctx.route, &parts.headers, parts.uri.query(), auth_body.json())?;
     enforce(st, ctx, &mut creds).await?;
     sight(st, &cfg, ctx, &parts.headers).await?;
     if ctx.route == RouteClass::UserApi {
@@ -355,10 +357,18 @@ fn credentials(
     cfg: &Config,
     route: RouteClass,
     headers: &HeaderMap,
+    query: Option<&str>,
     json: Option<&Value>,
 ) -> Result<Creds, GatewayError> {
     let x = &cfg.extract;
     let mut c = Creds { bearer: credentials::bearer(headers)?, ..Default::default() };
+    if let Some(name) = x.access_query.as_deref() {
+        c.query_token = credentials::query_token(query, name)?;
+        if c.query_token.is_some() && c.bearer.is_some() {
+            // Directus refuses this too (400): two places, no telling which one counts.
+            return Err(GatewayError::AmbiguousCredentials("an access token in both the query and Authorization"));
+        }
+    }
     let reads_refresh = matches!(route, RouteClass::Refresh | RouteClass::Logout);
     let wants_cookies = x.access_cookie.is_some() || (reads_refresh && x.refresh_cookie.is_some());
     if wants_cookies && headers.contains_key(header::COOKIE) {
@@ -413,7 +423,7 @@ async fn enforce(st: &AppState, ctx: &mut RequestCtx, creds: &mut Creds) -> Resu
     if ctx.route == RouteClass::Login {
         let cfg = st.cfg();
         let enforcer = enforcer(st, &cfg);
-        for slot in [&mut creds.bearer, &mut creds.access_cookie] {
+        for slot in [&mut creds.bearer, &mut creds.query_token, &mut creds.access_cookie] {
             let refused = slot.as_ref().is_some_and(|t| {
                 matches!(
                     enforcer.decide(&t.text, Presented::Access, now),
@@ -484,9 +494,9 @@ async fn sight(st: &AppState, cfg: &Config, ctx: &RequestCtx, headers: &HeaderMa
     }
 }
 
-/// The most credentials a request can present: the bearer, the access cookie, and the refresh
-/// cookie and body field.
-const MAX_CREDENTIALS: usize = 4;
+/// The most credentials a request can present: the bearer, the query token, the access cookie,
+/// and the refresh cookie and body field.
+const MAX_CREDENTIALS: usize = 5;
 
 /// A live credential: whether it is the first of its kind, as what it was presented, its session.
 type LiveCredential = (bool, Presented, Live, TokenEntry);
@@ -496,7 +506,8 @@ type LiveCredential = (bool, Presented, Live, TokenEntry);
 fn decide_all(st: &AppState, creds: &Creds, now: i64) -> Result<[Option<LiveCredential>; MAX_CREDENTIALS], Refusal> {
     let cfg = st.cfg();
     let enforcer = enforcer(st, &cfg);
-    let access = [creds.bearer.as_ref(), creds.access_cookie.as_ref()].into_iter().enumerate();
+    let access =
+        [creds.bearer.as_ref(), creds.query_token.as_ref(), creds.access_cookie.as_ref()].into_iter().enumerate();
     let access = access.filter_map(|(i, t)| t.map(|t| (i == 0, Presented::Access, t)));
     let refresh = creds.refresh.iter().enumerate().map(|(i, (_, t))| (i == 0, Presented::Refresh, t));
     let mut lives: [Option<LiveCredential>; MAX_CREDENTIALS] = Default::default();
@@ -647,8 +658,20 @@ fn upstream_request(
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         parts.headers.insert("x-request-id", v);
     }
-    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    parts.uri = st.upstream.uri(pq)?;
+    let pq: std::borrow::Cow<'_, str> = match cfg.extract.access_query.as_deref() {
+        // The query token goes out as checked (or not at all, when a login route dropped it).
+        Some(name) => {
+            let query = credentials::set_query_token(parts.uri.query(), name, creds.query_token.as_ref());
+            let path = parts.uri.path();
+            if query.is_empty() {
+                path.to_string().into()
+            } else {
+                format!("{path}?{query}").into()
+            }
+        }
+        None => parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").into(),
+    };
+    parts.uri = st.upstream.uri(&pq)?;
     parts.version = http::Version::HTTP_11;
     let body = match (body, auth_body) {
         (ReqBody::Stream(b), _) => b.map_err(|e| Box::new(e) as BoxError).boxed(),

@@ -1,0 +1,98 @@
+//! The generic configuration in front of a backend that is not Strapi: the Directus look-alike
+//! (`support::directus`, pinned to a real 11.3.5 by `tests/directus_mock.rs`) in json mode,
+//! with its query-string token transport and its error shape.
+
+mod support;
+
+use http::Method;
+use serde_json::{json, Value};
+use support::directus::{MockDirectus, PASSWORD};
+use support::Gateway;
+
+/// Directus's REST auth in json mode, described by hand (no preset).
+const DIRECTUS_JSON: &str = r#"
+[routes]
+login = ["POST /auth/login"]
+refresh = ["POST /auth/refresh"]
+logout = ["POST /auth/logout"]
+[extract]
+access_token = "/data/access_token"
+refresh_token = "/data/refresh_token"
+user_id_claim = "id"
+request_refresh_token = "/refresh_token"
+request_identifier = "/email"
+refresh_precedence = "body"
+refresh_cookie = "directus_refresh_token"
+access_cookie = "directus_session_token"
+access_query = "access_token"
+[upstream]
+health_path = "/server/health"
+[backend]
+error_shape = "directus"
+body_formats = ["json"]
+revoke_logout = "POST /auth/logout"
+revoke_refresh = "POST /auth/refresh"
+"#;
+
+async fn login(gw: &Gateway) -> (String, String) {
+    let res = gw.post("/auth/login").json(json!({"email": "reader@example.com", "password": PASSWORD})).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let d = res.json()["data"].clone();
+    (d["access_token"].as_str().expect("at").into(), d["refresh_token"].as_str().expect("rt").into())
+}
+
+fn code_and_reason(v: &Value) -> (Value, Value) {
+    let e = &v["errors"][0]["extensions"];
+    (e["code"].clone(), e["reason"].clone())
+}
+
+#[tokio::test]
+async fn a_query_token_of_an_ended_session_is_refused_in_every_spelling() {
+    let d = MockDirectus::start().await;
+    let gw = Gateway::start(&d.url(), DIRECTUS_JSON).await;
+    let (access, refresh) = login(&gw).await;
+    // The query token is checked and forwarded as checked.
+    let ok = gw.get(&format!("/users/me?access_token={access}")).send().await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let (_, path, _) = d.with(|s| s.seen.last().cloned()).expect("seen");
+    assert_eq!(path, format!("/users/me?access_token={access}"));
+    let out = gw.post("/auth/logout").json(json!({"refresh_token": refresh})).send().await;
+    assert_eq!(out.status, 204);
+    let ended_at = support::strapi_now_ms();
+    // Directus alone would still accept it (json mode): the gateway refuses every spelling.
+    for q in [
+        format!("access_token={access}"),
+        format!("x=1&%61ccess_token={access}"),
+        format!("access_token={}", access.replace('.', "%2E")),
+    ] {
+        let r = gw.get(&format!("/items/articles?{q}")).send().await;
+        assert_eq!(r.status, 401, "{q}: {}", r.text());
+        assert_eq!(code_and_reason(&r.json()), (json!("INVALID_CREDENTIALS"), json!("session_terminated")), "{q}");
+    }
+    for q in [format!("access_token={access}&access_token=x"), format!("access_token[]={access}")] {
+        let r = gw.get(&format!("/items/articles?{q}")).send().await;
+        assert_eq!((r.status.as_u16(), r.reason().as_deref()), (400, Some("ambiguous_credentials")), "{q}");
+    }
+    let both = gw.get(&format!("/items/articles?access_token={access}")).bearer("other").send().await;
+    assert_eq!(both.reason().as_deref(), Some("ambiguous_credentials"));
+    assert!(!d.accepted_since(&access, ended_at), "the backend never accepted the ended session's token");
+    // The bearer and the session cookie are refused too.
+    let bearer = gw.get("/items/articles").bearer(&access).send().await;
+    assert_eq!(bearer.reason().as_deref(), Some("session_terminated"));
+    let cookie = gw.get("/items/articles").header("cookie", &format!("directus_session_token={access}")).send().await;
+    assert_eq!(cookie.reason().as_deref(), Some("session_terminated"));
+}
+
+#[tokio::test]
+async fn a_user_ended_by_an_admin_is_refused_and_revoked_at_directus() {
+    let d = MockDirectus::start().await;
+    let gw = Gateway::start(&d.url(), DIRECTUS_JSON).await;
+    let (access, refresh) = login(&gw).await;
+    let user = d.user("reader@example.com");
+    let kicked = gw.admin(Method::POST, &format!("/magic-sessionmanager/user/{}/terminate-all", user.id)).send().await;
+    assert_eq!(kicked.status, 200, "{}", kicked.text());
+    assert_eq!(gw.get("/users/me").bearer(&access).send().await.reason().as_deref(), Some("session_terminated"));
+    // The gateway logged the session out at Directus with its stored refresh token.
+    let revoked = support::eventually(5, || d.with(|s| !s.sessions.contains_key(&refresh))).await;
+    assert!(revoked, "the refresh token's row is gone at the backend");
+}
