@@ -68,11 +68,29 @@ pub struct RouteRule {
     pub class: RouteClass,
     pub method: Method,
     segments: Vec<Segment>,
-    /// The rule applies only when the JSON request body has a value at this pointer
-    /// (e.g. `PUT /api/users/:id if /password`).
-    pub body_condition: Option<String>,
+    /// The rule applies only when the JSON request body satisfies this (e.g.
+    /// `PUT /api/users/:id if /password`, `PATCH /users/:id if /status != active`).
+    pub body_condition: Option<BodyCondition>,
     pub source: String,
     path: String,
+}
+
+/// `if /pointer` (a non-null value there) or `if /pointer != text` (and not that string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyCondition {
+    pub pointer: String,
+    pub unless: Option<String>,
+}
+
+impl BodyCondition {
+    /// Whether `json` satisfies the condition. A value of another type than the string named
+    /// by `!=` satisfies it: a rule that ends sessions errs on the side of ending them.
+    pub fn holds(&self, json: Option<&serde_json::Value>) -> bool {
+        match json.and_then(|j| j.pointer(&self.pointer)) {
+            None | Some(serde_json::Value::Null) => false,
+            Some(v) => self.unless.as_deref().is_none_or(|u| v.as_str() != Some(u)),
+        }
+    }
 }
 
 /// A successful match: the rule and the path parameters it captured.
@@ -99,11 +117,19 @@ impl RouteRule {
         if !path.starts_with('/') {
             return Err(format!("path {path:?} must start with '/'"));
         }
-        let body_condition = match (words.next(), words.next(), words.next()) {
-            (None, _, _) => None,
-            (Some("if"), Some(ptr), None) if ptr.starts_with('/') => Some(ptr.to_string()),
-            _ => return Err("expected `METHOD /path` optionally followed by `if /json/pointer`".into()),
-        };
+        let rest: Vec<&str> = words.collect();
+        let body_condition =
+            match rest.as_slice() {
+                [] => None,
+                ["if", ptr] if ptr.starts_with('/') => Some(BodyCondition { pointer: ptr.to_string(), unless: None }),
+                ["if", ptr, "!=", value] if ptr.starts_with('/') => {
+                    Some(BodyCondition { pointer: ptr.to_string(), unless: Some(value.to_string()) })
+                }
+                _ => return Err(
+                    "expected `METHOD /path`, optionally followed by `if /json/pointer` or `if /json/pointer != value`"
+                        .into(),
+                ),
+            };
         let segments = normalize_path(path)
             .split('/')
             .filter(|s| !s.is_empty())
@@ -195,7 +221,30 @@ impl Router {
 
     /// Finds the first rule matching `method` and the (already normalised) `path`.
     pub fn find<'a>(&'a self, method: &Method, normalized: &str) -> Option<RouteMatch<'a>> {
-        self.rules.iter().find_map(|rule| rule.matches(method, normalized).map(|params| RouteMatch { rule, params }))
+        self.find_where(method, normalized, |_| true)
+    }
+
+    /// The first matching rule whose body condition `json` satisfies: rules of one path with
+    /// different conditions (`… if /password`, `… if /status != active`) are tried in order.
+    pub fn find_for_body<'a>(
+        &'a self,
+        method: &Method,
+        normalized: &str,
+        json: Option<&serde_json::Value>,
+    ) -> Option<RouteMatch<'a>> {
+        self.find_where(method, normalized, |r| r.body_condition.as_ref().is_none_or(|c| c.holds(json)))
+    }
+
+    fn find_where<'a>(
+        &'a self,
+        method: &Method,
+        normalized: &str,
+        accept: impl Fn(&RouteRule) -> bool,
+    ) -> Option<RouteMatch<'a>> {
+        self.rules
+            .iter()
+            .filter(|rule| accept(rule))
+            .find_map(|rule| rule.matches(method, normalized).map(|params| RouteMatch { rule, params }))
     }
 }
 
@@ -255,7 +304,44 @@ mod tests {
         let r = router();
         let m = r.find(&Method::PUT, &normalize_path("/api/users/42/")).expect("match");
         assert_eq!(m.param("id"), Some("42"));
-        assert_eq!(m.rule.body_condition.as_deref(), Some("/password"));
+        assert_eq!(m.rule.body_condition.as_ref().map(|c| c.pointer.as_str()), Some("/password"));
+    }
+
+    #[test]
+    fn body_conditions_name_a_field_or_a_value_it_must_not_have() {
+        let rule =
+            RouteRule::parse(RouteClass::CredentialChange, "PATCH /users/:id if /status != active").expect("rule");
+        let c = rule.body_condition.expect("condition");
+        let holds = |v: serde_json::Value| c.holds(Some(&v));
+        assert!(holds(serde_json::json!({"status": "suspended"})));
+        assert!(holds(serde_json::json!({"status": 3})), "another type: erring on ending");
+        assert!(!holds(serde_json::json!({"status": "active"})));
+        assert!(!holds(serde_json::json!({"status": null})));
+        assert!(!holds(serde_json::json!({"first_name": "x"})));
+        assert!(!c.holds(None));
+        for bad in
+            ["PATCH /u if /status !=", "PATCH /u if /status == x", "PATCH /u if status != x", "PATCH /u unless /a"]
+        {
+            assert!(RouteRule::parse(RouteClass::CredentialChange, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rules_of_one_path_are_tried_in_order_by_their_body_conditions() {
+        let r = Router::new(vec![
+            RouteRule::parse(RouteClass::CredentialChange, "PATCH /users/:id if /password").expect("rule"),
+            RouteRule::parse(RouteClass::CredentialChange, "PATCH /users/:id if /status != active").expect("rule"),
+        ]);
+        let pick = |body: serde_json::Value| {
+            r.find_for_body(&Method::PATCH, "/users/7", Some(&body)).and_then(|m| m.rule.body_condition.clone())
+        };
+        assert_eq!(pick(serde_json::json!({"password": "x"})).map(|c| c.pointer), Some("/password".into()));
+        assert_eq!(pick(serde_json::json!({"status": "suspended"})).map(|c| c.pointer), Some("/status".into()));
+        assert_eq!(pick(serde_json::json!({"status": "active"})), None);
+        assert_eq!(
+            r.find(&Method::PATCH, "/users/7").map(|m| m.rule.source.as_str()),
+            Some("PATCH /users/:id if /password")
+        );
     }
 
     #[test]

@@ -15,6 +15,11 @@ const DIRECTUS_JSON: &str = r#"
 login = ["POST /auth/login"]
 refresh = ["POST /auth/refresh"]
 logout = ["POST /auth/logout"]
+credential_change = [
+  "PATCH /users/me if /password",
+  "PATCH /users/:id if /password",
+  "PATCH /users/:id if /status != active",
+]
 [extract]
 access_token = "/data/access_token"
 refresh_token = "/data/refresh_token"
@@ -35,7 +40,11 @@ revoke_refresh = "POST /auth/refresh"
 "#;
 
 async fn login(gw: &Gateway) -> (String, String) {
-    let res = gw.post("/auth/login").json(json!({"email": "reader@example.com", "password": PASSWORD})).send().await;
+    login_as(gw, "reader@example.com").await
+}
+
+async fn login_as(gw: &Gateway, email: &str) -> (String, String) {
+    let res = gw.post("/auth/login").json(json!({"email": email, "password": PASSWORD})).send().await;
     assert_eq!(res.status, 200, "{}", res.text());
     let d = res.json()["data"].clone();
     (d["access_token"].as_str().expect("at").into(), d["refresh_token"].as_str().expect("rt").into())
@@ -95,4 +104,39 @@ async fn a_user_ended_by_an_admin_is_refused_and_revoked_at_directus() {
     // The gateway logged the session out at Directus with its stored refresh token.
     let revoked = support::eventually(5, || d.with(|s| !s.sessions.contains_key(&refresh))).await;
     assert!(revoked, "the refresh token's row is gone at the backend");
+}
+
+/// Directus revokes nothing when a password changes or a user is suspended (their tokens live on
+/// until `exp`); with the rules above, the gateway ends the user's sessions.
+#[tokio::test]
+async fn a_password_change_or_a_suspension_ends_the_users_sessions() {
+    let d = MockDirectus::start().await;
+    let gw = Gateway::start(&d.url(), DIRECTUS_JSON).await;
+    let reader = d.user("reader@example.com");
+    let (admin, _) = login_as(&gw, "admin@example.com").await;
+    let patch = |body: Value| gw.patch(&format!("/users/{}", reader.id)).bearer(&admin).json(body).send();
+    let gw = &gw;
+    let articles = |t: String| async move { gw.get("/items/articles").bearer(&t).send().await };
+
+    let (before, _) = login(gw).await;
+    assert_eq!(patch(json!({"first_name": "R"})).await.status, 200);
+    assert_eq!(patch(json!({"status": "active"})).await.status, 200);
+    assert_eq!(articles(before.clone()).await.status, 200, "neither a name nor `active` ends anything");
+
+    assert_eq!(patch(json!({"status": "suspended"})).await.status, 200);
+    let r = articles(before.clone()).await;
+    assert_eq!((r.status.as_u16(), r.reason().as_deref()), (401, Some("session_terminated")), "suspended: ended");
+    assert_eq!(articles(admin.clone()).await.status, 200, "only that user's sessions");
+
+    assert_eq!(patch(json!({"status": "active"})).await.status, 200);
+    let (again, _) = login(gw).await;
+    assert_eq!(patch(json!({"password": "Changed1!"})).await.status, 200);
+    assert_eq!(articles(again).await.reason().as_deref(), Some("session_terminated"), "password changed: ended");
+
+    // The user's own password change, on /users/me.
+    let res = gw.post("/auth/login").json(json!({"email": "reader@example.com", "password": "Changed1!"})).send().await;
+    let own = res.json()["data"]["access_token"].as_str().expect("at").to_string();
+    let mine = gw.patch("/users/me").bearer(&own).json(json!({"password": PASSWORD})).send().await;
+    assert_eq!(mine.status, 200);
+    assert_eq!(articles(own).await.reason().as_deref(), Some("session_terminated"));
 }

@@ -229,7 +229,7 @@ async fn handle_inner(
     ctx.upgrade = upgrade.as_ref().map(|u| u.protocol.clone());
     let body = read_body(&cfg, ctx.route, &parts.headers, body).await?;
     let auth_body = parse_auth_body(&cfg, ctx.route, &parts, &body)?;
-    let matched = apply_body_condition(ctx, matched, auth_body.json());
+    let matched = apply_body_condition(&cfg, ctx, matched, (&parts.method, &normalized), auth_body.json());
     let mut creds = credentials(&cfg, ctx.route, &parts.headers, parts.uri.query(), auth_body.json())?;
     enforce(st, ctx, &mut creds).await?;
     sight(st, &cfg, ctx, &parts.headers).await?;
@@ -335,17 +335,21 @@ fn parse_auth_body(
     }
 }
 
-/// A rule with `if /pointer` applies only when the body has that field.
+/// A rule with `if /pointer` (or `if /pointer != value`) applies only when the body satisfies
+/// it; the next rule of the same route is tried then, and with none the request is a plain one.
 fn apply_body_condition<'a>(
+    cfg: &'a Config,
     ctx: &mut RequestCtx,
     m: Option<RouteMatch<'a>>,
+    (method, normalized): (&http::Method, &str),
     json: Option<&Value>,
 ) -> Option<RouteMatch<'a>> {
-    let cond = m.as_ref().and_then(|m| m.rule.body_condition.as_deref());
+    let cond = m.as_ref().and_then(|m| m.rule.body_condition.as_ref());
     match cond {
-        Some(ptr) if json.and_then(|j| j.pointer(ptr)).is_none_or(Value::is_null) => {
-            ctx.route = RouteClass::Other;
-            None
+        Some(c) if !c.holds(json) => {
+            let next = cfg.routes.find_for_body(method, normalized, json);
+            ctx.route = next.as_ref().map_or(RouteClass::Other, |n| n.rule.class);
+            next
         }
         _ => m,
     }

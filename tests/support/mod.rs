@@ -252,6 +252,9 @@ impl Gateway {
     pub fn put(&self, path: &str) -> Req {
         Req::new(Method::PUT, &self.url(path))
     }
+    pub fn patch(&self, path: &str) -> Req {
+        Req::new(Method::PATCH, &self.url(path))
+    }
 
     /// Logs `user` in through the gateway.
     pub async fn login(&self, user: &str) -> Login {
