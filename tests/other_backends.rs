@@ -1,6 +1,6 @@
 //! The generic configuration in front of a backend that is not Strapi: the Directus look-alike
-//! (`support::directus`, pinned to a real 11.3.5 by `tests/directus_mock.rs`) in json mode,
-//! with its query-string token transport and its error shape.
+//! (`support::directus`, pinned to a real 11.3.5 by `tests/directus_mock.rs`) in json and
+//! session mode, with its query-string token transport and its error shape.
 
 mod support;
 
@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use support::directus::{MockDirectus, PASSWORD};
 use support::Gateway;
 
-/// Directus's REST auth in json mode, described by hand (no preset).
-const DIRECTUS_JSON: &str = r#"
+/// Directus's REST auth (json and session mode), described by hand (no preset).
+const DIRECTUS: &str = r#"
 [routes]
 login = ["POST /auth/login"]
 refresh = ["POST /auth/refresh"]
@@ -30,6 +30,7 @@ refresh_precedence = "body"
 refresh_cookie = "directus_refresh_token"
 access_cookie = "directus_session_token"
 access_query = "access_token"
+refresh_claim = "session"
 [upstream]
 health_path = "/server/health"
 [backend]
@@ -58,7 +59,7 @@ fn code_and_reason(v: &Value) -> (Value, Value) {
 #[tokio::test]
 async fn a_query_token_of_an_ended_session_is_refused_in_every_spelling() {
     let d = MockDirectus::start().await;
-    let gw = Gateway::start(&d.url(), DIRECTUS_JSON).await;
+    let gw = Gateway::start(&d.url(), DIRECTUS).await;
     let (access, refresh) = login(&gw).await;
     // The query token is checked and forwarded as checked.
     let ok = gw.get(&format!("/users/me?access_token={access}")).send().await;
@@ -95,7 +96,7 @@ async fn a_query_token_of_an_ended_session_is_refused_in_every_spelling() {
 #[tokio::test]
 async fn a_user_ended_by_an_admin_is_refused_and_revoked_at_directus() {
     let d = MockDirectus::start().await;
-    let gw = Gateway::start(&d.url(), DIRECTUS_JSON).await;
+    let gw = Gateway::start(&d.url(), DIRECTUS).await;
     let (access, refresh) = login(&gw).await;
     let user = d.user("reader@example.com");
     let kicked = gw.admin(Method::POST, &format!("/magic-sessionmanager/user/{}/terminate-all", user.id)).send().await;
@@ -111,7 +112,7 @@ async fn a_user_ended_by_an_admin_is_refused_and_revoked_at_directus() {
 #[tokio::test]
 async fn a_password_change_or_a_suspension_ends_the_users_sessions() {
     let d = MockDirectus::start().await;
-    let gw = Gateway::start(&d.url(), DIRECTUS_JSON).await;
+    let gw = Gateway::start(&d.url(), DIRECTUS).await;
     let reader = d.user("reader@example.com");
     let (admin, _) = login_as(&gw, "admin@example.com").await;
     let patch = |body: Value| gw.patch(&format!("/users/{}", reader.id)).bearer(&admin).json(body).send();
@@ -139,4 +140,45 @@ async fn a_password_change_or_a_suspension_ends_the_users_sessions() {
     let mine = gw.patch("/users/me").bearer(&own).json(json!({"password": PASSWORD})).send().await;
     assert_eq!(mine.status, 200);
     assert_eq!(articles(own).await.reason().as_deref(), Some("session_terminated"));
+}
+
+/// Session mode: the session cookie is the access token, and its `session` claim the refresh
+/// token. A refresh rotates the same session; after a logout the cookie from before the refresh
+/// — which Directus still accepts for its 10 s grace — is refused too.
+#[tokio::test]
+async fn session_mode_rotates_one_session_and_a_logout_closes_the_grace() {
+    let d = MockDirectus::start().await;
+    let gw = Gateway::start(&d.url(), DIRECTUS).await;
+    let cookie_of = |r: &support::Resp| {
+        r.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix("directus_session_token="))
+            .map(|c| format!("directus_session_token={}", c.split(';').next().unwrap_or("")))
+            .expect("session cookie")
+    };
+    let res = gw
+        .post("/auth/login")
+        .json(json!({"email": "reader@example.com", "password": PASSWORD, "mode": "session"}))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let first = cookie_of(&res);
+    assert_eq!(gw.get("/users/me").header("cookie", &first).send().await.status, 200);
+    let r = gw.post("/auth/refresh").header("cookie", &first).json(json!({"mode": "session"})).send().await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let second = cookie_of(&r);
+    let user = d.user("reader@example.com");
+    let list = gw.admin(Method::GET, &format!("/magic-sessionmanager/sessions?user={}", user.id)).send().await.json();
+    assert_eq!(list["meta"]["pagination"]["total"], 1, "one session, rotated: {list}");
+    let out = gw.post("/auth/logout").header("cookie", &second).json(json!({"mode": "session"})).send().await;
+    assert_eq!(out.status, 204);
+    let since = support::strapi_now_ms();
+    for c in [&first, &second] {
+        let r = gw.get("/items/articles").header("cookie", c).send().await;
+        assert_eq!(r.reason().as_deref(), Some("session_terminated"), "{c}");
+    }
+    let jwt = first.trim_start_matches("directus_session_token=");
+    assert!(!d.accepted_since(jwt, since), "the pre-refresh cookie never reached Directus again");
 }

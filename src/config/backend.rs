@@ -18,6 +18,9 @@ pub struct ExtractConfig {
     pub username: Option<String>,
     pub email: Option<String>,
     pub session_id_claim: Option<String>,
+    /// A claim of the access token that holds the session's refresh token when the response
+    /// carries none (Directus's session mode: the `session` claim is its session row's token).
+    pub refresh_claim: Option<String>,
     pub request_refresh_token: Option<String>,
     pub request_device_id: Option<String>,
     /// The login identifier in login request bodies (recorded with failed logins).
@@ -137,6 +140,7 @@ pub(super) fn extract(v: &mut V<'_>, e: RawExtract) -> ExtractConfig {
         username: v.pointer("extract.username", e.username),
         email: v.pointer("extract.email", e.email),
         session_id_claim: e.session_id_claim.filter(|s| !s.is_empty()),
+        refresh_claim: e.refresh_claim.filter(|s| !s.is_empty()),
         request_refresh_token: v.pointer("extract.request_refresh_token", e.request_refresh_token),
         request_device_id: v.pointer("extract.request_device_id", e.request_device_id),
         request_identifier: v.pointer("extract.request_identifier", e.request_identifier),

@@ -97,6 +97,7 @@ pub struct RawExtract {
     pub username: Option<String>,
     pub email: Option<String>,
     pub session_id_claim: Option<String>,
+    pub refresh_claim: Option<String>,
     pub request_refresh_token: Option<String>,
     pub request_device_id: Option<String>,
     pub request_identifier: Option<String>,

@@ -53,8 +53,14 @@ pub(super) fn issued_from(st: &AppState, headers: &HeaderMap, json: Option<&Valu
         .refresh_token
         .as_deref()
         .and_then(|p| json.and_then(|j| fields::pointer_str(j, p)))
-        .or_else(|| x.refresh_cookie.as_deref().and_then(|n| fields::set_cookie(headers, n)));
+        .or_else(|| x.refresh_cookie.as_deref().and_then(|n| fields::set_cookie(headers, n)))
+        .or_else(|| x.refresh_claim.as_deref().and_then(|c| claim_of(&access, c)));
     Some(Issued::new(access, refresh, x.session_id_claim.as_deref()))
+}
+
+/// A string claim of a token the backend issued (its claims are trusted: read, not verified).
+fn claim_of(token: &str, claim: &str) -> Option<String> {
+    tokens::response_claims(token).and_then(|c| tokens::claim_str(&c, claim))
 }
 
 /// Creates a session from backend-issued tokens (their claims are trusted: the backend just
@@ -216,9 +222,18 @@ pub(super) async fn refresh(
     creds: &Creds,
     issued: Issued,
 ) -> Result<(), GatewayError> {
-    match ctx.refresh_session.clone() {
+    // A refresh that presents no refresh credential of its own rotates the session of its access
+    // credential when the backend accepts it (Directus's session mode: the session cookie is
+    // both); the refresh token it replaces is then that credential's refresh claim.
+    let by_access = creds.refresh.is_empty().then(|| ctx.session.clone()).flatten();
+    match ctx.refresh_session.clone().or(by_access) {
         Some(live) => {
-            let old = creds.refresh_winner().map(|(_, t)| tokens::hash(&t.text));
+            let claim = st.cfg().extract.refresh_claim.clone();
+            let presented = creds.bearer.as_ref().or(creds.query_token.as_ref()).or(creds.access_cookie.as_ref());
+            let old = creds.refresh_winner().map(|(_, t)| tokens::hash(&t.text)).or_else(|| {
+                let c = claim.as_deref()?;
+                presented.and_then(|t| claim_of(&t.text, c)).map(|r| tokens::hash(&r))
+            });
             st.sessions.rotate(&live, old, issued).await?;
             if st.sessions.is_ended(&live) {
                 // Ended while the refresh was in flight: the new tokens are indexed under the
