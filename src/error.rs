@@ -73,6 +73,14 @@ pub enum GatewayError {
     /// An auth-route body the gateway cannot parse unambiguously the way the backend would.
     #[error("{0}")]
     MalformedBody(&'static str),
+    /// A GraphQL request the gateway cannot read the way the backend would (a syntax error,
+    /// a watched mutation under a directive, two watched mutations in one operation).
+    #[error("{0}")]
+    UnreadableGraphql(&'static str),
+    /// A credential change whose body does not name the users it acts on where the rule says
+    /// (`for /keys`): which sessions to end is unknown, so it is not forwarded.
+    #[error("{0}")]
+    UsersUnnamed(&'static str),
     /// An auth-route body in a content type or content coding the gateway does not read.
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
@@ -109,6 +117,8 @@ impl GatewayError {
             | BadRequest(_)
             | InvalidParameter(_)
             | AmbiguousCredentials(_)
+            | UnreadableGraphql(_)
+            | UsersUnnamed(_)
             | MalformedBody(_) => StatusCode::BAD_REQUEST,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -138,6 +148,8 @@ impl GatewayError {
             | BadRequest(_)
             | AmbiguousCredentials(_)
             | MalformedBody(_)
+            | UnreadableGraphql(_)
+            | UsersUnnamed(_)
             | UnsupportedMediaType(_)
             | BodyTooLarge
             | Conflict(_)
@@ -178,6 +190,8 @@ impl GatewayError {
             BodyTooLarge => "body_too_large",
             AmbiguousCredentials(_) => "ambiguous_credentials",
             MalformedBody(_) => "malformed_body",
+            UnreadableGraphql(_) => "unreadable_graphql",
+            UsersUnnamed(_) => "users_unnamed",
             UnsupportedMediaType(_) => "unsupported_media_type",
             Conflict(_) => "conflict",
             UpstreamUnavailable(_) => "upstream_unavailable",
@@ -334,6 +348,8 @@ mod tests {
             (GatewayError::BodyTooLarge, 413, Side::Client, "body_too_large"),
             (GatewayError::AmbiguousCredentials("x"), 400, Side::Client, "ambiguous_credentials"),
             (GatewayError::MalformedBody("x"), 400, Side::Client, "malformed_body"),
+            (GatewayError::UnreadableGraphql("x"), 400, Side::Client, "unreadable_graphql"),
+            (GatewayError::UsersUnnamed("x"), 400, Side::Client, "users_unnamed"),
             (GatewayError::UnsupportedMediaType("x"), 415, Side::Client, "unsupported_media_type"),
             (GatewayError::Conflict("x"), 409, Side::Client, "conflict"),
             (GatewayError::UserBlocked, 403, Side::Client, "user_blocked"),

@@ -62,7 +62,7 @@ enum Segment {
     Param(String),
 }
 
-/// One rule: `METHOD /path/:param [if /json/pointer]`.
+/// One rule: `METHOD /path/:param [if /json/pointer [!= value]] [for /json/pointer]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteRule {
     pub class: RouteClass,
@@ -71,11 +71,17 @@ pub struct RouteRule {
     /// The rule applies only when the JSON request body satisfies this (e.g.
     /// `PUT /api/users/:id if /password`, `PATCH /users/:id if /status != active`).
     pub body_condition: Option<BodyCondition>,
+    /// Where the body names the users the request acts on (`PATCH /users if /data/password for
+    /// /keys`): a credential change ends their sessions, and one that names nobody there is
+    /// refused.
+    pub users: Option<String>,
     pub source: String,
     path: String,
 }
 
-/// `if /pointer` (a non-null value there) or `if /pointer != text` (and not that string).
+/// `if /pointer` (a value there, `null` included) or `if /pointer != text` (and not that
+/// string). A `*` segment stands for every element of an array (or value of an object), and
+/// the condition holds when it holds for one of them (`if /*/password`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyCondition {
     pub pointer: String,
@@ -83,13 +89,105 @@ pub struct BodyCondition {
 }
 
 impl BodyCondition {
-    /// Whether `json` satisfies the condition. A value of another type than the string named
-    /// by `!=` satisfies it: a rule that ends sessions errs on the side of ending them.
+    /// Whether `json` satisfies the condition. `null`, and a value of another type than the
+    /// string named by `!=`, satisfy it: a rule that ends sessions errs on the side of ending
+    /// them (Directus tests `'status' in data`, so `{"status": null}` deactivates a user).
     pub fn holds(&self, json: Option<&serde_json::Value>) -> bool {
-        match json.and_then(|j| j.pointer(&self.pointer)) {
-            None | Some(serde_json::Value::Null) => false,
-            Some(v) => self.unless.as_deref().is_none_or(|u| v.as_str() != Some(u)),
+        let Some(json) = json else { return false };
+        values_at(json, &self.pointer).into_iter().any(|v| self.unless.as_deref().is_none_or(|u| v.as_str() != Some(u)))
+    }
+}
+
+/// The values at a JSON pointer whose `*` segments expand to every element of an array or
+/// value of an object (`/*/id` of `[{"id":1},{"id":2}]` is `[1, 2]`).
+pub fn values_at<'a>(json: &'a serde_json::Value, pointer: &str) -> Vec<&'a serde_json::Value> {
+    let mut here = vec![json];
+    for seg in pointer.split('/').skip(1) {
+        let mut next = Vec::new();
+        for v in here {
+            match (seg, v) {
+                ("*", serde_json::Value::Array(xs)) => next.extend(xs.iter()),
+                ("*", serde_json::Value::Object(m)) => next.extend(m.values()),
+                (seg, v) => {
+                    let key = seg.replace("~1", "/").replace("~0", "~");
+                    let found = match v {
+                        serde_json::Value::Object(m) => m.get(&key),
+                        serde_json::Value::Array(xs) => key.parse::<usize>().ok().and_then(|i| xs.get(i)),
+                        _ => None,
+                    };
+                    next.extend(found);
+                }
+            }
         }
+        here = next;
+    }
+    here
+}
+
+/// The user ids at a pointer (`for /keys`): strings and numbers, alone or in an array.
+pub fn users_at(json: Option<&serde_json::Value>, pointer: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut push = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) if !s.is_empty() => out.push(s.clone()),
+        serde_json::Value::Number(n) => out.push(n.to_string()),
+        _ => {}
+    };
+    for v in json.map(|j| values_at(j, pointer)).unwrap_or_default() {
+        match v {
+            serde_json::Value::Array(xs) => xs.iter().for_each(&mut push),
+            v => push(v),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The words after a rule's path or field: `[if /ptr [!= value]] [for /ptr]`.
+pub fn parse_suffix(rest: &[&str]) -> Result<(Option<BodyCondition>, Option<String>), String> {
+    const EXPECTED: &str =
+        "optionally followed by `if /json/pointer` or `if /json/pointer != value`, then `for /json/pointer`";
+    let (cond, users) = match rest.iter().position(|w| *w == "for") {
+        Some(i) => match &rest[i + 1..] {
+            [ptr] if ptr.starts_with('/') => (&rest[..i], Some(ptr.to_string())),
+            _ => return Err(format!("`for` takes one JSON pointer ({EXPECTED})")),
+        },
+        None => (rest, None),
+    };
+    let condition = match cond {
+        [] => None,
+        ["if", ptr] if ptr.starts_with('/') => Some(BodyCondition { pointer: ptr.to_string(), unless: None }),
+        ["if", ptr, "!=", value] if ptr.starts_with('/') => {
+            Some(BodyCondition { pointer: ptr.to_string(), unless: Some(value.to_string()) })
+        }
+        _ => return Err(format!("expected {EXPECTED}")),
+    };
+    Ok((condition, users))
+}
+
+/// A watched GraphQL mutation field: `auth_refresh`, `update_users_item if /data/password for
+/// /id` (conditions and user pointers read the field's arguments as a JSON object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldRule {
+    pub class: RouteClass,
+    pub field: String,
+    pub condition: Option<BodyCondition>,
+    pub users: Option<String>,
+    pub source: String,
+}
+
+impl FieldRule {
+    pub fn parse(class: RouteClass, text: &str) -> Result<FieldRule, String> {
+        let mut words = text.split_whitespace();
+        let field = words.next().ok_or("empty field rule")?;
+        let name_ok = field.chars().next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+            && field.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
+        if !name_ok {
+            return Err(format!("{field:?} is not a GraphQL field name"));
+        }
+        let rest: Vec<&str> = words.collect();
+        let (condition, users) = parse_suffix(&rest).map_err(|e| format!("`field`: {e}"))?;
+        Ok(FieldRule { class, field: field.to_string(), condition, users, source: text.to_string() })
     }
 }
 
@@ -118,18 +216,7 @@ impl RouteRule {
             return Err(format!("path {path:?} must start with '/'"));
         }
         let rest: Vec<&str> = words.collect();
-        let body_condition =
-            match rest.as_slice() {
-                [] => None,
-                ["if", ptr] if ptr.starts_with('/') => Some(BodyCondition { pointer: ptr.to_string(), unless: None }),
-                ["if", ptr, "!=", value] if ptr.starts_with('/') => {
-                    Some(BodyCondition { pointer: ptr.to_string(), unless: Some(value.to_string()) })
-                }
-                _ => return Err(
-                    "expected `METHOD /path`, optionally followed by `if /json/pointer` or `if /json/pointer != value`"
-                        .into(),
-                ),
-            };
+        let (body_condition, users) = parse_suffix(&rest).map_err(|e| format!("`METHOD /path`: {e}"))?;
         let segments = normalize_path(path)
             .split('/')
             .filter(|s| !s.is_empty())
@@ -138,7 +225,15 @@ impl RouteRule {
                 _ => Segment::Literal(s.to_string()),
             })
             .collect();
-        Ok(RouteRule { class, method, segments, body_condition, source: text.to_string(), path: path.to_string() })
+        Ok(RouteRule {
+            class,
+            method,
+            segments,
+            body_condition,
+            users,
+            source: text.to_string(),
+            path: path.to_string(),
+        })
     }
 
     /// The path as written in the rule (used when the gateway itself calls the route).
@@ -155,6 +250,20 @@ impl RouteRule {
                 Segment::Literal(_) => None,
             })
             .collect()
+    }
+
+    /// Whether the rule matches a request at its path or below it (`router.use` mounting, as
+    /// Directus mounts `/graphql/system`).
+    pub fn matches_at_or_below(&self, method: &Method, normalized: &str) -> bool {
+        if *method != self.method {
+            return false;
+        }
+        let mut parts = normalized.split('/').filter(|s| !s.is_empty());
+        self.segments.iter().all(|seg| match (seg, parts.next()) {
+            (Segment::Literal(lit), Some(part)) => lit == part,
+            (Segment::Param(_), Some(_)) => true,
+            (_, None) => false,
+        })
     }
 
     fn matches(&self, method: &Method, normalized: &str) -> Option<Vec<(String, String)>> {
@@ -316,12 +425,32 @@ mod tests {
         assert!(holds(serde_json::json!({"status": "suspended"})));
         assert!(holds(serde_json::json!({"status": 3})), "another type: erring on ending");
         assert!(!holds(serde_json::json!({"status": "active"})));
-        assert!(!holds(serde_json::json!({"status": null})));
+        assert!(holds(serde_json::json!({"status": null})), "Directus: `'status' in data`");
         assert!(!holds(serde_json::json!({"first_name": "x"})));
         assert!(!c.holds(None));
         for bad in
             ["PATCH /u if /status !=", "PATCH /u if /status == x", "PATCH /u if status != x", "PATCH /u unless /a"]
         {
+            assert!(RouteRule::parse(RouteClass::CredentialChange, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wildcards_and_user_pointers_read_batch_bodies() {
+        let rule =
+            RouteRule::parse(RouteClass::CredentialChange, "PATCH /users if /*/password for /*/id").expect("rule");
+        let batch = serde_json::json!([{"id": "a", "first_name": "x"}, {"id": "b", "password": "p"}]);
+        assert!(rule.body_condition.as_ref().expect("cond").holds(Some(&batch)));
+        assert!(!rule.body_condition.as_ref().expect("cond").holds(Some(&serde_json::json!([{"id": "a"}]))));
+        assert_eq!(users_at(Some(&batch), "/*/id"), vec!["a", "b"]);
+        let keys = serde_json::json!({"keys": ["u2", 7, "u1", "u2", {"x": 1}], "data": {}});
+        assert_eq!(users_at(Some(&keys), "/keys"), vec!["7", "u1", "u2"]);
+        assert_eq!(users_at(Some(&keys), "/id"), Vec::<String>::new());
+        assert_eq!(users_at(Some(&serde_json::json!({"id": "u9"})), "/id"), vec!["u9"]);
+        let cond = RouteRule::parse(RouteClass::CredentialChange, "PATCH /users if /data/status != active for /keys")
+            .expect("rule");
+        assert_eq!(cond.users.as_deref(), Some("/keys"));
+        for bad in ["PATCH /u for", "PATCH /u for keys", "PATCH /u for /a /b", "PATCH /u for /a if /b"] {
             assert!(RouteRule::parse(RouteClass::CredentialChange, bad).is_err(), "{bad}");
         }
     }

@@ -201,3 +201,74 @@ async fn a_password_change_or_suspension_revokes_nothing_until_a_refresh() {
     let anon = req(&d, Method::GET, "/items/articles").send().await;
     assert_eq!((anon.status.as_u16(), code(&anon)), (403, json!("FORBIDDEN")));
 }
+
+async fn gql(d: &MockDirectus, query: &str, variables: Value) -> Resp {
+    req(d, Method::POST, "/graphql/system").json(json!({"query": query, "variables": variables})).send().await
+}
+
+/// `## GraphQL auth (POST /graphql/system)`, and graphql-js's execution rules the gateway
+/// must read alike (operation selection, directives, fragments).
+#[tokio::test]
+async fn graphql_auth_answers_as_directus_does() {
+    let d = MockDirectus::start().await;
+    let q = format!("mutation {{ auth_login(email: \"reader@example.com\", password: \"{PASSWORD}\") {{ access_token refresh_token expires }} }}");
+    let r = gql(&d, &q, json!({})).await;
+    assert_eq!(r.status, 200);
+    let t = r.json()["data"]["auth_login"].clone();
+    assert_eq!(t["expires"], "900000", "a string");
+    let refresh = t["refresh_token"].as_str().expect("rt").to_string();
+    let q = "mutation($t: String) { auth_refresh(refresh_token: $t) { refresh_token } }";
+    let next = gql(&d, q, json!({"t": refresh})).await.json()["data"]["auth_refresh"]["refresh_token"].clone();
+    let reuse = gql(&d, q, json!({"t": refresh})).await;
+    assert_eq!(reuse.status, 200, "reuse: HTTP 200");
+    assert_eq!(reuse.json()["data"]["auth_refresh"], Value::Null);
+    assert_eq!(reuse.json()["errors"][0]["extensions"]["code"], "INVALID_CREDENTIALS");
+    assert_eq!(reuse.json()["errors"][0]["path"], json!(["auth_refresh"]));
+    let out = gql(&d, "mutation($t: String) { auth_logout(refresh_token: $t) }", json!({"t": next})).await;
+    assert_eq!(out.json(), json!({"data": {"auth_logout": true}}));
+    let rest = req(&d, Method::POST, "/auth/refresh").json(json!({"refresh_token": next})).send().await;
+    assert_eq!(rest.status, 401, "revoked for REST too");
+    let session = format!("mutation {{ auth_login(email: \"reader@example.com\", password: \"{PASSWORD}\", mode: session) {{ access_token refresh_token expires }} }}");
+    let s = gql(&d, &session, json!({})).await;
+    assert_eq!(
+        s.json()["data"]["auth_login"],
+        json!({"access_token": null, "refresh_token": null, "expires": "86400000"})
+    );
+    assert!(set_cookie(&s, directus::SESSION_COOKIE).is_some());
+    let get = req(&d, Method::GET, "/graphql/system?query=mutation%20%7B%20auth_logout%20%7D").send().await;
+    assert_eq!(get.status, 405, "mutations are POST only");
+}
+
+#[tokio::test]
+async fn graphql_runs_the_operation_and_fields_graphql_js_would() {
+    let d = MockDirectus::start().await;
+    let login = |mode: &str| {
+        format!("auth_login(email: \"reader@example.com\", password: \"{PASSWORD}\", mode: {mode}) {{ expires }}")
+    };
+    let rows = || d.with(|s| s.sessions.len());
+    // Two operations and no name: nothing runs (HTTP 200, errors only).
+    let r = gql(&d, &format!("mutation A {{ {} }} mutation B {{ {} }}", login("json"), login("json")), json!({})).await;
+    assert_eq!((r.status.as_u16(), r.json().get("data").is_none(), rows()), (200, true, 0));
+    let r = req(&d, Method::POST, "/graphql/system")
+        .json(json!({"query": format!("query A {{ users_me {{ id }} }} mutation B {{ {} }}", login("json")), "operationName": "B"}))
+        .send()
+        .await;
+    assert_eq!((r.status.as_u16(), rows()), (200, 1), "the named one runs");
+    // Directives are evaluated, with variables; fragments are followed.
+    let q = format!("mutation($s: Boolean!) {{ ...F @skip(if: $s) }} fragment F on Mutation {{ {} }}", login("json"));
+    gql(&d, &q, json!({"s": true})).await;
+    assert_eq!(rows(), 1, "skipped");
+    gql(&d, &q, json!({"s": false})).await;
+    assert_eq!(rows(), 2, "run");
+    // What validation rejects is 400 and runs nothing.
+    for bad in [
+        format!("mutation {{ {} }} {{ users_me {{ id }} }}", login("json")),
+        format!("mutation A {{ {} }} mutation A {{ {} }}", login("json"), login("json")),
+        format!("mutation {{ {} @deprecated }}", login("json")),
+        format!("mutation {{ nope {} }}", login("json")),
+        "mutation { auth_login(".to_string(),
+    ] {
+        let r = gql(&d, &bad, json!({})).await;
+        assert_eq!((r.status.as_u16(), rows()), (400, 2), "{bad}: {}", r.text());
+    }
+}

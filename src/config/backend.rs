@@ -3,7 +3,7 @@
 
 use super::raw::*;
 use super::validate::V;
-use crate::routes::{RouteClass, RouteRule};
+use crate::routes::{FieldRule, RouteClass, RouteRule};
 
 #[derive(Debug, Clone)]
 pub struct ExtractConfig {
@@ -30,6 +30,44 @@ pub struct ExtractConfig {
     pub credential_user_param: Option<String>,
     /// Which refresh credential the backend reads when a request carries both.
     pub refresh_precedence: RefreshPrecedence,
+    /// Where a refresh or logout request names the place of its refresh token (Directus:
+    /// `/mode`, `json` | `cookie` | `session`); the backend reads only that place.
+    pub refresh_mode: Option<String>,
+}
+
+/// The place a refresh token is read from, named by the request (`extract.refresh_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshMode {
+    /// `json`: the body field (GraphQL: the argument) `extract.request_refresh_token`.
+    Body,
+    /// `cookie`: the refresh cookie.
+    Cookie,
+    /// `session`: the access cookie's `extract.refresh_claim`.
+    Claim,
+}
+
+impl RefreshMode {
+    pub const NAMES: [(&'static str, RefreshMode); 3] =
+        [("json", RefreshMode::Body), ("cookie", RefreshMode::Cookie), ("session", RefreshMode::Claim)];
+
+    pub fn named(name: &str) -> Option<RefreshMode> {
+        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
+    }
+}
+
+/// `[graphql]`: GraphQL endpoints whose mutations are auth routes (Directus's
+/// `/graphql/system`: `auth_login`, `auth_refresh`, `auth_logout`, `update_users_*`).
+#[derive(Debug, Clone, Default)]
+pub struct GraphqlConfig {
+    /// `POST /graphql/system`: requests there have their JSON body read as GraphQL.
+    pub endpoints: Vec<RouteRule>,
+    /// Watched mutation fields, in order (`auth_login`, `update_users_item if /data/password for /id`).
+    pub fields: Vec<FieldRule>,
+    /// Where a login or refresh field's result sits in the REST answer the `[extract]`
+    /// pointers read (Directus: `/data`, so `/data/access_token` reads both).
+    pub result_at: String,
+    /// The refresh place when the mutation names no mode (Directus: `json`, the argument).
+    pub default_mode: Option<RefreshMode>,
 }
 
 /// Where the backend looks first for a refresh token (Strapi: the cookie).
@@ -72,6 +110,9 @@ pub struct BackendConfig {
     pub error_shape: ErrorShape,
     /// Body formats read (and re-serialized as JSON) on auth routes; others are refused (415).
     pub body_formats: Vec<BodyFormat>,
+    /// Methods whose bodies the backend reads (Strapi's koa-body: POST, PUT, PATCH; Directus's
+    /// express.json: DELETE too). Other methods' bodies are neither read nor forwarded.
+    pub body_methods: Vec<http::Method>,
     pub revoke_on_end: bool,
     pub revoke_logout: Option<RouteRule>,
     pub revoke_refresh: Option<RouteRule>,
@@ -152,6 +193,7 @@ pub(super) fn extract(v: &mut V<'_>, e: RawExtract) -> ExtractConfig {
             RefreshPrecedence::CookieFirst,
             &[("cookie", RefreshPrecedence::CookieFirst), ("body", RefreshPrecedence::BodyFirst)],
         ),
+        refresh_mode: v.pointer("extract.refresh_mode", e.refresh_mode),
     };
     if extract.user_id.is_none() && extract.user_id_claim.is_none() {
         v.err("extract.user_id", "set extract.user_id (JSON pointer) or extract.user_id_claim (JWT claim)");
@@ -184,9 +226,18 @@ pub(super) fn backend(v: &mut V<'_>, b: RawBackend) -> BackendConfig {
             ),
         }
     }
+    let mut body_methods = Vec::new();
+    for (i, m) in b.body_methods.unwrap_or_else(|| vec!["POST".into(), "PUT".into(), "PATCH".into()]).iter().enumerate()
+    {
+        match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => body_methods.push(m),
+            Err(_) => v.err(&format!("backend.body_methods[{i}]"), format!("{m:?} is not an HTTP method")),
+        }
+    }
     let backend = BackendConfig {
         error_shape,
         body_formats,
+        body_methods,
         revoke_on_end: b.revoke_on_end.unwrap_or(false),
         revoke_logout: v.one_rule("backend.revoke_logout", RouteClass::Logout, b.revoke_logout),
         revoke_refresh: v.one_rule("backend.revoke_refresh", RouteClass::Refresh, b.revoke_refresh),
@@ -195,6 +246,49 @@ pub(super) fn backend(v: &mut V<'_>, b: RawBackend) -> BackendConfig {
         v.err("backend.revoke_logout", "required when backend.revoke_on_end = true");
     }
     backend
+}
+
+/// `[graphql]`. Endpoints are plain `METHOD /path` rules; fields are mutation field names with
+/// the same `if` / `for` suffixes as route rules, reading the field's arguments.
+pub(super) fn graphql(v: &mut V<'_>, g: RawGraphql, extract: &ExtractConfig) -> GraphqlConfig {
+    let mut endpoints = Vec::new();
+    v.rules("graphql.endpoints", RouteClass::Other, g.endpoints, &mut endpoints);
+    for (i, e) in endpoints.iter().enumerate() {
+        if e.body_condition.is_some() || e.users.is_some() || !e.param_names().is_empty() {
+            v.err(&format!("graphql.endpoints[{i}]"), format!("{:?}: an endpoint is `METHOD /path` only", e.source));
+        }
+    }
+    let mut fields = Vec::new();
+    for (key, class, raw) in [
+        ("graphql.login", RouteClass::Login, g.login),
+        ("graphql.refresh", RouteClass::Refresh, g.refresh),
+        ("graphql.logout", RouteClass::Logout, g.logout),
+        ("graphql.credential_change", RouteClass::CredentialChange, g.credential_change),
+    ] {
+        for (i, text) in raw.unwrap_or_default().iter().enumerate() {
+            match FieldRule::parse(class, text) {
+                Ok(r) => fields.push(r),
+                Err(e) => v.err(&format!("{key}[{i}]"), e),
+            }
+        }
+    }
+    if !endpoints.is_empty() && fields.is_empty() {
+        v.err("graphql.endpoints", "set the watched mutations too (graphql.login, refresh, logout, credential_change)");
+    }
+    let default_mode = g.default_mode.filter(|s| !s.is_empty()).and_then(|m| {
+        let mode = RefreshMode::named(&m);
+        if mode.is_none() {
+            v.err("graphql.default_mode", format!("{m:?}: expected \"json\", \"cookie\" or \"session\""));
+        }
+        mode
+    });
+    if !endpoints.is_empty() && extract.refresh_mode.is_none() && fields.iter().any(|f| f.class != RouteClass::Login) {
+        // Without it a mutation's refresh place is guessed by REST precedence, which need not be
+        // the resolver's: say so rather than read it differently from the backend.
+        v.err("extract.refresh_mode", "required with [graphql] refresh or logout fields (Directus: \"/mode\")");
+    }
+    let result_at = v.pointer("graphql.result_at", g.result_at).unwrap_or_default();
+    GraphqlConfig { endpoints, fields, result_at, default_mode }
 }
 
 /// `[user_api]`; its prefix must not overlap a route rule.

@@ -72,6 +72,7 @@ pub struct Config {
     pub sessions: SessionConfig,
     pub jwt: Option<JwtConfig>,
     pub routes: Router,
+    pub graphql: GraphqlConfig,
     pub extract: ExtractConfig,
     pub backend: BackendConfig,
     pub user_api: UserApiConfig,
@@ -171,6 +172,7 @@ struct RawConfig {
     sessions: RawSessions,
     jwt: Option<RawJwt>,
     routes: RawRoutes,
+    graphql: RawGraphql,
     extract: RawExtract,
     backend: RawBackend,
     user_api: RawUserApi,
@@ -328,6 +330,7 @@ impl Config {
             sessions: section(&mut table, "sessions", &mut issues, &mut bad).unwrap_or_default(),
             jwt: section(&mut table, "jwt", &mut issues, &mut bad),
             routes: section(&mut table, "routes", &mut issues, &mut bad).unwrap_or_default(),
+            graphql: section(&mut table, "graphql", &mut issues, &mut bad).unwrap_or_default(),
             extract: section(&mut table, "extract", &mut issues, &mut bad).unwrap_or_default(),
             backend: section(&mut table, "backend", &mut issues, &mut bad).unwrap_or_default(),
             user_api: section(&mut table, "user_api", &mut issues, &mut bad).unwrap_or_default(),
@@ -342,8 +345,8 @@ impl Config {
             log: section(&mut table, "log", &mut issues, &mut bad).unwrap_or_default(),
         };
         let sections = [
-            "preset", "server", "upstream", "store", "sessions", "jwt", "routes", "extract", "backend", "user_api",
-            "admin", "geo", "risk", "geofence", "roles", "alerts", "policies", "cluster", "log",
+            "preset", "server", "upstream", "store", "sessions", "jwt", "routes", "graphql", "extract", "backend",
+            "user_api", "admin", "geo", "risk", "geofence", "roles", "alerts", "policies", "cluster", "log",
         ];
         for key in table.keys() {
             let hint = did_you_mean(key, &sections).map(|m| format!("; did you mean `{m}`?")).unwrap_or_default();

@@ -104,6 +104,19 @@ pub struct RawExtract {
     pub logout_all: Option<String>,
     pub credential_user_param: Option<String>,
     pub refresh_precedence: Option<String>,
+    pub refresh_mode: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGraphql {
+    pub endpoints: Option<Vec<String>>,
+    pub login: Option<Vec<String>>,
+    pub refresh: Option<Vec<String>>,
+    pub logout: Option<Vec<String>>,
+    pub credential_change: Option<Vec<String>>,
+    pub result_at: Option<String>,
+    pub default_mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +127,7 @@ pub struct RawBackend {
     pub revoke_logout: Option<String>,
     pub revoke_refresh: Option<String>,
     pub body_formats: Option<Vec<String>>,
+    pub body_methods: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

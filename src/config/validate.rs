@@ -117,6 +117,7 @@ pub(super) fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Con
     let jwt = super::sessions::jwt(&mut v, raw.jwt);
     let rules = super::backend::routes(&mut v, raw.routes);
     let extract = super::backend::extract(&mut v, raw.extract);
+    let graphql = super::backend::graphql(&mut v, raw.graphql, &extract);
     let backend = super::backend::backend(&mut v, raw.backend);
     let user_api = super::backend::user_api(&mut v, raw.user_api, &rules);
     let admin = super::admin::admin(&mut v, raw.admin, server.listen);
@@ -132,6 +133,7 @@ pub(super) fn validate(mut raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Con
         sessions,
         jwt,
         routes: Router::new(rules),
+        graphql,
         extract,
         backend,
         user_api,

@@ -60,13 +60,13 @@ impl AuthBody {
 /// Reads a buffered auth-route body. `max` bounds the decoded size too (a small gzip body can
 /// expand a thousandfold).
 pub fn parse(
-    method: &Method,
+    (method, methods): (&Method, &[Method]),
     headers: &HeaderMap,
     raw: &Bytes,
     formats: &[BodyFormat],
     max: usize,
 ) -> Result<AuthBody, GatewayError> {
-    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) || raw.is_empty() {
+    if !methods.contains(method) || raw.is_empty() {
         return Ok(AuthBody::None);
     }
     let decoded = decode(headers, raw, max)?;
@@ -304,6 +304,7 @@ mod tests {
     use std::io::Write;
 
     const ALL: &[BodyFormat] = &[BodyFormat::Json, BodyFormat::Urlencoded, BodyFormat::Multipart];
+    const POSTS: &[Method] = &[Method::POST];
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -318,7 +319,7 @@ mod tests {
         if let Some(ce) = ce {
             h.insert(header::CONTENT_ENCODING, ce.parse().expect("ce"));
         }
-        parse(&Method::POST, &h, &Bytes::from(body), ALL, 1 << 20)
+        parse((&Method::POST, POSTS), &h, &Bytes::from(body), ALL, 1 << 20)
     }
 
     fn gzip(b: &[u8]) -> Vec<u8> {
@@ -415,10 +416,10 @@ mod tests {
             Err(GatewayError::MalformedBody(_))
         ));
         let mut h = headers(&[]);
-        assert!(parse(&Method::POST, &h, &Bytes::from_static(b"{}"), ALL, 1024).is_err(), "no content type");
+        assert!(parse((&Method::POST, POSTS), &h, &Bytes::from_static(b"{}"), ALL, 1024).is_err(), "no content type");
         h.insert(header::CONTENT_TYPE, "application/json".parse().expect("ct"));
         assert!(matches!(
-            parse(&Method::POST, &h, &Bytes::from_static(b"{}"), &[BodyFormat::Urlencoded], 1024),
+            parse((&Method::POST, POSTS), &h, &Bytes::from_static(b"{}"), &[BodyFormat::Urlencoded], 1024),
             Err(GatewayError::UnsupportedMediaType(_))
         ));
     }
@@ -437,11 +438,17 @@ mod tests {
     fn decoded_size_is_bounded_and_other_methods_carry_no_body() {
         let big = gzip(&vec![b' '; 100_000]);
         let h = headers(&[("content-type", "application/json"), ("content-encoding", "gzip")]);
-        assert!(matches!(parse(&Method::POST, &h, &Bytes::from(big), ALL, 4096), Err(GatewayError::BodyTooLarge)));
+        assert!(matches!(
+            parse((&Method::POST, POSTS), &h, &Bytes::from(big), ALL, 4096),
+            Err(GatewayError::BodyTooLarge)
+        ));
         let h = headers(&[("content-type", "application/json")]);
         for m in [Method::GET, Method::DELETE, Method::HEAD, Method::OPTIONS] {
-            assert_eq!(parse(&m, &h, &Bytes::from_static(b"{\"a\":1}"), ALL, 1024).expect("ok"), AuthBody::None);
+            assert_eq!(
+                parse((&m, POSTS), &h, &Bytes::from_static(b"{\"a\":1}"), ALL, 1024).expect("ok"),
+                AuthBody::None
+            );
         }
-        assert_eq!(parse(&Method::POST, &h, &Bytes::new(), ALL, 1024).expect("empty"), AuthBody::None);
+        assert_eq!(parse((&Method::POST, POSTS), &h, &Bytes::new(), ALL, 1024).expect("empty"), AuthBody::None);
     }
 }

@@ -9,13 +9,14 @@
 
 use super::body::{self, AuthBody};
 use super::credentials::{self, Cookies, Token};
+use super::graphql::{self, Watched};
 use super::headers;
 use super::learn;
 use super::longlived::{self, UntilEnded};
 use super::user_api;
 use crate::audit::{Event, Kind};
 use crate::backend::fields;
-use crate::config::{AccessLog, Config, OnChange, RefreshPrecedence};
+use crate::config::{AccessLog, Config, OnChange, RefreshMode, RefreshPrecedence};
 use crate::error::{full, Body, BoxError, GatewayError, Side};
 use crate::metrics::{LoginResult, RefreshResult};
 use crate::routes::{self, RouteClass, RouteMatch};
@@ -64,6 +65,8 @@ pub struct RequestCtx {
     pub upstream_elapsed: Option<Duration>,
     /// The protocol a client asked to switch to (`Upgrade`, other routes only).
     pub upgrade: Option<HeaderValue>,
+    /// The answer key of the watched mutation, on a `[graphql]` endpoint.
+    pub graphql_key: Option<String>,
 }
 
 /// Where a refresh credential was found.
@@ -71,6 +74,9 @@ pub struct RequestCtx {
 pub(super) enum From {
     Cookie,
     Body,
+    /// The access cookie's refresh claim (`extract.refresh_claim`), which the backend reads in
+    /// its `session` mode; forwarded as the access cookie it is part of.
+    Claim,
 }
 
 /// The credentials a request presents, and what is forwarded of them.
@@ -85,6 +91,9 @@ pub(super) struct Creds {
     /// Refresh credentials in the backend's precedence order (refresh and logout routes). The
     /// first one is the one the backend reads — the only one forwarded.
     pub(super) refresh: Vec<(From, Token)>,
+    /// Refresh credentials the request presents where the backend will not read them (another
+    /// place than the mode names): checked like the others, never forwarded.
+    pub(super) unread: Vec<Token>,
     /// Whether the first refresh credential belongs to a live session (as a refresh token).
     pub(super) refresh_tracked: bool,
     /// Whether the bearer is a tracked access token (its claims were seen in a backend answer).
@@ -95,6 +104,9 @@ pub(super) struct Creds {
     pub(super) identifier: Option<String>,
     pub(super) logout_all: bool,
     pub(super) cookies: Option<Cookies>,
+    /// The users a credential change names (its rule's `for` pointer); `None`: the rule names
+    /// none, and the user is the path parameter's, the answer's or the session's.
+    pub(super) users: Option<Vec<String>>,
 }
 
 impl Creds {
@@ -148,6 +160,7 @@ pub async fn handle(
         refresh_session: None,
         upstream_elapsed: None,
         upgrade: None,
+        graphql_key: None,
     };
     let method = req.method().clone();
     // Read only for the access log (the header itself is forwarded unchanged).
@@ -224,13 +237,19 @@ async fn handle_inner(
     let (mut parts, body) = req.into_parts();
     let normalized = routes::normalize_path(parts.uri.path());
     let matched = classify(&cfg, ctx, &parts, &normalized);
+    let on_graphql = ctx.route == RouteClass::Other
+        && cfg.graphql.endpoints.iter().any(|e| e.matches_at_or_below(&parts.method, &normalized));
     // Only plain routes switch protocols: auth routes' bodies are read, the user API is ours.
-    let upgrade = if ctx.route == RouteClass::Other { longlived::ask(&mut parts) } else { None };
+    let upgrade = if ctx.route == RouteClass::Other && !on_graphql { longlived::ask(&mut parts) } else { None };
     ctx.upgrade = upgrade.as_ref().map(|u| u.protocol.clone());
-    let body = read_body(&cfg, ctx.route, &parts.headers, body).await?;
-    let auth_body = parse_auth_body(&cfg, ctx.route, &parts, &body)?;
+    let body = read_body(&cfg, ctx.route.is_auth() || on_graphql, &parts.headers, body).await?;
+    let auth_body = parse_auth_body(&cfg, &parts, &body)?;
+    let watched = if on_graphql { mutation(&cfg, ctx, &parts.headers, auth_body.json())? } else { None };
     let matched = apply_body_condition(&cfg, ctx, matched, (&parts.method, &normalized), auth_body.json());
-    let mut creds = credentials(&cfg, ctx.route, &parts.headers, parts.uri.query(), auth_body.json())?;
+    // What the auth phases read: a watched mutation's arguments, else the body.
+    let fields = watched.as_ref().map(|w| &w.args).or(auth_body.json());
+    let mut creds = credentials(&cfg, ctx, &parts.headers, parts.uri.query(), fields)?;
+    creds.users = named_users(ctx.route, matched.as_ref().map(|m| &m.rule.users), watched.as_ref(), fields)?;
     enforce(st, ctx, &mut creds).await?;
     sight(st, &cfg, ctx, &parts.headers).await?;
     if ctx.route == RouteClass::UserApi {
@@ -255,8 +274,9 @@ async fn handle_inner(
     let res = longlived::answer_or_end(&st.sessions, &st.metrics, racing, st.upstream.send(up)).await;
     ctx.upstream_elapsed = Some(sent.elapsed());
     if !ended.records.is_empty() {
-        // No answer (an upstream failure) proves nothing: the logout's revocations go ahead.
-        let status = res.as_ref().ok().map(|r| r.status());
+        // No answer (an upstream failure) proves nothing: the logout's revocations go ahead. Nor
+        // does a GraphQL status: errors come with 200.
+        let status = res.as_ref().ok().map(|r| r.status()).filter(|_| ctx.graphql_key.is_none());
         Box::pin(settle_logout(st, ctx, &creds, &ended, status)).await;
     }
     let res = res?;
@@ -286,25 +306,24 @@ fn classify<'a>(
     let m = cfg.routes.find(&parts.method, normalized);
     ctx.route = m.as_ref().map(|m| m.rule.class).unwrap_or(RouteClass::Other);
     if ctx.route.is_auth() {
-        // Only sessions record the agent; other requests skip the copy.
-        ctx.user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(MAX_USER_AGENT).collect())
-            .unwrap_or_default();
+        note_user_agent(ctx, &parts.headers);
     }
     m
 }
 
-/// Phase 2: auth routes have their body buffered (capped); all others stream.
-async fn read_body(
-    cfg: &Config,
-    route: RouteClass,
-    headers: &HeaderMap,
-    body: Incoming,
-) -> Result<ReqBody, GatewayError> {
-    if !route.is_auth() {
+/// Only sessions record the agent; other requests skip the copy.
+fn note_user_agent(ctx: &mut RequestCtx, headers: &HeaderMap) {
+    ctx.user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(MAX_USER_AGENT).collect())
+        .unwrap_or_default();
+}
+
+/// Phase 2: auth routes and GraphQL endpoints have their body buffered (capped); all others
+/// stream.
+async fn read_body(cfg: &Config, buffered: bool, headers: &HeaderMap, body: Incoming) -> Result<ReqBody, GatewayError> {
+    if !buffered {
         return Ok(ReqBody::Stream(body));
     }
     let max = cfg.server.max_body_bytes;
@@ -321,18 +340,58 @@ async fn read_body(
 }
 
 /// Phase 3: an auth route's body, parsed in every format the backend reads (see `body`).
-fn parse_auth_body(
-    cfg: &Config,
-    route: RouteClass,
-    parts: &http::request::Parts,
-    body: &ReqBody,
-) -> Result<AuthBody, GatewayError> {
+fn parse_auth_body(cfg: &Config, parts: &http::request::Parts, body: &ReqBody) -> Result<AuthBody, GatewayError> {
     match body {
-        ReqBody::Buffered(b) if route.is_auth() => {
-            body::parse(&parts.method, &parts.headers, b, &cfg.backend.body_formats, cfg.server.max_body_bytes)
+        ReqBody::Buffered(b) => {
+            let methods = (&parts.method, cfg.backend.body_methods.as_slice());
+            body::parse(methods, &parts.headers, b, &cfg.backend.body_formats, cfg.server.max_body_bytes)
         }
-        _ => Ok(AuthBody::None),
+        ReqBody::Stream(_) => Ok(AuthBody::None),
     }
+}
+
+/// Phase 3b (GraphQL endpoints): the watched mutation the request runs, if any, makes it an
+/// auth route of that mutation's class (`graphql`).
+fn mutation<'a>(
+    cfg: &'a Config,
+    ctx: &mut RequestCtx,
+    headers: &HeaderMap,
+    json: Option<&Value>,
+) -> Result<Option<Watched<'a>>, GatewayError> {
+    let watched = graphql::read(&cfg.graphql, json)?;
+    if let Some(w) = &watched {
+        ctx.route = w.class();
+        ctx.graphql_key = Some(w.key.clone());
+        note_user_agent(ctx, headers);
+    }
+    Ok(watched)
+}
+
+/// The users a credential change names where its rule says (`for /keys`); a rule that says
+/// and a body that names nobody there is refused (which sessions to end would be a guess).
+fn named_users(
+    route: RouteClass,
+    rest: Option<&Option<String>>,
+    watched: Option<&Watched<'_>>,
+    fields: Option<&Value>,
+) -> Result<Option<Vec<String>>, GatewayError> {
+    if route != RouteClass::CredentialChange {
+        return Ok(None);
+    }
+    let pointer = match watched {
+        Some(w) => w.rule.users.as_deref(),
+        None => rest.and_then(|p| p.as_deref()),
+    };
+    let Some(pointer) = pointer else { return Ok(None) };
+    let mut users = routes::users_at(fields, pointer);
+    // A path parameter is matched lower-cased; a key in the body is taken both ways (a UUID
+    // column may compare either way), so no spelling of an id escapes.
+    let lower: Vec<String> = users.iter().map(|u| u.to_lowercase()).filter(|l| !users.contains(l)).collect();
+    users.extend(lower);
+    if users.is_empty() {
+        return Err(GatewayError::UsersUnnamed("this change of credentials must name its users by key"));
+    }
+    Ok(Some(users))
 }
 
 /// A rule with `if /pointer` (or `if /pointer != value`) applies only when the body satisfies
@@ -359,11 +418,12 @@ fn apply_body_condition<'a>(
 /// `Authorization` headers, or one token cookie with two values, are refused.
 fn credentials(
     cfg: &Config,
-    route: RouteClass,
+    ctx: &RequestCtx,
     headers: &HeaderMap,
     query: Option<&str>,
     json: Option<&Value>,
 ) -> Result<Creds, GatewayError> {
+    let route = ctx.route;
     let x = &cfg.extract;
     let mut c = Creds { bearer: credentials::bearer(headers)?, ..Default::default() };
     if let Some(name) = x.access_query.as_deref() {
@@ -390,11 +450,35 @@ fn credentials(
     if reads_refresh {
         let body_token =
             x.request_refresh_token.as_deref().and_then(|p| json.and_then(|j| fields::pointer_string(j, p)));
-        if let Some(t) = body_token {
-            let token = Token::from_text(t);
-            match x.refresh_precedence {
-                RefreshPrecedence::CookieFirst => c.refresh.push((From::Body, token)),
-                RefreshPrecedence::BodyFirst => c.refresh.insert(0, (From::Body, token)),
+        let default = if ctx.graphql_key.is_some() { cfg.graphql.default_mode } else { None };
+        let mode = refresh_mode(cfg, json, default)?;
+        if mode.is_some() {
+            // The backend reads the one place the request names: that one is the refresh
+            // credential; the others are only checked.
+            c.unread.extend(c.refresh.drain(..).map(|(_, t)| t));
+        }
+        match mode {
+            Some(RefreshMode::Body) => c.refresh.extend(body_token.map(|t| (From::Body, Token::from_text(t)))),
+            Some(RefreshMode::Cookie) => {
+                c.refresh.extend(c.unread.drain(..).map(|t| (From::Cookie, t)));
+                c.unread.extend(body_token.map(Token::from_text));
+            }
+            Some(RefreshMode::Claim) => {
+                let claim = x.refresh_claim.as_deref().and_then(|name| {
+                    let claims = c.access_cookie.as_ref().and_then(|t| tokens::response_claims(&t.text));
+                    claims.and_then(|m| tokens::claim_str(&m, name))
+                });
+                c.refresh.extend(claim.map(|t| (From::Claim, Token::from_text(t))));
+                c.unread.extend(body_token.map(Token::from_text));
+            }
+            None => {
+                if let Some(t) = body_token {
+                    let token = Token::from_text(t);
+                    match x.refresh_precedence {
+                        RefreshPrecedence::CookieFirst => c.refresh.push((From::Body, token)),
+                        RefreshPrecedence::BodyFirst => c.refresh.insert(0, (From::Body, token)),
+                    }
+                }
             }
         }
     }
@@ -415,6 +499,26 @@ fn credentials(
             .is_some_and(|(p, v)| json.and_then(|j| fields::pointer_string(j, p)).is_some_and(|got| got == *v));
     }
     Ok(c)
+}
+
+/// The refresh place a refresh or logout request names (`extract.refresh_mode`), as Directus
+/// reads it: a truthy value there is the mode (`body.mode || …`); one that names no place is
+/// refused, as the backend refuses it. Absent: `default` (GraphQL's `json`), else precedence.
+fn refresh_mode(
+    cfg: &Config,
+    json: Option<&Value>,
+    default: Option<RefreshMode>,
+) -> Result<Option<RefreshMode>, GatewayError> {
+    let Some(pointer) = cfg.extract.refresh_mode.as_deref() else { return Ok(None) };
+    match json.and_then(|j| j.pointer(pointer)) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(default),
+        Some(Value::String(s)) if s.is_empty() => Ok(default),
+        Some(Value::Number(n)) if n.as_f64() == Some(0.0) => Ok(default),
+        Some(Value::String(s)) => RefreshMode::named(s)
+            .map(Some)
+            .ok_or(GatewayError::MalformedBody("the refresh mode must be json, cookie or session")),
+        Some(_) => Err(GatewayError::MalformedBody("the refresh mode must be json, cookie or session")),
+    }
 }
 
 /// Phase 5: every presented credential is decided (`session::enforce`) and the request acts on
@@ -499,8 +603,8 @@ async fn sight(st: &AppState, cfg: &Config, ctx: &RequestCtx, headers: &HeaderMa
 }
 
 /// The most credentials a request can present: the bearer, the query token, the access cookie,
-/// and the refresh cookie and body field.
-const MAX_CREDENTIALS: usize = 5;
+/// and the refresh cookie, body field and access cookie claim.
+const MAX_CREDENTIALS: usize = 6;
 
 /// A live credential: whether it is the first of its kind, as what it was presented, its session.
 type LiveCredential = (bool, Presented, Live, TokenEntry);
@@ -514,6 +618,7 @@ fn decide_all(st: &AppState, creds: &Creds, now: i64) -> Result<[Option<LiveCred
         [creds.bearer.as_ref(), creds.query_token.as_ref(), creds.access_cookie.as_ref()].into_iter().enumerate();
     let access = access.filter_map(|(i, t)| t.map(|t| (i == 0, Presented::Access, t)));
     let refresh = creds.refresh.iter().enumerate().map(|(i, (_, t))| (i == 0, Presented::Refresh, t));
+    let refresh = refresh.chain(creds.unread.iter().map(|t| (false, Presented::Refresh, t)));
     let mut lives: [Option<LiveCredential>; MAX_CREDENTIALS] = Default::default();
     for (slot, (first, presented, t)) in access.chain(refresh).enumerate() {
         match enforcer.decide(&t.text, presented, now) {
@@ -680,9 +785,10 @@ fn upstream_request(
     let body = match (body, auth_body) {
         (ReqBody::Stream(b), _) => b.map_err(|e| Box::new(e) as BoxError).boxed(),
         (ReqBody::Buffered(_), AuthBody::Json(mut json)) => {
-            // Only the refresh credential the backend reads is forwarded.
-            if let (Some((From::Cookie, _)), Some(ptr)) =
-                (creds.refresh_winner(), cfg.extract.request_refresh_token.as_deref())
+            // Only the refresh credential the backend reads is forwarded (a GraphQL mutation's
+            // arguments are in its query text, which goes as checked).
+            if let (Some((From::Cookie | From::Claim, _)), Some(ptr), None) =
+                (creds.refresh_winner(), cfg.extract.request_refresh_token.as_deref(), &ctx.graphql_key)
             {
                 remove_pointer(&mut json, ptr);
             }
@@ -763,23 +869,7 @@ async fn observe(
     }
     let learns = matches!(ctx.route, RouteClass::Login | RouteClass::Refresh | RouteClass::CredentialChange);
     if !learns || !parts.status.is_success() {
-        match ctx.route {
-            RouteClass::Login => {
-                tracing::info!(request_id = %ctx.request_id, status = parts.status.as_u16(), client = %ctx.client_ip, "login failed at the backend");
-                st.metrics.login(LoginResult::Failed);
-                let now = st.sessions.clock().now_ms();
-                st.logins.add_failure(now);
-                st.risk.record_failure(ctx.client_ip, now);
-                st.audit.record(
-                    Event::new(Kind::LoginFailed)
-                        .ip(ctx.client_ip)
-                        .actor("client")
-                        .details(serde_json::json!({"identifier": creds.identifier, "status": parts.status.as_u16()})),
-                );
-            }
-            RouteClass::Refresh => st.metrics.refresh(RefreshResult::Rejected),
-            _ => {}
-        }
+        failed_at_backend(st, ctx, creds, parts.status);
         let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
         // A streamed answer to a session's request ends when the session does.
         let body = match &ctx.session {
@@ -795,7 +885,16 @@ async fn observe(
         .await
         .map_err(|_| GatewayError::BadAuthResponse("response body too large or unreadable"))?
         .to_bytes();
-    let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let mut json: Option<Value> = serde_json::from_slice(&bytes).ok();
+    if let Some(key) = &ctx.graphql_key {
+        // A mutation's outcome is in its field, not the status: `null` there (with `errors`) is
+        // a failure, and the field's value is the REST answer the pointers read.
+        json = json.as_ref().and_then(|j| graphql::result_as_rest(&st.cfg().graphql, key, j));
+        if json.is_none() {
+            failed_at_backend(st, ctx, creds, parts.status);
+            return Ok(Response::from_parts(parts, full(bytes)));
+        }
+    }
     let issued = learn::issued_from(st, &parts.headers, json.as_ref());
     match ctx.route {
         RouteClass::Login => {
@@ -816,4 +915,26 @@ async fn observe(
         _ => {}
     }
     Ok(Response::from_parts(parts, full(bytes)))
+}
+
+/// A login or refresh the backend refused: counted, and a login failure recorded for the
+/// risk engine and the audit log.
+fn failed_at_backend(st: &AppState, ctx: &RequestCtx, creds: &Creds, status: http::StatusCode) {
+    match ctx.route {
+        RouteClass::Login => {
+            tracing::info!(request_id = %ctx.request_id, status = status.as_u16(), client = %ctx.client_ip, "login failed at the backend");
+            st.metrics.login(LoginResult::Failed);
+            let now = st.sessions.clock().now_ms();
+            st.logins.add_failure(now);
+            st.risk.record_failure(ctx.client_ip, now);
+            st.audit.record(
+                Event::new(Kind::LoginFailed)
+                    .ip(ctx.client_ip)
+                    .actor("client")
+                    .details(serde_json::json!({"identifier": creds.identifier, "status": status.as_u16()})),
+            );
+        }
+        RouteClass::Refresh => st.metrics.refresh(RefreshResult::Rejected),
+        _ => {}
+    }
 }

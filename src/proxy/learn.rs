@@ -277,6 +277,13 @@ pub(super) async fn credential_change(
     json: Option<&Value>,
     issued: Option<Issued>,
 ) -> Result<(), GatewayError> {
+    if let Some(users) = &creds.users {
+        // A batch change (`PATCH /users` with `keys`, `update_users_items`): each named user.
+        for user in users {
+            end_for_credentials(st, ctx, user).await?;
+        }
+        return Ok(());
+    }
     let x = &st.cfg().extract;
     let user = x
         .credential_user_param
@@ -289,16 +296,22 @@ pub(super) async fn credential_change(
         tracing::warn!(request_id = %ctx.request_id, "credential change succeeded but names no user; no session ended");
         return Ok(());
     };
-    let ending = Ending::new(EndReason::PasswordChange, Audit::Once(Kind::PasswordChange), "client")
-        .user(&user)
-        .ip(ctx.client_ip)
-        .alert(Trigger::PasswordChange, "password changed");
-    let ended = st.sessions.end_user(&user, &ending).await?;
-    tracing::info!(request_id = %ctx.request_id, user = %user, sessions = ended.len(), "credentials changed: sessions ended");
+    end_for_credentials(st, ctx, &user).await?;
     if let (Some(issued), Some(json)) = (issued, json) {
         ctx.session =
             Some(create(st, ctx, creds, &HeaderMap::new(), json, issued, SessionOrigin::CredentialChange).await?);
     }
+    Ok(())
+}
+
+/// Ends every session of a user whose credentials (password, status) changed.
+async fn end_for_credentials(st: &AppState, ctx: &RequestCtx, user: &str) -> Result<(), GatewayError> {
+    let ending = Ending::new(EndReason::PasswordChange, Audit::Once(Kind::PasswordChange), "client")
+        .user(user)
+        .ip(ctx.client_ip)
+        .alert(Trigger::PasswordChange, "password changed");
+    let ended = st.sessions.end_user(user, &ending).await?;
+    tracing::info!(request_id = %ctx.request_id, user = %user, sessions = ended.len(), "credentials changed: sessions ended");
     Ok(())
 }
 

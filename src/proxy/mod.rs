@@ -3,13 +3,14 @@
 //! port. The accept loop never dies: accept errors are logged and followed by a short pause.
 //!
 //! `handler` is the request path as a list of phases; `credentials`, `body` and `form` read a
-//! request the way the backend does; `headers` forwards and strips; `learn` takes what the
+//! request the way the backend does (`graphql`: mutations on a GraphQL endpoint); `headers` forwards and strips; `learn` takes what the
 //! backend's answers teach (sessions, rotations, endings); `user_api` answers the plugin API.
 //! Decisions are not made here: `session::enforce` and `session::admission` make them.
 
 pub mod body;
 pub mod credentials;
 pub mod form;
+pub mod graphql;
 pub mod handler;
 pub mod headers;
 mod learn;

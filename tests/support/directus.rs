@@ -15,10 +15,18 @@
 //!
 //! The gap sessiongate closes is reproduced: in json and cookie mode an access JWT stays valid
 //! after logout until `exp`, a password change revokes nothing, and a suspended user's tokens
-//! live on. GraphQL (`/graphql/system`) is not modelled yet.
+//! live on.
+//!
+//! `POST /graphql/system` (and below it, as `router.use` mounts it) is modelled in `graphql`:
+//! read with the `graphql-parser` crate — another parser than the gateway's — and executed as
+//! graphql-js executes it (operation selection, fragments, `@skip` / `@include`, variables,
+//! serial mutations, errors next to `null` fields with HTTP 200).
 #![allow(dead_code)]
 // A test double: the response Directus would send is the natural error of its steps.
 #![allow(clippy::result_large_err)]
+
+#[path = "directus_graphql.rs"]
+mod graphql;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -75,6 +83,8 @@ pub struct MockState {
     pub seen: Vec<(Method, String, HeaderMap)>,
     /// Every access credential accepted: (token, unix ms).
     pub accepted: Vec<(String, i64)>,
+    /// Every refresh that minted tokens: (the refresh token it was given, unix ms).
+    pub minted: Vec<(String, i64)>,
 }
 
 fn now_ms() -> i64 {
@@ -102,6 +112,36 @@ fn error(status: u16, code: &str, message: &str, extra: Value) -> Response<Full<
         }
     }
     json_res(status, json!({"errors": [{"message": message, "extensions": ext}]}))
+}
+
+fn forbidden() -> Response<Full<Bytes>> {
+    error(403, "FORBIDDEN", "You don't have permission to access this.", Value::Null)
+}
+
+fn no_content() -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+/// JavaScript truthiness (`req.body.mode || …`).
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// A primary key as Directus compares it (a string, or a number's text).
+fn id_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
 }
 
 fn invalid_credentials() -> Response<Full<Bytes>> {
@@ -346,6 +386,40 @@ impl MockState {
         }
     }
 
+    /// `UsersService.updateOne` as seen from the outside: an admin may change anyone, a user
+    /// only themselves and not their status or role. Nothing here revokes a session.
+    fn update_user(&mut self, who: &str, id: &str, data: &Value) -> Result<Value, Response<Full<Bytes>>> {
+        let is_admin = self.user_by_id(who).is_some_and(|u| u.admin);
+        if id != who && !is_admin {
+            return Err(forbidden());
+        }
+        let Some(u) = self.users.iter_mut().find(|u| u.id == id) else { return Err(forbidden()) };
+        if let Some(p) = data.get("password").and_then(Value::as_str) {
+            u.password = p.to_string();
+        }
+        if let (true, Some(s)) = (is_admin, data.get("status")) {
+            u.status = s.as_str().unwrap_or("").to_string();
+        }
+        if is_admin && data.get("role").is_some() {
+            u.role = data.get("role").and_then(Value::as_str).map(str::to_string);
+        }
+        if let (true, Some(t)) = (is_admin, data.get("token")) {
+            u.token = t.as_str().map(str::to_string);
+        }
+        Ok(json!({"id": u.id, "email": u.email, "status": u.status, "role": u.role}))
+    }
+
+    /// Deletes a user (admins only) and, by the foreign key's cascade, its session rows. Its
+    /// access JWTs live on: Directus reads the role from the token.
+    fn delete_user(&mut self, who: &str, id: &str) -> Result<(), Response<Full<Bytes>>> {
+        if !self.user_by_id(who).is_some_and(|u| u.admin) || self.user_by_id(id).is_none() {
+            return Err(forbidden());
+        }
+        self.users.retain(|u| u.id != id);
+        self.sessions.retain(|_, row| row.user != id);
+        Ok(())
+    }
+
     fn issue(&mut self, user: &User, mode: &str) -> Response<Full<Bytes>> {
         let token = nanoid();
         let refresh_ms = self.refresh_ttl.as_millis() as i64;
@@ -387,10 +461,11 @@ impl MockState {
 
     /// The refresh / logout token for the chosen mode (`controllers/auth.js`).
     fn mode_token(&self, headers: &HeaderMap, body: &Value) -> Result<(String, String), Response<Full<Bytes>>> {
-        let mode = match body.get("mode").and_then(Value::as_str) {
-            Some(m) => m.to_string(),
-            None if body.get("refresh_token").is_some() => "json".into(),
-            None => "cookie".into(),
+        // `getCurrentMode`: `body.mode` if truthy, else `json` if `body.refresh_token` is truthy.
+        let mode = match &body["mode"] {
+            m if truthy(m) => m.as_str().unwrap_or("?").to_string(),
+            _ if truthy(&body["refresh_token"]) => "json".into(),
+            _ => "cookie".into(),
         };
         let missing = || invalid_payload("The refresh token is required in either the payload or cookie");
         let token = match mode.as_str() {
@@ -426,6 +501,7 @@ impl MockState {
                 invalid_credentials()
             };
         }
+        self.minted.push((token.clone(), now));
         if mode == "session" {
             if let Some(next) = row.next_token.clone() {
                 return self.answer(&user, &mode, &next);
@@ -527,35 +603,71 @@ impl MockState {
                 ),
                 Err(r) => r,
             },
-            (Method::PATCH, r) if r.starts_with("/users/") => {
+            (Method::PATCH, "/users") | (Method::DELETE, "/users") => {
                 let who = match self.authenticate(headers, query) {
                     Ok(Who::User(id)) => id,
-                    Ok(Who::Anonymous) => return error(403, "FORBIDDEN", "You don't have permission to access this.", Value::Null),
+                    Ok(Who::Anonymous) => return forbidden(),
+                    Err(r) => return r,
+                };
+                // `controllers/users.js`: an array of items, else `keys`, else `query` (Joi: keys xor query).
+                let delete = *method == Method::DELETE;
+                let items: Vec<(String, Value)> = if let Some(xs) = body.as_array() {
+                    xs.iter()
+                        .map(|x| if delete { (id_text(x), Value::Null) } else { (id_text(&x["id"]), x.clone()) })
+                        .collect()
+                } else if truthy(&body["keys"]) {
+                    let data = body["data"].clone();
+                    body["keys"].as_array().map(|ks| ks.iter().map(|k| (id_text(k), data.clone())).collect()).unwrap_or_default()
+                } else if body["query"].is_object() {
+                    let wanted: Option<Vec<String>> =
+                        body["query"]["filter"]["id"]["_in"].as_array().map(|ks| ks.iter().map(id_text).collect());
+                    let data = body["data"].clone();
+                    self.users
+                        .iter()
+                        .filter(|u| wanted.as_ref().is_none_or(|w| w.contains(&u.id)))
+                        .map(|u| (u.id.clone(), data.clone()))
+                        .collect()
+                } else {
+                    return invalid_payload("\"keys\" or \"query\" is required");
+                };
+                let mut keys = Vec::new();
+                for (id, data) in items {
+                    let done = if delete { self.delete_user(&who, &id) } else { self.update_user(&who, &id, &data).map(drop) };
+                    match done {
+                        Ok(_) => keys.push(json!(id)),
+                        Err(r) => return r,
+                    }
+                }
+                if delete {
+                    no_content()
+                } else {
+                    json_res(200, json!({ "data": keys }))
+                }
+            }
+            (Method::PATCH, r) | (Method::DELETE, r) if r.starts_with("/users/") => {
+                let who = match self.authenticate(headers, query) {
+                    Ok(Who::User(id)) => id,
+                    Ok(Who::Anonymous) => return forbidden(),
                     Err(r) => return r,
                 };
                 let target = &r["/users/".len()..];
-                let is_admin = self.user_by_id(&who).is_some_and(|u| u.admin);
                 let id = if target == "me" { who.clone() } else { target.to_string() };
-                if id != who && !is_admin {
-                    return error(403, "FORBIDDEN", "You don't have permission to access this.", Value::Null);
+                if *method == Method::DELETE {
+                    return match self.delete_user(&who, &id) {
+                        Ok(()) => no_content(),
+                        Err(r) => r,
+                    };
                 }
-                let Some(u) = self.users.iter_mut().find(|u| u.id == id) else {
-                    return error(403, "FORBIDDEN", "You don't have permission to access this.", Value::Null);
-                };
-                // Nothing here revokes a session: neither a password nor a status change.
-                if let Some(p) = body.get("password").and_then(Value::as_str) {
-                    u.password = p.to_string();
+                match self.update_user(&who, &id, &body) {
+                    Ok(v) => json_res(200, json!({ "data": v })),
+                    Err(r) => r,
                 }
-                if let (true, Some(s)) = (is_admin, body.get("status").and_then(Value::as_str)) {
-                    u.status = s.to_string();
-                }
-                if is_admin && body.get("role").is_some() {
-                    u.role = body.get("role").and_then(Value::as_str).map(str::to_string);
-                }
-                if let (true, Some(t)) = (is_admin, body.get("token")) {
-                    u.token = t.as_str().map(str::to_string);
-                }
-                json_res(200, json!({"data": {"id": u.id, "email": u.email, "status": u.status, "role": u.role}}))
+            }
+            (Method::POST, r) if r == "/graphql/system" || r.starts_with("/graphql/system/") => {
+                graphql::execute(self, headers, query, &body)
+            }
+            (Method::GET, r) if r == "/graphql/system" || r.starts_with("/graphql/system/") => {
+                error(405, "METHOD_NOT_ALLOWED", "Invalid method \"GET\" used. Should be one of POST.", Value::Null)
             }
             (_, r) => error(404, "ROUTE_NOT_FOUND", &format!("Route {r} doesn't exist."), json!({"path": r})),
         }
@@ -609,6 +721,7 @@ impl MockDirectus {
             login_stall: Duration::ZERO,
             seen: Vec::new(),
             accepted: Vec::new(),
+            minted: Vec::new(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock directus");
         let addr = listener.local_addr().expect("addr");
@@ -640,6 +753,11 @@ impl MockDirectus {
 
     pub fn user(&self, email: &str) -> User {
         self.with(|s| s.users.iter().find(|u| u.email == email).cloned().expect("user"))
+    }
+
+    /// Whether the mock minted tokens from the refresh token `token` at or after `since`.
+    pub fn minted_since(&self, token: &str, since: i64) -> bool {
+        self.with(|s| s.minted.iter().any(|(t, at)| t == token && *at >= since))
     }
 
     /// Whether the mock accepted `token` as an access credential at or after `since` (unix ms).
