@@ -4,7 +4,9 @@
 
 pub mod browser;
 pub mod directus;
+pub mod npm;
 pub mod process;
+pub mod real_directus;
 pub mod real_strapi;
 pub mod receivers;
 pub mod redis;

@@ -30,72 +30,13 @@ fn app_source() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/strapi-app")
 }
 
-fn cache_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("SESSIONGATE_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    home.join(".cache/sessiongate")
-}
-
-fn lock_hash() -> String {
-    use sha2::{Digest, Sha256};
-    let lock = std::fs::read(app_source().join("package-lock.json")).expect("tests/strapi-app/package-lock.json");
-    let pkg = std::fs::read(app_source().join("package.json")).expect("tests/strapi-app/package.json");
-    let digest = Sha256::digest([lock, pkg].concat());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The installed `node_modules` for the app's lockfile (installing it the first time).
 /// Blocking: call it off the async threads (see [`shared_async`]).
-#[allow(clippy::disallowed_methods)] // waits for another process's install, on a blocking thread
 pub fn node_modules() -> PathBuf {
-    let dir = cache_root().join(format!("strapi-{}", lock_hash()));
-    let done = dir.join(".installed");
-    if done.exists() {
-        return dir.join("node_modules");
-    }
-    std::fs::create_dir_all(&dir).expect("create the npm cache dir");
-    // One installer at a time across processes.
-    let lock = dir.join(".installing");
-    let deadline = Instant::now() + Duration::from_secs(1200);
-    loop {
-        if done.exists() {
-            return dir.join("node_modules");
-        }
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
-            Ok(_) => break,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(2)),
-            Err(_) => {
-                let _ = std::fs::remove_file(&lock);
-            }
-        }
-    }
-    for f in ["package.json", "package-lock.json"] {
-        std::fs::copy(app_source().join(f), dir.join(f)).expect("copy the app's package files");
-    }
-    eprintln!("installing the real Strapi's node_modules into {} (once per lockfile)", dir.display());
-    let started = Instant::now();
-    let mut cmd = Command::new("npm");
-    cmd.args(["install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&dir);
-    // better-sqlite3 has no prebuilt binary offline; it compiles against the local Node headers.
-    if Path::new("/usr/include/node/node.h").exists() {
-        cmd.env("npm_config_nodedir", "/usr");
-    }
-    let out = cmd.output().expect("run npm (Node.js and npm must be installed; .ci/test installs them)");
-    let _ = std::fs::remove_file(&lock);
-    assert!(
-        out.status.success(),
-        "npm install failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(&done, format!("{:?}\n", started.elapsed())).expect("mark the install done");
-    eprintln!("npm install took {:?}", started.elapsed());
-    dir.join("node_modules")
+    super::npm::node_modules("strapi")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(super) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read dir") {
         let entry = entry.expect("entry");
