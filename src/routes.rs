@@ -75,6 +75,8 @@ pub struct RouteRule {
     /// /keys`): a credential change ends their sessions, and one that names nobody there is
     /// refused.
     pub users: Option<String>,
+    /// `reads /pointer`: this route's refresh-token field (see [`Suffix::refresh_at`]).
+    pub refresh_at: Option<String>,
     pub source: String,
     path: String,
 }
@@ -86,6 +88,8 @@ pub struct RouteRule {
 pub struct BodyCondition {
     pub pointer: String,
     pub unless: Option<String>,
+    /// `if /pointer == text`: exactly that string (OAuth2's `grant_type`).
+    pub equals: Option<String>,
 }
 
 impl BodyCondition {
@@ -94,7 +98,10 @@ impl BodyCondition {
     /// them (Directus tests `'status' in data`, so `{"status": null}` deactivates a user).
     pub fn holds(&self, json: Option<&serde_json::Value>) -> bool {
         let Some(json) = json else { return false };
-        values_at(json, &self.pointer).into_iter().any(|v| self.unless.as_deref().is_none_or(|u| v.as_str() != Some(u)))
+        values_at(json, &self.pointer).into_iter().any(|v| {
+            self.unless.as_deref().is_none_or(|u| v.as_str() != Some(u))
+                && self.equals.as_deref().is_none_or(|e| v.as_str() == Some(e))
+        })
     }
 }
 
@@ -143,26 +150,51 @@ pub fn users_at(json: Option<&serde_json::Value>, pointer: &str) -> Vec<String> 
     out
 }
 
-/// The words after a rule's path or field: `[if /ptr [!= value]] [for /ptr]`.
-pub fn parse_suffix(rest: &[&str]) -> Result<(Option<BodyCondition>, Option<String>), String> {
-    const EXPECTED: &str =
-        "optionally followed by `if /json/pointer` or `if /json/pointer != value`, then `for /json/pointer`";
-    let (cond, users) = match rest.iter().position(|w| *w == "for") {
-        Some(i) => match &rest[i + 1..] {
-            [ptr] if ptr.starts_with('/') => (&rest[..i], Some(ptr.to_string())),
-            _ => return Err(format!("`for` takes one JSON pointer ({EXPECTED})")),
-        },
-        None => (rest, None),
+/// What the words after a rule's path or field say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Suffix {
+    pub condition: Option<BodyCondition>,
+    /// `for /pointer`: where the body names the users acted on.
+    pub users: Option<String>,
+    /// `reads /pointer`: where this route's body carries the refresh token, when it is not
+    /// `extract.request_refresh_token` (RFC 7009 revocation: `/token`).
+    pub refresh_at: Option<String>,
+}
+
+/// Parses `[if /ptr [!= value | == value]] [for /ptr] [reads /ptr]`.
+pub fn parse_suffix(rest: &[&str]) -> Result<Suffix, String> {
+    const EXPECTED: &str = "optionally followed by `if /pointer`, `if /pointer != value` or `if /pointer == value`, \
+         then `for /pointer`, then `reads /pointer`";
+    let mut out = Suffix::default();
+    let mut words = rest;
+    let pointer = |w: Option<&&str>, what: &str| match w {
+        Some(p) if p.starts_with('/') => Ok(p.to_string()),
+        _ => Err(format!("`{what}` takes a JSON pointer ({EXPECTED})")),
     };
-    let condition = match cond {
-        [] => None,
-        ["if", ptr] if ptr.starts_with('/') => Some(BodyCondition { pointer: ptr.to_string(), unless: None }),
-        ["if", ptr, "!=", value] if ptr.starts_with('/') => {
-            Some(BodyCondition { pointer: ptr.to_string(), unless: Some(value.to_string()) })
+    if let ["if", ptr, rest @ ..] = words {
+        if !ptr.starts_with('/') {
+            return Err(format!("`if` takes a JSON pointer ({EXPECTED})"));
         }
-        _ => return Err(format!("expected {EXPECTED}")),
-    };
-    Ok((condition, users))
+        let (unless, equals, rest) = match rest {
+            ["!=", value, rest @ ..] => (Some(value.to_string()), None, rest),
+            ["==", value, rest @ ..] => (None, Some(value.to_string()), rest),
+            rest => (None, None, rest),
+        };
+        out.condition = Some(BodyCondition { pointer: ptr.to_string(), unless, equals });
+        words = rest;
+    }
+    if let ["for", rest @ ..] = words {
+        out.users = Some(pointer(rest.first(), "for")?);
+        words = &rest[1..];
+    }
+    if let ["reads", rest @ ..] = words {
+        out.refresh_at = Some(pointer(rest.first(), "reads")?);
+        words = &rest[1..];
+    }
+    if !words.is_empty() {
+        return Err(format!("expected {EXPECTED}"));
+    }
+    Ok(out)
 }
 
 /// A watched GraphQL mutation field: `auth_refresh`, `update_users_item if /data/password for
@@ -186,7 +218,12 @@ impl FieldRule {
             return Err(format!("{field:?} is not a GraphQL field name"));
         }
         let rest: Vec<&str> = words.collect();
-        let (condition, users) = parse_suffix(&rest).map_err(|e| format!("`field`: {e}"))?;
+        let Suffix { condition, users, refresh_at } = parse_suffix(&rest).map_err(|e| format!("`field`: {e}"))?;
+        if refresh_at.is_some() {
+            return Err(
+                "`reads` is for route rules; a field's arguments are read by extract.request_refresh_token".into()
+            );
+        }
         Ok(FieldRule { class, field: field.to_string(), condition, users, source: text.to_string() })
     }
 }
@@ -216,7 +253,8 @@ impl RouteRule {
             return Err(format!("path {path:?} must start with '/'"));
         }
         let rest: Vec<&str> = words.collect();
-        let (body_condition, users) = parse_suffix(&rest).map_err(|e| format!("`METHOD /path`: {e}"))?;
+        let Suffix { condition: body_condition, users, refresh_at } =
+            parse_suffix(&rest).map_err(|e| format!("`METHOD /path`: {e}"))?;
         let segments = normalize_path(path)
             .split('/')
             .filter(|s| !s.is_empty())
@@ -231,6 +269,7 @@ impl RouteRule {
             segments,
             body_condition,
             users,
+            refresh_at,
             source: text.to_string(),
             path: path.to_string(),
         })
@@ -428,8 +467,14 @@ mod tests {
         assert!(holds(serde_json::json!({"status": null})), "Directus: `'status' in data`");
         assert!(!holds(serde_json::json!({"first_name": "x"})));
         assert!(!c.holds(None));
+        let eq = RouteRule::parse(RouteClass::Login, "POST /oauth/token if /grant_type == password").expect("rule");
+        let eq = eq.body_condition.expect("condition");
+        assert!(eq.holds(Some(&serde_json::json!({"grant_type": "password"}))));
+        assert!(!eq.holds(Some(&serde_json::json!({"grant_type": "refresh_token"}))));
+        assert!(!eq.holds(Some(&serde_json::json!({"grant_type": null}))));
+        assert!(!eq.holds(Some(&serde_json::json!({}))));
         for bad in
-            ["PATCH /u if /status !=", "PATCH /u if /status == x", "PATCH /u if status != x", "PATCH /u unless /a"]
+            ["PATCH /u if /status !=", "PATCH /u if /status = x", "PATCH /u if status != x", "PATCH /u unless /a"]
         {
             assert!(RouteRule::parse(RouteClass::CredentialChange, bad).is_err(), "{bad}");
         }
@@ -450,7 +495,16 @@ mod tests {
         let cond = RouteRule::parse(RouteClass::CredentialChange, "PATCH /users if /data/status != active for /keys")
             .expect("rule");
         assert_eq!(cond.users.as_deref(), Some("/keys"));
-        for bad in ["PATCH /u for", "PATCH /u for keys", "PATCH /u for /a /b", "PATCH /u for /a if /b"] {
+        let revoke = RouteRule::parse(RouteClass::Logout, "POST /oauth/revoke reads /token").expect("rule");
+        assert_eq!(revoke.refresh_at.as_deref(), Some("/token"));
+        for bad in [
+            "PATCH /u for",
+            "PATCH /u for keys",
+            "PATCH /u for /a /b",
+            "PATCH /u for /a if /b",
+            "POST /r reads",
+            "POST /r reads /t for /u",
+        ] {
             assert!(RouteRule::parse(RouteClass::CredentialChange, bad).is_err(), "{bad}");
         }
     }

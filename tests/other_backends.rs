@@ -182,3 +182,111 @@ async fn session_mode_rotates_one_session_and_a_logout_closes_the_grace() {
     let jwt = first.trim_start_matches("directus_session_token=");
     assert!(!d.accepted_since(jwt, since), "the pre-refresh cookie never reached Directus again");
 }
+
+/// The README's worked example: a plain OAuth2 server (password and refresh-token grants on one
+/// path, told apart by `grant_type`; RFC 7009 revocation), described with generic keys only.
+const OAUTH2: &str = r#"
+preset = "none"
+[routes]
+login = ["POST /oauth/token if /grant_type == password"]
+refresh = ["POST /oauth/token if /grant_type == refresh_token"]
+logout = ["POST /oauth/revoke reads /token"]
+[extract]
+access_token = "/access_token"
+refresh_token = "/refresh_token"
+user_id_claim = "sub"
+request_refresh_token = "/refresh_token"
+request_identifier = "/username"
+[upstream]
+health_path = "/health"
+[backend]
+error_shape = "plain"
+body_formats = ["urlencoded"]
+revoke_on_end = true
+revoke_logout = "POST /oauth/revoke reads /token"
+revoke_fields = { client_id = "demo", token_type_hint = "refresh_token" }
+"#;
+
+fn form_post(gw: &Gateway, path: &str, body: &str) -> support::Req {
+    gw.post(path).header("content-type", "application/x-www-form-urlencoded").body(body.as_bytes().to_vec())
+}
+
+#[tokio::test]
+async fn an_oauth2_password_grant_server_described_by_hand() {
+    use support::oauth2::{MockOAuth2, PASSWORD as PW};
+    let o = MockOAuth2::start().await;
+    let gw = Gateway::start(&o.url(), OAUTH2).await;
+    let login = |user: &'static str| {
+        let gw = &gw;
+        async move {
+            let r = form_post(
+                gw,
+                "/oauth/token",
+                &format!("grant_type=password&username={user}&password={PW}&client_id=demo"),
+            )
+            .send()
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let j = r.json();
+            (j["access_token"].as_str().expect("at").to_string(), j["refresh_token"].as_str().expect("rt").to_string())
+        }
+    };
+    let (access, refresh) = login("alice").await;
+    // Forwarded as the form the server reads, with the fields the gateway checked.
+    let (_, _, ct, body) = o.with(|s| s.seen.last().cloned()).expect("seen");
+    assert_eq!(ct, "application/x-www-form-urlencoded");
+    assert!(body.contains("grant_type=password") && body.contains("client_id=demo"), "{body}");
+    let list = gw.admin(Method::GET, "/magic-sessionmanager/sessions?user=alice").send().await.json();
+    assert_eq!(list["meta"]["pagination"]["total"], 1, "{list}");
+    // A refresh grant rotates the same session.
+    let r = form_post(&gw, "/oauth/token", &format!("grant_type=refresh_token&refresh_token={refresh}&client_id=demo"))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (access2, refresh2) = (
+        r.json()["access_token"].as_str().expect("at").to_string(),
+        r.json()["refresh_token"].as_str().expect("rt").to_string(),
+    );
+    let list = gw.admin(Method::GET, "/magic-sessionmanager/sessions?user=alice").send().await.json();
+    assert_eq!(list["meta"]["pagination"]["total"], 1, "rotated: {list}");
+    // Another grant type is not a session route; a second grant_type is refused, not guessed.
+    let cc = form_post(&gw, "/oauth/token", "grant_type=client_credentials&client_id=demo").send().await;
+    assert_eq!(cc.json()["error"], "unsupported_grant_type", "passed through: {}", cc.text());
+    let two = form_post(
+        &gw,
+        "/oauth/token",
+        &format!("grant_type=password&grant_type=refresh_token&refresh_token={refresh2}"),
+    )
+    .send()
+    .await;
+    assert_eq!(two.status, 400);
+    // RFC 7009 revocation ends the session: the server alone would still take the access token.
+    let out =
+        form_post(&gw, "/oauth/revoke", &format!("token={refresh2}&token_type_hint=refresh_token&client_id=demo"))
+            .send()
+            .await;
+    assert_eq!(out.status, 200, "{}", out.text());
+    let direct = support::Req::new(Method::GET, &format!("{}/api/me", o.url())).bearer(&access2).send().await;
+    assert_eq!(direct.status, 200, "the gap: the server alone still takes it");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let since = support::strapi_now_ms();
+    for t in [&access, &access2] {
+        let r = gw.get("/api/me").bearer(t).send().await;
+        assert_eq!((r.status.as_u16(), r.reason().as_deref()), (401, Some("session_terminated")));
+    }
+    let again =
+        form_post(&gw, "/oauth/token", &format!("grant_type=refresh_token&refresh_token={refresh2}&client_id=demo"))
+            .send()
+            .await;
+    assert_eq!(again.reason().as_deref(), Some("session_terminated"));
+    assert!(o.with(|s| s.accepted.iter().all(|(t, at)| *at < since || (t != &access && t != &access2))));
+    // An admin termination is revoked at the server with the gateway's own RFC 7009 call.
+    let (_, bob_refresh) = login("bob").await;
+    let kicked = gw.admin(Method::POST, "/magic-sessionmanager/user/bob/terminate-all").send().await;
+    assert_eq!(kicked.status, 200, "{}", kicked.text());
+    let revoked = support::eventually(5, || o.with(|s| !s.grants.contains_key(&bob_refresh))).await;
+    assert!(revoked, "the gateway revoked bob's grant at the server");
+    let call = o.with(|s| s.seen.iter().rev().find(|(_, p, _, _)| p == "/oauth/revoke").cloned()).expect("revoke call");
+    assert_eq!(call.2, "application/x-www-form-urlencoded");
+    assert!(call.3.contains("client_id=demo") && call.3.contains("token_type_hint=refresh_token"), "{}", call.3);
+}

@@ -26,6 +26,8 @@ pub struct Call<'a> {
     pub cookie: Option<(&'a str, &'a str)>,
     /// A JSON body (sent with `Content-Type: application/json`).
     pub json: Option<Value>,
+    /// Send `json` urlencoded instead (a backend that reads forms only).
+    pub form: bool,
     /// The value of [`INTERNAL_HEADER`], naming why the gateway calls.
     pub internal: Option<&'static str>,
     pub max_body: usize,
@@ -102,6 +104,10 @@ impl Upstream {
             req = req.header(header::COOKIE, format!("{name}={value}"));
         }
         let body = match &call.json {
+            Some(v) if call.form => {
+                req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                crate::error::full(crate::proxy::form::to_urlencoded(v))
+            }
             Some(v) => {
                 req = req.header(header::CONTENT_TYPE, "application/json");
                 crate::error::full(v.to_string())

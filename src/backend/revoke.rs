@@ -29,10 +29,16 @@ async fn call(
     access: Option<&str>,
     refresh: Option<&str>,
 ) -> Result<Answer, String> {
-    let json = match (refresh, cfg.extract.request_refresh_token.as_deref()) {
+    let field = rule.refresh_at.as_deref().or(cfg.extract.request_refresh_token.as_deref());
+    let mut json = match (refresh, field) {
         (Some(r), Some(ptr)) => json_at(ptr, r),
         _ => Value::Object(Default::default()),
     };
+    if let Value::Object(m) = &mut json {
+        for (k, v) in &cfg.backend.revoke_fields {
+            m.entry(k.clone()).or_insert_with(|| Value::String(v.clone()));
+        }
+    }
     let cookie = refresh.zip(cfg.extract.refresh_cookie.as_deref()).map(|(r, name)| (name, r));
     up.call_json(Call {
         method: rule.method.clone(),
@@ -40,6 +46,7 @@ async fn call(
         bearer: access,
         cookie,
         json: Some(json),
+        form: cfg.backend.sends_forms(),
         internal: Some("revocation"),
         max_body: cfg.upstream.max_response_body_bytes,
     })

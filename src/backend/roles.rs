@@ -53,6 +53,7 @@ impl Roles {
             bearer: token.as_deref(),
             cookie: None,
             json: None,
+            form: false,
             internal: None,
             max_body: 256 * 1024,
         };

@@ -114,11 +114,20 @@ pub struct BackendConfig {
     /// express.json: DELETE too). Other methods' bodies are neither read nor forwarded.
     pub body_methods: Vec<http::Method>,
     pub revoke_on_end: bool,
+    /// Fields added to the body of the gateway's revocation calls (an OAuth2 client's
+    /// `client_id`, RFC 7009's `token_type_hint`).
+    pub revoke_fields: Vec<(String, String)>,
     pub revoke_logout: Option<RouteRule>,
     pub revoke_refresh: Option<RouteRule>,
 }
 
 impl BackendConfig {
+    /// Whether bodies the gateway sends (auth routes as checked, its own revocation calls) are
+    /// urlencoded: when the backend reads forms and no JSON (an OAuth2 token endpoint).
+    pub fn sends_forms(&self) -> bool {
+        !self.body_formats.contains(&BodyFormat::Json) && self.body_formats.contains(&BodyFormat::Urlencoded)
+    }
+
     /// Whether ended sessions are revoked at the backend (the revocation queue is on).
     pub fn revokes(&self) -> bool {
         self.revoke_on_end && self.revoke_logout.is_some()
@@ -239,6 +248,7 @@ pub(super) fn backend(v: &mut V<'_>, b: RawBackend) -> BackendConfig {
         body_formats,
         body_methods,
         revoke_on_end: b.revoke_on_end.unwrap_or(false),
+        revoke_fields: b.revoke_fields.unwrap_or_default().into_iter().collect(),
         revoke_logout: v.one_rule("backend.revoke_logout", RouteClass::Logout, b.revoke_logout),
         revoke_refresh: v.one_rule("backend.revoke_refresh", RouteClass::Refresh, b.revoke_refresh),
     };
@@ -254,7 +264,7 @@ pub(super) fn graphql(v: &mut V<'_>, g: RawGraphql, extract: &ExtractConfig) -> 
     let mut endpoints = Vec::new();
     v.rules("graphql.endpoints", RouteClass::Other, g.endpoints, &mut endpoints);
     for (i, e) in endpoints.iter().enumerate() {
-        if e.body_condition.is_some() || e.users.is_some() || !e.param_names().is_empty() {
+        if e.body_condition.is_some() || e.users.is_some() || e.refresh_at.is_some() || !e.param_names().is_empty() {
             v.err(&format!("graphql.endpoints[{i}]"), format!("{:?}: an endpoint is `METHOD /path` only", e.source));
         }
     }

@@ -39,6 +39,12 @@ pub fn describe(cfg: &Config) -> String {
     for r in cfg.routes.rules() {
         let _ = writeln!(o, "route {:<18} {}", r.class.as_str(), r.source);
     }
+    for e in &cfg.graphql.endpoints {
+        let _ = writeln!(o, "graphql endpoint         {} (and below it)", e.source);
+    }
+    for f in &cfg.graphql.fields {
+        let _ = writeln!(o, "graphql {:<16} {}", f.class.as_str(), f.source);
+    }
     let x = &cfg.extract;
     let mut transports = vec!["Authorization: Bearer".to_string()];
     transports.extend(x.access_query.as_ref().map(|q| format!("query ?{q}=")));
@@ -61,10 +67,16 @@ pub fn describe(cfg: &Config) -> String {
         RefreshPrecedence::CookieFirst => "cookie",
         RefreshPrecedence::BodyFirst => "body",
     };
+    let first = match &cfg.extract.refresh_mode {
+        Some(p) => format!("place named by {p} (json, cookie, session), else the {first} first"),
+        None => format!("{first} first"),
+    };
+    let methods: Vec<&str> = cfg.backend.body_methods.iter().map(|m| m.as_str()).collect();
     let _ = writeln!(
         o,
-        "auth route bodies        {} (others refused with 415), forwarded as JSON; refresh token read from the {first} first",
-        formats.join(", ")
+        "auth route bodies        {} on {} (others refused with 415), forwarded as JSON; refresh token read from the {first}",
+        formats.join(", "),
+        methods.join(", ")
     );
     let _ = writeln!(
         o,

@@ -128,6 +128,7 @@ pub struct RawBackend {
     pub revoke_refresh: Option<String>,
     pub body_formats: Option<Vec<String>>,
     pub body_methods: Option<Vec<String>>,
+    pub revoke_fields: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

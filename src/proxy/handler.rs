@@ -104,6 +104,8 @@ pub(super) struct Creds {
     pub(super) identifier: Option<String>,
     pub(super) logout_all: bool,
     pub(super) cookies: Option<Cookies>,
+    /// The body field the refresh token was read from (to drop it when another place wins).
+    pub(super) refresh_field: Option<String>,
     /// The users a credential change names (its rule's `for` pointer); `None`: the rule names
     /// none, and the user is the path parameter's, the answer's or the session's.
     pub(super) users: Option<Vec<String>>,
@@ -248,7 +250,10 @@ async fn handle_inner(
     let matched = apply_body_condition(&cfg, ctx, matched, (&parts.method, &normalized), auth_body.json());
     // What the auth phases read: a watched mutation's arguments, else the body.
     let fields = watched.as_ref().map(|w| &w.args).or(auth_body.json());
-    let mut creds = credentials(&cfg, ctx, &parts.headers, parts.uri.query(), fields)?;
+    // The route's own refresh-token field (`reads /token`), else the configured one.
+    let refresh_field = matched.as_ref().and_then(|m| m.rule.refresh_at.as_deref());
+    let refresh_field = refresh_field.or(cfg.extract.request_refresh_token.as_deref());
+    let mut creds = credentials(&cfg, ctx, &parts.headers, (parts.uri.query(), refresh_field), fields)?;
     creds.users = named_users(ctx.route, matched.as_ref().map(|m| &m.rule.users), watched.as_ref(), fields)?;
     enforce(st, ctx, &mut creds).await?;
     sight(st, &cfg, ctx, &parts.headers).await?;
@@ -420,7 +425,7 @@ fn credentials(
     cfg: &Config,
     ctx: &RequestCtx,
     headers: &HeaderMap,
-    query: Option<&str>,
+    (query, refresh_field): (Option<&str>, Option<&str>),
     json: Option<&Value>,
 ) -> Result<Creds, GatewayError> {
     let route = ctx.route;
@@ -448,8 +453,8 @@ fn credentials(
         c.cookies = Some(cookies);
     }
     if reads_refresh {
-        let body_token =
-            x.request_refresh_token.as_deref().and_then(|p| json.and_then(|j| fields::pointer_string(j, p)));
+        let body_token = refresh_field.and_then(|p| json.and_then(|j| fields::pointer_string(j, p)));
+        c.refresh_field = refresh_field.map(str::to_string);
         let default = if ctx.graphql_key.is_some() { cfg.graphql.default_mode } else { None };
         let mode = refresh_mode(cfg, json, default)?;
         if mode.is_some() {
@@ -788,14 +793,19 @@ fn upstream_request(
             // Only the refresh credential the backend reads is forwarded (a GraphQL mutation's
             // arguments are in its query text, which goes as checked).
             if let (Some((From::Cookie | From::Claim, _)), Some(ptr), None) =
-                (creds.refresh_winner(), cfg.extract.request_refresh_token.as_deref(), &ctx.graphql_key)
+                (creds.refresh_winner(), creds.refresh_field.as_deref(), &ctx.graphql_key)
             {
                 remove_pointer(&mut json, ptr);
             }
-            let bytes =
-                serde_json::to_vec(&json).map_err(|e| GatewayError::Internal(format!("re-serializing a body: {e}")))?;
+            let (bytes, media) = if cfg.backend.sends_forms() {
+                (super::form::to_urlencoded(&json).into_bytes(), "application/x-www-form-urlencoded")
+            } else {
+                let bytes = serde_json::to_vec(&json)
+                    .map_err(|e| GatewayError::Internal(format!("re-serializing a body: {e}")))?;
+                (bytes, "application/json")
+            };
             strip_body_headers(&mut parts.headers);
-            parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
             parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             full(bytes)
         }

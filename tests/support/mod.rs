@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod directus;
 pub mod npm;
+pub mod oauth2;
 pub mod process;
 pub mod real_directus;
 pub mod real_strapi;
@@ -99,7 +100,13 @@ pub fn config_text(upstream: &str, dir: &std::path::Path, extra: &str) -> String
     )
     .parse()
     .expect("base config");
-    merge(&mut base, extra.parse::<toml::Table>().expect("extra TOML"));
+    let mut extra = extra.parse::<toml::Table>().expect("extra TOML");
+    // `preset = "none"` (harness only): a generic configuration, with no preset under it.
+    if extra.get("preset").and_then(|p| p.as_str()) == Some("none") {
+        extra.remove("preset");
+        base.remove("preset");
+    }
+    merge(&mut base, extra);
     toml::to_string(&base).expect("serialise config")
 }
 
@@ -198,7 +205,13 @@ impl Gateway {
     /// reload on.
     pub fn reconfigure(&mut self, extra: &str) {
         let mut base: toml::Table = self.toml.parse().expect("current config");
-        merge(&mut base, extra.parse::<toml::Table>().expect("extra TOML"));
+        let mut extra = extra.parse::<toml::Table>().expect("extra TOML");
+        // `preset = "none"` (harness only): a generic configuration, with no preset under it.
+        if extra.get("preset").and_then(|p| p.as_str()) == Some("none") {
+            extra.remove("preset");
+            base.remove("preset");
+        }
+        merge(&mut base, extra);
         self.toml = toml::to_string(&base).expect("serialise config");
         std::fs::write(self.config_path(), &self.toml).expect("write config");
     }
