@@ -106,7 +106,7 @@ impl Upstream {
         let body = match &call.json {
             Some(v) if call.form => {
                 req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-                crate::error::full(crate::proxy::form::to_urlencoded(v))
+                crate::error::full(super::fields::to_urlencoded(v))
             }
             Some(v) => {
                 req = req.header(header::CONTENT_TYPE, "application/json");

@@ -36,6 +36,37 @@ pub fn pointer_string(json: &Value, pointer: &str) -> Option<String> {
     }
 }
 
+/// Writes a parsed body back as `application/x-www-form-urlencoded`, for a backend that reads
+/// no JSON (an OAuth2 token endpoint): `key=value` pairs, nested objects and arrays in qs's
+/// bracket notation (`a[b]=c`, `a[0]=x`), everything but unreserved characters and brackets
+/// percent-encoded.
+pub fn to_urlencoded(v: &Value) -> String {
+    const SET: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, SET).to_string();
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() { enc(k) } else { format!("{prefix}[{}]", enc(k)) };
+                    walk(&key, x, out);
+                }
+            }
+            Value::Array(xs) => {
+                for (i, x) in xs.iter().enumerate() {
+                    walk(&format!("{prefix}[{i}]"), x, out);
+                }
+            }
+            Value::String(s) => out.push(format!("{prefix}={}", enc(s))),
+            Value::Null => out.push(format!("{prefix}=")),
+            other => out.push(format!("{prefix}={other}")),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", v, &mut out);
+    out.join("&")
+}
+
 /// Builds `{"a":{"b":value}}` for pointer `/a/b`.
 pub fn json_at(pointer: &str, value: &str) -> Value {
     let keys: Vec<&str> = pointer.split('/').skip(1).collect();
@@ -50,6 +81,16 @@ pub fn json_at(pointer: &str, value: &str) -> Value {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn forms_are_written_back_as_qs_reads_them() {
+        let v = serde_json::json!({"grant_type": "password", "username": "a b&c=d", "n": 5, "x": null, "o": {"k": ["p", "q"]}});
+        let text = to_urlencoded(&v);
+        assert_eq!(text, "grant_type=password&n=5&o[k][0]=p&o[k][1]=q&username=a%20b%26c%3Dd&x=");
+        let back = crate::proxy::form::parse_urlencoded(&text).expect("parses");
+        assert_eq!(back["username"], "a b&c=d");
+        assert_eq!(back["o"]["k"], serde_json::json!(["p", "q"]));
+    }
 
     #[test]
     fn set_cookie_extraction() {

@@ -38,37 +38,6 @@ pub const PROTOTYPE_KEYS: &[&str] = &[
     "valueOf",
 ];
 
-/// Writes a parsed body back as `application/x-www-form-urlencoded`, for a backend that reads
-/// no JSON (an OAuth2 token endpoint): `key=value` pairs, nested objects and arrays in qs's
-/// bracket notation (`a[b]=c`, `a[0]=x`), everything but unreserved characters and brackets
-/// percent-encoded.
-pub fn to_urlencoded(v: &Value) -> String {
-    const SET: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-    fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
-        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, SET).to_string();
-        match v {
-            Value::Object(m) => {
-                for (k, x) in m {
-                    let key = if prefix.is_empty() { enc(k) } else { format!("{prefix}[{}]", enc(k)) };
-                    walk(&key, x, out);
-                }
-            }
-            Value::Array(xs) => {
-                for (i, x) in xs.iter().enumerate() {
-                    walk(&format!("{prefix}[{i}]"), x, out);
-                }
-            }
-            Value::String(s) => out.push(format!("{prefix}={}", enc(s))),
-            Value::Null => out.push(format!("{prefix}=")),
-            other => out.push(format!("{prefix}={other}")),
-        }
-    }
-    let mut out = Vec::new();
-    walk("", v, &mut out);
-    out.join("&")
-}
-
 /// Parses an urlencoded body (already UTF-8) with co-body's options (`allowDots`).
 pub fn parse_urlencoded(text: &str) -> Result<Value, &'static str> {
     let text = unescape_brackets(text);

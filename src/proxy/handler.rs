@@ -798,7 +798,7 @@ fn upstream_request(
                 remove_pointer(&mut json, ptr);
             }
             let (bytes, media) = if cfg.backend.sends_forms() {
-                (super::form::to_urlencoded(&json).into_bytes(), "application/x-www-form-urlencoded")
+                (fields::to_urlencoded(&json).into_bytes(), "application/x-www-form-urlencoded")
             } else {
                 let bytes = serde_json::to_vec(&json)
                     .map_err(|e| GatewayError::Internal(format!("re-serializing a body: {e}")))?;
