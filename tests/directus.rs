@@ -304,13 +304,7 @@ async fn graphql_session_mode_rotates_one_session_and_its_logout_ends_it() {
     let gw = Gateway::start(&d.url(), PRESET).await;
     let reader = d.user("reader@example.com");
     let cookie_of = |r: &Resp| {
-        r.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|c| c.strip_prefix("directus_session_token="))
-            .map(|c| format!("directus_session_token={}", c.split(';').next().unwrap_or("")))
-            .expect("session cookie")
+        format!("directus_session_token={}", r.set_cookie("directus_session_token").expect("session cookie"))
     };
     let q = format!("mutation {{ auth_login(email: \"reader@example.com\", password: \"{PASSWORD}\", mode: session) {{ access_token expires }} }}");
     let r = gql(&gw, None, &q, json!({})).await;

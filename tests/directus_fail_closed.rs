@@ -56,12 +56,7 @@ async fn login(gw: &Gateway, email: &str) -> (String, String) {
 }
 
 fn set_cookie(r: &Resp, name: &str) -> String {
-    r.headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|v| v.split(';').next().unwrap_or("").to_string()))
-        .unwrap_or_else(|| panic!("no {name} cookie"))
+    r.set_cookie(name).unwrap_or_else(|| panic!("no {name} cookie"))
 }
 
 fn claim(jwt: &str, name: &str) -> String {

@@ -25,11 +25,7 @@ fn code(r: &Resp) -> Value {
 }
 
 fn set_cookie(r: &Resp, name: &str) -> Option<String> {
-    r.headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|rest| rest.split(';').next().unwrap_or("").to_string()))
+    r.set_cookie(name)
 }
 
 #[tokio::test]

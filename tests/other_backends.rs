@@ -150,13 +150,7 @@ async fn session_mode_rotates_one_session_and_a_logout_closes_the_grace() {
     let d = MockDirectus::start().await;
     let gw = Gateway::start(&d.url(), DIRECTUS).await;
     let cookie_of = |r: &support::Resp| {
-        r.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|c| c.strip_prefix("directus_session_token="))
-            .map(|c| format!("directus_session_token={}", c.split(';').next().unwrap_or("")))
-            .expect("session cookie")
+        format!("directus_session_token={}", r.set_cookie("directus_session_token").expect("session cookie"))
     };
     let res = gw
         .post("/auth/login")

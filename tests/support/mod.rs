@@ -382,6 +382,14 @@ impl Resp {
     pub fn reason(&self) -> Option<String> {
         self.headers.get("x-sessiongate-reason").and_then(|v| v.to_str().ok()).map(str::to_string)
     }
+    /// The value a `Set-Cookie` header of the answer gives the cookie `name`.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|v| v.split(';').next().unwrap_or("").to_string()))
+    }
 }
 
 /// Direct request to the backend, bypassing the gateway.

@@ -3,6 +3,7 @@
 //! hash — `$SESSIONGATE_CACHE_DIR` or `~/.cache/sessiongate`, then `<name>-<hash>/node_modules` —
 //! so a CI run installs it only when the lockfile changes.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -75,4 +76,45 @@ pub fn node_modules(name: &str) -> PathBuf {
     std::fs::write(&done, format!("{:?}\n", started.elapsed())).expect("mark the install done");
     eprintln!("npm install took {:?}", started.elapsed());
     dir.join("node_modules")
+}
+
+/// Waits until `GET path` on the port answers `status` (a started app), at most `secs`; panics
+/// with the app's log if it does not, or if its process ends first.
+#[allow(clippy::disallowed_methods)] // polls the health route, on a blocking thread
+pub fn wait_healthy(
+    app: &str,
+    child: &mut std::process::Child,
+    port: u16,
+    (path, status): (&str, &[u8; 3]),
+    log: &Path,
+    secs: u64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    loop {
+        if health(port, path, status) {
+            eprintln!("real {app} up on port {port} after {:?}", started.elapsed());
+            return;
+        }
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let mut text = String::new();
+            if let Ok(mut f) = std::fs::File::open(log) {
+                let _ = f.read_to_string(&mut text);
+            }
+            panic!("{app} did not become healthy:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn health(port: u16, path: &str, status: &[u8; 3]) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 32];
+    matches!(s.read(&mut buf), Ok(n) if n >= 12 && &buf[9..12] == status)
 }

@@ -7,11 +7,9 @@
 //! between its tests, which create their own users. The server runs under a shell that kills it
 //! and removes its directory when the test process exits (its stdin closes).
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "directus-e2e-secret-0123456789abcdef";
 pub const ADMIN_EMAIL: &str = "admin@example.com";
@@ -27,7 +25,6 @@ pub struct RealDirectus {
 
 /// Bootstraps and starts a Directus (blocking: npm install the first time, then ~10 s of
 /// migrations and a few seconds to `/server/health`).
-#[allow(clippy::disallowed_methods)] // polls the health route, on a blocking thread
 pub fn start() -> RealDirectus {
     let modules = super::npm::node_modules("directus");
     let dir =
@@ -67,36 +64,9 @@ pub fn start() -> RealDirectus {
         .expect("start Directus");
     let stdin = child.stdin.take().expect("stdin");
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let started = Instant::now();
-    loop {
-        if health(port) {
-            eprintln!("real Directus up on {url} after {:?}", started.elapsed());
-            break;
-        }
-        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
-            let mut text = String::new();
-            if let Ok(mut f) = std::fs::File::open(&log) {
-                let _ = f.read_to_string(&mut text);
-            }
-            panic!("Directus did not become healthy:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    super::npm::wait_healthy("Directus", &mut child, port, ("/server/health", b"200"), &log, 240);
     drop(child);
     RealDirectus { url, dir, _stdin: stdin }
-}
-
-/// `GET /server/health` answers 200.
-fn health(port: u16) -> bool {
-    use std::io::Write;
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /server/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 32];
-    matches!(s.read(&mut buf), Ok(n) if n >= 12 && &buf[9..12] == b"200")
 }
 
 /// The Directus shared by the tests of this binary.

@@ -8,11 +8,9 @@
 //! SQLite database) and shares it between its tests. The server is wrapped in a shell that
 //! kills it and removes its directory when the test process exits (its stdin closes).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 /// The signing secret the app is started with (for `[jwt]` in gateway configs).
 pub const JWT_SECRET: &str = "e2e-strapi-jwt-secret-0123456789";
@@ -50,7 +48,6 @@ pub(super) fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Starts a Strapi (blocking: npm install the first time, then ~5–15 s to `/_health`).
-#[allow(clippy::disallowed_methods)] // polls the health route, on a blocking thread
 pub fn start() -> RealStrapi {
     let modules = node_modules();
     let dir =
@@ -89,37 +86,9 @@ pub fn start() -> RealStrapi {
         .expect("start Strapi");
     let stdin = child.stdin.take().expect("stdin");
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let started = Instant::now();
-    loop {
-        if health(port) {
-            eprintln!("real Strapi up on {url} after {:?}", started.elapsed());
-            break;
-        }
-        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
-            let mut text = String::new();
-            if let Ok(mut f) = std::fs::File::open(&log) {
-                let _ = f.read_to_string(&mut text);
-            }
-            panic!("Strapi did not become healthy:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    // The shell owns the server; it ends when the test process exits.
+    super::npm::wait_healthy("Strapi", &mut child, port, ("/_health", b"204"), &log, 180);
     drop(child);
     RealStrapi { url, dir, _stdin: stdin }
-}
-
-/// `GET /_health` answers 204.
-fn health(port: u16) -> bool {
-    use std::io::Write;
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /_health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 32];
-    matches!(s.read(&mut buf), Ok(n) if n >= 12 && &buf[9..12] == b"204")
 }
 
 /// The Strapi shared by the tests of this binary.
