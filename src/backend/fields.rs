@@ -87,9 +87,6 @@ mod tests {
         let v = serde_json::json!({"grant_type": "password", "username": "a b&c=d", "n": 5, "x": null, "o": {"k": ["p", "q"]}});
         let text = to_urlencoded(&v);
         assert_eq!(text, "grant_type=password&n=5&o[k][0]=p&o[k][1]=q&username=a%20b%26c%3Dd&x=");
-        let back = crate::proxy::form::parse_urlencoded(&text).expect("parses");
-        assert_eq!(back["username"], "a b&c=d");
-        assert_eq!(back["o"]["k"], serde_json::json!(["p", "q"]));
     }
 
     #[test]

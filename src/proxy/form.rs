@@ -344,6 +344,13 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forms_the_gateway_writes_read_back_as_parsed() {
+        let v = serde_json::json!({"username": "a b&c=d", "o": {"k": ["p", "q"]}, "n": "5"});
+        let back = parse_urlencoded(&crate::backend::fields::to_urlencoded(&v)).expect("parses");
+        assert_eq!(back, v);
+    }
     use serde_json::json;
 
     /// Rows checked against qs 6.15.3 (`qs.parse(s, {allowDots: true})`, as co-body calls it).
