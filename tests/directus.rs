@@ -15,19 +15,9 @@ const PRESET: &str = "preset = \"directus\"\n";
 /// Builds a request from the acting user's access token.
 type MakeReq<'a> = Box<dyn Fn(&str) -> support::Req + 'a>;
 
-async fn gql(gw: &Gateway, bearer: Option<&str>, query: &str, variables: Value) -> Resp {
-    let mut req = gw.post("/graphql/system").json(json!({"query": query, "variables": variables}));
-    if let Some(b) = bearer {
-        req = req.bearer(b);
-    }
-    req.send().await
-}
-
 /// A json-mode login through GraphQL: (access, refresh).
 async fn gql_login(gw: &Gateway, email: &str) -> (String, String) {
-    let r = gql(
-        gw,
-        None,
+    let r = gw.graphql(None,
         "mutation L($e: String!, $p: String!) { tokens: auth_login(email: $e, password: $p) { access_token refresh_token expires } }",
         json!({"e": email, "p": PASSWORD}),
     )
@@ -67,9 +57,7 @@ async fn graphql_logins_refreshes_and_logouts_are_learned_and_enforced() {
     assert_eq!(articles(&gw, &access).await.status, 200);
 
     // A refresh by fragment and variable rotates the same session.
-    let r = gql(
-        &gw,
-        None,
+    let r = gw.graphql(None,
         "mutation R($t: String) { ...F } fragment F on Mutation { fresh: auth_refresh(refresh_token: $t, mode: json) { access_token refresh_token } }",
         json!({"t": refresh}),
     )
@@ -82,16 +70,17 @@ async fn graphql_logins_refreshes_and_logouts_are_learned_and_enforced() {
     assert_eq!(list["meta"]["pagination"]["total"], 1, "rotated, not a new session: {list}");
 
     // A refused refresh (HTTP 200, a null field) teaches nothing and is passed back as it came.
-    let bogus = gql(&gw, None, "mutation { auth_refresh(refresh_token: \"nope\") { access_token } }", json!({})).await;
+    let bogus =
+        gw.graphql(None, "mutation { auth_refresh(refresh_token: \"nope\") { access_token } }", json!({})).await;
     assert_eq!(bogus.status, 200);
     assert_eq!(bogus.json()["data"]["auth_refresh"], Value::Null);
     assert_eq!(bogus.json()["errors"][0]["extensions"]["code"], "INVALID_CREDENTIALS");
 
     // Logout through an alias, with the refresh token escaped in the GraphQL string.
     let escaped = format!("\\u{:04x}{}", refresh2.as_bytes()[0], &refresh2[1..]);
-    let out =
-        gql(&gw, Some(access2), &format!("mutation {{ bye: auth_logout(refresh_token: \"{escaped}\") }}"), json!({}))
-            .await;
+    let out = gw
+        .graphql(Some(access2), &format!("mutation {{ bye: auth_logout(refresh_token: \"{escaped}\") }}"), json!({}))
+        .await;
     assert_eq!(out.status, 200, "{}", out.text());
     assert_eq!(out.json()["data"]["bye"], true);
     let since = support::strapi_now_ms();
@@ -99,7 +88,7 @@ async fn graphql_logins_refreshes_and_logouts_are_learned_and_enforced() {
     // over REST and over GraphQL, and the refresh token in every GraphQL spelling.
     for t in [&access, access2] {
         assert_eq!(reason(&articles(&gw, t).await).as_deref(), Some("session_terminated"));
-        let me = gql(&gw, Some(t), "{ users_me { id } }", json!({})).await;
+        let me = gw.graphql(Some(t), "{ users_me { id } }", json!({})).await;
         assert_eq!(reason(&me).as_deref(), Some("session_terminated"));
     }
     for (q, v) in [
@@ -107,7 +96,7 @@ async fn graphql_logins_refreshes_and_logouts_are_learned_and_enforced() {
         ("mutation($t: String) { auth_refresh(refresh_token: $t) { access_token } }".to_string(), json!({"t": refresh2})),
         (format!("mutation {{ ... on Mutation {{ a: auth_refresh(refresh_token: \"\"\"{refresh2}\"\"\") {{ expires }} }} }}"), json!({})),
     ] {
-        let r = gql(&gw, None, &q, v).await;
+        let r = gw.graphql(None, &q, v).await;
         assert_eq!((r.status.as_u16(), reason(&r).as_deref()), (401, Some("session_terminated")), "{q}");
         assert_eq!(r.json()["errors"][0]["extensions"]["code"], "INVALID_CREDENTIALS", "Directus's error shape");
     }
@@ -161,7 +150,7 @@ async fn graphql_the_gateway_cannot_read_as_directus_does_is_refused() {
     assert_eq!(reason(&articles(&gw, &access).await).as_deref(), Some("session_terminated"), "the logout was seen");
     // Plain queries and unwatched mutations pass untouched.
     let (other, _) = rest_login(&gw, "admin@example.com").await;
-    let me = gql(&gw, Some(&other), "{ users_me { id email } }", json!({})).await;
+    let me = gw.graphql(Some(&other), "{ users_me { id email } }", json!({})).await;
     assert_eq!(me.json()["data"]["users_me"]["email"], "admin@example.com");
 }
 
@@ -183,13 +172,13 @@ async fn the_refresh_place_is_the_one_the_mode_names_and_every_place_is_checked(
         let r = gw.post("/auth/refresh").header("cookie", &c).json(body.clone()).send().await;
         assert_eq!(reason(&r).as_deref(), Some("session_terminated"), "{body} {c}");
     }
-    let r = gql(
-        &gw,
-        None,
-        &format!("mutation {{ auth_refresh(refresh_token: \"{ended}\", mode: cookie) {{ access_token }} }}"),
-        json!({}),
-    )
-    .await;
+    let r = gw
+        .graphql(
+            None,
+            &format!("mutation {{ auth_refresh(refresh_token: \"{ended}\", mode: cookie) {{ access_token }} }}"),
+            json!({}),
+        )
+        .await;
     assert_eq!(reason(&r).as_deref(), Some("session_terminated"), "the unread argument is checked too");
     // A mode that names no place is refused, as Directus refuses it.
     let r = gw.post("/auth/refresh").json(json!({"mode": "header", "refresh_token": live})).send().await;
@@ -210,13 +199,13 @@ async fn user_changes_over_graphql_and_in_batches_end_the_users_sessions() {
 
     // Not a credential change: a name, an `active` status.
     let (before, _) = rest_login(&gw, "reader@example.com").await;
-    let r = gql(
-        &gw,
-        Some(&admin),
-        "mutation($id: ID!) { update_users_item(id: $id, data: {first_name: \"R\", status: active}) { id } }",
-        json!({"id": reader.id}),
-    )
-    .await;
+    let r = gw
+        .graphql(
+            Some(&admin),
+            "mutation($id: ID!) { update_users_item(id: $id, data: {first_name: \"R\", status: active}) { id } }",
+            json!({"id": reader.id}),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(articles(&gw, &before).await.status, 200);
 
@@ -283,13 +272,13 @@ async fn user_changes_over_graphql_and_in_batches_end_the_users_sessions() {
     // A refused GraphQL update (HTTP 200, a null field) ends nothing.
     d.with(|s| s.users.iter_mut().filter(|u| u.id == reader.id).for_each(|u| u.password = PASSWORD.into()));
     let (own, _) = rest_login(&gw, "reader@example.com").await;
-    let r = gql(
-        &gw,
-        Some(&own),
-        "mutation($id: ID!) { update_users_item(id: $id, data: {password: \"x\"}) { id } }",
-        json!({"id": d.user("admin@example.com").id}),
-    )
-    .await;
+    let r = gw
+        .graphql(
+            Some(&own),
+            "mutation($id: ID!) { update_users_item(id: $id, data: {password: \"x\"}) { id } }",
+            json!({"id": d.user("admin@example.com").id}),
+        )
+        .await;
     assert_eq!(r.json()["errors"][0]["extensions"]["code"], "FORBIDDEN");
     assert_eq!(articles(&gw, &admin).await.status, 200, "the admin's session lives on");
     // A deleted user's tokens live on at Directus; not through the gateway.
@@ -307,7 +296,7 @@ async fn graphql_session_mode_rotates_one_session_and_its_logout_ends_it() {
         format!("directus_session_token={}", r.set_cookie("directus_session_token").expect("session cookie"))
     };
     let q = format!("mutation {{ auth_login(email: \"reader@example.com\", password: \"{PASSWORD}\", mode: session) {{ access_token expires }} }}");
-    let r = gql(&gw, None, &q, json!({})).await;
+    let r = gw.graphql(None, &q, json!({})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["data"]["auth_login"], json!({"access_token": null, "expires": "86400000"}));
     let first = cookie_of(&r);

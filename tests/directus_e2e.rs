@@ -5,7 +5,7 @@
 mod support;
 
 use http::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::real_directus::{self, RealDirectus, PASSWORD};
 use support::{Gateway, Resp};
 
@@ -27,14 +27,6 @@ async fn rest_login(gw: &Gateway, email: &str, mode: &str) -> Resp {
 fn tokens(r: &Resp) -> (String, String) {
     let d = &r.json()["data"];
     (d["access_token"].as_str().expect("at").into(), d["refresh_token"].as_str().expect("rt").into())
-}
-
-async fn gql(gw: &Gateway, bearer: Option<&str>, query: &str, variables: Value) -> Resp {
-    let mut req = gw.post("/graphql/system").json(json!({"query": query, "variables": variables}));
-    if let Some(b) = bearer {
-        req = req.bearer(b);
-    }
-    req.send().await
 }
 
 /// `GET /users/me` straight at Directus: its status.
@@ -79,9 +71,7 @@ async fn a_rest_logout_ends_the_access_token_in_every_transport() {
 #[tokio::test]
 async fn graphql_login_refresh_and_logout_are_learned_and_enforced() {
     let (d, gw, id) = setup("e2e-gql@example.com").await;
-    let r = gql(
-        &gw,
-        None,
+    let r = gw.graphql(None,
         "mutation L($e: String!, $p: String!) { t: auth_login(email: $e, password: $p) { access_token refresh_token expires } }",
         json!({"e": "e2e-gql@example.com", "p": PASSWORD}),
     )
@@ -93,9 +83,7 @@ async fn graphql_login_refresh_and_logout_are_learned_and_enforced() {
     let list =
         gw.admin(Method::GET, &format!("/magic-sessionmanager/sessions?user={id}&status=active")).send().await.json();
     assert_eq!(list["meta"]["pagination"]["total"], 1, "{list}");
-    let r = gql(
-        &gw,
-        None,
+    let r = gw.graphql(None,
         "mutation { ...R } fragment R on Mutation { n: auth_refresh(refresh_token: $t) { access_token refresh_token } }"
             .replace("mutation {", "mutation($t: String) {")
             .as_str(),
@@ -109,21 +97,21 @@ async fn graphql_login_refresh_and_logout_are_learned_and_enforced() {
     let list =
         gw.admin(Method::GET, &format!("/magic-sessionmanager/sessions?user={id}&status=active")).send().await.json();
     assert_eq!(list["meta"]["pagination"]["total"], 1, "rotated within one session: {list}");
-    let out =
-        gql(&gw, Some(&access2), &format!("mutation {{ bye: auth_logout(refresh_token: \"{refresh2}\") }}"), json!({}))
-            .await;
+    let out = gw
+        .graphql(Some(&access2), &format!("mutation {{ bye: auth_logout(refresh_token: \"{refresh2}\") }}"), json!({}))
+        .await;
     assert_eq!(out.json()["data"]["bye"], true, "{}", out.text());
     for t in [&access, &access2] {
         assert_eq!(direct_me(d, t).await, 200, "the gap: Directus alone still takes it");
         assert!(ended(through_me(&gw, t).await));
     }
-    let again = gql(
-        &gw,
-        None,
-        "mutation($t: String) { auth_refresh(refresh_token: $t) { access_token } }",
-        json!({"t": refresh2}),
-    )
-    .await;
+    let again = gw
+        .graphql(
+            None,
+            "mutation($t: String) { auth_refresh(refresh_token: $t) { access_token } }",
+            json!({"t": refresh2}),
+        )
+        .await;
     assert!(ended((again.status.as_u16(), again.reason())), "{}", again.text());
     let hidden = gw
         .post("/graphql/system")
@@ -183,13 +171,13 @@ async fn a_suspension_a_password_change_a_batch_and_a_deletion_end_the_users_ses
     assert_eq!(through_me(&gw, &t).await.0, 200);
 
     // GraphQL suspension by the admin.
-    let r = gql(
-        &gw,
-        Some(&admin),
-        "mutation($id: ID!) { update_users_item(id: $id, data: {status: \"suspended\"}) { id status } }",
-        json!({"id": id}),
-    )
-    .await;
+    let r = gw
+        .graphql(
+            Some(&admin),
+            "mutation($id: ID!) { update_users_item(id: $id, data: {status: \"suspended\"}) { id status } }",
+            json!({"id": id}),
+        )
+        .await;
     assert_eq!(r.json()["data"]["update_users_item"]["status"], "suspended", "{}", r.text());
     assert_eq!(direct_me(d, &t).await, 200, "the gap: a suspended user's token still works at Directus");
     assert!(ended(through_me(&gw, &t).await));
@@ -220,7 +208,8 @@ async fn a_suspension_a_password_change_a_batch_and_a_deletion_end_the_users_ses
 
     // A deletion.
     let t = login().await;
-    let r = gql(&gw, Some(&admin), "mutation($id: ID!) { delete_users_item(id: $id) { id } }", json!({"id": id})).await;
+    let r =
+        gw.graphql(Some(&admin), "mutation($id: ID!) { delete_users_item(id: $id) { id } }", json!({"id": id})).await;
     assert_eq!(r.json()["data"]["delete_users_item"]["id"], id.as_str(), "{}", r.text());
     assert!(ended(through_me(&gw, &t).await));
     assert_eq!(through_me(&gw, &admin).await.0, 200, "only that user's sessions");

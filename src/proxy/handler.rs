@@ -254,7 +254,11 @@ async fn handle_inner(
     let refresh_field = matched.as_ref().and_then(|m| m.rule.refresh_at.as_deref());
     let refresh_field = refresh_field.or(cfg.extract.request_refresh_token.as_deref());
     let mut creds = credentials(&cfg, ctx, &parts.headers, (parts.uri.query(), refresh_field), fields)?;
-    creds.users = named_users(ctx.route, matched.as_ref().map(|m| &m.rule.users), watched.as_ref(), fields)?;
+    let users_at = match &watched {
+        Some(w) => w.rule.users.as_deref(),
+        None => matched.as_ref().and_then(|m| m.rule.users.as_deref()),
+    };
+    creds.users = named_users(ctx.route, users_at, fields)?;
     enforce(st, ctx, &mut creds).await?;
     sight(st, &cfg, ctx, &parts.headers).await?;
     if ctx.route == RouteClass::UserApi {
@@ -376,18 +380,10 @@ fn mutation<'a>(
 /// and a body that names nobody there is refused (which sessions to end would be a guess).
 fn named_users(
     route: RouteClass,
-    rest: Option<&Option<String>>,
-    watched: Option<&Watched<'_>>,
+    pointer: Option<&str>,
     fields: Option<&Value>,
 ) -> Result<Option<Vec<String>>, GatewayError> {
-    if route != RouteClass::CredentialChange {
-        return Ok(None);
-    }
-    let pointer = match watched {
-        Some(w) => w.rule.users.as_deref(),
-        None => rest.and_then(|p| p.as_deref()),
-    };
-    let Some(pointer) = pointer else { return Ok(None) };
+    let Some(pointer) = pointer.filter(|_| route == RouteClass::CredentialChange) else { return Ok(None) };
     let mut users = routes::users_at(fields, pointer);
     // A path parameter is matched lower-cased; a key in the body is taken both ways (a UUID
     // column may compare either way), so no spelling of an id escapes.

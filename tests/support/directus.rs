@@ -32,12 +32,9 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -676,15 +673,8 @@ impl MockState {
 
 /// A running mock Directus.
 pub struct MockDirectus {
-    pub addr: SocketAddr,
     pub state: Arc<Mutex<MockState>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for MockDirectus {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    server: super::Served,
 }
 
 impl MockDirectus {
@@ -723,28 +713,17 @@ impl MockDirectus {
             accepted: Vec::new(),
             minted: Vec::new(),
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock directus");
-        let addr = listener.local_addr().expect("addr");
         let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let st = st.clone();
-                        async move { Ok::<_, std::convert::Infallible>(serve(&st, req).await) }
-                    });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-                });
-            }
-        });
-        MockDirectus { addr, state, task }
+        let server = super::Served::start(move |req| {
+            let st = st.clone();
+            async move { serve(&st, req).await }
+        })
+        .await;
+        MockDirectus { state, server }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&mut MockState) -> R) -> R {

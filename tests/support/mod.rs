@@ -271,6 +271,15 @@ impl Gateway {
         Req::new(Method::PATCH, &self.url(path))
     }
 
+    /// A GraphQL request to Directus's `/graphql/system` through the gateway.
+    pub async fn graphql(&self, bearer: Option<&str>, query: &str, variables: Value) -> Resp {
+        let mut req = self.post("/graphql/system").json(serde_json::json!({"query": query, "variables": variables}));
+        if let Some(b) = bearer {
+            req = req.bearer(b);
+        }
+        req.send().await
+    }
+
     /// Logs `user` in through the gateway.
     pub async fn login(&self, user: &str) -> Login {
         let res = self
@@ -395,6 +404,49 @@ impl Resp {
 /// Direct request to the backend, bypassing the gateway.
 pub fn direct(backend: &MockStrapi, method: Method, path: &str) -> Req {
     Req::new(method, &format!("{}{}", backend.url(), path))
+}
+
+/// A test HTTP server on a free loopback port (HTTP/1.1 and HTTP/2), answering each request
+/// with `handler`; it stops when this is dropped.
+pub struct Served {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Served {
+    pub async fn start<F, Fut>(handler: F) -> Served
+    where
+        F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = http::Response<Full<Bytes>>> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a test server");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let answer = handler(req);
+                        async move { Ok::<_, std::convert::Infallible>(answer.await) }
+                    });
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        Served { addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 /// Waits until `f` holds (polling), at most `secs` seconds.

@@ -17,11 +17,8 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -153,15 +150,8 @@ impl State {
 }
 
 pub struct MockOAuth2 {
-    pub addr: SocketAddr,
     pub state: Arc<Mutex<State>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for MockOAuth2 {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    server: super::Served,
 }
 
 impl MockOAuth2 {
@@ -172,49 +162,35 @@ impl MockOAuth2 {
             st.users.insert(u.into(), PASSWORD.into());
         }
         let state = Arc::new(Mutex::new(st));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock oauth2");
-        let addr = listener.local_addr().expect("addr");
         let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let st = st.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let raw = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                            let mut s = st.lock().expect("state");
-                            let ct =
-                                parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-                            s.seen.push((
-                                parts.method.clone(),
-                                parts.uri.path().to_string(),
-                                ct.to_string(),
-                                String::from_utf8_lossy(&raw).into_owned(),
-                            ));
-                            let r = match (parts.method.clone(), parts.uri.path()) {
-                                (Method::POST, "/oauth/token") => s.token(&parts.headers, &raw),
-                                (Method::POST, "/oauth/revoke") => s.revoke(&parts.headers, &raw),
-                                (Method::GET, "/api/me") => s.me(&parts.headers),
-                                (Method::GET, "/health") => res(200, json!({"ok": true})),
-                                _ => oauth_error(404, "not_found"),
-                            };
-                            Ok::<_, std::convert::Infallible>(r)
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+        let server = super::Served::start(move |req: Request<Incoming>| {
+            let st = st.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let raw = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                let mut s = st.lock().expect("state");
+                let ct = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                s.seen.push((
+                    parts.method.clone(),
+                    parts.uri.path().to_string(),
+                    ct.to_string(),
+                    String::from_utf8_lossy(&raw).into_owned(),
+                ));
+                match (parts.method.clone(), parts.uri.path()) {
+                    (Method::POST, "/oauth/token") => s.token(&parts.headers, &raw),
+                    (Method::POST, "/oauth/revoke") => s.revoke(&parts.headers, &raw),
+                    (Method::GET, "/api/me") => s.me(&parts.headers),
+                    (Method::GET, "/health") => res(200, json!({"ok": true})),
+                    _ => oauth_error(404, "not_found"),
+                }
             }
-        });
-        MockOAuth2 { addr, state, task }
+        })
+        .await;
+        MockOAuth2 { state, server }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
